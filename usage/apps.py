@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class UsageConfig(AppConfig):
+    name = "usage"
+    verbose_name = "Usage"
+
+    def ready(self):
+        from usage import checks, signals  # noqa: F401  (registers the handlers and the trigger check)

@@ -1,0 +1,239 @@
+"""The product's tables and the counters derived from them.
+
+Counters (``usage_tracking.*_count``, ``minutes_used``, ``presets.usage_count``/``last_used_at``) are
+written only by the PostgreSQL triggers declared in ``Meta.triggers`` (SQL in ``usage/sql`` and
+``usage/triggers.py``) or by reconciliation under lock. The models carry fields and constraints only.
+"""
+
+import uuid
+
+from django.contrib.postgres.constraints import ExclusionConstraint
+from django.contrib.postgres.fields import DateTimeRangeField, RangeOperators
+from django.db import models
+from django.db.models import Func, Q
+from django.db.models.functions import Lower, Now
+
+from usage import triggers
+
+
+class GenRandomUUID(Func):
+    """``gen_random_uuid()``: the database fills ids for rows the product writes in raw SQL."""
+
+    function = "gen_random_uuid"
+    output_field = models.UUIDField()
+
+
+class MonthStartUTC(Func):
+    template = "(date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+    output_field = models.DateTimeField()
+
+
+class NextMonthStartUTC(Func):
+    template = "((date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC')"
+    output_field = models.DateTimeField()
+
+
+class TstzRange(Func):
+    function = "tstzrange"
+    output_field = DateTimeRangeField()
+
+
+class CounterFieldsMixin:
+    """ORM saves never write the derived counters: the triggers own them (SPEC §4, I5).
+
+    A plain ``save()`` of an edited name would otherwise write back the counter value loaded earlier,
+    overwriting every increment made since; the database refuses that write, so leave them out.
+    """
+
+    counter_fields: tuple[str, ...] = ()
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in self.counter_fields
+            ]
+        super().save(*args, **kwargs)
+
+
+class Customer(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
+    email = models.EmailField(max_length=254)
+    name = models.CharField(max_length=200, blank=True, default="", db_default="")
+    current_period_start = models.DateTimeField(db_default=MonthStartUTC())
+    current_period_end = models.DateTimeField(db_default=NextMonthStartUTC())
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "customers"
+        ordering = ["email"]
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="customers_email_ci_unique"),
+            models.CheckConstraint(
+                condition=Q(current_period_end__gt=models.F("current_period_start")),
+                name="customers_period_ordered",
+            ),
+        ]
+
+    def __str__(self):
+        return self.email
+
+
+class Project(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        ARCHIVED = "archived"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="projects")
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_default=Status.ACTIVE)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
+
+    class Meta:
+        db_table = "projects"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=["active", "archived"]), name="projects_status_valid"),
+        ]
+        indexes = [
+            # COUNT of active projects per customer: opening a period row, reports, reconciliation.
+            models.Index(fields=["customer"], condition=Q(status="active"), name="projects_active_by_cust"),
+        ]
+        triggers = triggers.project_triggers()
+
+    def __str__(self):
+        return self.name
+
+
+class Preset(CounterFieldsMixin, models.Model):
+    counter_fields = ("usage_count", "last_used_at")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="presets")
+    name = models.CharField(max_length=200)
+    usage_count = models.IntegerField(default=0, db_default=0, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "presets"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(usage_count__gte=0), name="presets_usage_count_non_negative"),
+        ]
+        triggers = triggers.preset_triggers()
+
+    def __str__(self):
+        return self.name
+
+
+class PresetUsage(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
+    preset = models.ForeignKey(Preset, on_delete=models.CASCADE, related_name="uses")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="preset_uses")
+    used_at = models.DateTimeField(default=None, db_default=Now())
+
+    class Meta:
+        db_table = "preset_usage"
+        ordering = ["-used_at"]
+        indexes = [
+            # MAX(used_at) of one preset after a use is deleted; COUNT per preset in the report.
+            models.Index(fields=["preset", "used_at"], name="preset_usage_used_at"),
+        ]
+        triggers = triggers.preset_usage_triggers()
+
+    def save(self, *args, **kwargs):
+        if self.used_at is None:
+            from django.utils import timezone
+
+            self.used_at = timezone.now()
+        super().save(*args, **kwargs)
+
+
+class UsageEvent(models.Model):
+    """Metered usage, append-only. A correction is a negative event that names its reason."""
+
+    class Metric(models.TextChoices):
+        AI_INTERACTION = "ai_interaction", "AI interactions"
+        MINUTES = "minutes", "Transcription minutes"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="usage_events")
+    metric = models.CharField(max_length=32, choices=Metric.choices)
+    quantity = models.DecimalField(max_digits=18, decimal_places=3)
+    occurred_at = models.DateTimeField(db_default=Now())
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    reason = models.TextField(blank=True, default="", db_default="")
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "usage_events"
+        ordering = ["-occurred_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(metric__in=["ai_interaction", "minutes"]), name="usage_events_metric_valid"
+            ),
+            # Usage is positive; the only negative event is an adjustment that says why.
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0) | (Q(quantity__lt=0) & ~Q(reason="")),
+                name="usage_events_quantity_positive_or_reasoned_adjustment",
+            ),
+            models.UniqueConstraint(
+                fields=["customer", "idempotency_key"], name="usage_events_idempotency_key_per_customer"
+            ),
+        ]
+        indexes = [
+            # SUM(quantity) of one customer's metric over one period.
+            models.Index(fields=["customer", "metric", "occurred_at"], name="usage_events_cust_metric_at"),
+        ]
+        triggers = triggers.usage_event_triggers()
+
+
+class UsageTracking(CounterFieldsMixin, models.Model):
+    """Derived counters, one row per customer per usage period [period_start, period_end)."""
+
+    counter_fields = ("active_projects_count", "ai_interactions_count", "minutes_used", "updated_at")
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="usage_periods")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    month = models.CharField(max_length=7, help_text="YYYY-MM of period_start (UTC)")
+    active_projects_count = models.IntegerField(default=0, db_default=0)
+    ai_interactions_count = models.DecimalField(max_digits=18, decimal_places=3, default=0, db_default=0)
+    minutes_used = models.DecimalField(max_digits=18, decimal_places=3, default=0, db_default=0)
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "usage_tracking"
+        ordering = ["customer", "-period_start"]
+        verbose_name = "usage period"
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "period_start"], name="usage_tracking_customer_period"),
+            models.CheckConstraint(
+                condition=Q(period_end__gt=models.F("period_start")), name="usage_tracking_period_ordered"
+            ),
+            models.CheckConstraint(condition=Q(month__regex=r"^\d{4}-\d{2}$"), name="usage_tracking_month_format"),
+            models.CheckConstraint(
+                condition=Q(active_projects_count__gte=0), name="usage_tracking_active_projects_non_negative"
+            ),
+            # Periods of one customer never overlap: every event belongs to exactly one row.
+            ExclusionConstraint(
+                name="usage_tracking_periods_disjoint",
+                expressions=[
+                    ("customer", RangeOperators.EQUAL),
+                    (TstzRange("period_start", "period_end"), RangeOperators.OVERLAPS),
+                ],
+            ),
+        ]
+        triggers = triggers.usage_tracking_triggers()
+
+    def __str__(self):
+        return f"{self.customer_id} {self.month}"
+
+
+# Models whose triggers keep the counters; used by check_triggers and the benchmarks.
+COUNTER_SOURCE_MODELS = (Project, PresetUsage, UsageEvent)
+COUNTER_MODELS = (Preset, UsageTracking)

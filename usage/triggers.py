@@ -1,0 +1,232 @@
+"""Trigger declarations for the counters (SPEC §4), used in the models' ``Meta.triggers``.
+
+Every counter trigger is statement-level with a transition table: the statement's rows are grouped
+into one delta per counter row and handed to the functions of ``usage/sql/0002_counters.sql``. A
+100,000-row INSERT therefore costs one aggregate and one locked update per customer, not 100,000
+upserts. Function names follow ``pgtrigger_<name>_<hash>``; ``manage.py check_triggers`` checks them.
+"""
+
+import pgtrigger
+
+NEW = "new_rows"
+OLD = "old_rows"
+
+
+def _statement(name, operation, func, *, old=False, new=False):
+    return pgtrigger.Trigger(
+        name=name,
+        level=pgtrigger.Statement,
+        when=pgtrigger.After,
+        operation=operation,
+        referencing=pgtrigger.Referencing(old=OLD if old else None, new=NEW if new else None)
+        if (old or new)
+        else None,
+        func=func.strip() + "\nRETURN NULL;",
+    )
+
+
+def _protect(name, operation, condition):
+    """Refuse client writes of derived counters unless reconciliation allowed them (I5)."""
+    return pgtrigger.Trigger(
+        name=name,
+        level=pgtrigger.Row,
+        when=pgtrigger.Before,
+        operation=operation,
+        # Writes from inside the counter triggers run at depth >= 1 and skip the check.
+        condition=pgtrigger.Condition(f"pg_trigger_depth() = 0 AND ({condition})"),
+        func="""
+IF current_setting('billing_ops.recount', true) = 'on' THEN
+    RETURN NEW;
+END IF;
+RAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be written directly', TG_TABLE_NAME
+    USING ERRCODE = 'check_violation',
+          HINT = 'Write the source rows (projects, usage_events, preset_usage), or recount: manage.py reconcile_usage --apply.';
+""",
+    )
+
+
+# --- projects -> usage_tracking.active_projects_count (I1) ------------------------------------------
+
+def _active_delta(select_deltas: str) -> str:
+    return f"""
+PERFORM usage_tracking_add_active(array_agg(customer_id ORDER BY customer_id), array_agg(delta ORDER BY customer_id))
+FROM ({select_deltas}) AS deltas;
+"""
+
+
+def project_triggers():
+    return [
+        _statement(
+            "projects_on_insert",
+            pgtrigger.Insert,
+            _active_delta(
+                f"SELECT customer_id, count(*)::integer AS delta FROM {NEW} WHERE status = 'active' GROUP BY customer_id"
+            ),
+            new=True,
+        ),
+        _statement(
+            "projects_on_update",
+            pgtrigger.Update,
+            _active_delta(
+                f"""SELECT customer_id, sum(delta)::integer AS delta FROM (
+    SELECT customer_id, -1 AS delta FROM {OLD} WHERE status = 'active'
+    UNION ALL
+    SELECT customer_id, 1 AS delta FROM {NEW} WHERE status = 'active'
+) AS moves GROUP BY customer_id HAVING sum(delta) <> 0"""
+            ),
+            old=True,
+            new=True,
+        ),
+        _statement(
+            "projects_on_delete",
+            pgtrigger.Delete,
+            _active_delta(
+                f"SELECT customer_id, -count(*)::integer AS delta FROM {OLD} WHERE status = 'active' GROUP BY customer_id"
+            ),
+            old=True,
+        ),
+        _statement(
+            "projects_on_truncate",
+            pgtrigger.Truncate,
+            """
+UPDATE usage_tracking SET active_projects_count = 0, updated_at = now()
+WHERE active_projects_count <> 0 AND period_start <= now() AND period_end > now();
+""",
+        ),
+    ]
+
+
+# --- usage_events -> usage_tracking.ai_interactions_count / minutes_used (I2) ---------------------
+
+def _event_deltas(table: str, sign: str) -> str:
+    """Per (customer, period containing occurred_at) sums of one transition table.
+
+    The period of most events is the customer's current one, found once per customer; only the
+    others (late or historical events) look their period up one by one.
+    """
+    return f"""
+SELECT e.customer_id, p.period_start, p.period_end,
+       {sign}coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction'), 0) AS ai,
+       {sign}coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'minutes'), 0) AS minutes
+FROM {table} AS e
+LEFT JOIN (
+    SELECT c.customer_id, cp.period_start, cp.period_end
+    FROM (SELECT DISTINCT customer_id FROM {table}) AS c
+    CROSS JOIN LATERAL usage_period_at(c.customer_id, now()) AS cp
+) AS cur ON cur.customer_id = e.customer_id
+CROSS JOIN LATERAL (
+    SELECT cur.period_start, cur.period_end
+    WHERE e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end
+    UNION ALL
+    SELECT q.period_start, q.period_end FROM usage_period_at(e.customer_id, e.occurred_at) AS q
+    WHERE NOT coalesce(e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end, false)
+) AS p
+GROUP BY e.customer_id, p.period_start, p.period_end"""
+
+
+def _metered_delta(select_deltas: str) -> str:
+    return f"""
+PERFORM usage_tracking_add(
+    array_agg(customer_id ORDER BY customer_id, period_start),
+    array_agg(period_start ORDER BY customer_id, period_start),
+    array_agg(period_end ORDER BY customer_id, period_start),
+    NULL,
+    array_agg(ai ORDER BY customer_id, period_start),
+    array_agg(minutes ORDER BY customer_id, period_start))
+FROM ({select_deltas}) AS deltas;
+"""
+
+
+def usage_event_triggers():
+    return [
+        _statement("usage_events_on_insert", pgtrigger.Insert, _metered_delta(_event_deltas(NEW, "")), new=True),
+        _statement(
+            "usage_events_on_update",
+            pgtrigger.Update,
+            _metered_delta(
+                f"""SELECT customer_id, period_start, period_end, sum(ai) AS ai, sum(minutes) AS minutes FROM (
+{_event_deltas(OLD, "-")}
+UNION ALL
+{_event_deltas(NEW, "")}
+) AS moves GROUP BY customer_id, period_start, period_end HAVING sum(ai) <> 0 OR sum(minutes) <> 0"""
+            ),
+            old=True,
+            new=True,
+        ),
+        _statement("usage_events_on_delete", pgtrigger.Delete, _metered_delta(_event_deltas(OLD, "-")), old=True),
+        _statement(
+            "usage_events_on_truncate",
+            pgtrigger.Truncate,
+            """
+UPDATE usage_tracking SET ai_interactions_count = 0, minutes_used = 0, updated_at = now()
+WHERE ai_interactions_count <> 0 OR minutes_used <> 0;
+""",
+        ),
+    ]
+
+
+# --- preset_usage -> presets.usage_count / last_used_at (I3) --------------------------------------
+
+def _preset_delta(select_deltas: str) -> str:
+    return f"""
+PERFORM usage_presets_add(
+    array_agg(preset_id ORDER BY preset_id), array_agg(delta ORDER BY preset_id),
+    array_agg(last_used ORDER BY preset_id), array_agg(recount ORDER BY preset_id))
+FROM ({select_deltas}) AS deltas;
+"""
+
+
+_PRESET_USES_ADDED = f"SELECT preset_id, count(*)::integer AS delta, max(used_at) AS last_used, false AS recount FROM {NEW} GROUP BY preset_id"
+_PRESET_USES_REMOVED = f"SELECT preset_id, -count(*)::integer AS delta, NULL::timestamptz AS last_used, true AS recount FROM {OLD} GROUP BY preset_id"
+
+
+def preset_usage_triggers():
+    return [
+        _statement("preset_usage_on_insert", pgtrigger.Insert, _preset_delta(_PRESET_USES_ADDED), new=True),
+        _statement(
+            "preset_usage_on_update",
+            pgtrigger.Update,
+            _preset_delta(
+                f"""SELECT preset_id, sum(delta)::integer AS delta, max(last_used) AS last_used, bool_or(recount) AS recount
+FROM ({_PRESET_USES_REMOVED} UNION ALL {_PRESET_USES_ADDED}) AS moves GROUP BY preset_id"""
+            ),
+            old=True,
+            new=True,
+        ),
+        _statement("preset_usage_on_delete", pgtrigger.Delete, _preset_delta(_PRESET_USES_REMOVED), old=True),
+        _statement(
+            "preset_usage_on_truncate",
+            pgtrigger.Truncate,
+            """
+UPDATE presets SET usage_count = 0, last_used_at = NULL
+WHERE usage_count <> 0 OR last_used_at IS NOT NULL;
+""",
+        ),
+    ]
+
+
+# --- guards on the counter tables (I5) -------------------------------------------------------------
+
+def preset_triggers():
+    return [
+        _protect("presets_protect_insert", pgtrigger.Insert, "NEW.usage_count <> 0 OR NEW.last_used_at IS NOT NULL"),
+        _protect(
+            "presets_protect_update",
+            pgtrigger.Update,
+            "OLD.usage_count IS DISTINCT FROM NEW.usage_count OR OLD.last_used_at IS DISTINCT FROM NEW.last_used_at",
+        ),
+    ]
+
+
+def usage_tracking_triggers():
+    return [
+        # Period rows are opened by the counter triggers or by the period services, never by hand.
+        _protect("usage_tracking_protect_insert", pgtrigger.Insert, "true"),
+        _protect(
+            "usage_tracking_protect_update",
+            pgtrigger.Update,
+            "(OLD.customer_id, OLD.period_start, OLD.period_end, OLD.active_projects_count,"
+            " OLD.ai_interactions_count, OLD.minutes_used) IS DISTINCT FROM (NEW.customer_id, NEW.period_start,"
+            " NEW.period_end, NEW.active_projects_count, NEW.ai_interactions_count, NEW.minutes_used)",
+        ),
+    ]
