@@ -1,0 +1,82 @@
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.db import connection
+
+from usage.selectors import counter_discrepancies
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def assert_no_drift(customer_ids=None):
+    drift = counter_discrepancies(customer_ids)
+    assert drift == [], f"counters drifted from their source rows: {drift}"
+
+
+def active_count(customer) -> int:
+    """active_projects_count of the customer's period that contains now(), 0 without a row."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT active_projects_count FROM usage_tracking WHERE customer_id = %s "
+            "AND period_start <= now() AND period_end > now()",
+            [customer.pk],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else 0
+
+
+def raw_connect(**kwargs) -> psycopg.Connection:
+    """A new real connection to the test database, outside Django (threads, other services)."""
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.pop("server_side_binding", None)
+    params.pop("prepare_threshold", None)
+    return psycopg.connect(**params, **kwargs)
+
+
+def manage_env() -> dict:
+    """Environment in which a manage.py subprocess uses this test database."""
+    env = dict(os.environ)
+    name = connection.settings_dict["NAME"]
+    if env.get("DATABASE_URL"):
+        base, _, _ = env["DATABASE_URL"].rpartition("/")
+        env["DATABASE_URL"] = f"{base}/{name}"
+    else:
+        env["EMBEDDED_DBNAME"] = name
+    return env
+
+
+def run_manage(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env or manage_env(),
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+@contextmanager
+def counters_writable():
+    """Plant drift the way history does: write counters as reconciliation may (SPEC §4, I5)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('billing_ops.recount', 'on', false)")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('billing_ops.recount', 'off', false)")
+
+
+@pytest.fixture
+def customer(db):
+    from tests.factories import CustomerFactory
+
+    return CustomerFactory()

@@ -1,0 +1,22 @@
+"""Base for the cron commands: exit codes of SPEC §8 and no traceback for expected failures."""
+
+import subprocess
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+class OpsCommand(BaseCommand):
+    """Exit 0 fine, 1 the check found a problem, 2 bad arguments or an unreachable database."""
+
+    def execute(self, *args, **options):
+        try:
+            return super().execute(*args, **options)
+        except (OperationalError, InterfaceError) as exc:
+            raise CommandError(f"database unreachable: {str(exc).strip().splitlines()[0]}", returncode=EXIT_USAGE)
+        except subprocess.CalledProcessError as exc:  # the embedded server failed to start
+            raise CommandError(f"embedded PostgreSQL failed to start: {exc}", returncode=EXIT_USAGE)
+        except DatabaseError as exc:
+            raise CommandError(f"database error: {str(exc).strip().splitlines()[0]}", returncode=EXIT_USAGE)
