@@ -91,6 +91,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     created_customer uuid[];
     created_start timestamptz[];
+    expected integer;
+    updated integer;
 BEGIN
     IF p_customer IS NULL THEN
         RETURN;
@@ -104,7 +106,8 @@ BEGIN
     ORDER BY t.customer_id, t.period_start
     FOR UPDATE OF t;
 
-    -- 2. Create the missing rows from the truth. A concurrent creator makes us wait, then skip.
+    -- 2. Create the missing rows from the truth. A concurrent creator makes us wait, then skip
+    --    (both the unique key and the no-overlap exclusion constraint are arbiters).
     WITH d AS (
         SELECT DISTINCT ON (customer_id, period_start) customer_id, period_start, period_end
         FROM unnest(p_customer, p_period_start, p_period_end) AS d(customer_id, period_start, period_end)
@@ -130,7 +133,7 @@ BEGIN
           AND NOT EXISTS (SELECT 1 FROM usage_tracking x
                           WHERE x.customer_id = d.customer_id AND x.period_start = d.period_start)
         ORDER BY d.customer_id, d.period_start
-        ON CONFLICT (customer_id, period_start) DO NOTHING
+        ON CONFLICT DO NOTHING
         RETURNING t.customer_id, t.period_start
     )
     SELECT array_agg(customer_id), array_agg(period_start) INTO created_customer, created_start
@@ -138,22 +141,34 @@ BEGIN
 
     -- 3. Add the deltas to every other row, in a new statement: its snapshot sees rows that
     --    concurrent transactions created and committed while step 2 waited for them.
-    UPDATE usage_tracking t
-    SET active_projects_count = t.active_projects_count + d.active,
-        ai_interactions_count = t.ai_interactions_count + d.ai,
-        minutes_used = t.minutes_used + d.minutes,
-        updated_at = now()
-    FROM (
+    WITH d AS (
         SELECT customer_id, period_start,
                sum(coalesce(active, 0)) AS active, sum(coalesce(ai, 0)) AS ai,
                sum(coalesce(minutes, 0)) AS minutes
         FROM unnest(p_customer, p_period_start, p_active, p_ai, p_minutes)
              AS u(customer_id, period_start, active, ai, minutes)
+        WHERE (customer_id, period_start) NOT IN (
+            SELECT * FROM unnest(coalesce(created_customer, '{}'), coalesce(created_start, '{}')))
+          AND EXISTS (SELECT 1 FROM customers c WHERE c.id = u.customer_id)
         GROUP BY customer_id, period_start
-    ) d
-    WHERE t.customer_id = d.customer_id AND t.period_start = d.period_start
-      AND (d.customer_id, d.period_start) NOT IN (
-          SELECT * FROM unnest(coalesce(created_customer, '{}'), coalesce(created_start, '{}')));
+    ), applied AS (
+        UPDATE usage_tracking t
+        SET active_projects_count = t.active_projects_count + d.active,
+            ai_interactions_count = t.ai_interactions_count + d.ai,
+            minutes_used = t.minutes_used + d.minutes,
+            updated_at = now()
+        FROM d
+        WHERE t.customer_id = d.customer_id AND t.period_start = d.period_start
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM applied) INTO expected, updated;
+
+    -- A delta with no row to land on means a concurrent writer opened an overlapping period with
+    -- other bounds: fail the statement so the client retries, rather than lose the delta.
+    IF updated <> expected THEN
+        RAISE EXCEPTION 'usage period of a customer changed concurrently; retry the statement'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
 END;
 $$;
 
