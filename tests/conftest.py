@@ -1,13 +1,13 @@
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 from django.db import connection
 
+from billing.db import psycopg_connect
 from usage.selectors import counter_discrepancies
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,12 +32,7 @@ def active_count(customer) -> int:
 
 def raw_connect(**kwargs) -> psycopg.Connection:
     """A new real connection to the test database, outside Django (threads, other services)."""
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    params.pop("server_side_binding", None)
-    params.pop("prepare_threshold", None)
-    return psycopg.connect(**params, **kwargs)
+    return psycopg_connect(**kwargs)
 
 
 def manage_env() -> dict:
@@ -61,18 +56,6 @@ def run_manage(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
         cwd=ROOT,
         timeout=timeout,
     )
-
-
-@contextmanager
-def counters_writable():
-    """Plant drift the way history does: write counters as reconciliation may (SPEC §4, I5)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('billing_ops.recount', 'on', false)")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('billing_ops.recount', 'off', false)")
 
 
 @pytest.fixture

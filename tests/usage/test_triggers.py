@@ -10,7 +10,7 @@ from django.db.models import Count, Max
 from django.db.utils import DataError, InternalError, ProgrammingError
 from django.utils import timezone
 
-from tests.conftest import active_count, assert_no_drift, counters_writable
+from tests.conftest import active_count, assert_no_drift
 from tests.factories import (
     CustomerFactory,
     PresetFactory,
@@ -19,6 +19,7 @@ from tests.factories import (
     UsageEventFactory,
 )
 from usage.models import Customer, Preset, PresetUsage, Project, UsageEvent, UsageTracking
+from usage.services.counters import counter_writes_allowed
 
 pytestmark = pytest.mark.django_db
 
@@ -313,7 +314,7 @@ class TestCountersAreProtected:
 
     def test_reconciliation_may_write_under_its_flag(self, customer):
         ProjectFactory(customer=customer)
-        with counters_writable():
+        with counter_writes_allowed():
             UsageTracking.objects.filter(customer=customer).update(active_projects_count=0)
         assert active_count(customer) == 0
         assert counter_drift_checks() == ["active_projects"]

@@ -1,0 +1,193 @@
+"""Cost of the counter triggers, as ratios measured in one run on one server (SPEC §11).
+
+Each statement runs twice per repetition, once with the counter triggers enabled and once with them
+disabled (ALTER TABLE ... DISABLE TRIGGER, inside the measured transaction and rolled back with it),
+in alternating order; the table reports medians and their ratio.
+
+    .venv/bin/python bench/triggers.py            # full size: 100,000 projects across 1,000 customers
+    .venv/bin/python bench/triggers.py --scale 0.1
+
+Runs in its own database (billing_ops_bench on the embedded server, or DATABASE_URL as given).
+Progress goes to stderr; the result table (Markdown) to stdout.
+"""
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing.settings")
+os.environ.setdefault("EMBEDDED_DBNAME", "billing_ops_bench")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+
+from billing.db import psycopg_connect  # noqa: E402
+from usage.models import Project  # noqa: E402
+
+COUNTER_TRIGGERS = [t.get_pgid(Project) for t in Project._meta.triggers if "truncate" not in t.name]
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def set_triggers(cur, enabled: bool):
+    verb = "ENABLE" if enabled else "DISABLE"
+    for pgid in COUNTER_TRIGGERS:
+        cur.execute(f"ALTER TABLE projects {verb} TRIGGER {pgid}")
+
+
+def timed_in_rollback(conn, statement, params=None, *, triggers: bool) -> float:
+    """Seconds for one statement inside a transaction that is then rolled back."""
+    with conn.cursor() as cur:
+        cur.execute("BEGIN")
+        if not triggers:
+            set_triggers(cur, False)
+        start = time.perf_counter()
+        cur.execute(statement, params)
+        elapsed = time.perf_counter() - start
+        cur.execute("ROLLBACK")
+    return elapsed
+
+
+def compare(conn, label, statement, params=None, reps=5):
+    on, off = [], []
+    for rep in range(reps):
+        order = (True, False) if rep % 2 == 0 else (False, True)
+        for triggers in order:
+            (on if triggers else off).append(timed_in_rollback(conn, statement, params, triggers=triggers))
+    return label, statistics.median(on), statistics.median(off)
+
+
+def single_rows(conn, customer_ids, project_ids, n, *, triggers: bool, commit: bool):
+    """Median seconds of n single-row INSERT, UPDATE (archive) and DELETE statements."""
+    rng = random.Random(42)
+    with conn.cursor() as cur:
+        if not triggers:
+            set_triggers(cur, False)
+            conn.commit()
+        results = {}
+        for kind in ("INSERT", "UPDATE", "DELETE"):
+            samples = []
+            for i in range(n):
+                if kind == "INSERT":
+                    sql, params = "INSERT INTO projects (customer_id, name) VALUES (%s, 'single')", [rng.choice(customer_ids)]
+                elif kind == "UPDATE":
+                    sql, params = "UPDATE projects SET status = 'archived' WHERE id = %s", [project_ids[i]]
+                else:
+                    sql, params = "DELETE FROM projects WHERE id = %s", [project_ids[n + i]]
+                start = time.perf_counter()
+                cur.execute(sql, params)
+                if commit:
+                    conn.commit()
+                samples.append(time.perf_counter() - start)
+            results[kind] = statistics.median(samples)
+        conn.rollback()
+        if not triggers:
+            set_triggers(cur, True)
+            conn.commit()
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the SPEC sizes (default 1.0)")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--single", type=int, default=1000, help="single-row statements per kind")
+    args = parser.parse_args()
+
+    customers = max(10, int(1000 * args.scale))
+    per_customer = 100
+    log("migrating the benchmark database ...")
+    call_command("migrate", verbosity=0)
+
+    with psycopg_connect() as conn:
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("SHOW server_version")
+        server = cur.fetchone()[0]
+        cur.execute("TRUNCATE customers CASCADE")
+        cur.execute(
+            "INSERT INTO customers (email) SELECT 'bench' || g || '@example.com' FROM generate_series(1, %s) g",
+            [customers + 100],
+        )
+        cur.execute("SELECT id FROM customers ORDER BY email")
+        all_ids = [r[0] for r in cur.fetchall()]
+        ids, small, large = all_ids[:customers], all_ids[customers : customers + 50], all_ids[customers + 50 :]
+        # Every customer starts with a counter row (the steady state of a running product).
+        cur.execute("INSERT INTO projects (customer_id, name) SELECT id, 'seed' FROM customers")
+        cur.execute("DELETE FROM projects")
+        cur.execute("CREATE TEMP TABLE bench_customers AS SELECT unnest(%s::uuid[]) AS id", [ids])
+        cur.execute("ANALYZE")
+
+        rows = customers * per_customer
+        insert_all = (
+            "INSERT INTO projects (customer_id, name) "
+            f"SELECT c.id, 'p' || g FROM bench_customers c, generate_series(1, {per_customer}) g"
+        )
+        results = []
+        log(f"bulk INSERT of {rows:,} projects across {customers:,} customers ...")
+        results.append(compare(conn, f"bulk INSERT {rows:,} rows / {customers:,} customers", insert_all, reps=args.reps))
+
+        cur.execute(insert_all)  # committed, with triggers: the rows the bulk UPDATE and DELETE work on
+        cur.execute("ANALYZE projects")
+        log("bulk UPDATE (archive) ...")
+        results.append(
+            compare(conn, f"bulk UPDATE (archive) {rows:,} rows", "UPDATE projects SET status = 'archived' WHERE status = 'active'", reps=args.reps)
+        )
+        log("bulk DELETE ...")
+        results.append(compare(conn, f"bulk DELETE {rows:,} rows", "DELETE FROM projects", reps=args.reps))
+
+        conn.autocommit = False
+        cur.execute("SELECT id FROM projects ORDER BY id LIMIT %s", [4 * args.single])
+        project_ids = [r[0] for r in cur.fetchall()]
+        conn.rollback()
+        single = {}
+        for commit in (True, False):
+            for triggers in (True, False):
+                log(f"{args.single} single-row statements of each kind, triggers {'on' if triggers else 'off'}, {'own transaction each' if commit else 'one transaction'} ...")
+                single[(commit, triggers)] = single_rows(conn, ids, project_ids, args.single, triggers=triggers, commit=commit)
+        conn.autocommit = True
+
+        # Per-row cost when the customer already has 10 vs 2,000 projects.
+        log("per-row cost at 10 vs 2,000 projects per customer ...")
+        cur.execute("INSERT INTO projects (customer_id, name) SELECT c, 'existing' FROM unnest(%s::uuid[]) c, generate_series(1, 10)", [small])
+        cur.execute("INSERT INTO projects (customer_id, name) SELECT c, 'existing' FROM unnest(%s::uuid[]) c, generate_series(1, 2000)", [large])
+        cur.execute("ANALYZE projects")
+        growth = []
+        for label, group in (("10 projects per customer", small), ("2,000 projects per customer", large)):
+            statement = "INSERT INTO projects (customer_id, name) SELECT c, 'one more' FROM unnest(%s::uuid[]) c, generate_series(1, 20)"
+            growth.append(compare(conn, f"INSERT 20 rows into each of 50 customers with {label}", statement, [group], reps=args.reps))
+
+    print(f"Counter-trigger cost, PostgreSQL {server}, one run (`bench/triggers.py --scale {args.scale:g}`), medians of {args.reps}.\n")
+    print("| statement | triggers on | triggers off | ratio | target |")
+    print("|---|---:|---:|---:|---:|")
+    for label, on, off in results:
+        print(f"| {label} | {on * 1000:.0f} ms | {off * 1000:.0f} ms | {on / off:.2f}x | <= 1.5x |")
+    for commit in (True, False):
+        on, off = single[(commit, True)], single[(commit, False)]
+        for kind in ("INSERT", "UPDATE", "DELETE"):
+            how = "own transaction (with COMMIT)" if commit else "inside one transaction (no COMMIT)"
+            target = "<= 1.2x" if commit else "(CPU only)"
+            print(f"| single-row {kind}, {how} | {on[kind] * 1e6:.0f} us | {off[kind] * 1e6:.0f} us | {on[kind] / off[kind]:.2f}x | {target} |")
+    small_on, small_off = growth[0][1], growth[0][2]
+    large_on, large_off = growth[1][1], growth[1][2]
+    for label, on, off in growth:
+        print(f"| {label} | {on * 1000:.1f} ms | {off * 1000:.1f} ms | {on / off:.2f}x | |")
+    extra_small, extra_large = small_on - small_off, large_on - large_off
+    print(
+        f"\nTrigger overhead per statement: {extra_small * 1000:.2f} ms with 10 projects per customer, "
+        f"{extra_large * 1000:.2f} ms with 2,000 ({extra_large / extra_small if extra_small > 0 else float('nan'):.2f}x; target: no growth)."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+import sys
+
+from billing.services.demo import demo_admin_ensure, demo_data_load
+from usage.management.base import OpsCommand
+from usage.models import Customer
+
+
+class Command(OpsCommand):
+    help = (
+        "Load demo data: customers on every plan, projects, presets, usage over several periods, and the "
+        "planted S1 drift cases. Prints the admin login."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--customers", type=_positive_int, default=200, help="Population size (>= 3).")
+        parser.add_argument("--seed", type=int, default=7, help="Random seed: same seed, same data.")
+        parser.add_argument("--if-empty", action="store_true", help="Do nothing when customers already exist.")
+
+    def handle(self, *args, customers, seed, if_empty, **options):
+        if if_empty and Customer.objects.exists():
+            self.stderr.write("Demo data already loaded; keeping it (make clean-db to start over).")
+        else:
+            progress = (lambda msg: self.stderr.write(f"  loaded {msg}")) if sys.stderr.isatty() or options["verbosity"] > 1 else None
+            result = demo_data_load(customers=customers, seed=seed, progress=progress)
+            self.stderr.write(
+                f"Loaded {result.customers} customers, {result.projects} projects, "
+                f"{result.preset_uses} preset uses, {result.events} usage events."
+            )
+        username, password = demo_admin_ensure()
+        self.stdout.write(f"Admin login: http://127.0.0.1:8000/admin/  user {username}  password {password}")
+
+
+def _positive_int(value):
+    import argparse
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}")
+    if n < 3:
+        raise argparse.ArgumentTypeError("must be at least 3 (the planted S1 cases)")
+    return n

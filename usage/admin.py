@@ -1,0 +1,142 @@
+"""Admin for the product's tables. Derived counters are read-only everywhere (SPEC §4, §7)."""
+
+import uuid
+
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models.functions import Lower
+from django.utils.functional import cached_property
+
+from usage.models import Customer, Preset, PresetUsage, Project, UsageEvent, UsageTracking
+
+
+class EstimatedCountPaginator(Paginator):
+    """Unfiltered changelists of big tables page on the planner's row estimate, not COUNT(*)."""
+
+    @cached_property
+    def count(self):
+        query = self.object_list.query
+        if query.where or query.distinct:
+            return super().count
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [self.object_list.model._meta.db_table]
+            )
+            estimate = cursor.fetchone()[0]
+        # reltuples is -1 before the first ANALYZE; small tables are cheap to count exactly.
+        return super().count if estimate < 100_000 else estimate
+
+
+class BigTableAdmin(admin.ModelAdmin):
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+
+
+class UsageTrackingInline(admin.TabularInline):
+    model = UsageTracking
+    fields = ("month", "period_start", "period_end", "active_projects_count", "ai_interactions_count", "minutes_used", "updated_at")
+    readonly_fields = fields
+    ordering = ("-period_start",)
+    extra = 0
+    max_num = 0
+    can_delete = False
+    verbose_name_plural = "usage periods (counters, maintained by triggers)"
+
+
+class PresetInline(admin.TabularInline):
+    model = Preset
+    fields = ("name", "usage_count", "last_used_at")
+    readonly_fields = ("usage_count", "last_used_at")
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(Customer)
+class CustomerAdmin(BigTableAdmin):
+    list_display = ("email", "name", "current_period_start", "current_period_end", "created_at")
+    search_fields = ("email",)
+    search_help_text = "Email (exact, any case), an email prefix, or a customer id."
+    readonly_fields = ("id", "created_at")
+    fields = ("id", "email", "name", "current_period_start", "current_period_end", "created_at")
+    ordering = ("email",)
+    inlines = (UsageTrackingInline, PresetInline)
+
+    def get_search_results(self, request, queryset, search_term):
+        """Use the lower(email) unique index instead of a sequential ILIKE scan."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(pk=uuid.UUID(term)), False
+        except ValueError:
+            pass
+        lowered = queryset.annotate(email_lower=Lower("email"))
+        if "@" in term:
+            return lowered.filter(email_lower=term.lower()), False
+        return lowered.filter(email_lower__startswith=term.lower()), False
+
+
+@admin.register(Project)
+class ProjectAdmin(BigTableAdmin):
+    list_display = ("name", "customer", "status", "created_at", "updated_at")
+    list_filter = ("status",)
+    list_select_related = ("customer",)
+    search_fields = ("customer__email", "name")
+    raw_id_fields = ("customer",)
+    readonly_fields = ("id", "created_at", "updated_at")
+
+
+@admin.register(Preset)
+class PresetAdmin(BigTableAdmin):
+    list_display = ("name", "customer", "usage_count", "last_used_at")
+    list_select_related = ("customer",)
+    search_fields = ("customer__email", "name")
+    raw_id_fields = ("customer",)
+    readonly_fields = ("id", "usage_count", "last_used_at", "created_at")
+
+
+@admin.register(PresetUsage)
+class PresetUsageAdmin(BigTableAdmin):
+    list_display = ("preset", "customer", "used_at")
+    list_select_related = ("preset", "customer")
+    search_fields = ("customer__email",)
+    raw_id_fields = ("preset", "customer")
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(BigTableAdmin):
+    """Append-only: corrections are new (negative, reasoned) events, never edits."""
+
+    list_display = ("customer", "metric", "quantity", "occurred_at", "idempotency_key", "reason")
+    list_filter = ("metric",)
+    list_select_related = ("customer",)
+    search_fields = ("customer__email", "idempotency_key")
+    raw_id_fields = ("customer",)
+    date_hierarchy = "occurred_at"
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(UsageTracking)
+class UsageTrackingAdmin(BigTableAdmin):
+    """Counters are derived: nobody adds, edits or deletes them here."""
+
+    list_display = ("customer", "month", "period_start", "period_end", "active_projects_count", "ai_interactions_count", "minutes_used", "updated_at")
+    list_filter = ("month",)
+    list_select_related = ("customer",)
+    search_fields = ("customer__email",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
