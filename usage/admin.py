@@ -58,7 +58,8 @@ class CustomerAdmin(BigTableAdmin):
     list_display = ("email", "name", "current_period_start", "current_period_end", "created_at")
     search_fields = ("email",)
     search_help_text = "Email (exact, any case), an email prefix, or a customer id."
-    readonly_fields = ("id", "created_at")
+    # Periods are opened by the billing rules (renewals, rollover), never typed in.
+    readonly_fields = ("id", "current_period_start", "current_period_end", "created_at")
     fields = ("id", "email", "name", "current_period_start", "current_period_end", "created_at")
     ordering = ("email",)
     inlines = (UsageTrackingInline, PresetInline)

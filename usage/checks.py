@@ -21,7 +21,7 @@ def counter_triggers_installed(app_configs, databases=None, **kwargs):
             if not status.ok:
                 warnings.append(
                     Warning(
-                        f"Counter {status.kind} {status.name} is {status.problem}.",
+                        f"Counter {status.kind} {status.name}: {status.problem}.",
                         hint="Counters drift until it is fixed: run `manage.py migrate`, then `manage.py check_triggers`.",
                         id="usage.W001",
                     )

@@ -121,9 +121,6 @@ class Preset(CounterFieldsMixin, models.Model):
     class Meta:
         db_table = "presets"
         ordering = ["name"]
-        constraints = [
-            models.CheckConstraint(condition=Q(usage_count__gte=0), name="presets_usage_count_non_negative"),
-        ]
         triggers = triggers.preset_triggers()
 
     def __str__(self):
@@ -193,7 +190,11 @@ class UsageEvent(models.Model):
 
 
 class UsageTracking(CounterFieldsMixin, models.Model):
-    """Derived counters, one row per customer per usage period [period_start, period_end)."""
+    """Derived counters, one row per customer per usage period [period_start, period_end).
+
+    No CHECK (count >= 0) on the counters: a counter that history left too low must not make the
+    product's DELETE fail. A negative value is visible drift for the report and the recount.
+    """
 
     counter_fields = ("active_projects_count", "ai_interactions_count", "minutes_used", "updated_at")
 
@@ -216,9 +217,6 @@ class UsageTracking(CounterFieldsMixin, models.Model):
                 condition=Q(period_end__gt=models.F("period_start")), name="usage_tracking_period_ordered"
             ),
             models.CheckConstraint(condition=Q(month__regex=r"^\d{4}-\d{2}$"), name="usage_tracking_month_format"),
-            models.CheckConstraint(
-                condition=Q(active_projects_count__gte=0), name="usage_tracking_active_projects_non_negative"
-            ),
             # Periods of one customer never overlap: every event belongs to exactly one row.
             ExclusionConstraint(
                 name="usage_tracking_periods_disjoint",

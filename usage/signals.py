@@ -29,4 +29,4 @@ def warn_missing_triggers(sender, using="default", **kwargs):
         return
     for status in trigger_health(using=using):
         if not status.ok:
-            logger.warning("counter %s %s is %s; counters will drift until it is fixed", status.kind, status.name, status.problem)
+            logger.warning("counter %s %s: %s; counters will drift until it is fixed", status.kind, status.name, status.problem)

@@ -25,17 +25,20 @@ def _statement(name, operation, func, *, old=False, new=False):
     )
 
 
-def _protect(name, operation, condition):
-    """Refuse client writes of derived counters unless reconciliation allowed them (I5)."""
+def _protect(name, operation, writes_counter):
+    """Refuse client writes of derived counters unless reconciliation allowed them (I5).
+
+    The WHEN clause stays minimal: PostgreSQL prepares it again for every statement, and the counter
+    triggers' own updates (depth >= 1) should pay nothing more. The column test is in the body.
+    """
     return pgtrigger.Trigger(
         name=name,
         level=pgtrigger.Row,
         when=pgtrigger.Before,
         operation=operation,
-        # Writes from inside the counter triggers run at depth >= 1 and skip the check.
-        condition=pgtrigger.Condition(f"pg_trigger_depth() = 0 AND ({condition})"),
-        func="""
-IF current_setting('billing_ops.recount', true) = 'on' THEN
+        condition=pgtrigger.Condition("pg_trigger_depth() = 0"),
+        func=f"""
+IF NOT ({writes_counter}) OR current_setting('billing_ops.recount', true) = 'on' THEN
     RETURN NEW;
 END IF;
 RAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be written directly', TG_TABLE_NAME

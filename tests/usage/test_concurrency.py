@@ -14,31 +14,50 @@ from usage.selectors import expected_sql_functions, trigger_health
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PAIRS = 30  # 60 connections, inside the server's default max_connections of 100
-HOLD = 0.02  # each transaction holds its insert this long before committing, so the pair overlaps
 
 
 def create_two_projects_at_once(customer_ids, tag):
-    """For every customer, two connections insert a project at the same moment and commit.
+    """For every customer, two connections insert a project into overlapping transactions.
 
-    Each insert stays uncommitted for HOLD seconds, so the second one runs its trigger while the first
-    one's row is still invisible to it: the read-then-write race that COUNT(*) triggers lose.
+    The overlap is forced, not hoped for: A inserts and stays uncommitted; B inserts next, so B's
+    trigger runs while A's row is invisible to it (the read-then-write race COUNT(*) triggers lose);
+    A commits only once the server shows B waiting on A's lock. Pairs run side by side, 30 at once.
     """
     barrier = threading.Barrier(2 * PAIRS)
     errors = []
     steps = [customer_ids[i : i + PAIRS] for i in range(0, len(customer_ids), PAIRS)]
+    pairs = [{"a_inserted": threading.Event(), "b_pid": None} for _ in range(PAIRS)]
+
+    def side_a(slot, conn, customer_id):
+        pair = pairs[slot]
+        with conn.transaction():
+            conn.execute("INSERT INTO projects (customer_id, name) VALUES (%s, %s)", [customer_id, f"{tag}-a"])
+            pair["a_inserted"].set()
+            deadline = time.monotonic() + 30
+            while conn.info.backend_pid not in (
+                conn.execute("SELECT pg_blocking_pids(%s)", [pair["b_pid"]]).fetchone()[0] or []
+            ):
+                assert time.monotonic() < deadline, "B never waited on A: the counter rows are not locked"
+                time.sleep(0.001)
+
+    def side_b(slot, conn, customer_id):
+        pair = pairs[slot]
+        assert pair["a_inserted"].wait(30)
+        with conn.transaction():
+            conn.execute("INSERT INTO projects (customer_id, name) VALUES (%s, %s)", [customer_id, f"{tag}-b"])
 
     def worker(slot, side):
         try:
             with raw_connect() as conn:
+                if side == "b":
+                    pairs[slot]["b_pid"] = conn.info.backend_pid
                 for step in steps:
                     barrier.wait(timeout=60)
+                    if side == "a":
+                        pairs[slot]["a_inserted"].clear()
+                    barrier.wait(timeout=60)
                     if slot < len(step):
-                        with conn.transaction():
-                            conn.execute(
-                                "INSERT INTO projects (customer_id, name) VALUES (%s, %s)",
-                                [step[slot], f"{tag}-{side}"],
-                            )
-                            time.sleep(HOLD)
+                        (side_a if side == "a" else side_b)(slot, conn, step[slot])
         except Exception as exc:  # reported below; a dead thread would also break the barrier
             errors.append(exc)
             barrier.abort()
@@ -87,7 +106,7 @@ $$;
 
 
 def test_the_s2_harness_catches_a_count_then_upsert_trigger():
-    """The race above is real: with a COUNT(*)-and-overwrite trigger most counters end at 1."""
+    """The race above is real: with a COUNT(*)-and-overwrite trigger every counter ends at 1."""
     customer_ids = [c.pk for c in CustomerFactory.create_batch(PAIRS)]
     for customer_id in customer_ids:  # open each customer's counter row (at 0)
         ProjectFactory(customer_id=customer_id).delete()
@@ -103,7 +122,7 @@ def test_the_s2_harness_catches_a_count_then_upsert_trigger():
                 "CREATE OR REPLACE FUNCTION usage_tracking_add_active(p_customer uuid[], p_delta integer[]) "
                 f"RETURNS void LANGUAGE plpgsql AS $${body}$$"
             )
-    assert counts.count(1) > PAIRS // 2, counts
+    assert counts == [1] * PAIRS, counts
     assert all(s.ok for s in trigger_health())
 
 

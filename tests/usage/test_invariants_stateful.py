@@ -1,5 +1,6 @@
 """Hypothesis state machine: random sequences of every kind of write; I1-I3 hold after each step."""
 
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -44,7 +45,7 @@ class CounterMachine(RuleBasedStateMachine):
         return self._customer()
 
     def _customer(self):
-        customer = Customer.objects.create(email=f"machine-{len(self.ids)}-{id(self)}@example.com")
+        customer = Customer.objects.create(email=f"machine-{uuid.uuid4().hex}@example.com")
         self.ids.append(customer.pk)
         return customer.pk
 

@@ -388,3 +388,15 @@ def test_bad_writes_change_no_counter(customer):
         )
     assert active_count(customer) == 1
     assert_no_drift()
+
+
+def test_historical_drift_never_blocks_a_product_write(customer):
+    """A counter history left too low goes negative on delete, visibly, instead of failing the DELETE."""
+    with pgtrigger.ignore("usage.Project:projects_on_insert"):
+        ProjectFactory.create_batch(2, customer=customer)  # written before tracking existed
+    ProjectFactory(customer=customer)  # opens the period row with the true count, 3
+    with counter_writes_allowed():
+        UsageTracking.objects.filter(customer=customer).update(active_projects_count=0)  # drifted
+    Project.objects.filter(customer=customer).delete()
+    assert active_count(customer) == -3
+    assert counter_drift_checks() == ["active_projects"]

@@ -77,8 +77,10 @@ $$;
 
 
 -- Apply counter deltas to usage_tracking rows, one array element per (customer, period).
--- Rows that do not exist yet are created with the true values from the source tables (which already
--- include the calling statement's rows), so they take no delta.
+-- Rows that exist take their delta in one UPDATE: a scalar one for a single row (the single-row
+-- statements of the product), a set-based one for bulk statements. Rows that do not exist yet are
+-- created with the true values from the source tables (which already include the calling
+-- statement's rows), so they take no delta.
 CREATE OR REPLACE FUNCTION usage_tracking_add(
     p_customer uuid[],
     p_period_start timestamptz[],
@@ -89,6 +91,12 @@ CREATE OR REPLACE FUNCTION usage_tracking_add(
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
+    rest_customer uuid[];
+    rest_start timestamptz[];
+    rest_end timestamptz[];
+    rest_active bigint[];
+    rest_ai numeric[];
+    rest_minutes numeric[];
     created_customer uuid[];
     created_start timestamptz[];
     expected integer;
@@ -98,19 +106,64 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 1. Lock the existing rows in one global order: concurrent bulk statements cannot deadlock.
-    PERFORM 1
-    FROM usage_tracking t
-    JOIN unnest(p_customer, p_period_start) AS d(customer_id, period_start)
-      ON t.customer_id = d.customer_id AND t.period_start = d.period_start
-    ORDER BY t.customer_id, t.period_start
-    FOR UPDATE OF t;
+    IF cardinality(p_customer) = 1 THEN
+        UPDATE usage_tracking t
+        SET active_projects_count = t.active_projects_count + coalesce(p_active[1], 0),
+            ai_interactions_count = t.ai_interactions_count + coalesce(p_ai[1], 0),
+            minutes_used = t.minutes_used + coalesce(p_minutes[1], 0),
+            updated_at = now()
+        WHERE t.customer_id = p_customer[1] AND t.period_start = p_period_start[1];
+        IF FOUND THEN
+            RETURN;
+        END IF;
+        rest_customer := p_customer;
+        rest_start := p_period_start;
+        rest_end := p_period_end;
+        rest_active := p_active;
+        rest_ai := p_ai;
+        rest_minutes := p_minutes;
+    ELSE
+        -- 1. Lock the existing rows in one global order: concurrent statements cannot deadlock.
+        PERFORM 1
+        FROM usage_tracking t
+        JOIN unnest(p_customer, p_period_start) AS d(customer_id, period_start)
+          ON t.customer_id = d.customer_id AND t.period_start = d.period_start
+        ORDER BY t.customer_id, t.period_start
+        FOR UPDATE OF t;
 
-    -- 2. Create the missing rows from the truth. A concurrent creator makes us wait, then skip
+        -- 2. Existing rows take their delta; collect the (customer, period) pairs that have no row.
+        WITH d AS (
+            SELECT customer_id, period_start, min(period_end) AS period_end,
+                   sum(coalesce(active, 0)) AS active, sum(coalesce(ai, 0)) AS ai,
+                   sum(coalesce(minutes, 0)) AS minutes
+            FROM unnest(p_customer, p_period_start, p_period_end, p_active, p_ai, p_minutes)
+                 AS u(customer_id, period_start, period_end, active, ai, minutes)
+            GROUP BY customer_id, period_start
+        ), applied AS (
+            UPDATE usage_tracking t
+            SET active_projects_count = t.active_projects_count + d.active,
+                ai_interactions_count = t.ai_interactions_count + d.ai,
+                minutes_used = t.minutes_used + d.minutes,
+                updated_at = now()
+            FROM d
+            WHERE t.customer_id = d.customer_id AND t.period_start = d.period_start
+            RETURNING t.customer_id, t.period_start
+        )
+        SELECT array_agg(d.customer_id), array_agg(d.period_start), array_agg(d.period_end),
+               array_agg(d.active), array_agg(d.ai), array_agg(d.minutes)
+        INTO rest_customer, rest_start, rest_end, rest_active, rest_ai, rest_minutes
+        FROM d
+        WHERE (d.customer_id, d.period_start) NOT IN (SELECT * FROM applied);
+
+        IF rest_customer IS NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    -- 3. Create the missing rows from the truth. A concurrent creator makes us wait, then skip
     --    (both the unique key and the no-overlap exclusion constraint are arbiters).
     WITH d AS (
-        SELECT DISTINCT ON (customer_id, period_start) customer_id, period_start, period_end
-        FROM unnest(p_customer, p_period_start, p_period_end) AS d(customer_id, period_start, period_end)
+        SELECT * FROM unnest(rest_customer, rest_start, rest_end) AS d(customer_id, period_start, period_end)
     ), created AS (
         INSERT INTO usage_tracking AS t (
             customer_id, period_start, period_end, month,
@@ -130,8 +183,6 @@ BEGIN
                now()
         FROM d
         WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = d.customer_id)
-          AND NOT EXISTS (SELECT 1 FROM usage_tracking x
-                          WHERE x.customer_id = d.customer_id AND x.period_start = d.period_start)
         ORDER BY d.customer_id, d.period_start
         ON CONFLICT DO NOTHING
         RETURNING t.customer_id, t.period_start
@@ -139,23 +190,19 @@ BEGIN
     SELECT array_agg(customer_id), array_agg(period_start) INTO created_customer, created_start
     FROM created;
 
-    -- 3. Add the deltas to every other row, in a new statement: its snapshot sees rows that
-    --    concurrent transactions created and committed while step 2 waited for them.
+    -- 4. Rows a concurrent transaction created while step 3 waited take their delta now, in a new
+    --    statement whose snapshot sees them.
     WITH d AS (
-        SELECT customer_id, period_start,
-               sum(coalesce(active, 0)) AS active, sum(coalesce(ai, 0)) AS ai,
-               sum(coalesce(minutes, 0)) AS minutes
-        FROM unnest(p_customer, p_period_start, p_active, p_ai, p_minutes)
+        SELECT * FROM unnest(rest_customer, rest_start, rest_active, rest_ai, rest_minutes)
              AS u(customer_id, period_start, active, ai, minutes)
         WHERE (customer_id, period_start) NOT IN (
             SELECT * FROM unnest(coalesce(created_customer, '{}'), coalesce(created_start, '{}')))
           AND EXISTS (SELECT 1 FROM customers c WHERE c.id = u.customer_id)
-        GROUP BY customer_id, period_start
     ), applied AS (
         UPDATE usage_tracking t
-        SET active_projects_count = t.active_projects_count + d.active,
-            ai_interactions_count = t.ai_interactions_count + d.ai,
-            minutes_used = t.minutes_used + d.minutes,
+        SET active_projects_count = t.active_projects_count + coalesce(d.active, 0),
+            ai_interactions_count = t.ai_interactions_count + coalesce(d.ai, 0),
+            minutes_used = t.minutes_used + coalesce(d.minutes, 0),
             updated_at = now()
         FROM d
         WHERE t.customer_id = d.customer_id AND t.period_start = d.period_start
@@ -173,11 +220,14 @@ END;
 $$;
 
 
--- Active-projects deltas land on each customer's period that contains now().
+-- Active-projects deltas land on each customer's period that contains now(): directly on the
+-- existing row, else through usage_period_at and usage_tracking_add.
 CREATE OR REPLACE FUNCTION usage_tracking_add_active(p_customer uuid[], p_delta integer[])
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
+    rest_customer uuid[];
+    rest_delta integer[];
     customers_ uuid[];
     starts timestamptz[];
     ends timestamptz[];
@@ -186,9 +236,41 @@ BEGIN
     IF p_customer IS NULL THEN
         RETURN;
     END IF;
+
+    IF cardinality(p_customer) = 1 THEN
+        UPDATE usage_tracking t
+        SET active_projects_count = t.active_projects_count + p_delta[1], updated_at = now()
+        WHERE t.customer_id = p_customer[1] AND t.period_start <= now() AND t.period_end > now();
+        IF FOUND THEN
+            RETURN;
+        END IF;
+        rest_customer := p_customer;
+        rest_delta := p_delta;
+    ELSE
+        PERFORM 1 FROM usage_tracking t
+        WHERE t.customer_id = ANY (p_customer) AND t.period_start <= now() AND t.period_end > now()
+        ORDER BY t.customer_id
+        FOR UPDATE;
+
+        WITH applied AS (
+            UPDATE usage_tracking t
+            SET active_projects_count = t.active_projects_count + d.delta, updated_at = now()
+            FROM unnest(p_customer, p_delta) AS d(customer_id, delta)
+            WHERE t.customer_id = d.customer_id AND t.period_start <= now() AND t.period_end > now()
+            RETURNING t.customer_id
+        )
+        SELECT array_agg(d.customer_id), array_agg(d.delta) INTO rest_customer, rest_delta
+        FROM unnest(p_customer, p_delta) AS d(customer_id, delta)
+        WHERE d.customer_id NOT IN (SELECT customer_id FROM applied);
+
+        IF rest_customer IS NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+
     SELECT array_agg(d.customer_id), array_agg(p.period_start), array_agg(p.period_end), array_agg(d.delta)
     INTO customers_, starts, ends, deltas
-    FROM unnest(p_customer, p_delta) AS d(customer_id, delta)
+    FROM unnest(rest_customer, rest_delta) AS d(customer_id, delta)
     CROSS JOIN LATERAL usage_period_at(d.customer_id, now()) AS p;
     PERFORM usage_tracking_add(customers_, starts, ends, deltas, NULL, NULL);
 END;
@@ -205,7 +287,15 @@ BEGIN
     IF p_preset IS NULL THEN
         RETURN;
     END IF;
-    -- Lock first; the recount below is a later statement, so it sees every committed use.
+    IF cardinality(p_preset) = 1 AND NOT p_recount[1] THEN
+        -- A lone increment: its UPDATE re-applies greatest() to the newest row version.
+        UPDATE presets p
+        SET usage_count = p.usage_count + p_count[1],
+            last_used_at = greatest(p.last_used_at, p_last_used[1])
+        WHERE p.id = p_preset[1];
+        RETURN;
+    END IF;
+    -- Lock first: the recount below is then a later statement, so it sees every committed use.
     PERFORM 1 FROM presets p WHERE p.id = ANY (p_preset) ORDER BY p.id FOR UPDATE;
     UPDATE presets p
     SET usage_count = p.usage_count + d.delta,

@@ -1,0 +1,64 @@
+"""demo_data (SPEC §9): a population with correct counters plus exactly the planted S1 drift."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from billing.models import Plan, Subscription
+from billing.services.demo import S1_MISSING_ROW, S1_PHANTOM_THREE, S1_SIX_PROJECTS
+from tests.conftest import run_manage
+from usage.models import Customer
+from usage.selectors import counter_discrepancies
+
+
+@pytest.mark.django_db
+def test_population_is_consistent_and_s1_is_the_only_drift(capsys):
+    call_command("demo_data", "--customers", "40", "--seed", "3")
+    assert set(Plan.objects.values_list("code", flat=True)) == {"free", "starter", "growth", "pro"}
+    assert Customer.objects.count() == 43
+    assert Subscription.objects.count() == 43
+    assert set(Subscription.objects.values_list("processor", flat=True)) >= {"manual", "stripe"}
+
+    drift = {(row["email"], row["check"]): (row["tracked"], row["actual"], row["target_id"]) for row in counter_discrepancies()}
+    assert drift.keys() == {
+        (S1_SIX_PROJECTS, "active_projects"),
+        (S1_PHANTOM_THREE, "active_projects"),
+        (S1_MISSING_ROW, "active_projects"),
+    }
+    assert drift[(S1_SIX_PROJECTS, "active_projects")][:2] == (0, 6)
+    assert drift[(S1_PHANTOM_THREE, "active_projects")][:2] == (3, 0)
+    assert drift[(S1_MISSING_ROW, "active_projects")] == (0, 2, None)  # no current-period row at all
+
+    out = capsys.readouterr().out
+    assert "user admin  password billing-ops-demo" in out
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.is_superuser and admin.check_password("billing-ops-demo")
+
+
+@pytest.mark.django_db
+def test_same_seed_same_data():
+    call_command("demo_data", "--customers", "10", "--seed", "5")
+    first = sorted(Customer.objects.values_list("email", "name"))
+    Customer.objects.all().delete()
+    call_command("demo_data", "--customers", "10", "--seed", "5")
+    assert sorted(Customer.objects.values_list("email", "name")) == first
+
+
+@pytest.mark.django_db(transaction=True)
+def test_if_empty_keeps_existing_data():
+    call_command("demo_data", "--customers", "5")
+    before = Customer.objects.count()
+    result = run_manage("demo_data", "--if-empty")
+    assert result.returncode == 0, result.stderr
+    assert "already loaded" in result.stderr
+    assert "Admin login" in result.stdout
+    assert Customer.objects.count() == before
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("args", [["--customers", "2"], ["--customers", "many"], ["--seed", "x"], ["--bogus"]])
+def test_bad_arguments_exit_2_and_write_nothing(args):
+    result = run_manage("demo_data", *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert not Customer.objects.exists()

@@ -1,0 +1,106 @@
+"""Admin (SPEC §7 as far as the foundation goes): every model, search by email, counters read-only."""
+
+import pytest
+from django.contrib import admin
+from django.urls import reverse
+
+from tests.conftest import active_count
+from tests.factories import CustomerFactory, PresetFactory, PresetUsageFactory, ProjectFactory, UsageEventFactory
+from usage.models import Preset, UsageTracking
+
+pytestmark = pytest.mark.django_db
+
+REGISTERED = sorted((m._meta.app_label, m._meta.model_name) for m in admin.site._registry if m._meta.app_label in ("usage", "billing"))
+
+
+def test_every_model_is_registered():
+    assert {name for _, name in REGISTERED} >= {
+        "customer", "project", "preset", "presetusage", "usageevent", "usagetracking", "plan", "subscription",
+    }
+
+
+@pytest.mark.parametrize("app_label, model_name", REGISTERED)
+def test_every_changelist_renders(admin_client, app_label, model_name):
+    ProjectFactory()
+    PresetUsageFactory()
+    UsageEventFactory()
+    response = admin_client.get(reverse(f"admin:{app_label}_{model_name}_changelist"))
+    assert response.status_code == 200
+
+
+def test_support_finds_a_customer_by_email_in_any_case(admin_client):
+    wanted = CustomerFactory(email="Jane.Doe@Example.com")
+    CustomerFactory(email="someone@example.com")
+    url = reverse("admin:usage_customer_changelist")
+    for term in ("jane.doe@example.com", "JANE.DOE@EXAMPLE.COM", "jane.d", str(wanted.pk)):
+        page = admin_client.get(url, {"q": term}).content.decode()
+        assert "Jane.Doe@Example.com" in page, term
+        assert "someone@example.com" not in page, term
+
+
+def test_customer_page_shows_counters_and_none_is_editable(admin_client):
+    customer = CustomerFactory()
+    ProjectFactory.create_batch(2, customer=customer)
+    PresetUsageFactory(preset=PresetFactory(customer=customer, name="Show notes"))
+    page = admin_client.get(reverse("admin:usage_customer_change", args=[customer.pk])).content.decode()
+    assert "Usage periods (counters, maintained by triggers)" in page
+    assert 'name="usage_periods-0-active_projects_count"' not in page
+    assert 'name="presets-0-usage_count"' not in page
+    assert "Show notes" in page
+
+
+def test_posting_a_counter_value_changes_nothing(admin_client):
+    preset = PresetFactory(name="Old name")
+    PresetUsageFactory.create_batch(2, preset=preset)
+    response = admin_client.post(
+        reverse("admin:usage_preset_change", args=[preset.pk]),
+        {"customer": preset.customer_id, "name": "New name", "usage_count": 999, "last_used_at": ""},
+    )
+    assert response.status_code == 302
+    preset.refresh_from_db()
+    assert (preset.name, preset.usage_count) == ("New name", 2)
+
+
+def test_usage_periods_cannot_be_added_changed_or_deleted(admin_client):
+    customer = CustomerFactory()
+    ProjectFactory(customer=customer)
+    row = UsageTracking.objects.get(customer=customer)
+    assert admin_client.get(reverse("admin:usage_usagetracking_add")).status_code == 403
+    assert admin_client.post(reverse("admin:usage_usagetracking_delete", args=[row.pk]), {"post": "yes"}).status_code == 403
+    admin_client.post(reverse("admin:usage_usagetracking_change", args=[row.pk]), {"active_projects_count": 50})
+    assert active_count(customer) == 1
+
+
+def test_archiving_a_project_in_the_admin_moves_the_counter(admin_client):
+    project = ProjectFactory()
+    response = admin_client.post(
+        reverse("admin:usage_project_change", args=[project.pk]),
+        {"customer": project.customer_id, "name": project.name, "status": "archived"},
+    )
+    assert response.status_code == 302
+    assert active_count(project.customer) == 0
+
+
+def test_bad_input_in_a_form_is_refused_and_writes_nothing(admin_client):
+    customer = CustomerFactory(email="keep@example.com")
+    response = admin_client.post(
+        reverse("admin:usage_customer_change", args=[customer.pk]),
+        {"email": "not an email", "name": "x", "usage_periods-TOTAL_FORMS": 0, "usage_periods-INITIAL_FORMS": 0,
+         "presets-TOTAL_FORMS": 0, "presets-INITIAL_FORMS": 0},
+    )
+    assert response.status_code == 200
+    assert "Enter a valid email address." in response.content.decode()
+    customer.refresh_from_db()
+    assert customer.email == "keep@example.com"
+    response = admin_client.post(
+        reverse("admin:usage_project_change", args=[ProjectFactory(customer=customer).pk]),
+        {"customer": customer.pk, "name": "p", "status": "deleted"},
+    )
+    assert "Select a valid choice" in response.content.decode()
+    assert active_count(customer) == 1
+
+
+def test_customer_changelist_query_count_does_not_grow_with_rows(admin_client, django_assert_max_num_queries):
+    CustomerFactory.create_batch(60)
+    with django_assert_max_num_queries(8):
+        assert admin_client.get(reverse("admin:usage_customer_changelist")).status_code == 200
