@@ -35,6 +35,11 @@ def page():
         page.set_default_timeout(15_000)
         yield page
         context.close()
+        # Inside Playwright's greenlet Django hands out its own connections: close them here, or
+        # the test database cannot be dropped.
+        from django.db import connections
+
+        connections.close_all()
 
 
 def test_support_finds_a_customer_sees_counters_and_archiving_moves_them(live_server, page, django_user_model):
