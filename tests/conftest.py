@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -40,8 +41,8 @@ def manage_env() -> dict:
     env = dict(os.environ)
     name = connection.settings_dict["NAME"]
     if env.get("DATABASE_URL"):
-        base, _, _ = env["DATABASE_URL"].rpartition("/")
-        env["DATABASE_URL"] = f"{base}/{name}"
+        url = urlsplit(env["DATABASE_URL"])
+        env["DATABASE_URL"] = urlunsplit(url._replace(path=f"/{name}"))
     else:
         env["EMBEDDED_DBNAME"] = name
     return env
