@@ -12,6 +12,7 @@ from django.contrib.postgres.fields import DateTimeRangeField, RangeOperators
 from django.db import models
 from django.db.models import Func, Q
 from django.db.models.functions import Lower, Now
+from django.utils import timezone
 
 from usage import triggers
 
@@ -131,7 +132,7 @@ class PresetUsage(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
     preset = models.ForeignKey(Preset, on_delete=models.CASCADE, related_name="uses")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="preset_uses")
-    used_at = models.DateTimeField(default=None, db_default=Now())
+    used_at = models.DateTimeField(default=timezone.now, db_default=Now())
 
     class Meta:
         db_table = "preset_usage"
@@ -141,13 +142,6 @@ class PresetUsage(models.Model):
             models.Index(fields=["preset", "used_at"], name="preset_usage_used_at"),
         ]
         triggers = triggers.preset_usage_triggers()
-
-    def save(self, *args, **kwargs):
-        if self.used_at is None:
-            from django.utils import timezone
-
-            self.used_at = timezone.now()
-        super().save(*args, **kwargs)
 
 
 class UsageEvent(models.Model):
@@ -161,7 +155,7 @@ class UsageEvent(models.Model):
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="usage_events")
     metric = models.CharField(max_length=32, choices=Metric.choices)
     quantity = models.DecimalField(max_digits=18, decimal_places=3)
-    occurred_at = models.DateTimeField(db_default=Now())
+    occurred_at = models.DateTimeField(default=timezone.now, db_default=Now())
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     reason = models.TextField(blank=True, default="", db_default="")
     created_at = models.DateTimeField(db_default=Now(), editable=False)
@@ -231,7 +225,3 @@ class UsageTracking(CounterFieldsMixin, models.Model):
     def __str__(self):
         return f"{self.customer_id} {self.month}"
 
-
-# Models whose triggers keep the counters; used by check_triggers and the benchmarks.
-COUNTER_SOURCE_MODELS = (Project, PresetUsage, UsageEvent)
-COUNTER_MODELS = (Preset, UsageTracking)
