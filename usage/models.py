@@ -225,3 +225,72 @@ class UsageTracking(CounterFieldsMixin, models.Model):
     def __str__(self):
         return f"{self.customer_id} {self.month}"
 
+
+
+class ReconciliationRun(models.Model):
+    """One discrepancy report or reconciliation: who started it, what it found, what it fixed."""
+
+    class Mode(models.TextChoices):
+        REPORT = "report"
+        APPLY = "apply"
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    started_at = models.DateTimeField(db_default=Now(), editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    started_by = models.CharField(max_length=200, help_text="A staff user, or the command that ran it.")
+    mode = models.CharField(max_length=8, choices=Mode.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    scope = models.CharField(max_length=200, default="all customers", help_text="All customers, or which ones.")
+    batch_size = models.PositiveIntegerField(null=True, blank=True)
+    resumed_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    last_customer_id = models.UUIDField(null=True, blank=True, help_text="Checkpoint: batches up to here are done.")
+    customers_checked = models.PositiveIntegerField(default=0)
+    customers_with_drift = models.PositiveIntegerField(default=0)
+    discrepancies = models.PositiveIntegerField(default=0)
+    fixed = models.PositiveIntegerField(default=0)
+    summary = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "reconciliation_runs"
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(mode__in=["report", "apply"]), name="reconciliation_runs_mode_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=["running", "completed", "failed"]), name="reconciliation_runs_status_valid"
+            ),
+        ]
+        permissions = [
+            ("reconcile_selection", "Can reconcile the counters of selected customers"),
+            ("reconcile_all", "Can reconcile the counters of every customer"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_mode_display()} #{self.pk} ({self.status})"
+
+
+class ReconciliationRow(models.Model):
+    """One counter that differed from its source of truth, with its value before and after."""
+
+    run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="rows")
+    check_name = models.CharField("check", max_length=32, db_column="check")
+    customer_id = models.UUIDField(db_index=True)  # kept as a plain id: history outlives the customer
+    email = models.CharField(max_length=254)
+    target_id = models.CharField(max_length=64, blank=True, default="")
+    tracked = models.JSONField(null=True)
+    actual = models.JSONField(null=True)
+    difference = models.DecimalField(max_digits=20, decimal_places=3, null=True)
+    after = models.JSONField(null=True, blank=True, help_text="The counter after the fix (apply runs).")
+    fixed = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "reconciliation_run_rows"
+        ordering = ["run", "id"]
+        indexes = [models.Index(fields=["run", "check_name"], name="reconciliation_rows_run_check")]
+
+    def __str__(self):
+        return f"{self.check_name} {self.email}"

@@ -1,0 +1,53 @@
+import sys
+
+from django.core.management.base import CommandError
+
+from usage.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand
+from usage.management.output import write_report
+from usage.services.integrity import customer_resolve, discrepancy_report
+
+
+class Command(OpsCommand):
+    help = (
+        "Compare every usage counter with its source rows (I1-I3) and list the findings (over limit, stale "
+        "periods, trigger health). Set-based, streams its rows; records the run. Suitable for cron: "
+        "--fail-on-drift exits 1 when a counter drifted or a trigger is unhealthy."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+        parser.add_argument("--customer", action="append", metavar="EMAIL|ID", help="Only this customer (repeatable).")
+        parser.add_argument("--fail-on-drift", action="store_true", help="Exit 1 when anything drifted.")
+
+    def handle(self, *args, format, customer, fail_on_drift, **options):
+        customers = _resolve(customer)
+        outcome = {}
+
+        def emit(scan, findings):
+            summary = {
+                "customers_checked": scan.customers_checked,
+                "customers_with_drift": scan.customers_with_drift,
+                "discrepancies": scan.discrepancies,
+                "metrics": {c: {"tracked": m["tracked"], "actual": m["actual"]} for c, m in scan.metrics.items()},
+            }
+            outcome.update(summary=summary, findings=findings)
+            write_report(self.stdout, format, summary, scan.rows(), findings)
+
+        discrepancy_report(
+            customer_ids=[c.pk for c in customers] if customers else None,
+            started_by="manage.py usage_discrepancies",
+            scope=", ".join(c.email for c in customers) if customers else "all customers",
+            emit=emit,
+        )
+        unhealthy = any(f.check == "trigger_health" for f in outcome["findings"])
+        if fail_on_drift and (outcome["summary"]["discrepancies"] or unhealthy):
+            sys.exit(EXIT_PROBLEM)
+
+
+def _resolve(refs):
+    if not refs:
+        return []
+    try:
+        return [customer_resolve(ref) for ref in refs]
+    except ValueError as exc:
+        raise CommandError(str(exc), returncode=EXIT_USAGE)

@@ -1,0 +1,556 @@
+"""Discrepancy report and reconciliation (SPEC §6): set-based SQL, one pass per check.
+
+Each check compares one kind of counter with its source of truth for every row in scope and writes
+only the rows that differ into a temporary table (``pg_temp.usage_drift``), returning its totals in
+the same pass. Rows are then streamed from that table sorted by the size of the difference, so the
+Python side holds a summary, never a row per customer.
+
+Reconciliation first finds the drifted customers with the same checks, then, batch by batch in
+customer-id order: locks the counter rows, checks again in a later statement (whose snapshot sees
+every write committed before the lock), and sets what still differs to the recomputed truth. Writers
+whose triggers wait on those locks add their deltas afterwards, so no concurrent increment is lost.
+"""
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from usage.models import Customer, ReconciliationRun
+from usage.selectors import trigger_health
+from usage.services.counters import counter_writes_allowed
+
+COUNTER_CHECKS = (
+    "active_projects",
+    "ai_interactions",
+    "minutes",
+    "preset_usage_count",
+    "preset_last_used_at",
+)
+RECONCILE_LOCK = 0x62696C6C  # pg advisory lock key: one reconciliation at a time
+ANOTHER_RUN_ACTIVE = "another reconciliation is running (started {started} by {by}); try again when it has finished"
+UNKNOWN_CUSTOMER = "no customer with email or id {ref!r}"
+
+_DRIFT_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS usage_drift (
+    check_name text NOT NULL,
+    customer_id uuid NOT NULL,
+    target_id text,
+    tracked jsonb,
+    actual jsonb,
+    difference numeric
+) ON COMMIT DROP
+"""
+
+# Each statement: (per-target comparison) -> drifted rows into usage_drift, totals per check out.
+# {scope} filters customer ids: "" for everyone, or "AND {col} = ANY(%(ids)s)".
+_ACTIVE_PROJECTS = """
+WITH per AS (
+    SELECT c.id AS customer_id, t.id::text AS target_id,
+           coalesce(t.active_projects_count, 0) AS tracked, coalesce(a.n, 0) AS actual
+    FROM customers c
+    LEFT JOIN usage_tracking t
+           ON t.customer_id = c.id AND t.period_start <= now() AND t.period_end > now()
+    LEFT JOIN (SELECT customer_id, count(*) AS n FROM projects
+               WHERE status = 'active' {scope_projects} GROUP BY customer_id) a
+           ON a.customer_id = c.id
+    WHERE true {scope_customers}
+), drifted AS (
+    INSERT INTO pg_temp.usage_drift
+    SELECT 'active_projects', customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
+    FROM per WHERE tracked <> actual
+)
+SELECT 'active_projects', count(*), coalesce(sum(tracked), 0), coalesce(sum(actual), 0) FROM per
+"""
+
+# Events find their period row through width_bucket() over the customer's period starts: one hash
+# join of events with one row per customer, exact for periods that start at any instant.
+_METERED = """
+WITH periods AS (
+    SELECT customer_id, array_agg(period_start ORDER BY period_start) AS starts,
+           array_agg(period_end ORDER BY period_start) AS ends, array_agg(id ORDER BY period_start) AS ids
+    FROM usage_tracking WHERE true {scope_tracking} GROUP BY customer_id
+), bucketed AS (
+    SELECT e.customer_id, e.metric, e.quantity, e.occurred_at, p.ends, p.ids,
+           width_bucket(e.occurred_at, p.starts) AS b
+    FROM usage_events e LEFT JOIN periods p ON p.customer_id = e.customer_id
+    WHERE true {scope_events}
+), sums AS (
+    SELECT customer_id, metric,
+           CASE WHEN b > 0 AND occurred_at < ends[b] THEN ids[b] END AS row_id,
+           sum(quantity) AS quantity
+    FROM bucketed GROUP BY 1, 2, 3
+), per AS (
+    SELECT 'ai_interactions' AS check_name, t.customer_id, t.id::text AS target_id,
+           t.ai_interactions_count AS tracked, coalesce(s.quantity, 0) AS actual
+    FROM usage_tracking t LEFT JOIN sums s ON s.row_id = t.id AND s.metric = 'ai_interaction'
+    WHERE true {scope_tracking_t}
+    UNION ALL
+    SELECT 'minutes', t.customer_id, t.id::text, t.minutes_used, coalesce(s.quantity, 0)
+    FROM usage_tracking t LEFT JOIN sums s ON s.row_id = t.id AND s.metric = 'minutes'
+    WHERE true {scope_tracking_t}
+    UNION ALL  -- source rows with no counter row: events outside every period row
+    SELECT CASE metric WHEN 'ai_interaction' THEN 'ai_interactions' ELSE 'minutes' END,
+           customer_id, NULL, 0, quantity
+    FROM sums WHERE row_id IS NULL
+), drifted AS (
+    INSERT INTO pg_temp.usage_drift
+    SELECT check_name, customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
+    FROM per WHERE tracked <> actual
+)
+SELECT check_name, count(*), coalesce(sum(tracked), 0), coalesce(sum(actual), 0) FROM per GROUP BY check_name
+"""
+
+_PRESETS = """
+WITH per AS (
+    SELECT p.customer_id, p.id::text AS target_id, p.usage_count, p.last_used_at,
+           coalesce(u.n, 0) AS n, u.last_used
+    FROM presets p
+    LEFT JOIN (SELECT preset_id, count(*) AS n, max(used_at) AS last_used FROM preset_usage
+               WHERE true {scope_uses} GROUP BY preset_id) u ON u.preset_id = p.id
+    WHERE true {scope_presets}
+), drifted_count AS (
+    INSERT INTO pg_temp.usage_drift
+    SELECT 'preset_usage_count', customer_id, target_id, to_jsonb(usage_count), to_jsonb(n), n - usage_count
+    FROM per WHERE usage_count <> n
+), drifted_last AS (
+    INSERT INTO pg_temp.usage_drift
+    SELECT 'preset_last_used_at', customer_id, target_id, to_jsonb(last_used_at), to_jsonb(last_used),
+           extract(epoch FROM last_used - last_used_at)
+    FROM per WHERE last_used_at IS DISTINCT FROM last_used
+)
+SELECT 'preset_usage_count', count(*), coalesce(sum(usage_count), 0), coalesce(sum(n), 0) FROM per
+UNION ALL
+SELECT 'preset_last_used_at', count(*), count(last_used_at), count(last_used) FROM per
+"""
+
+
+def _scoped(sql: str, ids) -> str:
+    only = "AND {} = ANY(%(ids)s::uuid[])" if ids is not None else "{}"
+    cols = {
+        "scope_customers": "c.id",
+        "scope_projects": "customer_id",
+        "scope_tracking": "customer_id",
+        "scope_tracking_t": "t.customer_id",
+        "scope_events": "e.customer_id",
+        "scope_uses": "preset_id IN (SELECT id FROM presets WHERE customer_id = ANY(%(ids)s::uuid[]))",
+        "scope_presets": "p.customer_id",
+    }
+    if ids is None:
+        return sql.format(**{k: "" for k in cols})
+    filled = {k: (f"AND {v}" if k == "scope_uses" else only.format(v)) for k, v in cols.items()}
+    return sql.format(**filled)
+
+
+@dataclass
+class Finding:
+    """Something wrong that is not counter drift: over a limit, a stale period, a broken trigger."""
+
+    check: str
+    customer_id: str | None
+    email: str | None
+    target_id: str | None
+    detail: str
+    fix: str = ""
+
+    def as_dict(self):
+        return {k: getattr(self, k) for k in ("check", "customer_id", "email", "target_id", "detail", "fix")}
+
+
+# Other apps add findings without usage importing them (billing registers over_limit, stale_period).
+FindingProvider = Callable[[list | None], Iterator[Finding]]
+FINDING_PROVIDERS: dict[str, FindingProvider] = {}
+
+
+def finding_provider_register(name: str, provider: FindingProvider) -> None:
+    FINDING_PROVIDERS[name] = provider
+
+
+def _trigger_findings(customer_ids) -> Iterator[Finding]:
+    for status in trigger_health():
+        if not status.ok:
+            yield Finding(
+                "trigger_health", None, None, status.name, f"{status.kind} {status.name}: {status.problem}",
+                "manage.py migrate, then manage.py check_triggers",
+            )
+
+
+finding_provider_register("trigger_health", _trigger_findings)
+
+
+@dataclass
+class Scan:
+    """The drifted rows of one scope, held in pg_temp.usage_drift for the enclosing transaction."""
+
+    customers_checked: int = 0
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def customers_with_drift(self) -> int:
+        return _scalar("SELECT count(DISTINCT customer_id) FROM pg_temp.usage_drift")
+
+    @property
+    def discrepancies(self) -> int:
+        return _scalar("SELECT count(*) FROM pg_temp.usage_drift")
+
+    def rows(self, chunk_size: int = 2000) -> Iterator[dict]:
+        """Drifted counters, largest difference first, streamed through a server-side cursor."""
+        with connection.chunked_cursor() as cursor:
+            cursor.execute(
+                "SELECT d.check_name, d.customer_id, c.email, d.target_id, d.tracked, d.actual, d.difference "
+                "FROM pg_temp.usage_drift d LEFT JOIN customers c ON c.id = d.customer_id "
+                "ORDER BY abs(d.difference) DESC NULLS LAST, d.check_name, d.customer_id"
+            )
+            while batch := cursor.fetchmany(chunk_size):
+                for check, customer_id, email, target_id, tracked, actual, difference in batch:
+                    yield {
+                        "check": check,
+                        "customer_id": str(customer_id),
+                        "email": email,
+                        "target_id": target_id,
+                        "tracked": _plain(tracked),
+                        "actual": _plain(actual),
+                        "difference": _plain(difference),
+                    }
+
+
+def _plain(value):
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _scalar(sql, params=None):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()[0]
+
+
+TRACKING_CHECKS = (_ACTIVE_PROJECTS, _METERED)
+PRESET_CHECKS = (_PRESETS,)
+
+
+def drift_scan(customer_ids=None, checks=TRACKING_CHECKS + PRESET_CHECKS) -> Scan:
+    """Run the counter checks over the scope (inside the caller's transaction)."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("drift_scan() must run inside transaction.atomic(): its table lives until commit")
+    ids = [str(i) for i in customer_ids] if customer_ids is not None else None
+    scan = Scan()
+    with connection.cursor() as cursor:
+        cursor.execute(_DRIFT_TABLE)
+        cursor.execute("TRUNCATE pg_temp.usage_drift")
+        for sql in checks:
+            cursor.execute(_scoped(sql, ids), {"ids": ids})
+            for check, n, tracked, actual in cursor.fetchall():
+                scan.metrics[check] = {"rows": n, "tracked": _plain(tracked), "actual": _plain(actual)}
+                if check == "active_projects":
+                    scan.customers_checked = n
+    for check in ("ai_interactions", "minutes"):
+        scan.metrics.setdefault(check, {"rows": 0, "tracked": 0, "actual": 0})
+    return scan
+
+
+def findings(customer_ids=None) -> list[Finding]:
+    return [f for provider in FINDING_PROVIDERS.values() for f in provider(customer_ids)]
+
+
+def customer_resolve(ref: str) -> Customer:
+    """A customer by id or by email (any case); ValueError with a clear message when there is none."""
+    ref = (ref or "").strip()
+    try:
+        return Customer.objects.get(pk=uuid.UUID(ref))
+    except (ValueError, Customer.DoesNotExist):
+        pass
+    customer = Customer.objects.filter(email__iexact=ref).first() if ref else None
+    if customer is None:
+        raise ValueError(UNKNOWN_CUSTOMER.format(ref=ref))
+    return customer
+
+
+@dataclass
+class ReportResult:
+    run: ReconciliationRun
+    summary: dict
+    findings: list
+    rows: list  # only materialised for small scopes; commands stream instead
+
+
+def discrepancy_report(
+    *, customer_ids=None, started_by: str, scope: str = "all customers", emit: Callable[[Scan, list], None] | None = None
+) -> ReportResult:
+    """Report every drifted counter and every finding; record the run and its rows.
+
+    ``emit(scan, findings)`` is called inside the transaction, while the rows can be streamed; without
+    it the rows are returned as a list (for the admin's small selections).
+    """
+    with transaction.atomic():
+        run = ReconciliationRun.objects.create(started_by=started_by, mode=ReconciliationRun.Mode.REPORT, scope=scope)
+        scan = drift_scan(customer_ids)
+        found = findings(customer_ids)
+        summary = _summary(scan)
+        _record_rows(run, fixed=False)
+        _finish(run, scan, summary, fixed=0)
+        rows = []
+        if emit:
+            emit(scan, found)
+        else:
+            rows = list(scan.rows())
+    return ReportResult(run, summary, found, rows)
+
+
+def _summary(scan: Scan) -> dict:
+    return {
+        "customers_checked": scan.customers_checked,
+        "customers_with_drift": scan.customers_with_drift,
+        "discrepancies": scan.discrepancies,
+        "metrics": {check: {"tracked": m["tracked"], "actual": m["actual"]} for check, m in scan.metrics.items()},
+    }
+
+
+def _record_rows(run: ReconciliationRun, *, fixed: bool) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO reconciliation_run_rows "
+            "(run_id, \"check\", customer_id, email, target_id, tracked, actual, difference, after, fixed) "
+            "SELECT %s, d.check_name, d.customer_id, coalesce(c.email, ''), coalesce(d.target_id, ''), "
+            "       d.tracked, d.actual, d.difference, CASE WHEN %s THEN d.actual END, %s "
+            "FROM pg_temp.usage_drift d LEFT JOIN customers c ON c.id = d.customer_id",
+            [run.pk, fixed, fixed],
+        )
+
+
+def _finish(run, scan, summary, *, fixed):
+    run.customers_checked = scan.customers_checked
+    run.customers_with_drift = summary["customers_with_drift"]
+    run.discrepancies = summary["discrepancies"]
+    run.fixed = fixed
+    run.summary = summary
+    run.status = ReconciliationRun.Status.COMPLETED
+    run.finished_at = timezone.now()
+    run.save()
+
+
+# --- reconciliation ------------------------------------------------------------------------------
+
+@dataclass
+class ReconcileResult:
+    run: ReconciliationRun | None
+    summary: dict
+    rows: list = field(default_factory=list)
+    findings: list = field(default_factory=list)
+
+
+class ReconciliationBusy(Exception):
+    pass
+
+
+def usage_reconcile(
+    *,
+    customer_ids=None,
+    apply: bool,
+    batch_size: int = 1000,
+    started_by: str,
+    scope: str = "all customers",
+    progress: Callable[[int, int], None] | None = None,
+    emit: Callable[[Scan, list], None] | None = None,
+) -> ReconcileResult:
+    """Set every drifted counter in scope to its recomputed truth (``apply``), or show the exact diff.
+
+    Safe while the product writes (see the module docstring); one run at a time (advisory lock);
+    each batch commits with its checkpoint, so a killed run leaves whole batches and a rerun converges.
+    """
+    if batch_size < 1:
+        raise ValueError("batch size must be a positive number")
+    if not apply:
+        result = discrepancy_report(customer_ids=customer_ids, started_by=started_by, scope=scope, emit=emit)
+        return ReconcileResult(result.run, result.summary, result.rows, result.findings)
+
+    with _reconcile_lock():
+        interrupted = ReconciliationRun.objects.filter(
+            mode=ReconciliationRun.Mode.APPLY, status=ReconciliationRun.Status.RUNNING
+        ).first()
+        if interrupted:  # we hold the lock, so whoever ran it is gone
+            interrupted.status = ReconciliationRun.Status.FAILED
+            interrupted.error = "interrupted; resumed by a later run"
+            interrupted.finished_at = timezone.now()
+            interrupted.save(update_fields=["status", "error", "finished_at"])
+        run = ReconciliationRun.objects.create(
+            started_by=started_by, mode=ReconciliationRun.Mode.APPLY, scope=scope, batch_size=batch_size,
+            resumed_from=interrupted,
+        )
+        try:
+            return _reconcile_batches(run, customer_ids, batch_size, progress)
+        except BaseException as exc:
+            ReconciliationRun.objects.filter(pk=run.pk).update(
+                status=ReconciliationRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
+            )
+            raise
+
+
+def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResult:
+    # Pass 1 (no locks): which customers drift at all. Pass 2 re-checks each batch under lock.
+    with transaction.atomic():
+        first = drift_scan(customer_ids)
+        customers_checked = first.customers_checked
+        drifted = [str(r[0]) for r in _fetch("SELECT DISTINCT customer_id FROM pg_temp.usage_drift ORDER BY 1")]
+    totals = {"customers_checked": customers_checked, "discrepancies": 0, "fixed": 0}
+    batches = [drifted[i : i + batch_size] for i in range(0, len(drifted), batch_size)]
+    for n, batch in enumerate(batches, 1):
+        found, fixed = _reconcile_batch(run, batch)
+        totals["discrepancies"] += found
+        totals["fixed"] += fixed
+        ReconciliationRun.objects.filter(pk=run.pk).update(
+            last_customer_id=batch[-1], discrepancies=totals["discrepancies"], fixed=totals["fixed"]
+        )
+        if progress:
+            progress(n, len(batches))
+    totals["customers_with_drift"] = run.rows.values("customer_id").distinct().count()
+    with transaction.atomic():
+        after = drift_scan(customer_ids)
+        summary = {**totals, "metrics_before": first_metrics(first), "remaining_drift": after.discrepancies}
+    run.refresh_from_db()
+    run.customers_checked = customers_checked
+    run.customers_with_drift = totals["customers_with_drift"]
+    run.summary = summary
+    run.status = ReconciliationRun.Status.COMPLETED
+    run.finished_at = timezone.now()
+    run.save()
+    rows = list(run.rows.order_by("id")[:500])
+    return ReconcileResult(run, summary, rows)
+
+
+def first_metrics(scan: Scan) -> dict:
+    return {check: {"tracked": m["tracked"], "actual": m["actual"]} for check, m in scan.metrics.items()}
+
+
+def _reconcile_batch(run, customer_ids) -> tuple[int, int]:
+    """Lock, re-check, fix: usage_tracking in one transaction, presets in another.
+
+    Two transactions, because the triggers lock those tables separately: holding one while waiting
+    for the other could deadlock with a product transaction that writes both.
+    """
+    found = fixed = 0
+    for lock_sql, checks, fix in (
+        (
+            "SELECT 1 FROM usage_tracking WHERE customer_id = ANY(%s::uuid[]) "
+            "ORDER BY customer_id, period_start FOR UPDATE",
+            TRACKING_CHECKS,
+            _fix_tracking,
+        ),
+        (
+            "SELECT 1 FROM presets WHERE customer_id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE",
+            PRESET_CHECKS,
+            _fix_presets,
+        ),
+    ):
+        with transaction.atomic(), counter_writes_allowed():
+            _fetch(lock_sql, [customer_ids])
+            # A later statement than the lock: its snapshot sees every write committed before it.
+            scan = drift_scan(customer_ids, checks)
+            n = scan.discrepancies
+            if n:
+                fixed += fix()
+                _record_rows(run, fixed=True)
+            found += n
+    return found, fixed
+
+
+def _fix_tracking() -> int:
+    fixed = 0
+    with connection.cursor() as cursor:
+        for check, column in (
+            ("active_projects", "active_projects_count"),
+            ("ai_interactions", "ai_interactions_count"),
+            ("minutes", "minutes_used"),
+        ):
+            cursor.execute(
+                f"UPDATE usage_tracking t SET {column} = (d.actual #>> '{{}}')::numeric, updated_at = now() "
+                "FROM pg_temp.usage_drift d "
+                "WHERE d.check_name = %s AND d.target_id IS NOT NULL AND t.id = d.target_id::bigint",
+                [check],
+            )
+            fixed += cursor.rowcount
+        # Counters with no row: open the row; it is created from the source tables' truth.
+        cursor.execute(
+            "SELECT usage_tracking_add_active(array_agg(customer_id), array_fill(0, ARRAY[count(*)::int])) "
+            "FROM (SELECT DISTINCT customer_id FROM pg_temp.usage_drift "
+            "      WHERE check_name = 'active_projects' AND target_id IS NULL) m"
+        )
+        cursor.execute(
+            "SELECT count(*) FROM pg_temp.usage_drift WHERE check_name = 'active_projects' AND target_id IS NULL"
+        )
+        fixed += cursor.fetchone()[0]
+        cursor.execute(
+            "WITH missing AS ("
+            "  SELECT DISTINCT e.customer_id, p.period_start, p.period_end FROM usage_events e"
+            "  CROSS JOIN LATERAL usage_period_at(e.customer_id, e.occurred_at) p"
+            "  WHERE e.customer_id IN (SELECT customer_id FROM pg_temp.usage_drift"
+            "                          WHERE check_name IN ('ai_interactions', 'minutes') AND target_id IS NULL)"
+            "    AND NOT EXISTS (SELECT 1 FROM usage_tracking t WHERE t.customer_id = e.customer_id"
+            "                    AND e.occurred_at >= t.period_start AND e.occurred_at < t.period_end))"
+            "SELECT usage_tracking_add(array_agg(customer_id ORDER BY customer_id, period_start),"
+            "  array_agg(period_start ORDER BY customer_id, period_start),"
+            "  array_agg(period_end ORDER BY customer_id, period_start), NULL, NULL, NULL) FROM missing"
+        )
+        cursor.execute(
+            "SELECT count(*) FROM pg_temp.usage_drift WHERE check_name IN ('ai_interactions', 'minutes') "
+            "AND target_id IS NULL"
+        )
+        fixed += cursor.fetchone()[0]
+    return fixed
+
+
+def _fix_presets() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE presets p SET usage_count = (d.actual #>> '{}')::integer FROM pg_temp.usage_drift d "
+            "WHERE d.check_name = 'preset_usage_count' AND p.id = d.target_id::uuid"
+        )
+        fixed = cursor.rowcount
+        cursor.execute(
+            "UPDATE presets p SET last_used_at = (d.actual #>> '{}')::timestamptz FROM pg_temp.usage_drift d "
+            "WHERE d.check_name = 'preset_last_used_at' AND p.id = d.target_id::uuid"
+        )
+        return fixed + cursor.rowcount
+
+
+def _fetch(sql, params=None):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+class _reconcile_lock:
+    """Session-level advisory lock: a second reconciliation refuses to start."""
+
+    def __enter__(self):
+        if not _scalar("SELECT pg_try_advisory_lock(%s)", [RECONCILE_LOCK]):
+            running = ReconciliationRun.objects.filter(
+                mode=ReconciliationRun.Mode.APPLY, status=ReconciliationRun.Status.RUNNING
+            ).first()
+            raise ReconciliationBusy(
+                ANOTHER_RUN_ACTIVE.format(
+                    started=running.started_at.isoformat(timespec="seconds") if running else "just now",
+                    by=running.started_by if running else "someone",
+                )
+            )
+        return self
+
+    def __exit__(self, *exc):
+        _scalar("SELECT pg_advisory_unlock(%s)", [RECONCILE_LOCK])
+        return False
+
+
+def customer_recount(*, customer: Customer, started_by: str) -> ReconcileResult:
+    """Support's one-click fix: reconcile one customer's counters (recorded as a run)."""
+    return usage_reconcile(customer_ids=[customer.pk], apply=True, started_by=started_by, scope=customer.email)
+
