@@ -1,7 +1,145 @@
-from django.contrib import admin
+"""Admin for the commercial side, and the customer page support works from (SPEC §7).
+
+The customer admin lives here rather than in usage/admin.py because its page shows the plan and the
+billing findings: billing may import usage, never the reverse.
+"""
+
+import uuid
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db.models.functions import Lower
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from billing.models import Plan, Subscription
-from usage.admin import BigTableAdmin
+from billing.services.diagnosis import customer_diagnose
+from usage.admin import BigTableAdmin, PresetInline, UsageTrackingInline
+from usage.models import Customer
+from usage.services.integrity import ReconciliationBusy, customer_recount, discrepancy_report, usage_reconcile
+
+RECONCILE_PERMISSION = "usage.reconcile_selection"
+
+
+def _actor(request) -> str:
+    return f"{request.user.get_username()} (admin)"
+
+
+@admin.register(Customer)
+class CustomerAdmin(BigTableAdmin):
+    list_display = ("email", "name", "current_period_start", "current_period_end", "created_at")
+    search_fields = ("email",)
+    search_help_text = "Email (exact, any case), an email prefix, or a customer id."
+    # Periods are opened by the billing rules (renewals, rollover), never typed in.
+    readonly_fields = ("id", "current_period_start", "current_period_end", "created_at")
+    fields = ("id", "email", "name", "current_period_start", "current_period_end", "created_at")
+    ordering = ("email",)
+    inlines = (UsageTrackingInline, PresetInline)
+    actions = ("discrepancy_report_action", "reconcile_action")
+
+    def get_search_results(self, request, queryset, search_term):
+        """Use the lower(email) unique index instead of a sequential ILIKE scan."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(pk=uuid.UUID(term)), False
+        except ValueError:
+            pass
+        lowered = queryset.annotate(email_lower=Lower("email"))
+        if "@" in term:
+            return lowered.filter(email_lower=term.lower()), False
+        return lowered.filter(email_lower__startswith=term.lower()), False
+
+    def has_reconcile_permission(self, request):
+        return request.user.has_perm(RECONCILE_PERMISSION)
+
+    # --- the customer page: counters beside their truth, the fix, Recount --------------------------
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = extra_context or {}
+        customer = self.get_object(request, object_id)
+        if customer is not None:
+            extra_context["diagnosis"] = customer_diagnose(customer=customer)
+            extra_context["can_recount"] = self.has_reconcile_permission(request)
+            extra_context["recount_url"] = reverse("admin:usage_customer_recount", args=[customer.pk])
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        return [
+            path("<path:object_id>/recount/", self.admin_site.admin_view(self.recount_view), name="usage_customer_recount"),
+            *super().get_urls(),
+        ]
+
+    def recount_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_reconcile_permission(request):
+            raise PermissionDenied
+        customer = self.get_object(request, object_id)
+        if customer is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        try:
+            result = customer_recount(customer=customer, started_by=_actor(request))
+        except ReconciliationBusy as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            fixed = result.summary["fixed"]
+            self.message_user(
+                request,
+                f"Recounted {customer.email}: {fixed} counter(s) set to the truth (run #{result.run.pk})."
+                if fixed else f"Recounted {customer.email}: every counter already matched (run #{result.run.pk}).",
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(reverse("admin:usage_customer_change", args=[customer.pk]))
+
+    # --- changelist actions ---------------------------------------------------------------------------
+
+    @admin.action(description="Discrepancy report for the selected customers", permissions=["view"])
+    def discrepancy_report_action(self, request, queryset):
+        customers = list(queryset.order_by("email"))
+        result = discrepancy_report(
+            customer_ids=[c.pk for c in customers], started_by=_actor(request), scope=_scope(customers)
+        )
+        return TemplateResponse(
+            request,
+            "admin/usage/customer/discrepancy_report.html",
+            {**self.admin_site.each_context(request), "title": "Discrepancy report", "opts": self.opts,
+             "customers": customers, "result": result},
+        )
+
+    @admin.action(description="Reconcile the selected customers' counters", permissions=["reconcile"])
+    def reconcile_action(self, request, queryset):
+        customers = list(queryset.order_by("email"))
+        ids = [c.pk for c in customers]
+        if request.POST.get("confirm") == "yes":
+            try:
+                result = usage_reconcile(customer_ids=ids, apply=True, started_by=_actor(request), scope=_scope(customers))
+            except ReconciliationBusy as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return None
+            self.message_user(
+                request,
+                f"Set {result.summary['fixed']} counter(s) of {len(customers)} customer(s) to the truth "
+                f"(run #{result.run.pk}).",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(reverse("admin:usage_reconciliationrun_change", args=[result.run.pk]))
+        dry = usage_reconcile(customer_ids=ids, apply=False, started_by=_actor(request) + " dry run", scope=_scope(customers))
+        return TemplateResponse(
+            request,
+            "admin/usage/customer/reconcile_confirmation.html",
+            {**self.admin_site.each_context(request), "title": "Reconcile counters: check the changes",
+             "opts": self.opts, "customers": customers, "result": dry,
+             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME},
+        )
+
+
+def _scope(customers) -> str:
+    text = ", ".join(c.email for c in customers[:5])
+    return text + (f" and {len(customers) - 5} more" if len(customers) > 5 else "")
 
 
 @admin.register(Plan)

@@ -8,6 +8,12 @@ class BillingConfig(AppConfig):
     def ready(self):
         from django.conf import settings
 
+        from billing.services import findings
+        from usage.services.integrity import finding_provider_register
+
+        finding_provider_register("over_limit", findings.over_limit)
+        finding_provider_register("stale_period", findings.stale_period)
+
         if settings.DATABASES["default"]["ENGINE"] == "billing.db.embedded":
             from billing.db.embedded.base import exit_cleanly_on_termination
 

@@ -1,14 +1,13 @@
 """Admin for the product's tables. Derived counters are read-only everywhere (SPEC §4, §7)."""
 
-import uuid
-
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models.functions import Lower
+from django.urls import reverse
 from django.utils.functional import cached_property
+from django.utils.html import format_html
 
-from usage.models import Customer, Preset, PresetUsage, Project, UsageEvent, UsageTracking
+from usage.models import Preset, PresetUsage, Project, ReconciliationRow, ReconciliationRun, UsageEvent, UsageTracking
 
 
 class EstimatedCountPaginator(Paginator):
@@ -51,32 +50,6 @@ class PresetInline(admin.TabularInline):
     readonly_fields = ("usage_count", "last_used_at")
     extra = 0
     show_change_link = True
-
-
-@admin.register(Customer)
-class CustomerAdmin(BigTableAdmin):
-    list_display = ("email", "name", "current_period_start", "current_period_end", "created_at")
-    search_fields = ("email",)
-    search_help_text = "Email (exact, any case), an email prefix, or a customer id."
-    # Periods are opened by the billing rules (renewals, rollover), never typed in.
-    readonly_fields = ("id", "current_period_start", "current_period_end", "created_at")
-    fields = ("id", "email", "name", "current_period_start", "current_period_end", "created_at")
-    ordering = ("email",)
-    inlines = (UsageTrackingInline, PresetInline)
-
-    def get_search_results(self, request, queryset, search_term):
-        """Use the lower(email) unique index instead of a sequential ILIKE scan."""
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        try:
-            return queryset.filter(pk=uuid.UUID(term)), False
-        except ValueError:
-            pass
-        lowered = queryset.annotate(email_lower=Lower("email"))
-        if "@" in term:
-            return lowered.filter(email_lower=term.lower()), False
-        return lowered.filter(email_lower__startswith=term.lower()), False
 
 
 @admin.register(Project)
@@ -132,6 +105,49 @@ class UsageTrackingAdmin(BigTableAdmin):
     list_filter = ("month",)
     list_select_related = ("customer",)
     search_fields = ("customer__email",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(BigTableAdmin):
+    """History of every report and fix, newest first; its rows one click away."""
+
+    list_display = ("id", "started_at", "mode", "status", "started_by", "scope", "customers_checked", "customers_with_drift", "discrepancies", "fixed", "rows_link")
+    list_filter = ("mode", "status")
+    search_fields = ("started_by", "scope")
+    readonly_fields = [f.name for f in ReconciliationRun._meta.fields] + ["rows_link"]
+
+    @admin.display(description="rows")
+    def rows_link(self, run):
+        url = reverse("admin:usage_reconciliationrow_changelist") + f"?run__id__exact={run.pk}"
+        return format_html('<a href="{}">{} rows</a>', url, run.discrepancies)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ReconciliationRow)
+class ReconciliationRowAdmin(BigTableAdmin):
+    list_display = ("run", "check_name", "email", "target_id", "tracked", "actual", "difference", "after", "fixed")
+    list_filter = ("check_name", "fixed", "run__mode")
+    list_select_related = ("run",)
+    search_fields = ("=email", "=customer_id")
+    search_help_text = "Exact email or customer id."
+    readonly_fields = [f.name for f in ReconciliationRow._meta.fields]
 
     def has_add_permission(self, request):
         return False

@@ -69,3 +69,30 @@ def test_support_finds_a_customer_sees_counters_and_archiving_moves_them(live_se
 
     page.goto(f"{live_server.url}/admin/usage/customer/{customer.pk}/change/")
     assert page.locator("#usage_periods-group td.field-active_projects_count").first.inner_text() == "1"
+
+
+def test_support_recounts_an_s1_customer_in_the_browser(live_server, page, django_user_model, roles):
+    from django.contrib.auth.models import Group
+
+    from tests.conftest import plant_s1
+
+    user = django_user_model.objects.create_user("sam", password="pw-for-tests", is_staff=True)
+    user.groups.add(Group.objects.get(name="Support"))
+    s1 = plant_s1()
+
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "sam")
+    page.fill("#id_password", "pw-for-tests")
+    page.click("input[type=submit]")
+    page.goto(f"{live_server.url}/admin/usage/customer/?q={s1['six'].email}")
+    page.click(f"text={s1['six'].email}")
+    line = page.locator("tr.counter-line[data-check=active_projects]")
+    assert "drifted" in line.get_attribute("class")
+    assert (line.locator("td.tracked").inner_text(), line.locator("td.actual").inner_text()) == ("0", "6")
+
+    page.click("#recount-button")
+    assert "1 counter(s) set to the truth" in page.inner_text(".messagelist")
+    line = page.locator("tr.counter-line[data-check=active_projects]")
+    assert "drifted" not in (line.get_attribute("class") or "")
+    assert line.locator("td.tracked").inner_text() == "6"
+    assert "6 / 1 active projects (600 %) on Free" in page.inner_text("#findings")

@@ -62,7 +62,7 @@ WITH per AS (
 ), drifted AS (
     INSERT INTO pg_temp.usage_drift
     SELECT 'active_projects', customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
-    FROM per WHERE tracked <> actual
+    FROM per WHERE tracked <> actual OR {everything}
 )
 SELECT 'active_projects', count(*), coalesce(sum(tracked), 0), coalesce(sum(actual), 0) FROM per
 """
@@ -100,7 +100,7 @@ WITH periods AS (
 ), drifted AS (
     INSERT INTO pg_temp.usage_drift
     SELECT check_name, customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
-    FROM per WHERE tracked <> actual
+    FROM per WHERE tracked <> actual OR {everything}
 )
 SELECT check_name, count(*), coalesce(sum(tracked), 0), coalesce(sum(actual), 0) FROM per GROUP BY check_name
 """
@@ -116,12 +116,12 @@ WITH per AS (
 ), drifted_count AS (
     INSERT INTO pg_temp.usage_drift
     SELECT 'preset_usage_count', customer_id, target_id, to_jsonb(usage_count), to_jsonb(n), n - usage_count
-    FROM per WHERE usage_count <> n
+    FROM per WHERE usage_count <> n OR {everything}
 ), drifted_last AS (
     INSERT INTO pg_temp.usage_drift
     SELECT 'preset_last_used_at', customer_id, target_id, to_jsonb(last_used_at), to_jsonb(last_used),
            extract(epoch FROM last_used - last_used_at)
-    FROM per WHERE last_used_at IS DISTINCT FROM last_used
+    FROM per WHERE last_used_at IS DISTINCT FROM last_used OR {everything}
 )
 SELECT 'preset_usage_count', count(*), coalesce(sum(usage_count), 0), coalesce(sum(n), 0) FROM per
 UNION ALL
@@ -129,7 +129,7 @@ SELECT 'preset_last_used_at', count(*), count(last_used_at), count(last_used) FR
 """
 
 
-def _scoped(sql: str, ids) -> str:
+def _scoped(sql: str, ids, everything: bool = False) -> str:
     only = "AND {} = ANY(%(ids)s::uuid[])" if ids is not None else "{}"
     cols = {
         "scope_customers": "c.id",
@@ -140,10 +140,11 @@ def _scoped(sql: str, ids) -> str:
         "scope_uses": "preset_id IN (SELECT id FROM presets WHERE customer_id = ANY(%(ids)s::uuid[]))",
         "scope_presets": "p.customer_id",
     }
+    flag = {"everything": "true" if everything else "false"}
     if ids is None:
-        return sql.format(**{k: "" for k in cols})
+        return sql.format(**{k: "" for k in cols}, **flag)
     filled = {k: (f"AND {v}" if k == "scope_uses" else only.format(v)) for k, v in cols.items()}
-    return sql.format(**filled)
+    return sql.format(**filled, **flag)
 
 
 @dataclass
@@ -221,7 +222,7 @@ class Scan:
 def _plain(value):
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            value = json.loads(value, parse_float=Decimal)
         except ValueError:
             return value
     if isinstance(value, Decimal):
@@ -239,8 +240,12 @@ TRACKING_CHECKS = (_ACTIVE_PROJECTS, _METERED)
 PRESET_CHECKS = (_PRESETS,)
 
 
-def drift_scan(customer_ids=None, checks=TRACKING_CHECKS + PRESET_CHECKS) -> Scan:
-    """Run the counter checks over the scope (inside the caller's transaction)."""
+def drift_scan(customer_ids=None, checks=TRACKING_CHECKS + PRESET_CHECKS, *, everything: bool = False) -> Scan:
+    """Run the counter checks over the scope (inside the caller's transaction).
+
+    ``everything`` keeps the counters that match as well (difference 0): one customer's diagnosis
+    shows every counter beside its truth, computed by the same SQL as the report.
+    """
     if not connection.in_atomic_block:
         raise RuntimeError("drift_scan() must run inside transaction.atomic(): its table lives until commit")
     ids = [str(i) for i in customer_ids] if customer_ids is not None else None
@@ -249,7 +254,7 @@ def drift_scan(customer_ids=None, checks=TRACKING_CHECKS + PRESET_CHECKS) -> Sca
         cursor.execute(_DRIFT_TABLE)
         cursor.execute("TRUNCATE pg_temp.usage_drift")
         for sql in checks:
-            cursor.execute(_scoped(sql, ids), {"ids": ids})
+            cursor.execute(_scoped(sql, ids, everything), {"ids": ids})
             for check, n, tracked, actual in cursor.fetchall():
                 scan.metrics[check] = {"rows": n, "tracked": _plain(tracked), "actual": _plain(actual)}
                 if check == "active_projects":

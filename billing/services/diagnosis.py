@@ -1,0 +1,121 @@
+"""One customer's diagnosis (SPEC §6): what support needs on one page, and the fix to run."""
+
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from billing.selectors import customer_plan, live_subscription
+from usage.models import ReconciliationRow, UsageTracking
+from usage.services.integrity import drift_scan, findings
+
+COUNTER_LABELS = {
+    "active_projects": "active projects",
+    "ai_interactions": "AI interactions",
+    "minutes": "transcription minutes",
+    "preset_usage_count": "preset uses",
+    "preset_last_used_at": "preset last used",
+}
+ALLOWANCE_FIELDS = {
+    "active_projects": "max_active_projects",
+    "ai_interactions": "ai_interactions_per_period",
+    "minutes": "minutes_per_period",
+}
+
+
+@dataclass
+class CounterLine:
+    check: str
+    label: str
+    target_id: str | None
+    tracked: object
+    actual: object
+    difference: object
+    allowance: object = None
+    left: object = None
+
+    @property
+    def drifted(self) -> bool:
+        return self.tracked != self.actual
+
+
+@dataclass
+class Diagnosis:
+    customer: object
+    plan: object
+    subscription: object
+    period: object
+    counters: list
+    findings: list
+    runs: list
+    fixes: list = field(default_factory=list)
+
+    @property
+    def drifted(self) -> list:
+        return [c for c in self.counters if c.drifted]
+
+    def as_dict(self) -> dict:
+        c, s = self.customer, self.subscription
+        return {
+            "customer": {"id": str(c.pk), "email": c.email, "name": c.name},
+            "plan": self.plan.code if self.plan else None,
+            "subscription": None if s is None else {
+                "status": s.status, "processor": s.processor, "external_id": s.external_subscription_id,
+                "period_start": s.current_period_start.isoformat(), "period_end": s.current_period_end.isoformat(),
+            },
+            "period": {"start": c.current_period_start.isoformat(), "end": c.current_period_end.isoformat()},
+            "counters": [
+                {"check": x.check, "label": x.label, "target_id": x.target_id, "tracked": x.tracked, "actual": x.actual,
+                 "difference": x.difference, "allowance": x.allowance, "left": x.left, "drifted": x.drifted}
+                for x in self.counters
+            ],
+            "findings": [f.as_dict() for f in self.findings],
+            "recent_runs": [
+                {"run": r.run_id, "check": r.check_name, "tracked": r.tracked, "actual": r.actual, "fixed": r.fixed,
+                 "at": r.run.started_at.isoformat(), "by": r.run.started_by}
+                for r in self.runs
+            ],
+            "fixes": self.fixes,
+        }
+
+
+def customer_diagnose(*, customer) -> Diagnosis:
+    """Plan, period, every counter beside its truth, allowance left, findings, history, the fix."""
+    plan = customer_plan(customer)
+    subscription = live_subscription(customer)
+    with transaction.atomic():
+        scan = drift_scan([customer.pk], everything=True)
+        rows = list(scan.rows())
+    current = UsageTracking.objects.filter(customer=customer, period_start__lte=_now(), period_end__gt=_now()).first()
+    counters = []
+    for row in sorted(rows, key=lambda r: (list(COUNTER_LABELS).index(r["check"]), str(r["target_id"]))):
+        # Metered counters: the current period's row only; earlier periods are history.
+        if row["check"] in ("ai_interactions", "minutes") and current and row["target_id"] not in (None, str(current.pk)):
+            if row["tracked"] == row["actual"]:
+                continue
+        line = CounterLine(row["check"], COUNTER_LABELS[row["check"]], row["target_id"], row["tracked"], row["actual"], row["difference"])
+        allowance_field = ALLOWANCE_FIELDS.get(row["check"])
+        if plan and allowance_field and (current is None or row["target_id"] in (None, str(current.pk))):
+            line.allowance = getattr(plan, allowance_field)
+            if line.allowance is not None and isinstance(line.actual, (int, float)):
+                line.left = line.allowance - line.actual
+        counters.append(line)
+    found = findings([customer.pk])
+    runs = list(
+        ReconciliationRow.objects.select_related("run").filter(customer_id=customer.pk).order_by("-run__started_at")[:10]
+    )
+    diagnosis = Diagnosis(customer, plan, subscription, current, counters, found, runs)
+    if diagnosis.drifted:
+        diagnosis.fixes.append(
+            f"Recount: the Recount button on this customer's admin page, or "
+            f"manage.py reconcile_usage --apply --customer {customer.email}"
+        )
+    diagnosis.fixes.extend(f"{f.check}: {f.fix}" for f in found if f.fix)
+    return diagnosis
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+

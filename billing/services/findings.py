@@ -1,0 +1,77 @@
+"""Billing findings for the discrepancy report (SPEC §6): not counter drift, but wrong all the same.
+
+Registered with usage's report from BillingConfig.ready(), so usage never imports billing.
+"""
+
+from django.db import connection
+
+from usage.services.integrity import Finding
+
+# Customers without a live subscription count as Free (billing.selectors.DEFAULT_PLAN_CODE).
+_OVER_LIMIT = """
+WITH live AS (
+    SELECT DISTINCT ON (customer_id) customer_id, plan_id FROM subscriptions
+    WHERE status <> 'canceled' ORDER BY customer_id, created_at DESC
+)
+SELECT c.id, c.email, pl.name, metric, used, allowance
+FROM customers c
+LEFT JOIN live s ON s.customer_id = c.id
+JOIN plans pl ON pl.id = coalesce(s.plan_id, (SELECT id FROM plans WHERE code = 'free'))
+JOIN usage_tracking t ON t.customer_id = c.id AND t.period_start <= now() AND t.period_end > now()
+CROSS JOIN LATERAL (VALUES
+    ('active projects', t.active_projects_count::numeric, pl.max_active_projects::numeric),
+    ('AI interactions', t.ai_interactions_count, pl.ai_interactions_per_period::numeric),
+    ('transcription minutes', t.minutes_used, pl.minutes_per_period::numeric)
+) AS m(metric, used, allowance)
+WHERE allowance IS NOT NULL AND used > allowance {scope}
+ORDER BY used / nullif(allowance, 0) DESC NULLS FIRST
+"""
+
+_STALE_PERIOD = """
+SELECT c.id, c.email, 'customer' AS what, c.current_period_end
+FROM customers c WHERE c.current_period_end <= now() {scope}
+UNION ALL
+SELECT c.id, c.email, s.processor || ' subscription', s.current_period_end
+FROM subscriptions s JOIN customers c ON c.id = s.customer_id
+WHERE s.status <> 'canceled' AND s.current_period_end <= now() {scope}
+"""
+
+
+def _scope(customer_ids):
+    if customer_ids is None:
+        return "", {}
+    return "AND c.id = ANY(%(ids)s::uuid[])", {"ids": [str(i) for i in customer_ids]}
+
+
+def over_limit(customer_ids=None):
+    scope, params = _scope(customer_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(_OVER_LIMIT.format(scope=scope), params)
+        for customer_id, email, plan, metric, used, allowance in cursor.fetchall():
+            used_n, allowance_n = _n(used), _n(allowance)
+            percent = f"{used / allowance * 100:.0f} %" if allowance else "no allowance"
+            fix = (
+                f"archive {used_n - allowance_n} project(s) or move to a bigger plan"
+                if metric == "active projects"
+                else "sell an overage pack or move to a bigger plan"
+            )
+            yield Finding(
+                "over_limit", str(customer_id), email, None,
+                f"{used_n} / {allowance_n} {metric} ({percent}) on {plan}", fix,
+            )
+
+
+def stale_period(customer_ids=None):
+    scope, params = _scope(customer_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(_STALE_PERIOD.format(scope=scope), params)
+        for customer_id, email, what, ended in cursor.fetchall():
+            yield Finding(
+                "stale_period", str(customer_id), email, None,
+                f"{what} period ended {ended:%Y-%m-%d %H:%M} UTC without a rollover",
+                "manage.py roll_usage_periods (or the processor's renewal webhook)",
+            )
+
+
+def _n(value):
+    return int(value) if value == int(value) else float(value)

@@ -1,0 +1,99 @@
+"""The integrity tools from the admin (SPEC §7): S1 end to end, roles, confirmation first."""
+
+import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.urls import reverse
+
+from tests.conftest import active_count, plant_s1
+from usage.models import ReconciliationRun
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:usage_customer_changelist"
+
+
+@pytest.fixture
+def support_client(django_user_model, roles):
+    client = Client()
+    user = django_user_model.objects.create_user("sam", password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name="Support"))
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def finance_client(django_user_model, roles):
+    client = Client()
+    user = django_user_model.objects.create_user("fay", password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name="Finance"))
+    client.force_login(user)
+    return client
+
+
+def test_s1_from_the_admin_report_then_confirm_then_reconcile(support_client):
+    s1 = plant_s1()
+    ids = [str(c.pk) for c in s1.values()]
+    page = support_client.post(reverse(CHANGELIST), {"action": "discrepancy_report_action", "_selected_action": ids})
+    html = page.content.decode()
+    assert page.status_code == 200 and "Discrepancy report" in html
+    assert "drifted counters: 3" in html and "(no row)" in html
+
+    confirm = support_client.post(reverse(CHANGELIST), {"action": "reconcile_action", "_selected_action": ids})
+    html = confirm.content.decode()
+    assert "Yes, set these counters" in html and "Will be set to" in html
+    assert active_count(s1["six"]) == 0  # nothing written before the confirmation
+
+    done = support_client.post(reverse(CHANGELIST), {"action": "reconcile_action", "_selected_action": ids, "confirm": "yes"})
+    run = ReconciliationRun.objects.filter(mode="apply").get()
+    assert done.status_code == 302 and done.url == reverse("admin:usage_reconciliationrun_change", args=[run.pk])
+    assert (run.fixed, run.started_by) == (3, "sam (admin)")
+    assert (active_count(s1["six"]), active_count(s1["phantom"]), active_count(s1["missing"])) == (6, 0, 2)
+
+    customer_page = support_client.get(reverse("admin:usage_customer_change", args=[s1["six"].pk])).content.decode()
+    assert "6 / 1 active projects (600 %) on Free" in customer_page
+    assert "DRIFT" not in customer_page
+
+
+def test_customer_page_flags_drift_and_recount_fixes_it(support_client):
+    s1 = plant_s1()
+    url = reverse("admin:usage_customer_change", args=[s1["six"].pk])
+    html = support_client.get(url).content.decode()
+    assert "DRIFT 6" in html and 'id="recount-button"' in html
+    assert "manage.py reconcile_usage --apply --customer" in html  # the fix, spelled out
+    response = support_client.post(reverse("admin:usage_customer_recount", args=[s1["six"].pk]), follow=True)
+    assert "1 counter(s) set to the truth" in response.content.decode()
+    assert active_count(s1["six"]) == 6
+    assert active_count(s1["phantom"]) == 3  # only that customer
+
+
+def test_recount_refuses_get_and_users_without_the_permission(support_client, finance_client):
+    s1 = plant_s1()
+    recount = reverse("admin:usage_customer_recount", args=[s1["six"].pk])
+    assert support_client.get(recount).status_code == 405
+    assert finance_client.post(recount).status_code == 403
+    html = finance_client.get(reverse("admin:usage_customer_change", args=[s1["six"].pk])).content.decode()
+    assert 'id="recount-button"' not in html and "DRIFT 6" in html  # finance sees, cannot fix
+    actions = finance_client.get(reverse(CHANGELIST)).content.decode()
+    assert "discrepancy_report_action" in actions and "reconcile_action" not in actions
+    forced = finance_client.post(reverse(CHANGELIST), {"action": "reconcile_action", "_selected_action": [str(s1["six"].pk)], "confirm": "yes"})
+    assert forced.status_code in (200, 302)
+    assert active_count(s1["six"]) == 0 and not ReconciliationRun.objects.filter(mode="apply").exists()
+
+
+def test_recount_of_an_unknown_customer_redirects_and_writes_nothing(support_client):
+    response = support_client.post(reverse("admin:usage_customer_recount", args=["ffffffff-ffff-ffff-ffff-ffffffffffff"]))
+    assert response.status_code == 302
+    assert not ReconciliationRun.objects.exists()
+
+
+def test_run_history_pages_filter_by_check_and_customer(admin_client):
+    s1 = plant_s1()
+    admin_client.post(reverse("admin:usage_customer_recount", args=[s1["six"].pk]))
+    run = ReconciliationRun.objects.get()
+    assert admin_client.get(reverse("admin:usage_reconciliationrun_changelist")).status_code == 200
+    assert admin_client.get(reverse("admin:usage_reconciliationrun_change", args=[run.pk])).status_code == 200
+    rows = reverse("admin:usage_reconciliationrow_changelist")
+    assert s1["six"].email in admin_client.get(rows, {"check_name": "active_projects"}).content.decode()
+    assert s1["six"].email in admin_client.get(rows, {"q": s1["six"].email}).content.decode()
+    assert s1["six"].email not in admin_client.get(rows, {"q": "someone-else@example.com"}).content.decode()
