@@ -12,44 +12,17 @@ Progress goes to stderr; the result table (Markdown) to stdout.
 """
 
 import argparse
-import os
 import random
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing.settings")
-os.environ.setdefault("EMBEDDED_DBNAME", "billing_ops_bench")
+from common import fresh_bench_schema, log  # sets up Django on the benchmark database
 
-import django  # noqa: E402
-
-django.setup()
-
-from django.core.management import call_command  # noqa: E402
-
-from billing.db import psycopg_connect  # noqa: E402
-from usage.models import Project  # noqa: E402
+from billing.db import psycopg_connect
+from usage.models import Project
 
 COUNTER_TRIGGERS = [t.get_pgid(Project) for t in Project._meta.triggers if "truncate" not in t.name]
-
-
-def fresh_bench_schema():
-    """Rebuild the benchmark database's schema, so the run measures the code as it is now."""
-    from django.db import connection
-
-    name = connection.settings_dict["NAME"]
-    if "bench" not in name:
-        sys.exit(f"refusing to rebuild database {name!r}: point DATABASE_URL at a database whose name contains 'bench'")
-    log(f"rebuilding database {name} ...")
-    with connection.cursor() as cursor:
-        cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    call_command("migrate", verbosity=0)
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
 
 
 def set_triggers(cur, enabled: bool):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from usage.models import Customer, ReconciliationRun
@@ -407,17 +408,13 @@ def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResu
         first = drift_scan(customer_ids)
         customers_checked = first.customers_checked
         drifted = [str(r[0]) for r in _fetch("SELECT DISTINCT customer_id FROM pg_temp.usage_drift ORDER BY 1")]
-    totals = {"customers_checked": customers_checked, "discrepancies": 0, "fixed": 0}
     batches = [drifted[i : i + batch_size] for i in range(0, len(drifted), batch_size)]
     for n, batch in enumerate(batches, 1):
-        found, fixed = _reconcile_batch(run, batch)
-        totals["discrepancies"] += found
-        totals["fixed"] += fixed
-        ReconciliationRun.objects.filter(pk=run.pk).update(
-            last_customer_id=batch[-1], discrepancies=totals["discrepancies"], fixed=totals["fixed"]
-        )
+        _reconcile_batch(run, batch)
         if progress:
             progress(n, len(batches))
+    run.refresh_from_db()
+    totals = {"customers_checked": customers_checked, "discrepancies": run.discrepancies, "fixed": run.fixed}
     totals["customers_with_drift"] = run.rows.values("customer_id").distinct().count()
     with transaction.atomic():
         after = drift_scan(customer_ids)
@@ -437,13 +434,13 @@ def first_metrics(scan: Scan) -> dict:
     return {check: {"tracked": m["tracked"], "actual": m["actual"]} for check, m in scan.metrics.items()}
 
 
-def _reconcile_batch(run, customer_ids) -> tuple[int, int]:
+def _reconcile_batch(run, customer_ids) -> None:
     """Lock, re-check, fix: usage_tracking in one transaction, presets in another.
 
     Two transactions, because the triggers lock those tables separately: holding one while waiting
-    for the other could deadlock with a product transaction that writes both.
+    for the other could deadlock with a product transaction that writes both. Each commits its
+    fixes together with the run's counts and checkpoint, so a kill never leaves them apart.
     """
-    found = fixed = 0
     for lock_sql, checks, fix in (
         (
             "SELECT 1 FROM usage_tracking WHERE customer_id = ANY(%s::uuid[]) "
@@ -461,12 +458,14 @@ def _reconcile_batch(run, customer_ids) -> tuple[int, int]:
             _fetch(lock_sql, [customer_ids])
             # A later statement than the lock: its snapshot sees every write committed before it.
             scan = drift_scan(customer_ids, checks)
-            n = scan.discrepancies
-            if n:
-                fixed += fix()
+            found = scan.discrepancies
+            fixed = 0
+            if found:
+                fixed = fix()
                 _record_rows(run, fixed=True)
-            found += n
-    return found, fixed
+            ReconciliationRun.objects.filter(pk=run.pk).update(
+                discrepancies=F("discrepancies") + found, fixed=F("fixed") + fixed, last_customer_id=customer_ids[-1]
+            )
 
 
 def _fix_tracking() -> int:

@@ -1,0 +1,32 @@
+"""Shared set-up for the benchmarks: Django on its own database, rebuilt for each run."""
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing.settings")
+os.environ.setdefault("EMBEDDED_DBNAME", "billing_ops_bench")
+
+import django  # noqa: E402
+
+django.setup()
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def fresh_bench_schema():
+    """Rebuild the benchmark database's schema, so the run measures the code as it is now."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    if "bench" not in name:
+        sys.exit(f"refusing to rebuild database {name!r}: point DATABASE_URL at a database whose name contains 'bench'")
+    log(f"rebuilding database {name} ...")
+    with connection.cursor() as cursor:
+        cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    call_command("migrate", verbosity=0)

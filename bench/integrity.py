@@ -1,0 +1,232 @@
+"""Discrepancy report and reconciliation at scale, as ratios from one run (SPEC §11).
+
+Generates 1M customers, 5M projects and 20M usage events at --scale 1 (set-based, triggers off, then
+counters built from the truth), plants drift in 10 % of the customers, and prints:
+
+- the report's time as a ratio of a bare aggregate scan of the same tables (target <= 2x);
+- the report process's peak memory for the whole database vs for one customer (target: flat);
+- reconciliation of the drifted customers as a ratio of the report (target <= 3x);
+- the same report done as a per-customer loop on a 10,000-customer sample, scaled up, for comparison.
+
+    .venv/bin/python bench/integrity.py --scale 0.1     # 100k customers, about two minutes
+    .venv/bin/python bench/integrity.py                 # full size; generation takes a while
+
+Runs in its own database (billing_ops_bench, rebuilt); progress on stderr, the table on stdout.
+"""
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+
+from common import ROOT, fresh_bench_schema, log  # sets up Django on the benchmark database
+
+from django.db import connection, transaction
+
+from usage.models import Customer, PresetUsage, Project, UsageEvent
+from usage.services.integrity import discrepancy_report, drift_scan, usage_reconcile
+
+SOURCE_TRIGGERS = [(m._meta.db_table, t.get_pgid(m)) for m in (Project, UsageEvent, PresetUsage) for t in m._meta.triggers]
+
+
+def sql(statement, params=None):
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchall() if cursor.description else None
+
+
+def timed(label, fn):
+    log(f"{label} ...")
+    start = time.perf_counter()
+    result = fn()
+    elapsed = time.perf_counter() - start
+    log(f"  {elapsed:.1f} s")
+    return elapsed, result
+
+
+def generate(customers: int, projects_per: int, events_per: int):
+    """Historical data written with the counter triggers off, then counters built from the truth."""
+    for table, pgid in SOURCE_TRIGGERS:
+        sql(f"ALTER TABLE {table} DISABLE TRIGGER {pgid}")
+    try:
+        sql(
+            "INSERT INTO customers (email, name) SELECT 'c' || g || '@bench.test', 'Customer ' || g "
+            "FROM generate_series(1, %s) g",
+            [customers],
+        )
+        sql(
+            "INSERT INTO projects (customer_id, name, status) "
+            "SELECT c.id, 'p' || g, CASE WHEN g % 5 = 0 THEN 'archived' ELSE 'active' END "
+            "FROM customers c, generate_series(1, %s) g",
+            [projects_per],
+        )
+        # Events over the current and the two previous calendar months.
+        sql(
+            "INSERT INTO usage_events (customer_id, metric, quantity, occurred_at) "
+            "SELECT c.id, CASE WHEN g % 2 = 0 THEN 'ai_interaction' ELSE 'minutes' END, 1 + g % 3, "
+            "       date_trunc('month', now()) - interval '2 months' + (g * 1.7) * interval '1 day' "
+            "FROM customers c, generate_series(1, %s) g",
+            [events_per],
+        )
+        sql("INSERT INTO presets (customer_id, name) SELECT id, 'preset' FROM customers")
+        sql(
+            "INSERT INTO preset_usage (preset_id, customer_id, used_at) "
+            "SELECT p.id, p.customer_id, now() - g * interval '1 hour' FROM presets p, generate_series(1, 2) g"
+        )
+    finally:
+        for table, pgid in SOURCE_TRIGGERS:
+            sql(f"ALTER TABLE {table} ENABLE TRIGGER {pgid}")
+    # Counter rows from the truth: three monthly periods per customer.
+    with transaction.atomic():
+        sql("SELECT set_config('billing_ops.recount', 'on', true)")
+        sql(
+            """
+            INSERT INTO usage_tracking (customer_id, period_start, period_end, month, active_projects_count,
+                                        ai_interactions_count, minutes_used, updated_at)
+            SELECT c.id, m.start, m.start + interval '1 month', to_char(m.start, 'YYYY-MM'),
+                   CASE WHEN m.k = 0 THEN coalesce(a.n, 0) ELSE 0 END, coalesce(e.ai, 0), coalesce(e.minutes, 0), now()
+            FROM customers c
+            CROSS JOIN LATERAL (SELECT k, date_trunc('month', now()) - k * interval '1 month' AS start
+                                FROM generate_series(0, 2) k) m
+            LEFT JOIN (SELECT customer_id, count(*) AS n FROM projects WHERE status = 'active' GROUP BY 1) a
+                   ON a.customer_id = c.id
+            LEFT JOIN (SELECT customer_id, date_trunc('month', occurred_at) AS start,
+                              sum(quantity) FILTER (WHERE metric = 'ai_interaction') AS ai,
+                              sum(quantity) FILTER (WHERE metric = 'minutes') AS minutes
+                       FROM usage_events GROUP BY 1, 2) e
+                   ON e.customer_id = c.id AND e.start = m.start
+            """
+        )
+        sql(
+            "UPDATE presets p SET usage_count = u.n, last_used_at = u.last FROM "
+            "(SELECT preset_id, count(*) AS n, max(used_at) AS last FROM preset_usage GROUP BY 1) u WHERE u.preset_id = p.id"
+        )
+    sql("VACUUM ANALYZE")
+
+
+def plant_drift(fraction: float) -> int:
+    """Drift in every 1/fraction-th customer: a wrong gauge, a wrong metered total, a lost preset use."""
+    step = round(1 / fraction)
+    with transaction.atomic():
+        sql("SELECT set_config('billing_ops.recount', 'on', true)")
+        sql(
+            "CREATE TEMP TABLE drifted ON COMMIT DROP AS "
+            "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM customers) x WHERE n %% %s = 0",
+            [step],
+        )
+        sql(
+            "UPDATE usage_tracking t SET active_projects_count = active_projects_count + 1 FROM drifted d "
+            "WHERE t.customer_id = d.id AND t.period_start <= now() AND t.period_end > now()"
+        )
+        sql(
+            "UPDATE usage_tracking t SET minutes_used = minutes_used + 5 FROM drifted d "
+            "WHERE t.customer_id = d.id AND t.period_start < date_trunc('month', now())"
+        )
+        sql("UPDATE presets p SET usage_count = usage_count - 1 FROM drifted d WHERE p.customer_id = d.id")
+        count = sql("SELECT count(*) FROM drifted")[0][0]
+    sql("VACUUM ANALYZE")
+    return count
+
+
+BARE_SCAN = [
+    # The same tables and aggregates as the report, with nothing compared: the floor any report pays.
+    "SELECT count(*) FROM customers",
+    "SELECT count(*) FROM (SELECT customer_id, count(*) FROM projects WHERE status = 'active' GROUP BY 1) x",
+    "SELECT count(*) FROM usage_tracking",
+    "SELECT count(*) FROM (SELECT customer_id, metric, date_trunc('month', occurred_at), sum(quantity) "
+    "FROM usage_events GROUP BY 1, 2, 3) x",
+    "SELECT count(*) FROM presets",
+    "SELECT count(*) FROM (SELECT preset_id, count(*), max(used_at) FROM preset_usage GROUP BY 1) x",
+]
+
+
+def bare_scan():
+    for statement in BARE_SCAN:
+        sql(statement)
+
+
+def report_rows():
+    counted = {}
+
+    def emit(scan, findings):
+        counted["rows"] = sum(1 for _ in scan.rows())
+
+    discrepancy_report(started_by="bench/integrity.py", emit=emit)
+    return counted["rows"]
+
+
+def report_peak_rss_mb(customer=None) -> float:
+    """Peak resident memory of a `manage.py usage_discrepancies --format json` process, in MB."""
+    import os
+
+    args = [sys.executable, str(ROOT / "manage.py"), "usage_discrepancies", "--format", "json"]
+    if customer:
+        args += ["--customer", customer]
+    env = dict(os.environ, EMBEDDED_DBNAME=connection.settings_dict["NAME"])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(after, before) / 1024  # ru_maxrss is the largest child so far, in kB
+
+
+def per_customer_loop(sample: int) -> float:
+    ids = [r[0] for r in sql("SELECT id FROM customers ORDER BY random() LIMIT %s", [sample])]
+    start = time.perf_counter()
+    for customer_id in ids:
+        with transaction.atomic():
+            drift_scan([customer_id])
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of 1M customers / 5M projects / 20M events")
+    parser.add_argument("--sample", type=int, default=10_000, help="customers in the per-customer loop sample")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    args = parser.parse_args()
+
+    customers = max(100, int(1_000_000 * args.scale))
+    fresh_bench_schema()
+    gen_time, _ = timed(f"generating {customers:,} customers, {5 * customers:,} projects, {20 * customers:,} events",
+                        lambda: generate(customers, 5, 20))
+    drifted = plant_drift(0.1)
+    log(f"planted drift in {drifted:,} customers")
+    server = sql("SHOW server_version")[0][0]
+
+    bare, _ = timed("bare aggregate scan", bare_scan)
+    bare2, _ = timed("bare aggregate scan (again, warm)", bare_scan)
+    bare = min(bare, bare2)
+    report, rows = timed("discrepancy report", report_rows)
+    report2, _ = timed("discrepancy report (again, warm)", report_rows)
+    report = min(report, report2)
+    rss_all = report_peak_rss_mb()
+    one = sql("SELECT email FROM customers LIMIT 1")[0][0]
+    rss_one = report_peak_rss_mb(one)
+    sample = min(args.sample, customers)
+    loop, _ = timed(f"per-customer loop over {sample:,} customers", lambda: per_customer_loop(sample))
+    loop_scaled = loop * customers / sample
+    reconcile, result = timed(
+        f"reconciliation of {drifted:,} drifted customers (--batch-size {args.batch_size})",
+        lambda: usage_reconcile(apply=True, started_by="bench/integrity.py", batch_size=args.batch_size),
+    )
+    remaining = result.summary["remaining_drift"]
+
+    print(f"Integrity tools at {customers:,} customers, {5 * customers:,} projects, {20 * customers:,} usage events; "
+          f"drift planted in {drifted:,} customers. PostgreSQL {server}, one run "
+          f"(`bench/integrity.py --scale {args.scale:g}`); data generated in {gen_time:.0f} s.\n")
+    print("| measure | value | target |")
+    print("|---|---:|---:|")
+    print(f"| bare aggregate scan of the same tables | {bare:.1f} s | |")
+    print(f"| discrepancy report ({rows:,} drifted counters found) | {report:.1f} s = **{report / bare:.2f}x** the scan | <= 2x |")
+    print(f"| report process peak memory, whole database | {rss_all:.0f} MB | flat |")
+    print(f"| report process peak memory, one customer | {rss_one:.0f} MB | |")
+    print(f"| reconciliation of the {drifted:,} drifted customers ({result.summary['fixed']:,} counters set) | "
+          f"{reconcile:.1f} s = **{reconcile / report:.2f}x** the report | <= 3x |")
+    print(f"| drift left after reconciliation | {remaining} | 0 |")
+    print(f"| per-customer loop, {sample:,}-customer sample, scaled to {customers:,} | {loop_scaled:.0f} s = "
+          f"{loop_scaled / report:.0f}x the report | (for comparison) |")
+
+
+if __name__ == "__main__":
+    main()
