@@ -15,7 +15,6 @@ Runs in its own database (billing_ops_bench, rebuilt); progress on stderr, the t
 """
 
 import argparse
-import resource
 import subprocess
 import sys
 import time
@@ -57,14 +56,14 @@ def generate(customers: int, projects_per: int, events_per: int):
         )
         sql(
             "INSERT INTO projects (customer_id, name, status) "
-            "SELECT c.id, 'p' || g, CASE WHEN g % 5 = 0 THEN 'archived' ELSE 'active' END "
+            "SELECT c.id, 'p' || g, CASE WHEN g %% 5 = 0 THEN 'archived' ELSE 'active' END "
             "FROM customers c, generate_series(1, %s) g",
             [projects_per],
         )
         # Events over the current and the two previous calendar months.
         sql(
             "INSERT INTO usage_events (customer_id, metric, quantity, occurred_at) "
-            "SELECT c.id, CASE WHEN g % 2 = 0 THEN 'ai_interaction' ELSE 'minutes' END, 1 + g % 3, "
+            "SELECT c.id, CASE WHEN g %% 2 = 0 THEN 'ai_interaction' ELSE 'minutes' END, 1 + g %% 3, "
             "       date_trunc('month', now()) - interval '2 months' + (g * 1.7) * interval '1 day' "
             "FROM customers c, generate_series(1, %s) g",
             [events_per],
@@ -157,17 +156,23 @@ def report_rows():
 
 
 def report_peak_rss_mb(customer=None) -> float:
-    """Peak resident memory of a `manage.py usage_discrepancies --format json` process, in MB."""
+    """Peak resident memory of a `manage.py usage_discrepancies --format json` process, in MB.
+
+    Measured through a wrapper process of its own: RUSAGE_CHILDREN reports the largest child so far.
+    """
     import os
 
-    args = [sys.executable, str(ROOT / "manage.py"), "usage_discrepancies", "--format", "json"]
+    args = [str(ROOT / "manage.py"), "usage_discrepancies", "--format", "json"]
     if customer:
         args += ["--customer", customer]
+    wrapper = (
+        "import resource, subprocess, sys; "
+        "subprocess.run([sys.executable, *sys.argv[1:]], stdout=subprocess.DEVNULL, check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     env = dict(os.environ, EMBEDDED_DBNAME=connection.settings_dict["NAME"])
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(after, before) / 1024  # ru_maxrss is the largest child so far, in kB
+    out = subprocess.run([sys.executable, "-c", wrapper, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024  # kB on Linux
 
 
 def per_customer_loop(sample: int) -> float:

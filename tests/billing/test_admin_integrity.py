@@ -97,3 +97,11 @@ def test_run_history_pages_filter_by_check_and_customer(admin_client):
     assert s1["six"].email in admin_client.get(rows, {"check_name": "active_projects"}).content.decode()
     assert s1["six"].email in admin_client.get(rows, {"q": s1["six"].email}).content.decode()
     assert s1["six"].email not in admin_client.get(rows, {"q": "someone-else@example.com"}).content.decode()
+
+
+def test_actions_with_nothing_selected_write_nothing(support_client):
+    plant_s1()
+    for action in ("discrepancy_report_action", "reconcile_action"):
+        response = support_client.post(reverse(CHANGELIST), {"action": action, "index": "0", "confirm": "yes"}, follow=True)
+        assert "Items must be selected in order to perform actions on them." in response.content.decode()
+    assert not ReconciliationRun.objects.exists()

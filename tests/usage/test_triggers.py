@@ -10,7 +10,7 @@ from django.db.models import Count, Max
 from django.db.utils import DataError, InternalError, ProgrammingError
 from django.utils import timezone
 
-from tests.conftest import active_count, assert_no_drift
+from tests.conftest import active_count, assert_no_drift, drift_rows
 from tests.factories import (
     CustomerFactory,
     PresetFactory,
@@ -321,9 +321,7 @@ class TestCountersAreProtected:
 
 
 def counter_drift_checks():
-    from usage.selectors import counter_discrepancies
-
-    return sorted({row["check"] for row in counter_discrepancies()})
+    return sorted({row["check"] for row in drift_rows()})
 
 
 # --- every write path changes each counter exactly once -----------------------------------------------

@@ -28,6 +28,7 @@ class Command(OpsCommand):
             )
         username, password = demo_admin_ensure()
         self.stdout.write(f"Admin login: http://127.0.0.1:8000/admin/  user {username}  password {password}")
+        self.stdout.write(f"  (also: support / {password} in the Support group, finance / {password} in Finance)")
 
 
 def _positive_int(value):
