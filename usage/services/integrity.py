@@ -80,24 +80,24 @@ WITH periods AS (
            width_bucket(e.occurred_at, p.starts) AS b
     FROM usage_events e LEFT JOIN periods p ON p.customer_id = e.customer_id
     WHERE true {scope_events}
-), sums AS (
-    SELECT customer_id, metric,
+), sums AS (  -- both metrics in one pass, one row per period row (or per customer outside every period)
+    SELECT customer_id,
            CASE WHEN b > 0 AND occurred_at < ends[b] THEN ids[b] END AS row_id,
-           sum(quantity) AS quantity
-    FROM bucketed GROUP BY 1, 2, 3
+           coalesce(sum(quantity) FILTER (WHERE metric = 'ai_interaction'), 0) AS ai,
+           coalesce(sum(quantity) FILTER (WHERE metric = 'minutes'), 0) AS minutes
+    FROM bucketed GROUP BY 1, 2
 ), per AS (
-    SELECT 'ai_interactions' AS check_name, t.customer_id, t.id::text AS target_id,
-           t.ai_interactions_count AS tracked, coalesce(s.quantity, 0) AS actual
-    FROM usage_tracking t LEFT JOIN sums s ON s.row_id = t.id AND s.metric = 'ai_interaction'
-    WHERE true {scope_tracking_t}
-    UNION ALL
-    SELECT 'minutes', t.customer_id, t.id::text, t.minutes_used, coalesce(s.quantity, 0)
-    FROM usage_tracking t LEFT JOIN sums s ON s.row_id = t.id AND s.metric = 'minutes'
+    SELECT m.check_name, t.customer_id, t.id::text AS target_id, m.tracked, m.actual
+    FROM usage_tracking t
+    LEFT JOIN sums s ON s.row_id = t.id
+    CROSS JOIN LATERAL (VALUES ('ai_interactions', t.ai_interactions_count, coalesce(s.ai, 0)),
+                               ('minutes', t.minutes_used, coalesce(s.minutes, 0))) AS m(check_name, tracked, actual)
     WHERE true {scope_tracking_t}
     UNION ALL  -- source rows with no counter row: events outside every period row
-    SELECT CASE metric WHEN 'ai_interaction' THEN 'ai_interactions' ELSE 'minutes' END,
-           customer_id, NULL, 0, quantity
-    FROM sums WHERE row_id IS NULL
+    SELECT m.check_name, s.customer_id, NULL, 0, m.actual
+    FROM sums s
+    CROSS JOIN LATERAL (VALUES ('ai_interactions', s.ai), ('minutes', s.minutes)) AS m(check_name, actual)
+    WHERE s.row_id IS NULL AND m.actual <> 0
 ), drifted AS (
     INSERT INTO pg_temp.usage_drift
     SELECT check_name, customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
