@@ -23,7 +23,7 @@ from common import ROOT, fresh_bench_schema, log  # sets up Django on the benchm
 
 from django.db import connection, transaction
 
-from usage.models import Customer, PresetUsage, Project, UsageEvent
+from usage.models import PresetUsage, Project, UsageEvent
 from usage.services.integrity import discrepancy_report, drift_scan, usage_reconcile
 
 SOURCE_TRIGGERS = [(m._meta.db_table, t.get_pgid(m)) for m in (Project, UsageEvent, PresetUsage) for t in m._meta.triggers]

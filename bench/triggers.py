@@ -14,7 +14,6 @@ Progress goes to stderr; the result table (Markdown) to stdout.
 import argparse
 import random
 import statistics
-import sys
 import time
 
 from common import fresh_bench_schema, log  # sets up Django on the benchmark database

@@ -14,9 +14,9 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from billing.models import Plan, Subscription
+from billing.models import AuditLog, Plan, Subscription
 from billing.services.diagnosis import customer_diagnose
-from usage.admin import BigTableAdmin, PresetInline, UsageTrackingInline
+from usage.admin import BigTableAdmin, PresetInline, ReadOnlyAdmin, UsageTrackingInline
 from usage.models import Customer
 from usage.services.integrity import ReconciliationBusy, customer_recount, discrepancy_report, usage_reconcile
 
@@ -155,3 +155,14 @@ class SubscriptionAdmin(BigTableAdmin):
     search_fields = ("customer__email", "external_subscription_id")
     raw_id_fields = ("customer",)
     readonly_fields = ("id", "created_at", "updated_at", "last_event_at")
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(ReadOnlyAdmin):
+    """Append-only: the database refuses UPDATE and DELETE on audit_log."""
+
+    list_display = ("at", "actor", "action", "target_type", "target_id", "reason")
+    list_filter = ("action",)
+    search_fields = ("=customer_id", "actor", "=target_id")
+    search_help_text = "Exact customer id or target id, or part of the actor."
+    readonly_fields = [f.name for f in AuditLog._meta.fields]

@@ -8,7 +8,7 @@ class BillingConfig(AppConfig):
     def ready(self):
         from django.conf import settings
 
-        from billing.services import findings
+        from billing.services import audit, findings  # noqa: F401  (audit connects its receivers)
         from usage.services.integrity import finding_provider_register
 
         finding_provider_register("over_limit", findings.over_limit)

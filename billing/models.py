@@ -5,6 +5,7 @@ Fields and constraints only; the rules that use them live in billing/services/.
 
 import uuid
 
+import pgtrigger
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
@@ -87,3 +88,34 @@ class Subscription(models.Model):
 
     def __str__(self):
         return f"{self.customer} on {self.plan}"
+
+
+class AuditLog(models.Model):
+    """Every manual or automated change to billing state (SPEC §5). Append-only, in the database itself."""
+
+    class Action(models.TextChoices):
+        RECOUNT = "recount"
+        PLAN_CHANGE = "plan_change"
+        CREDIT_GRANT = "credit_grant"
+        PERIOD_ROLLOVER = "period_rollover"
+        WEBHOOK_EFFECT = "webhook_effect"
+
+    at = models.DateTimeField(db_default=Now(), editable=False)
+    actor = models.CharField(max_length=200, help_text="A staff user, a command, or a processor's webhook.")
+    action = models.CharField(max_length=32, choices=Action.choices)
+    target_type = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=64)
+    customer_id = models.UUIDField(null=True, blank=True, db_index=True)  # plain id: the log outlives customers
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "audit_log"
+        ordering = ["-at", "-id"]
+        triggers = [
+            pgtrigger.Protect(name="audit_log_append_only", operation=pgtrigger.Update | pgtrigger.Delete),
+        ]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.target_type} {self.target_id}"

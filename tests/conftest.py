@@ -109,3 +109,4 @@ def roles(db):
     from django.apps import apps
 
     importlib.import_module("billing.migrations.0002_roles").create_roles(apps, None)
+    importlib.import_module("billing.migrations.0004_audit_roles").audit_log_readable(apps, None)

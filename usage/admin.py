@@ -33,6 +33,19 @@ class BigTableAdmin(admin.ModelAdmin):
     list_per_page = 50
 
 
+class ReadOnlyAdmin(BigTableAdmin):
+    """Derived data and history: nobody adds, edits or deletes it here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class UsageTrackingInline(admin.TabularInline):
     model = UsageTracking
     fields = ("month", "period_start", "period_end", "active_projects_count", "ai_interactions_count", "minutes_used", "updated_at")
@@ -98,26 +111,17 @@ class UsageEventAdmin(BigTableAdmin):
 
 
 @admin.register(UsageTracking)
-class UsageTrackingAdmin(BigTableAdmin):
-    """Counters are derived: nobody adds, edits or deletes them here."""
+class UsageTrackingAdmin(ReadOnlyAdmin):
+    """Counters are derived: the triggers write them."""
 
     list_display = ("customer", "month", "period_start", "period_end", "active_projects_count", "ai_interactions_count", "minutes_used", "updated_at")
     list_filter = ("month",)
     list_select_related = ("customer",)
     search_fields = ("customer__email",)
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(ReconciliationRun)
-class ReconciliationRunAdmin(BigTableAdmin):
+class ReconciliationRunAdmin(ReadOnlyAdmin):
     """History of every report and fix, newest first; its rows one click away."""
 
     list_display = ("id", "started_at", "mode", "status", "started_by", "scope", "customers_checked", "customers_with_drift", "discrepancies", "fixed", "rows_link")
@@ -130,30 +134,12 @@ class ReconciliationRunAdmin(BigTableAdmin):
         url = reverse("admin:usage_reconciliationrow_changelist") + f"?run__id__exact={run.pk}"
         return format_html('<a href="{}">{} rows</a>', url, run.discrepancies)
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(ReconciliationRow)
-class ReconciliationRowAdmin(BigTableAdmin):
+class ReconciliationRowAdmin(ReadOnlyAdmin):
     list_display = ("run", "check_name", "email", "target_id", "tracked", "actual", "difference", "after", "fixed")
     list_filter = ("check_name", "fixed", "run__mode")
     list_select_related = ("run",)
     search_fields = ("=email", "=customer_id")
     search_help_text = "Exact email or customer id."
     readonly_fields = [f.name for f in ReconciliationRow._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

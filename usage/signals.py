@@ -8,7 +8,7 @@ import logging
 
 from django.db import connections
 from django.db.models.signals import post_delete, post_migrate, post_save
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from usage.models import Preset, PresetUsage
 from usage.selectors import trigger_health
@@ -30,3 +30,8 @@ def warn_missing_triggers(sender, using="default", **kwargs):
     for status in trigger_health(using=using):
         if not status.ok:
             logger.warning("counter %s %s: %s; counters will drift until it is fixed", status.kind, status.name, status.problem)
+
+
+# Sent inside the transaction that set counters to their recomputed truth, with the changed rows
+# (dicts as the discrepancy report streams them), so a listener's record commits with the fix.
+counters_recounted = Signal()

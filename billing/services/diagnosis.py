@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
+from billing.models import AuditLog
 from billing.selectors import customer_plan, live_subscription
 from usage.models import ReconciliationRow, UsageTracking
 from usage.services.integrity import drift_scan, findings
@@ -47,6 +48,7 @@ class Diagnosis:
     counters: list
     findings: list
     runs: list
+    audit: list = field(default_factory=list)
     fixes: list = field(default_factory=list)
 
     @property
@@ -73,6 +75,11 @@ class Diagnosis:
                 {"run": r.run_id, "check": r.check_name, "tracked": r.tracked, "actual": r.actual, "fixed": r.fixed,
                  "at": r.run.started_at.isoformat(), "by": r.run.started_by}
                 for r in self.runs
+            ],
+            "audit": [
+                {"at": a.at.isoformat(), "actor": a.actor, "action": a.action, "before": a.before, "after": a.after,
+                 "reason": a.reason}
+                for a in self.audit
             ],
             "fixes": self.fixes,
         }
@@ -103,7 +110,8 @@ def customer_diagnose(*, customer) -> Diagnosis:
     runs = list(
         ReconciliationRow.objects.select_related("run").filter(customer_id=customer.pk).order_by("-run__started_at")[:10]
     )
-    diagnosis = Diagnosis(customer, plan, subscription, current, counters, found, runs)
+    audit = list(AuditLog.objects.filter(customer_id=customer.pk)[:10])
+    diagnosis = Diagnosis(customer, plan, subscription, current, counters, found, runs, audit)
     if diagnosis.drifted:
         diagnosis.fixes.append(
             f"Recount: the Recount button on this customer's admin page, or "

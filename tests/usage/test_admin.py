@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from tests.conftest import active_count
 from tests.factories import CustomerFactory, PresetFactory, PresetUsageFactory, ProjectFactory, UsageEventFactory
-from usage.models import Preset, UsageTracking
+from usage.models import UsageTracking
 
 pytestmark = pytest.mark.django_db
 

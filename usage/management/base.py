@@ -1,5 +1,6 @@
 """Base for the cron commands: exit codes of SPEC §8 and no traceback for expected failures."""
 
+import argparse
 import subprocess
 
 from django.core.management.base import BaseCommand, CommandError
@@ -20,3 +21,18 @@ class OpsCommand(BaseCommand):
             raise CommandError(f"embedded PostgreSQL failed to start: {exc}", returncode=EXIT_USAGE)
         except DatabaseError as exc:
             raise CommandError(f"database error: {str(exc).strip().splitlines()[0]}", returncode=EXIT_USAGE)
+
+
+def positive_int(minimum: int = 1):
+    """An argparse type: a whole number of at least ``minimum``, else a clear usage error (exit 2)."""
+
+    def parse(value):
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}")
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return n
+
+    return parse

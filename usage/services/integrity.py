@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from usage.models import Customer, ReconciliationRun
 from usage.selectors import trigger_health
+from usage.signals import counters_recounted
 from usage.services.counters import counter_writes_allowed
 
 COUNTER_CHECKS = (
@@ -302,7 +303,7 @@ def discrepancy_report(
         run = ReconciliationRun.objects.create(started_by=started_by, mode=ReconciliationRun.Mode.REPORT, scope=scope)
         scan = drift_scan(customer_ids)
         found = findings(customer_ids)
-        summary = _summary(scan)
+        summary = scan_summary(scan)
         _record_rows(run, fixed=False)
         _finish(run, scan, summary, fixed=0)
         rows = []
@@ -313,7 +314,7 @@ def discrepancy_report(
     return ReportResult(run, summary, found, rows)
 
 
-def _summary(scan: Scan) -> dict:
+def scan_summary(scan: Scan) -> dict:
     return {
         "customers_checked": scan.customers_checked,
         "customers_with_drift": scan.customers_with_drift,
@@ -461,8 +462,10 @@ def _reconcile_batch(run, customer_ids) -> None:
             found = scan.discrepancies
             fixed = 0
             if found:
+                changed = list(scan.rows())
                 fixed = fix()
                 _record_rows(run, fixed=True)
+                counters_recounted.send(sender=ReconciliationRun, run=run, rows=changed)
             ReconciliationRun.objects.filter(pk=run.pk).update(
                 discrepancies=F("discrepancies") + found, fixed=F("fixed") + fixed, last_customer_id=customer_ids[-1]
             )

@@ -1,7 +1,7 @@
 import sys
 
 from billing.services.demo import demo_admin_ensure, demo_data_load
-from usage.management.base import OpsCommand
+from usage.management.base import OpsCommand, positive_int
 from usage.models import Customer
 
 
@@ -12,7 +12,7 @@ class Command(OpsCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--customers", type=_positive_int, default=200, help="Population size (>= 3).")
+        parser.add_argument("--customers", type=positive_int(3), default=200, help="Population size (>= 3: the S1 cases).")
         parser.add_argument("--seed", type=int, default=7, help="Random seed: same seed, same data.")
         parser.add_argument("--if-empty", action="store_true", help="Do nothing when customers already exist.")
 
@@ -29,15 +29,3 @@ class Command(OpsCommand):
         username, password = demo_admin_ensure()
         self.stdout.write(f"Admin login: http://127.0.0.1:8000/admin/  user {username}  password {password}")
         self.stdout.write(f"  (also: support / {password} in the Support group, finance / {password} in Finance)")
-
-
-def _positive_int(value):
-    import argparse
-
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}")
-    if n < 3:
-        raise argparse.ArgumentTypeError("must be at least 3 (the planted S1 cases)")
-    return n

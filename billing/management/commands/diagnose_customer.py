@@ -47,6 +47,10 @@ class Command(OpsCommand):
             w("\nRecent reconciliation rows:")
             for r in d.runs:
                 w(f"  run #{r.run_id} {r.run.started_at:%Y-%m-%d %H:%M} by {r.run.started_by}: {r.check_name} {_s(r.tracked)} -> {_s(r.actual)}{' (fixed)' if r.fixed else ''}")
+        if d.audit:
+            w("\nAudit log:")
+            for a in d.audit:
+                w(f"  {a.at:%Y-%m-%d %H:%M} {a.actor} {a.action}: {a.before} -> {a.after}")
         w("\nFix:" if d.fixes else "\nNothing to fix.")
         for fix in d.fixes:
             w(f"  {fix}")

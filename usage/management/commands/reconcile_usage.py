@@ -3,10 +3,10 @@ import sys
 from django.core.management.base import CommandError
 from django.db.models.functions import Abs
 
-from usage.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand
+from usage.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand, positive_int
 from usage.management.commands.usage_discrepancies import _resolve
 from usage.management.output import write_report
-from usage.services.integrity import ReconciliationBusy, usage_reconcile
+from usage.services.integrity import ReconciliationBusy, scan_summary, usage_reconcile
 
 
 class Command(OpsCommand):
@@ -19,7 +19,7 @@ class Command(OpsCommand):
     def add_arguments(self, parser):
         parser.add_argument("--apply", action="store_true", help="Write the fixes (default: dry run).")
         parser.add_argument("--customer", action="append", metavar="EMAIL|ID", help="Only this customer (repeatable).")
-        parser.add_argument("--batch-size", type=_positive, default=1000, help="Customers per locked batch.")
+        parser.add_argument("--batch-size", type=positive_int(1), default=1000, help="Customers per locked batch.")
         parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
 
     def handle(self, *args, apply, customer, batch_size, format, **options):
@@ -30,12 +30,7 @@ class Command(OpsCommand):
 
         if not apply:
             def emit(scan, findings):
-                summary = {
-                    "customers_checked": scan.customers_checked,
-                    "customers_with_drift": scan.customers_with_drift,
-                    "discrepancies": scan.discrepancies,
-                    "metrics": {c: {"tracked": m["tracked"], "actual": m["actual"]} for c, m in scan.metrics.items()},
-                }
+                summary = scan_summary(scan)
                 write_report(self.stdout, format, summary, scan.rows(), [], title="Would set (dry run; --apply to write)",
                              extra={"mode": "dry-run"})
 
@@ -63,18 +58,6 @@ class Command(OpsCommand):
         if result.summary["remaining_drift"]:
             self.stderr.write(f"{result.summary['remaining_drift']} counters drifted again while the run was going; rerun.")
             sys.exit(EXIT_PROBLEM)
-
-
-def _positive(value):
-    import argparse
-
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}")
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
 
 
 class _Bar:

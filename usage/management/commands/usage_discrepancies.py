@@ -4,7 +4,7 @@ from django.core.management.base import CommandError
 
 from usage.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand
 from usage.management.output import write_report
-from usage.services.integrity import customer_resolve, discrepancy_report
+from usage.services.integrity import customer_resolve, discrepancy_report, scan_summary
 
 
 class Command(OpsCommand):
@@ -24,12 +24,7 @@ class Command(OpsCommand):
         outcome = {}
 
         def emit(scan, findings):
-            summary = {
-                "customers_checked": scan.customers_checked,
-                "customers_with_drift": scan.customers_with_drift,
-                "discrepancies": scan.discrepancies,
-                "metrics": {c: {"tracked": m["tracked"], "actual": m["actual"]} for c, m in scan.metrics.items()},
-            }
+            summary = scan_summary(scan)
             outcome.update(summary=summary, findings=findings)
             write_report(self.stdout, format, summary, scan.rows(), findings)
 

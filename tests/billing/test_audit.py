@@ -1,0 +1,57 @@
+"""The audit log (SPEC §5): written with each change, refused UPDATE and DELETE by the database."""
+
+import pytest
+from django.db import IntegrityError, InternalError, ProgrammingError, connection, transaction
+from django.urls import reverse
+
+from billing.models import AuditLog
+from billing.services.audit import audit_record
+from tests.conftest import plant_s1, run_manage
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("statement", ["UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"])
+def test_the_database_refuses_update_and_delete(statement):
+    audit_record(actor="test", action="recount", target_type="customer", target_id="x", reason="because")
+    with pytest.raises((IntegrityError, InternalError, ProgrammingError), match="audit_log"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    assert AuditLog.objects.get().actor == "test"
+
+
+def test_the_orm_cannot_edit_or_delete_either():
+    row = audit_record(actor="test", action="recount", target_type="customer", target_id="x")
+    row.actor = "rewritten"
+    with pytest.raises(Exception, match="audit_log"), transaction.atomic():
+        row.save()
+    with pytest.raises(Exception, match="audit_log"), transaction.atomic():
+        AuditLog.objects.all().delete()
+    assert AuditLog.objects.get().actor == "test"
+
+
+def test_a_recount_from_the_admin_is_audited_with_before_and_after(client, django_user_model, roles):
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user("sam", password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name="Support"))
+    client.force_login(user)
+    s1 = plant_s1()
+    client.post(reverse("admin:usage_customer_recount", args=[s1["six"].pk]))
+    row = AuditLog.objects.get()
+    assert (row.actor, row.action, row.target_id) == ("sam (admin)", "recount", str(s1["six"].pk))
+    assert list(row.before.values()) == [0] and list(row.after.values()) == [6]
+    assert "reconciliation run #" in row.reason
+    page = client.get(reverse("admin:usage_customer_change", args=[s1["six"].pk])).content.decode()
+    assert 'id="audit"' in page and "sam (admin) recount" in page
+    assert client.get(reverse("admin:billing_auditlog_changelist")).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconciliation_from_cron_leaves_one_audit_row_per_customer_it_changed():
+    s1 = plant_s1()
+    assert run_manage("reconcile_usage", "--apply").returncode == 0
+    audited = set(AuditLog.objects.values_list("customer_id", "actor"))
+    assert audited == {(c.pk, "manage.py reconcile_usage --apply") for c in s1.values()}
+    assert run_manage("reconcile_usage", "--apply").returncode == 0  # nothing drifted: nothing audited
+    assert AuditLog.objects.count() == 3
