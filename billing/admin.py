@@ -6,6 +6,7 @@ billing findings: billing may import usage, never the reverse.
 
 import uuid
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
@@ -16,11 +17,23 @@ from django.urls import path, reverse
 
 from billing.models import AuditLog, Plan, Subscription
 from billing.services.diagnosis import customer_diagnose
+from billing.services.plans import PlanChangeBlocked, plan_change_validate, subscription_change_plan
 from usage.admin import BigTableAdmin, PresetInline, ReadOnlyAdmin, UsageTrackingInline
 from usage.models import Customer
 from usage.services.integrity import ReconciliationBusy, customer_recount, discrepancy_report, usage_reconcile
 
 RECONCILE_PERMISSION = "usage.reconcile_selection"
+VALIDATE_PERMISSION = "billing.view_plan"
+CHANGE_PLAN_PERMISSION = "billing.change_subscription"
+
+
+class PlanActionForm(helpers.ActionForm):
+    """The changelist's action bar, with the plan the plan-change actions aim at."""
+
+    plan = forms.ModelChoiceField(Plan.objects.order_by("price"), required=False, empty_label="(target plan)",
+                                  to_field_name="code")
+    reason = forms.CharField(required=False, max_length=500,
+                             widget=forms.TextInput(attrs={"placeholder": "reason (superuser override)", "size": 28}))
 
 
 def _actor(request) -> str:
@@ -37,7 +50,8 @@ class CustomerAdmin(BigTableAdmin):
     fields = ("id", "email", "name", "current_period_start", "current_period_end", "created_at")
     ordering = ("email",)
     inlines = (UsageTrackingInline, PresetInline)
-    actions = ("discrepancy_report_action", "reconcile_action")
+    actions = ("discrepancy_report_action", "reconcile_action", "validate_plan_change_action", "change_plan_action")
+    action_form = PlanActionForm
 
     def get_search_results(self, request, queryset, search_term):
         """Use the lower(email) unique index instead of a sequential ILIKE scan."""
@@ -135,6 +149,58 @@ class CustomerAdmin(BigTableAdmin):
              "opts": self.opts, "customers": customers, "result": dry,
              "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME},
         )
+
+
+    # --- plan changes (SPEC §5) ----------------------------------------------------------------------
+
+    def has_validate_permission(self, request):
+        return request.user.has_perm(VALIDATE_PERMISSION)
+
+    def has_change_plan_permission(self, request):
+        return request.user.has_perm(CHANGE_PLAN_PERMISSION)
+
+    def _target_plan(self, request):
+        plan = Plan.objects.filter(code=request.POST.get("plan", "")).first()
+        if plan is None:
+            self.message_user(request, "Choose the target plan next to the action.", messages.ERROR)
+        return plan, request.POST.get("reason", "")[:500]
+
+    @admin.action(description="Validate a plan change to the chosen plan", permissions=["validate"])
+    def validate_plan_change_action(self, request, queryset):
+        target, _ = self._target_plan(request)
+        if target is None:
+            return None
+        results = [plan_change_validate(customer=c, target=target) for c in queryset.order_by("email")]
+        return TemplateResponse(
+            request,
+            "admin/usage/customer/plan_change_validation.html",
+            {**self.admin_site.each_context(request), "title": f"Plan change to {target.name}", "opts": self.opts,
+             "target": target, "results": results,
+             "blocked": sum(1 for r in results if not r.allowed)},
+        )
+
+    @admin.action(description="Change plan to the chosen plan (blocked ones need a superuser and a reason)",
+                  permissions=["change_plan"])
+    def change_plan_action(self, request, queryset):
+        target, reason = self._target_plan(request)
+        if target is None:
+            return None
+        changed, refused = 0, []
+        for customer in queryset.order_by("email"):
+            try:
+                result = subscription_change_plan(
+                    customer=customer, target=target, actor=_actor(request), override_reason=reason,
+                    is_superuser=request.user.is_superuser,
+                )
+            except PlanChangeBlocked as exc:
+                refused.append(f"{customer.email}: {exc}")
+                continue
+            changed += result.direction != "same"
+        if changed:
+            self.message_user(request, f"Moved {changed} customer(s) to {target.name}.", messages.SUCCESS)
+        for line in refused:
+            self.message_user(request, f"Not moved: {line}", messages.ERROR)
+        return None
 
 
 def _scope(customers) -> str:

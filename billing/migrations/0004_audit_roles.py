@@ -12,6 +12,10 @@ def audit_log_readable(apps, schema_editor):
     view = Permission.objects.get(content_type__app_label="billing", codename="view_auditlog")
     for group in Group.objects.filter(name__in=["Support", "Finance"]):
         group.permissions.add(view)
+    # Support changes plans (validated; a blocked downgrade needs a superuser's override).
+    change = Permission.objects.get(content_type__app_label="billing", codename="change_subscription")
+    for group in Group.objects.filter(name="Support"):
+        group.permissions.add(change)
 
 
 class Migration(migrations.Migration):
