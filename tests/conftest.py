@@ -73,32 +73,13 @@ def customer(db):
 
 
 def plant_s1(prefix="s1"):
-    """The three S1 customers (SPEC §9), written as history from before tracking existed."""
-    import pgtrigger
+    """The three S1 customers (SPEC §9), planted the way the demo plants them."""
+    from billing.services.demo import plans_ensure, s1_plant
 
-    from billing.services.demo import plans_ensure
-    from billing.models import Subscription
-    from usage.models import Customer, Project, UsageTracking
-    from usage.services.counters import counter_writes_allowed
-    from django.db import transaction
-
-    free = plans_ensure()["free"]
-    made = {}
-    with transaction.atomic():
-        for key, email in (("six", f"{prefix}-six@example.com"), ("phantom", f"{prefix}-phantom@example.com"), ("missing", f"{prefix}-missing@example.com")):
-            c = Customer.objects.create(email=email)
-            c.refresh_from_db()
-            Subscription.objects.create(customer=c, plan=free, current_period_start=c.current_period_start, current_period_end=c.current_period_end)
-            made[key] = c
-        with pgtrigger.ignore("usage.Project:projects_on_insert"):
-            Project.objects.bulk_create([Project(customer=made["six"], name=f"imported {i}") for i in range(6)])
-            Project.objects.bulk_create([Project(customer=made["missing"], name=f"legacy {i}") for i in range(2)])
-        with counter_writes_allowed():
-            for key, count in (("six", 0), ("phantom", 3)):
-                c = made[key]
-                UsageTracking.objects.create(customer=c, period_start=c.current_period_start, period_end=c.current_period_end,
-                                             month=c.current_period_start.strftime("%Y-%m"), active_projects_count=count)
-    return made
+    return s1_plant(
+        free_plan=plans_ensure()["free"],
+        emails={key: f"{prefix}-{key}@example.com" for key in ("six", "phantom", "missing")},
+    )
 
 
 @pytest.fixture
@@ -110,3 +91,19 @@ def roles(db):
 
     importlib.import_module("billing.migrations.0002_roles").create_roles(apps, None)
     importlib.import_module("billing.migrations.0004_audit_roles").audit_log_readable(apps, None)
+
+
+@pytest.fixture
+def staff_client(django_user_model, roles):
+    """A logged-in test client for a new staff user in a role group: staff_client("sam", "Support")."""
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    def make(username, group):
+        user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
+        user.groups.add(Group.objects.get(name=group))
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make

@@ -180,33 +180,44 @@ def demo_data_load(*, customers: int = 200, seed: int = 7, now: datetime | None 
     UsageEvent.objects.bulk_create(events, batch_size=5000)
     _tick(progress, "usage events", len(events))
 
-    _plant_s1(plans, now)
+    s1_plant(free_plan=plans["free"])
     return DemoResult(len(rows) + 3, len(projects), len(events), len(uses))
 
 
-def _plant_s1(plans, now):
-    """S1: counters that history got wrong (triggers off), for the integrity tools to find."""
-    free = plans["free"]
+S1_NAMES = {
+    "six": "Historic Six Ltd (S1: 0 tracked, 6 active)",
+    "phantom": "Phantom Three GmbH (S1: 3 tracked, none active)",
+    "missing": "No Row Yet Inc (S1: projects, no period row)",
+}
 
-    def customer(email, name):
-        c = Customer.objects.create(email=email, name=name)
+
+@transaction.atomic
+def s1_plant(*, free_plan: Plan, emails: dict | None = None) -> dict:
+    """S1: counters that history got wrong (triggers off), for the integrity tools to find.
+
+    ``six``: 6 active projects, counter 0. ``phantom``: counter 3, no active project. ``missing``:
+    2 active projects and no current-period row at all. Returns the three customers by those keys.
+    """
+    emails = emails or {"six": S1_SIX_PROJECTS, "phantom": S1_PHANTOM_THREE, "missing": S1_MISSING_ROW}
+    made = {}
+    for key, email in emails.items():
+        c = Customer.objects.create(email=email, name=S1_NAMES[key])
         c.refresh_from_db()
         Subscription.objects.create(
-            customer=c, plan=free, current_period_start=c.current_period_start, current_period_end=c.current_period_end
+            customer=c, plan=free_plan, current_period_start=c.current_period_start, current_period_end=c.current_period_end
         )
-        return c
-
-    six = customer(S1_SIX_PROJECTS, "Historic Six Ltd (S1: 0 tracked, 6 active)")
-    phantom = customer(S1_PHANTOM_THREE, "Phantom Three GmbH (S1: 3 tracked, none active)")
-    missing = customer(S1_MISSING_ROW, "No Row Yet Inc (S1: projects, no period row)")
+        made[key] = c
 
     with pgtrigger.ignore("usage.Project:projects_on_insert"):
-        Project.objects.bulk_create([Project(customer=six, name=f"Imported project {i}") for i in range(1, 7)])
-        Project.objects.bulk_create([Project(customer=phantom, name=f"Retired {i}", status="archived") for i in range(1, 3)])
-        Project.objects.bulk_create([Project(customer=missing, name=f"Legacy {i}") for i in range(1, 3)])
+        Project.objects.bulk_create(
+            [Project(customer=made["six"], name=f"Imported project {i}") for i in range(1, 7)]
+            + [Project(customer=made["phantom"], name=f"Retired {i}", status="archived") for i in range(1, 3)]
+            + [Project(customer=made["missing"], name=f"Legacy {i}") for i in range(1, 3)]
+        )
 
     with counter_writes_allowed():
-        for c, count in ((six, 0), (phantom, 3)):
+        for key, count in (("six", 0), ("phantom", 3)):
+            c = made[key]
             UsageTracking.objects.create(
                 customer=c,
                 period_start=c.current_period_start,
@@ -214,6 +225,7 @@ def _plant_s1(plans, now):
                 month=c.current_period_start.strftime("%Y-%m"),
                 active_projects_count=count,
             )
+    return made
 
 
 def _tick(progress, what, n):

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.utils import timezone
 
 from billing.models import AuditLog
 from billing.selectors import customer_plan, live_subscription
@@ -92,7 +93,8 @@ def customer_diagnose(*, customer) -> Diagnosis:
     with transaction.atomic():
         scan = drift_scan([customer.pk], everything=True)
         rows = list(scan.rows())
-    current = UsageTracking.objects.filter(customer=customer, period_start__lte=_now(), period_end__gt=_now()).first()
+    now = timezone.now()
+    current = UsageTracking.objects.filter(customer=customer, period_start__lte=now, period_end__gt=now).first()
     counters = []
     for row in sorted(rows, key=lambda r: (list(COUNTER_LABELS).index(r["check"]), str(r["target_id"]))):
         # Metered counters: the current period's row only; earlier periods are history.
@@ -119,11 +121,4 @@ def customer_diagnose(*, customer) -> Diagnosis:
         )
     diagnosis.fixes.extend(f"{f.check}: {f.fix}" for f in found if f.fix)
     return diagnosis
-
-
-def _now():
-    from django.utils import timezone
-
-    return timezone.now()
-
 

@@ -1,8 +1,6 @@
 """The integrity tools from the admin (SPEC §7): S1 end to end, roles, confirmation first."""
 
 import pytest
-from django.contrib.auth.models import Group
-from django.test import Client
 from django.urls import reverse
 
 from tests.conftest import active_count, plant_s1
@@ -14,21 +12,13 @@ CHANGELIST = "admin:usage_customer_changelist"
 
 
 @pytest.fixture
-def support_client(django_user_model, roles):
-    client = Client()
-    user = django_user_model.objects.create_user("sam", password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name="Support"))
-    client.force_login(user)
-    return client
+def support_client(staff_client):
+    return staff_client("sam", "Support")
 
 
 @pytest.fixture
-def finance_client(django_user_model, roles):
-    client = Client()
-    user = django_user_model.objects.create_user("fay", password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name="Finance"))
-    client.force_login(user)
-    return client
+def finance_client(staff_client):
+    return staff_client("fay", "Finance")
 
 
 def test_s1_from_the_admin_report_then_confirm_then_reconcile(support_client):

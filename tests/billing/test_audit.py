@@ -30,12 +30,8 @@ def test_the_orm_cannot_edit_or_delete_either():
     assert AuditLog.objects.get().actor == "test"
 
 
-def test_a_recount_from_the_admin_is_audited_with_before_and_after(client, django_user_model, roles):
-    from django.contrib.auth.models import Group
-
-    user = django_user_model.objects.create_user("sam", password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name="Support"))
-    client.force_login(user)
+def test_a_recount_from_the_admin_is_audited_with_before_and_after(staff_client):
+    client = staff_client("sam", "Support")
     s1 = plant_s1()
     client.post(reverse("admin:usage_customer_recount", args=[s1["six"].pk]))
     row = AuditLog.objects.get()

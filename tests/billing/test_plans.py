@@ -3,8 +3,6 @@
 import json
 
 import pytest
-from django.contrib.auth.models import Group
-from django.test import Client
 from django.urls import reverse
 
 from billing.models import AuditLog, Subscription
@@ -50,7 +48,7 @@ def test_s7_downgrade_blocked_with_the_exact_remedy_then_allowed_after_archiving
 
 def test_metered_usage_above_the_target_is_a_warning_and_upgrades_always_pass(growth_customer, plans):
     UsageEventFactory(customer=growth_customer, quantity=700)
-    growth_customer.projects.filter(name__isnull=False).update(status="archived")
+    growth_customer.projects.update(status="archived")
     result = plan_change_validate(customer=growth_customer, target=plans["starter"])
     assert result.allowed
     assert result.warnings == [
@@ -91,12 +89,9 @@ def test_command_exit_codes_and_bad_input(growth_customer, plans):
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_admin_validates_a_selection_and_support_cannot_override(growth_customer, plans, django_user_model, roles):
+def test_admin_validates_a_selection_and_support_cannot_override(growth_customer, plans, staff_client):
     other = CustomerFactory()
-    client = Client()
-    user = django_user_model.objects.create_user("sam", password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name="Support"))
-    client.force_login(user)
+    client = staff_client("sam", "Support")
     url = reverse("admin:usage_customer_changelist")
     ids = [str(growth_customer.pk), str(other.pk)]
     page = client.post(url, {"action": "validate_plan_change_action", "_selected_action": ids, "plan": "starter"}).content.decode()

@@ -93,3 +93,9 @@ def test_unreachable_database_exits_2_with_one_line():
     assert result.stderr.strip().startswith("CommandError: database unreachable")
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_unknown_database_alias_exits_2_without_a_traceback():
+    result = run_manage("check_triggers", "--database", "replica-that-does-not-exist")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr and "Traceback" not in result.stderr

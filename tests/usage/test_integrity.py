@@ -63,6 +63,13 @@ def test_s1_end_to_end_from_the_command_line():
     assert diagnosis.returncode == 0
     assert "6 / 1 active projects (600 %) on Free" in diagnosis.stdout
     assert "archive 5 project(s)" in diagnosis.stdout
+    as_json = run_manage("diagnose_customer", str(s1["six"].pk), "--format", "json")
+    assert as_json.returncode == 0
+    doc = json.loads(as_json.stdout)
+    active = next(c for c in doc["counters"] if c["check"] == "active_projects")
+    assert (active["tracked"], active["actual"], active["allowance"], active["left"], active["drifted"]) == (6, 6, 1, -5, False)
+    assert doc["plan"] == "free" and [f["check"] for f in doc["findings"]] == ["over_limit"]
+    assert [a["actor"] for a in doc["audit"]] == ["manage.py reconcile_usage --apply"]
 
     runs = list(ReconciliationRun.objects.order_by("id").values_list("mode", "status", "fixed"))
     assert ("apply", "completed", 3) in runs

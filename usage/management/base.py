@@ -36,3 +36,11 @@ def positive_int(minimum: int = 1):
         return n
 
     return parse
+
+
+def resolve_or_exit(resolve, value):
+    """Call a resolver (a customer by email or id, a plan by code); its ValueError becomes exit 2."""
+    try:
+        return resolve(value)
+    except ValueError as exc:
+        raise CommandError(str(exc), returncode=EXIT_USAGE)

@@ -352,7 +352,7 @@ def _finish(run, scan, summary, *, fixed):
 class ReconcileResult:
     run: ReconciliationRun | None
     summary: dict
-    rows: list = field(default_factory=list)
+    rows: list = field(default_factory=list)  # the dry run's diff; an apply run's rows are in run.rows
     findings: list = field(default_factory=list)
 
 
@@ -419,7 +419,7 @@ def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResu
     totals["customers_with_drift"] = run.rows.values("customer_id").distinct().count()
     with transaction.atomic():
         after = drift_scan(customer_ids)
-        summary = {**totals, "metrics_before": first_metrics(first), "remaining_drift": after.discrepancies}
+        summary = {**totals, "metrics_before": scan_summary(first)["metrics"], "remaining_drift": after.discrepancies}
     run.refresh_from_db()
     run.customers_checked = customers_checked
     run.customers_with_drift = totals["customers_with_drift"]
@@ -427,12 +427,7 @@ def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResu
     run.status = ReconciliationRun.Status.COMPLETED
     run.finished_at = timezone.now()
     run.save()
-    rows = list(run.rows.order_by("id")[:500])
-    return ReconcileResult(run, summary, rows)
-
-
-def first_metrics(scan: Scan) -> dict:
-    return {check: {"tracked": m["tracked"], "actual": m["actual"]} for check, m in scan.metrics.items()}
+    return ReconcileResult(run, summary)
 
 
 def _reconcile_batch(run, customer_ids) -> None:

@@ -1,9 +1,7 @@
 import json
 
-from django.core.management.base import CommandError
-
 from billing.services.diagnosis import customer_diagnose
-from usage.management.base import EXIT_USAGE, OpsCommand
+from usage.management.base import OpsCommand, resolve_or_exit
 from usage.services.integrity import customer_resolve
 
 
@@ -18,10 +16,7 @@ class Command(OpsCommand):
         parser.add_argument("--format", choices=["table", "json"], default="table")
 
     def handle(self, *args, customer, format, **options):
-        try:
-            found = customer_resolve(customer)
-        except ValueError as exc:
-            raise CommandError(str(exc), returncode=EXIT_USAGE)
+        found = resolve_or_exit(customer_resolve, customer)
         d = customer_diagnose(customer=found)
         if format == "json":
             self.stdout.write(json.dumps(d.as_dict(), indent=2, default=str))

@@ -1,10 +1,8 @@
 import json
 import sys
 
-from django.core.management.base import CommandError
-
 from billing.services.plans import plan_change_validate, plan_resolve
-from usage.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand
+from usage.management.base import EXIT_PROBLEM, OpsCommand, resolve_or_exit
 from usage.services.integrity import customer_resolve
 
 
@@ -20,11 +18,8 @@ class Command(OpsCommand):
         parser.add_argument("--format", choices=["table", "json"], default="table")
 
     def handle(self, *args, customer, to, format, **options):
-        try:
-            found = customer_resolve(customer)
-            target = plan_resolve(to)
-        except ValueError as exc:
-            raise CommandError(str(exc), returncode=EXIT_USAGE)
+        found = resolve_or_exit(customer_resolve, customer)
+        target = resolve_or_exit(plan_resolve, to)
         result = plan_change_validate(customer=found, target=target)
         if format == "json":
             self.stdout.write(json.dumps(result.as_dict(), indent=2))

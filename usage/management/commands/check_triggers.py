@@ -1,5 +1,7 @@
 import json
 
+from django.conf import settings
+
 from usage.management.base import EXIT_PROBLEM, OpsCommand
 from usage.selectors import trigger_health
 
@@ -12,7 +14,7 @@ class Command(OpsCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--format", choices=["table", "json"], default="table")
-        parser.add_argument("--database", default="default", help="Database alias to check.")
+        parser.add_argument("--database", default="default", choices=list(settings.DATABASES), help="Database alias to check.")
 
     def handle(self, *args, format, database, **options):
         statuses = trigger_health(using=database)

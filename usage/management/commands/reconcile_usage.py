@@ -3,10 +3,9 @@ import sys
 from django.core.management.base import CommandError
 from django.db.models.functions import Abs
 
-from usage.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand, positive_int
-from usage.management.commands.usage_discrepancies import _resolve
+from usage.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand, positive_int, resolve_or_exit
 from usage.management.output import write_report
-from usage.services.integrity import ReconciliationBusy, scan_summary, usage_reconcile
+from usage.services.integrity import ReconciliationBusy, customer_resolve, scan_summary, usage_reconcile
 
 
 class Command(OpsCommand):
@@ -23,7 +22,7 @@ class Command(OpsCommand):
         parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
 
     def handle(self, *args, apply, customer, batch_size, format, **options):
-        customers = _resolve(customer)
+        customers = [resolve_or_exit(customer_resolve, ref) for ref in customer or []]
         ids = [c.pk for c in customers] if customers else None
         scope = ", ".join(c.email for c in customers) if customers else "all customers"
         started_by = "manage.py reconcile_usage" + (" --apply" if apply else "")

@@ -1,8 +1,6 @@
 import sys
 
-from django.core.management.base import CommandError
-
-from usage.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand
+from usage.management.base import EXIT_PROBLEM, OpsCommand, resolve_or_exit
 from usage.management.output import write_report
 from usage.services.integrity import customer_resolve, discrepancy_report, scan_summary
 
@@ -20,7 +18,7 @@ class Command(OpsCommand):
         parser.add_argument("--fail-on-drift", action="store_true", help="Exit 1 when anything drifted.")
 
     def handle(self, *args, format, customer, fail_on_drift, **options):
-        customers = _resolve(customer)
+        customers = [resolve_or_exit(customer_resolve, ref) for ref in customer or []]
         outcome = {}
 
         def emit(scan, findings):
@@ -38,11 +36,3 @@ class Command(OpsCommand):
         if fail_on_drift and (outcome["summary"]["discrepancies"] or unhealthy):
             sys.exit(EXIT_PROBLEM)
 
-
-def _resolve(refs):
-    if not refs:
-        return []
-    try:
-        return [customer_resolve(ref) for ref in refs]
-    except ValueError as exc:
-        raise CommandError(str(exc), returncode=EXIT_USAGE)
