@@ -15,9 +15,11 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from billing.models import AuditLog, Plan, Subscription
+from billing.models import AuditLog, CreditDraw, CreditGrant, Plan, Subscription, WebhookEvent
+from billing.services.credits import GOODWILL_NEEDS_REASON, CreditGrantError, credit_grant, credit_quantity_parse
 from billing.services.diagnosis import customer_diagnose
 from billing.services.plans import PlanChangeBlocked, plan_change_validate, subscription_change_plan
+from billing.services.webhooks import webhook_replay
 from usage.admin import BigTableAdmin, PresetInline, ReadOnlyAdmin, UsageTrackingInline
 from usage.models import Customer
 from usage.services.integrity import ReconciliationBusy, customer_recount, discrepancy_report, usage_reconcile
@@ -232,3 +234,107 @@ class AuditLogAdmin(ReadOnlyAdmin):
     search_fields = ("=customer_id", "actor", "=target_id")
     search_help_text = "Exact customer id or target id, or part of the actor."
     readonly_fields = [f.name for f in AuditLog._meta.fields]
+
+
+class GoodwillGrantForm(forms.ModelForm):
+    """Support's goodwill credit: a positive quantity and a reason (both audited)."""
+
+    granted = forms.CharField(label="Quantity", help_text="Positive, at most 3 decimals.")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="Required: it goes in the audit log.")
+
+    class Meta:
+        model = CreditGrant
+        fields = ("customer", "metric", "granted", "expires_at", "reason")
+
+    def clean_granted(self):
+        try:
+            return credit_quantity_parse(self.cleaned_data["granted"])
+        except CreditGrantError as exc:
+            raise forms.ValidationError(str(exc))
+
+    def clean_reason(self):
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError(GOODWILL_NEEDS_REASON)
+        return reason
+
+
+class CreditDrawInline(admin.TabularInline):
+    model = CreditDraw
+    fields = ("drawn_at", "quantity", "usage_event_id")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    verbose_name_plural = "draws (the ledger remaining is derived from)"
+
+
+@admin.register(CreditGrant)
+class CreditGrantAdmin(BigTableAdmin):
+    """Grants are ledger rows: added (goodwill, here; purchases come from webhooks), never edited."""
+
+    list_display = ("created_at", "customer", "metric", "granted", "remaining", "source", "expires_at", "created_by")
+    list_filter = ("source", "metric")
+    list_select_related = ("customer",)
+    search_fields = ("customer__email", "=external_ref")
+    raw_id_fields = ("customer",)
+    inlines = (CreditDrawInline,)
+    form = GoodwillGrantForm
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return [f.name for f in CreditGrant._meta.fields]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return GoodwillGrantForm.Meta.fields
+        return [f.name for f in CreditGrant._meta.fields]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        grant = credit_grant(
+            customer=form.cleaned_data["customer"], metric=form.cleaned_data["metric"],
+            quantity=form.cleaned_data["granted"], source=CreditGrant.Source.GOODWILL, actor=_actor(request),
+            reason=form.cleaned_data["reason"], expires_at=form.cleaned_data.get("expires_at"),
+        )
+        obj.pk = grant.pk
+        obj._state.adding = False
+
+    def save_related(self, request, form, formsets, change):
+        pass  # the draws are the ledger's, nothing to save from the add form
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    """The inbox. Failed events keep their error; replay one once its cause is fixed."""
+
+    list_display = ("received_at", "processor", "event_type", "event_id", "status", "outcome", "error", "attempts")
+    list_filter = ("status", "processor", "event_type")
+    search_fields = ("=event_id", "=customer_id")
+    search_help_text = "Exact event id or customer id."
+    readonly_fields = [f.name for f in WebhookEvent._meta.fields]
+    actions = ("replay_failed",)
+
+    def has_replay_permission(self, request):
+        return request.user.has_perm("billing.replay_webhookevent")
+
+    @admin.action(description="Replay selected failed events", permissions=["replay"])
+    def replay_failed(self, request, queryset):
+        done, still, skipped = 0, 0, 0
+        for event in queryset.order_by("received_at"):
+            if event.status != WebhookEvent.Status.FAILED:
+                skipped += 1
+                continue
+            event = webhook_replay(event, actor=_actor(request))
+            if event.status == WebhookEvent.Status.FAILED:
+                still += 1
+                self.message_user(request, f"{event}: still failing: {event.error}", messages.ERROR)
+            else:
+                done += 1
+        self.message_user(request, f"Replayed {done} event(s); {still} still failing; {skipped} skipped (not failed).")

@@ -10,7 +10,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from usage.models import Customer, GenRandomUUID
+from billing import triggers
+from usage.models import CounterFieldsMixin, Customer, GenRandomUUID, UsageEvent
 
 
 class Plan(models.Model):
@@ -119,3 +120,141 @@ class AuditLog(models.Model):
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.target_type} {self.target_id}"
+
+
+class CreditGrant(CounterFieldsMixin, models.Model):
+    """Overage credit: purchased (a paid pack, from a webhook) or goodwill (support, with a reason).
+
+    ``remaining`` = granted − what usage drew from it (I4). Only the triggers on credit_draws move it;
+    the database sets it to ``granted`` on insert and refuses client writes (reconciliation aside).
+    """
+
+    class Source(models.TextChoices):
+        PURCHASE = "purchase"
+        GOODWILL = "goodwill"
+
+    counter_fields = ("remaining", "granted")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="credit_grants")
+    metric = models.CharField(max_length=32, choices=UsageEvent.Metric.choices)
+    granted = models.DecimalField(max_digits=18, decimal_places=3)
+    remaining = models.DecimalField(max_digits=18, decimal_places=3, default=0, db_default=0, editable=False)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty = never expires.")
+    created_by = models.CharField(max_length=200, help_text="A staff user, or the processor's webhook.")
+    reason = models.TextField(blank=True, default="")
+    external_ref = models.CharField(
+        max_length=200, null=True, blank=True, unique=True, help_text="The processor's payment or transaction id."
+    )
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = "credit_grants"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(granted__gt=0), name="credit_grants_granted_positive"),
+            models.CheckConstraint(
+                condition=Q(metric__in=["ai_interaction", "minutes"]), name="credit_grants_metric_valid"
+            ),
+            models.CheckConstraint(condition=Q(source__in=["purchase", "goodwill"]), name="credit_grants_source_valid"),
+            models.CheckConstraint(
+                condition=~Q(source="goodwill") | ~Q(reason=""), name="credit_grants_goodwill_has_reason"
+            ),
+        ]
+        indexes = [
+            # Consume: a customer's live grants of one metric, earliest expiry first.
+            models.Index(
+                fields=["customer", "metric", "expires_at", "created_at"],
+                condition=Q(remaining__gt=0),
+                name="credit_grants_live",
+            ),
+        ]
+        triggers = triggers.credit_grant_triggers()
+
+    def __str__(self):
+        return f"{self.granted.normalize():f} {self.get_metric_display()} ({self.source})"
+
+
+class CreditDraw(models.Model):
+    """The ledger of what usage drew from each grant; credit_grants.remaining is derived from it."""
+
+    grant = models.ForeignKey(CreditGrant, on_delete=models.CASCADE, related_name="draws")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    usage_event_id = models.UUIDField(null=True, blank=True, help_text="The usage event that drew it.")
+    quantity = models.DecimalField(max_digits=18, decimal_places=3)
+    drawn_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "credit_draws"
+        ordering = ["-drawn_at"]
+        constraints = [models.CheckConstraint(condition=~Q(quantity=0), name="credit_draws_quantity_nonzero")]
+        indexes = [models.Index(fields=["grant"], include=["quantity"], name="credit_draws_by_grant")]
+        triggers = triggers.credit_draw_triggers()
+
+
+class ConsumeRequest(models.Model):
+    """The first answer to a consume call with an idempotency key: a retry gets it back, consuming nothing."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    idempotency_key = models.CharField(max_length=200)
+    metric = models.CharField(max_length=32)
+    amount = models.DecimalField(max_digits=18, decimal_places=3)
+    allowed = models.BooleanField()
+    new_usage = models.DecimalField(max_digits=18, decimal_places=3)
+    effective_limit = models.DecimalField(max_digits=18, decimal_places=3, null=True)
+    plan = models.CharField(max_length=32)
+    subscription_status = models.CharField(max_length=16)
+    credits_remaining = models.DecimalField(max_digits=18, decimal_places=3)
+    message = models.TextField()
+    usage_event_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "consume_requests"
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "idempotency_key"], name="consume_requests_key_per_customer"),
+        ]
+
+
+class WebhookEvent(models.Model):
+    """The inbox: one row per (processor, event id), committed with the event's effect."""
+
+    class Processor(models.TextChoices):
+        STRIPE = "stripe"
+        PADDLE = "paddle"
+
+    class Status(models.TextChoices):
+        PROCESSED = "processed"
+        IGNORED = "ignored"
+        FAILED = "failed"
+
+    processor = models.CharField(max_length=16, choices=Processor.choices)
+    event_id = models.CharField(max_length=200)
+    event_type = models.CharField(max_length=100)
+    occurred_at = models.DateTimeField(null=True, blank=True, help_text="When the processor created the event.")
+    received_at = models.DateTimeField(db_default=Now(), editable=False)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    customer_id = models.UUIDField(null=True, blank=True, db_index=True)
+    outcome = models.TextField(blank=True, default="", help_text="What the event changed, or why it changed nothing.")
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=1)
+    payload = models.JSONField()
+
+    class Meta:
+        db_table = "webhook_events"
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["processor", "event_id"], name="webhook_events_processor_event_id"),
+            models.CheckConstraint(
+                condition=Q(status__in=["processed", "ignored", "failed"]), name="webhook_events_status_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "received_at"], condition=Q(status="failed"), name="webhook_events_failed")
+        ]
+        permissions = [("replay_webhookevent", "Can replay a failed webhook event")]
+
+    def __str__(self):
+        return f"{self.processor} {self.event_type} {self.event_id}"

@@ -92,6 +92,8 @@ STATIC_ROOT = BASE_DIR / ".static"
 
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 PADDLE_WEBHOOK_SECRET = env("PADDLE_WEBHOOK_SECRET", default="")
+# How far a signature's timestamp may be from our clock (replay protection), in seconds.
+WEBHOOK_TOLERANCE_SECONDS = env.int("WEBHOOK_TOLERANCE_SECONDS", default=300)
 
 LOGGING = {
     "version": 1,

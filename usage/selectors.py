@@ -9,6 +9,9 @@ from pgtrigger.core import OUTDATED, UNINSTALLED
 from django.db import connections
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
+# Folders of reviewable SQL whose functions check_triggers compares with the database; other apps
+# (billing) add theirs at start-up, so usage never imports them.
+SQL_DIRS: list[Path] = [SQL_DIR]
 
 _FUNCTION_RE = re.compile(
     r"CREATE OR REPLACE FUNCTION\s+(?P<name>\w+)\s*\(.*?\bAS \$\$(?P<body>.*?)\$\$", re.S | re.I
@@ -28,9 +31,9 @@ class TriggerStatus:
 
 
 def expected_sql_functions() -> dict[str, str]:
-    """Name -> body of every helper function in usage/sql, the latest file's definition winning."""
+    """Name -> body of every helper function in the SQL folders, the latest file's definition winning."""
     functions: dict[str, str] = {}
-    for path in sorted(SQL_DIR.glob("*.sql")):
+    for path in sorted((p for folder in SQL_DIRS for p in folder.glob("*.sql")), key=lambda p: (p.name, str(p))):
         for match in _FUNCTION_RE.finditer(path.read_text()):
             functions[match["name"]] = match["body"]
     return functions
@@ -73,7 +76,7 @@ def trigger_health(using: str = "default") -> list[TriggerStatus]:
         if name not in installed_functions:
             problem = "missing"
         elif installed_functions[name] != body:
-            problem = "differs from usage/sql (run migrate, or re-apply the latest usage/sql file)"
+            problem = "differs from the SQL in the code (run migrate, or re-apply the latest .sql file)"
         else:
             problem = ""
         statuses.append(TriggerStatus("function", name, "", problem))

@@ -181,7 +181,8 @@ def demo_data_load(*, customers: int = 200, seed: int = 7, now: datetime | None 
     _tick(progress, "usage events", len(events))
 
     s1_plant(free_plan=plans["free"])
-    return DemoResult(len(rows) + 3, len(projects), len(events), len(uses))
+    planted = scenarios_plant(plans=plans)
+    return DemoResult(len(rows) + 3 + planted, len(projects), len(events), len(uses))
 
 
 S1_NAMES = {
@@ -226,6 +227,70 @@ def s1_plant(*, free_plan: Plan, emails: dict | None = None) -> dict:
                 active_projects_count=count,
             )
     return made
+
+
+SCENARIOS = {
+    "s5": (f"s5-overage-credit@{DEMO_DOMAIN}", "Overage Minutes Co (S5: 620 of 600 minutes, 30 credit left)"),
+    "s6": (f"s6-stripe-renewal@{DEMO_DOMAIN}", "Renewed Via Stripe (S6: webhook history, a failed event)"),
+    "s7": (f"s7-downgrade-blocked@{DEMO_DOMAIN}", "Five Projects Ltd (S7: Growth to Starter blocked)"),
+    "s8": (f"s8-at-project-limit@{DEMO_DOMAIN}", "Three Of Three Inc (S8: at the Starter project limit)"),
+    "goodwill": (f"goodwill-credit@{DEMO_DOMAIN}", "Outage Refund SA (goodwill credit from support)"),
+}
+
+
+def scenarios_plant(*, plans: dict) -> int:
+    """The billing scenarios (SPEC §9 S5-S8), written through the same services the product uses."""
+    from billing import webhook_payloads as wp
+    from billing.services.consume import consume
+    from billing.services.credits import credit_grant
+    from billing.services.webhooks import envelope_parse, webhook_ingest
+
+    made = {}
+    for key, (email, name) in SCENARIOS.items():
+        made[key] = Customer.objects.create(email=email, name=name)
+        made[key].refresh_from_db()
+    for key, code, processor in (("s5", "starter", "manual"), ("s7", "growth", "manual"), ("s8", "starter", "manual"),
+                                 ("goodwill", "growth", "manual")):
+        c = made[key]
+        Subscription.objects.create(customer=c, plan=plans[code], processor=processor,
+                                    current_period_start=c.current_period_start, current_period_end=c.current_period_end)
+
+    # S5: 50 purchased credit minutes; 620 used of Starter's 600: 20 drawn, 30 left.
+    s5 = made["s5"]
+    credit_grant(customer=s5, metric="minutes", quantity=50, source="purchase", actor="demo_data",
+                 reason="overage pack bought at checkout", external_ref="demo:s5-pack")
+    for i, amount in enumerate((300, 300, 20)):
+        consume(customer_id=s5.pk, metric="minutes", amount=amount, idempotency_key=f"demo-s5-{i}")
+
+    # S7 and S8: 5 active projects on Growth; 3 of 3 on Starter.
+    Project.objects.bulk_create([Project(customer=made["s7"], name=f"Channel {i}") for i in range(1, 6)]
+                                + [Project(customer=made["s8"], name=f"Show {i}") for i in range(1, 4)])
+
+    credit_grant(customer=made["goodwill"], metric="ai_interaction", quantity=250, source="goodwill", actor="support",
+                 reason="transcription outage on the 3rd: 2 days of AI features lost")
+
+    # S6: a Stripe subscription, its renewal delivered three times (processed once), an update
+    # older than the last applied one (ignored), and an update for a price no plan carries (failed).
+    s6 = made["s6"]
+    start = s6.current_period_start - timedelta(days=31)
+    end = s6.current_period_start
+    sub = dict(sub_id="sub_demo_s6", customer_id=s6.pk, status="active")
+    deliveries = [
+        ("stripe", wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
+            **sub, price_id="price_demo_growth", start=start, end=end), created=start)),
+    ]
+    renewal = wp.stripe_event("invoice.paid", wp.stripe_invoice_paid(
+        sub_id="sub_demo_s6", start=end, end=s6.current_period_end, price_id="price_demo_growth"), created=end)
+    deliveries += [("stripe", renewal)] * 3
+    deliveries.append(("stripe", wp.stripe_event("customer.subscription.updated", wp.stripe_subscription(
+        **sub, price_id="price_demo_starter", start=start, end=end), created=start - timedelta(days=2))))
+    deliveries.append(("stripe", wp.stripe_event("customer.subscription.updated", wp.stripe_subscription(
+        **sub, price_id="price_enterprise_2027", start=end, end=s6.current_period_end), created=end + timedelta(hours=1))))
+    # The customer was on calendar months before subscribing: make the period end where Stripe's began.
+    Customer.objects.filter(pk=s6.pk).update(current_period_start=start, current_period_end=end)
+    for processor, payload in deliveries:
+        webhook_ingest(envelope_parse(processor, wp.body(payload)))
+    return len(made)
 
 
 def _tick(progress, what, n):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import AuditLog
+from billing.models import AuditLog, CreditGrant, WebhookEvent
 from billing.selectors import customer_plan, live_subscription
 from usage.models import ReconciliationRow, UsageTracking
 from usage.services.integrity import drift_scan, findings
@@ -16,6 +16,7 @@ COUNTER_LABELS = {
     "minutes": "transcription minutes",
     "preset_usage_count": "preset uses",
     "preset_last_used_at": "preset last used",
+    "credit_remaining": "credit remaining",
 }
 ALLOWANCE_FIELDS = {
     "active_projects": "max_active_projects",
@@ -51,6 +52,8 @@ class Diagnosis:
     runs: list
     audit: list = field(default_factory=list)
     fixes: list = field(default_factory=list)
+    credits: list = field(default_factory=list)
+    webhooks: list = field(default_factory=list)
 
     @property
     def drifted(self) -> list:
@@ -83,6 +86,16 @@ class Diagnosis:
                 for a in self.audit
             ],
             "fixes": self.fixes,
+            "credits": [
+                {"id": str(g.pk), "metric": g.metric, "granted": str(g.granted), "remaining": str(g.remaining),
+                 "source": g.source, "expires_at": g.expires_at.isoformat() if g.expires_at else None}
+                for g in self.credits
+            ],
+            "webhooks": [
+                {"received_at": w.received_at.isoformat(), "processor": w.processor, "type": w.event_type,
+                 "event_id": w.event_id, "status": w.status, "outcome": w.outcome, "error": w.error}
+                for w in self.webhooks
+            ],
         }
 
 
@@ -114,6 +127,8 @@ def customer_diagnose(*, customer) -> Diagnosis:
     )
     audit = list(AuditLog.objects.filter(customer_id=customer.pk)[:10])
     diagnosis = Diagnosis(customer, plan, subscription, current, counters, found, runs, audit)
+    diagnosis.credits = list(CreditGrant.objects.filter(customer=customer).order_by("-created_at")[:10])
+    diagnosis.webhooks = list(WebhookEvent.objects.filter(customer_id=customer.pk)[:10])
     if diagnosis.drifted:
         diagnosis.fixes.append(
             f"Recount: the Recount button on this customer's admin page, or "

@@ -18,10 +18,16 @@ FROM customers c
 LEFT JOIN live s ON s.customer_id = c.id
 JOIN plans pl ON pl.id = coalesce(s.plan_id, (SELECT id FROM plans WHERE code = 'free'))
 JOIN usage_tracking t ON t.customer_id = c.id AND t.period_start <= now() AND t.period_end > now()
+LEFT JOIN LATERAL (  -- metered usage beyond the allowance that overage credit paid for is not over
+    SELECT coalesce(sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction'), 0) AS ai,
+           coalesce(sum(d.quantity) FILTER (WHERE g.metric = 'minutes'), 0) AS minutes
+    FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
+    WHERE d.customer_id = c.id AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+) AS credited ON true
 CROSS JOIN LATERAL (VALUES
     ('active projects', t.active_projects_count::numeric, pl.max_active_projects::numeric),
-    ('AI interactions', t.ai_interactions_count, pl.ai_interactions_per_period::numeric),
-    ('transcription minutes', t.minutes_used, pl.minutes_per_period::numeric)
+    ('AI interactions', t.ai_interactions_count, pl.ai_interactions_per_period + credited.ai),
+    ('transcription minutes', t.minutes_used, pl.minutes_per_period + credited.minutes)
 ) AS m(metric, used, allowance)
 WHERE allowance IS NOT NULL AND used > allowance {scope}
 ORDER BY used / nullif(allowance, 0) DESC NULLS FIRST
@@ -70,6 +76,30 @@ def stale_period(customer_ids=None):
                 "stale_period", str(customer_id), email, None,
                 f"{what} period ended {ended:%Y-%m-%d %H:%M} UTC without a rollover",
                 "manage.py roll_usage_periods (or the processor's renewal webhook)",
+            )
+
+
+_FAILED_WEBHOOKS = """
+SELECT w.customer_id, c.email, w.processor, w.event_type, w.event_id, w.received_at, w.error
+FROM webhook_events w LEFT JOIN customers c ON c.id = w.customer_id
+WHERE w.status = 'failed' {scope}
+ORDER BY w.received_at
+"""
+
+
+def failed_webhook(customer_ids=None):
+    """Events we could not apply: the processor thinks they are done, our state disagrees until replayed."""
+    if customer_ids is None:
+        scope, params = "", {}
+    else:
+        scope, params = "AND w.customer_id = ANY(%(ids)s::uuid[])", {"ids": [str(i) for i in customer_ids]}
+    with connection.cursor() as cursor:
+        cursor.execute(_FAILED_WEBHOOKS.format(scope=scope), params)
+        for customer_id, email, processor, event_type, event_id, received, error in cursor.fetchall():
+            yield Finding(
+                "failed_webhook", str(customer_id) if customer_id else None, email, event_id,
+                f"{processor} {event_type} received {received:%Y-%m-%d %H:%M} UTC failed: {error}",
+                "fix the cause, then replay it: admin > Webhook events > Replay selected failed events",
             )
 
 

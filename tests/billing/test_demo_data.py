@@ -4,8 +4,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from billing.models import Plan, Subscription
-from billing.services.demo import S1_MISSING_ROW, S1_PHANTOM_THREE, S1_SIX_PROJECTS
+from billing.models import CreditGrant, Plan, Subscription, WebhookEvent
+from billing.services.demo import S1_MISSING_ROW, S1_PHANTOM_THREE, S1_SIX_PROJECTS, SCENARIOS
+from billing.services.plans import plan_change_validate
+from usage.services.integrity import findings
 from tests.conftest import drift_rows, run_manage
 from usage.models import Customer
 
@@ -14,8 +16,8 @@ from usage.models import Customer
 def test_population_is_consistent_and_s1_is_the_only_drift(capsys):
     call_command("demo_data", "--customers", "40", "--seed", "3")
     assert set(Plan.objects.values_list("code", flat=True)) == {"free", "starter", "growth", "pro"}
-    assert Customer.objects.count() == 43
-    assert Subscription.objects.count() == 43
+    assert Customer.objects.count() == 48  # 40, the three S1 customers and the five billing scenarios
+    assert Subscription.objects.count() == 48
     assert set(Subscription.objects.values_list("processor", flat=True)) >= {"manual", "stripe"}
 
     drift = {(row["email"], row["check"]): (row["tracked"], row["actual"], row["target_id"]) for row in drift_rows()}
@@ -27,6 +29,21 @@ def test_population_is_consistent_and_s1_is_the_only_drift(capsys):
     assert drift[(S1_SIX_PROJECTS, "active_projects")][:2] == (0, 6)
     assert drift[(S1_PHANTOM_THREE, "active_projects")][:2] == (3, 0)
     assert drift[(S1_MISSING_ROW, "active_projects")] == (0, 2, None)  # no current-period row at all
+
+    # The billing scenarios, written through the real services.
+    s5 = Customer.objects.get(email=SCENARIOS["s5"][0])
+    grant = CreditGrant.objects.get(customer=s5)
+    assert (grant.granted, grant.remaining) == (50, 30)
+    s6 = Customer.objects.get(email=SCENARIOS["s6"][0])
+    statuses = sorted(WebhookEvent.objects.filter(customer_id=s6.pk).values_list("event_type", "status"))
+    assert statuses == [
+        ("customer.subscription.created", "processed"), ("customer.subscription.updated", "failed"),
+        ("customer.subscription.updated", "ignored"), ("invoice.paid", "processed"),
+    ]
+    assert s6.subscriptions.get().processor == "stripe"
+    assert [f.check for f in findings([s6.pk])] == ["failed_webhook"]
+    s7 = Customer.objects.get(email=SCENARIOS["s7"][0])
+    assert not plan_change_validate(customer=s7, target=Plan.objects.get(code="starter")).allowed
 
     out = capsys.readouterr().out
     assert "user admin  password billing-ops-demo" in out

@@ -26,13 +26,6 @@ from usage.selectors import trigger_health
 from usage.signals import counters_recounted
 from usage.services.counters import counter_writes_allowed
 
-COUNTER_CHECKS = (
-    "active_projects",
-    "ai_interactions",
-    "minutes",
-    "preset_usage_count",
-    "preset_last_used_at",
-)
 RECONCILE_LOCK = 0x62696C6C  # pg advisory lock key: one reconciliation at a time
 ANOTHER_RUN_ACTIVE = "another reconciliation is running (started {started} by {by}); try again when it has finished"
 UNKNOWN_CUSTOMER = "no customer with email or id {ref!r}"
@@ -131,21 +124,27 @@ SELECT 'preset_last_used_at', count(*), count(last_used_at), count(last_used) FR
 """
 
 
-def _scoped(sql: str, ids, everything: bool = False) -> str:
-    only = "AND {} = ANY(%(ids)s::uuid[])" if ids is not None else "{}"
-    cols = {
-        "scope_customers": "c.id",
-        "scope_projects": "customer_id",
-        "scope_tracking": "customer_id",
-        "scope_tracking_t": "t.customer_id",
-        "scope_events": "e.customer_id",
-        "scope_uses": "preset_id IN (SELECT id FROM presets WHERE customer_id = ANY(%(ids)s::uuid[]))",
-        "scope_presets": "p.customer_id",
-    }
+_SCOPE_COLUMNS = {
+    "scope_customers": "c.id",
+    "scope_projects": "customer_id",
+    "scope_tracking": "customer_id",
+    "scope_tracking_t": "t.customer_id",
+    "scope_events": "e.customer_id",
+    "scope_uses": "preset_id IN (SELECT id FROM presets WHERE customer_id = ANY(%(ids)s::uuid[]))",
+    "scope_presets": "p.customer_id",
+}
+
+
+def _scoped(sql: str, ids, everything: bool = False, columns: dict | None = None) -> str:
+    """Fill a check's {scope_*} placeholders: nothing for everyone, else a filter on the customer ids.
+
+    A column given as a full condition (containing "%(ids)s") is used as it is.
+    """
+    cols = {**_SCOPE_COLUMNS, **(columns or {})}
     flag = {"everything": "true" if everything else "false"}
     if ids is None:
         return sql.format(**{k: "" for k in cols}, **flag)
-    filled = {k: (f"AND {v}" if k == "scope_uses" else only.format(v)) for k, v in cols.items()}
+    filled = {k: f"AND {v}" if "%(ids)s" in v else f"AND {v} = ANY(%(ids)s::uuid[])" for k, v in cols.items()}
     return sql.format(**filled, **flag)
 
 
@@ -238,11 +237,34 @@ def _scalar(sql, params=None):
         return cursor.fetchone()[0]
 
 
-TRACKING_CHECKS = (_ACTIVE_PROJECTS, _METERED)
-PRESET_CHECKS = (_PRESETS,)
+@dataclass(frozen=True)
+class CheckGroup:
+    """Counters that one lock statement covers: their checks, the lock, and the fix.
+
+    Reconciliation fixes each group in its own transaction (the triggers lock the groups' tables
+    separately, so holding one group's rows while waiting for another's could deadlock with a product
+    transaction that writes both). ``statements`` write drifted rows into pg_temp.usage_drift and
+    return (check, rows, tracked, actual); ``fix()`` sets the drifted rows of its checks to the truth
+    and returns how many it set; ``scope_columns`` adds {scope_*} placeholders for other tables.
+    """
+
+    name: str
+    checks: tuple[str, ...]
+    statements: tuple[str, ...]
+    lock_sql: str
+    fix: Callable[[], int]
+    scope_columns: dict = field(default_factory=dict)
 
 
-def drift_scan(customer_ids=None, checks=TRACKING_CHECKS + PRESET_CHECKS, *, everything: bool = False) -> Scan:
+# Other apps add their counters (billing: credit_remaining) without usage importing them.
+CHECK_GROUPS: dict[str, CheckGroup] = {}
+
+
+def check_group_register(group: CheckGroup) -> None:
+    CHECK_GROUPS[group.name] = group
+
+
+def drift_scan(customer_ids=None, groups=None, *, everything: bool = False) -> Scan:
     """Run the counter checks over the scope (inside the caller's transaction).
 
     ``everything`` keeps the counters that match as well (difference 0): one customer's diagnosis
@@ -255,14 +277,15 @@ def drift_scan(customer_ids=None, checks=TRACKING_CHECKS + PRESET_CHECKS, *, eve
     with connection.cursor() as cursor:
         cursor.execute(_DRIFT_TABLE)
         cursor.execute("TRUNCATE pg_temp.usage_drift")
-        for sql in checks:
-            cursor.execute(_scoped(sql, ids, everything), {"ids": ids})
-            for check, n, tracked, actual in cursor.fetchall():
-                scan.metrics[check] = {"rows": n, "tracked": _plain(tracked), "actual": _plain(actual)}
-                if check == "active_projects":
-                    scan.customers_checked = n
-    for check in ("ai_interactions", "minutes"):
-        scan.metrics.setdefault(check, {"rows": 0, "tracked": 0, "actual": 0})
+        for group in groups or CHECK_GROUPS.values():
+            for sql in group.statements:
+                cursor.execute(_scoped(sql, ids, everything, group.scope_columns), {"ids": ids})
+                for check, n, tracked, actual in cursor.fetchall():
+                    scan.metrics[check] = {"rows": n, "tracked": _plain(tracked), "actual": _plain(actual)}
+                    if check == "active_projects":
+                        scan.customers_checked = n
+            for check in group.checks:
+                scan.metrics.setdefault(check, {"rows": 0, "tracked": 0, "actual": 0})
     return scan
 
 
@@ -431,34 +454,21 @@ def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResu
 
 
 def _reconcile_batch(run, customer_ids) -> None:
-    """Lock, re-check, fix: usage_tracking in one transaction, presets in another.
+    """Lock, re-check, fix: one transaction per check group (see CheckGroup).
 
-    Two transactions, because the triggers lock those tables separately: holding one while waiting
-    for the other could deadlock with a product transaction that writes both. Each commits its
-    fixes together with the run's counts and checkpoint, so a kill never leaves them apart.
+    Each commits its fixes together with the run's counts and checkpoint, so a kill never leaves
+    them apart.
     """
-    for lock_sql, checks, fix in (
-        (
-            "SELECT 1 FROM usage_tracking WHERE customer_id = ANY(%s::uuid[]) "
-            "ORDER BY customer_id, period_start FOR UPDATE",
-            TRACKING_CHECKS,
-            _fix_tracking,
-        ),
-        (
-            "SELECT 1 FROM presets WHERE customer_id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE",
-            PRESET_CHECKS,
-            _fix_presets,
-        ),
-    ):
+    for group in CHECK_GROUPS.values():
         with transaction.atomic(), counter_writes_allowed():
-            _fetch(lock_sql, [customer_ids])
+            _fetch(group.lock_sql, [customer_ids])
             # A later statement than the lock: its snapshot sees every write committed before it.
-            scan = drift_scan(customer_ids, checks)
+            scan = drift_scan(customer_ids, [group])
             found = scan.discrepancies
             fixed = 0
             if found:
                 changed = list(scan.rows())
-                fixed = fix()
+                fixed = group.fix()
                 _record_rows(run, fixed=True)
                 counters_recounted.send(sender=ReconciliationRun, run=run, rows=changed)
             ReconciliationRun.objects.filter(pk=run.pk).update(
@@ -523,6 +533,26 @@ def _fix_presets() -> int:
             "WHERE d.check_name = 'preset_last_used_at' AND p.id = d.target_id::uuid"
         )
         return fixed + cursor.rowcount
+
+
+check_group_register(
+    CheckGroup(
+        "usage_tracking",
+        ("active_projects", "ai_interactions", "minutes"),
+        (_ACTIVE_PROJECTS, _METERED),
+        "SELECT 1 FROM usage_tracking WHERE customer_id = ANY(%s::uuid[]) ORDER BY customer_id, period_start FOR UPDATE",
+        _fix_tracking,
+    )
+)
+check_group_register(
+    CheckGroup(
+        "presets",
+        ("preset_usage_count", "preset_last_used_at"),
+        (_PRESETS,),
+        "SELECT 1 FROM presets WHERE customer_id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE",
+        _fix_presets,
+    )
+)
 
 
 def _fetch(sql, params=None):

@@ -1,0 +1,46 @@
+import argparse
+import sys
+
+from django.utils.dateparse import parse_datetime
+from tqdm import tqdm
+
+from billing.services.periods import period_roll_due
+from usage.management.base import OpsCommand, positive_int
+
+
+def iso_instant(value):
+    """An argparse type: an ISO-8601 instant with a time zone (exit 2 otherwise)."""
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise argparse.ArgumentTypeError(f"expected an ISO-8601 date and time, got {value!r}")
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} has no time zone; add Z or +00:00")
+    return parsed
+
+
+class Command(OpsCommand):
+    help = (
+        "Open the next usage period of every customer whose period has ended (idempotent: run it as often as "
+        "you like; a customer's period opens once). Metered usage restarts, credits carry over."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--now", type=iso_instant, metavar="ISO-8601",
+                            help="Roll as if it were this instant (catch-up after an outage); default: now.")
+        parser.add_argument("--batch-size", type=positive_int(), default=500)
+
+    def handle(self, *args, now, batch_size, **options):
+        bar = tqdm(total=0, unit="customer", disable=not sys.stderr.isatty(), file=sys.stderr)
+
+        def progress(done, due):
+            bar.total = due
+            bar.n = done
+            bar.refresh()
+
+        rolled = period_roll_due(now=now, actor="manage.py roll_usage_periods", batch_size=batch_size,
+                                 progress=progress)
+        bar.close()
+        self.stdout.write(f"opened {rolled} usage period{'s' if rolled != 1 else ''}")

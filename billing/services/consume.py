@@ -1,0 +1,62 @@
+"""Consumption against plan limits (SPEC §5): a thin caller of the SQL function billing_consume.
+
+The whole check-and-consume is one locked step in the database (billing/sql/0005_billing.sql), so
+another service can call it over SQL and get the same answer; this module gives Python callers a
+typed result and turns the function's argument errors into ConsumeError.
+"""
+
+import uuid
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+
+from django.db import DatabaseError, connection, transaction
+from psycopg import errors
+
+from billing.services.credits import METRICS, credit_quantity_parse, CreditGrantError
+
+BAD_AMOUNT = "amount must be a positive number with at most 3 decimals, not {amount!r}"
+
+
+class ConsumeError(ValueError):
+    """Bad arguments: unknown customer or metric, amount <= 0, a reused idempotency key."""
+
+
+@dataclass(frozen=True)
+class ConsumeResult:
+    allowed: bool
+    new_usage: Decimal
+    effective_limit: Decimal | None
+    plan: str
+    subscription_status: str
+    credits_remaining: Decimal
+    message: str
+
+    def as_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(self).items()}
+
+
+def consume(*, customer_id, metric: str, amount, idempotency_key: str | None = None) -> ConsumeResult:
+    """Check and consume ``amount`` of ``metric`` for the customer, in its own transaction."""
+    try:
+        customer_id = uuid.UUID(str(customer_id))
+    except ValueError:
+        raise ConsumeError(f"no customer with id {customer_id!r} (not a UUID)") from None
+    if metric not in METRICS:
+        raise ConsumeError(f"unknown metric {metric!r}; metrics are: {', '.join(METRICS)}")
+    try:
+        amount = credit_quantity_parse(amount)
+    except CreditGrantError:
+        raise ConsumeError(BAD_AMOUNT.format(amount=amount)) from None
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT * FROM billing_consume(%s::uuid, %s, %s, %s)",
+                [str(customer_id), metric, amount, idempotency_key],
+            )
+            row = cursor.fetchone()
+    except DatabaseError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, (errors.InvalidParameterValue, errors.NoDataFound)):
+            raise ConsumeError(cause.diag.message_primary) from None
+        raise
+    return ConsumeResult(*row)

@@ -1,0 +1,115 @@
+"""Overage credit (SPEC §3, §5): grants, and the credit_remaining check of the discrepancy report (I4).
+
+A grant is a ledger row: ``remaining`` starts at ``granted`` and only the triggers on credit_draws move
+it (billing/triggers.py). Consume draws from it (billing_consume in billing/sql). Support grants
+goodwill with a reason; a paid overage pack grants a purchase from its webhook. Both are audited.
+"""
+
+from decimal import Decimal, InvalidOperation
+
+from django.db import connection, transaction
+
+from billing.models import AuditLog, CreditGrant
+from billing.services.audit import audit_record
+from usage.models import UsageEvent
+from usage.services.integrity import CheckGroup, check_group_register
+
+METRICS = {m.value: m.label for m in UsageEvent.Metric}
+BAD_METRIC = "unknown metric {metric!r}; metrics are: {metrics}"
+BAD_QUANTITY = "credit must be a positive number with at most 3 decimals, not {quantity!r}"
+GOODWILL_NEEDS_REASON = "a goodwill grant needs a reason (it is audited)"
+
+
+class CreditGrantError(ValueError):
+    pass
+
+
+def credit_quantity_parse(quantity) -> Decimal:
+    try:
+        value = Decimal(str(quantity).strip())
+    except (InvalidOperation, ValueError):
+        raise CreditGrantError(BAD_QUANTITY.format(quantity=quantity)) from None
+    if not value.is_finite() or value <= 0 or value != value.quantize(Decimal("0.001")) or value >= 10**15:
+        raise CreditGrantError(BAD_QUANTITY.format(quantity=quantity))
+    return value
+
+
+def credit_grant(
+    *, customer, metric: str, quantity, source: str, actor: str, reason: str = "", expires_at=None,
+    external_ref: str | None = None,
+) -> CreditGrant:
+    """Grant credit, audited in the same transaction. Bad input raises CreditGrantError, writing nothing."""
+    if metric not in METRICS:
+        raise CreditGrantError(BAD_METRIC.format(metric=metric, metrics=", ".join(METRICS)))
+    quantity = credit_quantity_parse(quantity)
+    reason = (reason or "").strip()
+    if source == CreditGrant.Source.GOODWILL and not reason:
+        raise CreditGrantError(GOODWILL_NEEDS_REASON)
+    if source not in CreditGrant.Source.values:
+        raise CreditGrantError(f"unknown credit source {source!r}")
+    with transaction.atomic():
+        grant = CreditGrant.objects.create(
+            customer=customer, metric=metric, granted=quantity, source=source, expires_at=expires_at,
+            created_by=actor, reason=reason, external_ref=external_ref,
+        )
+        grant.refresh_from_db(fields=["remaining"])
+        audit_record(
+            actor=actor, action=AuditLog.Action.CREDIT_GRANT, target_type="credit_grant", target_id=grant.pk,
+            customer_id=customer.pk, before=None,
+            after={"metric": metric, "granted": str(quantity), "source": source,
+                   "expires_at": expires_at.isoformat() if expires_at else None, "external_ref": external_ref},
+            reason=reason or f"{source} credit",
+        )
+    return grant
+
+
+def credits_left(customer) -> dict[str, Decimal]:
+    """Live (unexpired) credit per metric."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT metric, sum(remaining) FROM credit_grants WHERE customer_id = %s AND remaining > 0 "
+            "AND (expires_at IS NULL OR expires_at > now()) GROUP BY metric",
+            [customer.pk],
+        )
+        return dict(cursor.fetchall())
+
+
+# --- I4 in the discrepancy report and reconciliation ----------------------------------------------
+
+_CREDIT_REMAINING = """
+WITH per AS (
+    SELECT g.customer_id, g.id::text AS target_id, g.remaining AS tracked, g.granted - coalesce(d.drawn, 0) AS actual
+    FROM credit_grants g
+    LEFT JOIN (SELECT grant_id, sum(quantity) AS drawn FROM credit_draws WHERE true {scope_draws} GROUP BY grant_id) d
+           ON d.grant_id = g.id
+    WHERE true {scope_grants}
+), drifted AS (
+    INSERT INTO pg_temp.usage_drift
+    SELECT 'credit_remaining', customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
+    FROM per WHERE tracked <> actual OR {everything}
+)
+SELECT 'credit_remaining', count(*), coalesce(sum(tracked), 0), coalesce(sum(actual), 0) FROM per
+"""
+
+
+def _fix_credit_remaining() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE credit_grants g SET remaining = (d.actual #>> '{}')::numeric FROM pg_temp.usage_drift d "
+            "WHERE d.check_name = 'credit_remaining' AND g.id = d.target_id::uuid"
+        )
+        return cursor.rowcount
+
+
+CREDIT_CHECKS = CheckGroup(
+    "credit_grants",
+    ("credit_remaining",),
+    (_CREDIT_REMAINING,),
+    "SELECT 1 FROM credit_grants WHERE customer_id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE",
+    _fix_credit_remaining,
+    scope_columns={"scope_draws": "customer_id", "scope_grants": "g.customer_id"},
+)
+
+
+def credit_checks_register() -> None:
+    check_group_register(CREDIT_CHECKS)

@@ -1,0 +1,53 @@
+"""Billing-period rollover (SPEC §3, §5): by cron, by a processor's renewal, lazily inside consume.
+
+All three call billing_period_roll (billing/sql), which locks the customer row and opens the next
+period once: cron and a webhook racing, or a redelivered renewal, open one period. Metered counters
+restart, the active-projects gauge carries over, credit grants are untouched; each opening is audited.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+ROLL_BATCH = 500
+
+
+def period_roll_due(*, now: datetime | None = None, actor: str, batch_size: int = ROLL_BATCH,
+                    progress: Callable[[int, int], None] | None = None) -> int:
+    """Open the next period of every customer whose period has ended at ``now``; returns how many.
+
+    Batches of customers in id order, each committed on its own, so a killed run keeps what it did
+    and the next run carries on (customers already rolled no longer qualify).
+    """
+    now = now or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM customers WHERE current_period_end <= %s", [now])
+        due = cursor.fetchone()[0]
+    rolled, after = 0, None
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM customers WHERE current_period_end <= %s AND (%s::uuid IS NULL OR id > %s::uuid) "
+                "ORDER BY id LIMIT %s",
+                [now, after, after, batch_size],
+            )
+            ids = [r[0] for r in cursor.fetchall()]
+            if not ids:
+                return rolled
+            cursor.execute(
+                "SELECT count(*) FILTER (WHERE billing_period_roll(id, %s, %s)) FROM unnest(%s::uuid[]) AS id",
+                [now, actor, ids],
+            )
+            rolled += cursor.fetchone()[0]
+        after = ids[-1]
+        if progress:
+            progress(rolled, due)
+
+
+def period_renew(*, customer_id, start: datetime, end: datetime, actor: str) -> bool:
+    """A processor's renewal of [start, end): opens that period unless it is open already."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT billing_period_roll(%s, now(), %s, %s, %s)", [customer_id, actor, start, end])
+        return cursor.fetchone()[0]

@@ -1,0 +1,39 @@
+"""Project creation under the plan's active-projects limit (SPEC §5, S8).
+
+The check and the insert happen under the lock of the customer's current-period row (the same lock
+consume takes), so two creations at the limit cannot both pass. The count is of the projects
+themselves: archiving or deleting one frees the quota at once, whatever the counter says.
+"""
+
+from django.db import connection, transaction
+
+from billing.selectors import customer_plan
+from usage.models import Project
+
+AT_LIMIT = (
+    "Cannot create a project: {active} of {limit} active projects on {plan}. "
+    "Archive or delete a project, or upgrade{upgrade}."
+)
+
+
+class ProjectLimitReached(Exception):
+    pass
+
+
+def project_create(*, customer, name: str) -> Project:
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("a project needs a name")
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM billing_period_lock(%s)", [customer.pk])
+        plan = customer_plan(customer)
+        limit = plan.max_active_projects if plan else None
+        if limit is not None:
+            active = Project.objects.filter(customer=customer, status=Project.Status.ACTIVE).count()
+            if active >= limit:
+                bigger = plan.__class__.objects.filter(max_active_projects__gt=limit).order_by("price").first()
+                bigger = bigger or plan.__class__.objects.filter(max_active_projects__isnull=True).order_by("price").first()
+                upgrade = f" to {bigger.name} ({bigger.max_active_projects or 'unlimited'})" if bigger else ""
+                raise ProjectLimitReached(AT_LIMIT.format(active=active, limit=limit, plan=plan.name, upgrade=upgrade))
+        return Project.objects.create(customer=customer, name=name)

@@ -1,0 +1,60 @@
+"""Finance's monthly usage report (SPEC §8): per customer and usage period, used vs allowance, overage.
+
+One statement over the month's usage_tracking rows, streamed through a server-side cursor, so a
+million-customer month never sits in memory. "Month" is the month the usage period started in
+(usage_tracking.month). The plan shown is the customer's plan now (subscriptions keep no history).
+"""
+
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+
+from django.db import connection
+
+REPORT_FIELDS = (
+    "customer_id", "email", "plan", "period_start", "period_end", "active_projects",
+    "ai_interactions", "ai_allowance", "ai_from_credit", "minutes", "minutes_allowance", "minutes_from_credit",
+)
+
+_REPORT = """
+WITH live AS (
+    SELECT DISTINCT ON (customer_id) customer_id, plan_id FROM subscriptions
+    WHERE status <> 'canceled' ORDER BY customer_id, created_at DESC
+)
+SELECT c.id, c.email, pl.code, t.period_start, t.period_end, t.active_projects_count,
+       t.ai_interactions_count, pl.ai_interactions_per_period, coalesce(dr.ai, 0),
+       t.minutes_used, pl.minutes_per_period, coalesce(dr.minutes, 0)
+FROM usage_tracking t
+JOIN customers c ON c.id = t.customer_id
+LEFT JOIN live s ON s.customer_id = c.id
+LEFT JOIN plans pl ON pl.id = coalesce(s.plan_id, (SELECT id FROM plans WHERE code = 'free'))
+LEFT JOIN LATERAL (
+    SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
+           sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
+    FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
+    WHERE d.customer_id = c.id AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+) AS dr ON true
+WHERE t.month = %s
+ORDER BY c.email, t.period_start
+"""
+
+
+def month_parse(value: str) -> str:
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value or ""):
+        raise ValueError(f"month must be YYYY-MM (e.g. 2026-11), not {value!r}")
+    return value
+
+
+def usage_report(month: str, chunk_size: int = 2000) -> Iterator[dict]:
+    month = month_parse(month)
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(_REPORT, [month])
+        while batch := cursor.fetchmany(chunk_size):
+            for row in batch:
+                yield dict(zip(REPORT_FIELDS, row))
+
+
+def report_totals() -> dict:
+    """Running totals the command adds each streamed row to."""
+    return {"rows": 0, "ai_interactions": Decimal(0), "minutes": Decimal(0), "ai_from_credit": Decimal(0),
+            "minutes_from_credit": Decimal(0)}

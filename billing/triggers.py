@@ -1,0 +1,91 @@
+"""Trigger declarations for credit_grants.remaining (SPEC §4, I4), used in the models' Meta.triggers.
+
+The same mechanism as the usage counters (usage/triggers.py): statement-level AFTER triggers on the
+ledger (credit_draws) aggregate each statement into one delta per grant and hand it to
+billing_credit_grants_add (billing/sql), which moves ``remaining`` by that delta on rows locked in id
+order. A BEFORE guard makes ``remaining`` start at ``granted`` and refuses client writes to either.
+"""
+
+import pgtrigger
+
+from usage.triggers import NEW, OLD, _statement
+
+
+def _grant_delta(select_deltas: str) -> str:
+    return f"""
+PERFORM billing_credit_grants_add(array_agg(grant_id ORDER BY grant_id), array_agg(drawn ORDER BY grant_id))
+FROM ({select_deltas}) AS deltas;
+"""
+
+
+def credit_draw_triggers():
+    return [
+        _statement(
+            "credit_draws_on_insert",
+            pgtrigger.Insert,
+            _grant_delta(f"SELECT grant_id, sum(quantity) AS drawn FROM {NEW} GROUP BY grant_id"),
+            new=True,
+        ),
+        _statement(
+            "credit_draws_on_update",
+            pgtrigger.Update,
+            _grant_delta(
+                f"""SELECT grant_id, sum(drawn) AS drawn FROM (
+    SELECT grant_id, -quantity AS drawn FROM {OLD}
+    UNION ALL
+    SELECT grant_id, quantity AS drawn FROM {NEW}
+) AS moves GROUP BY grant_id HAVING sum(drawn) <> 0"""
+            ),
+            old=True,
+            new=True,
+        ),
+        _statement(
+            "credit_draws_on_delete",
+            pgtrigger.Delete,
+            _grant_delta(f"SELECT grant_id, -sum(quantity) AS drawn FROM {OLD} GROUP BY grant_id"),
+            old=True,
+        ),
+        _statement(
+            "credit_draws_on_truncate",
+            pgtrigger.Truncate,
+            "UPDATE credit_grants SET remaining = granted WHERE remaining <> granted;",
+        ),
+    ]
+
+
+_REFUSE = """
+RAISE EXCEPTION 'credit_grants.remaining is kept by triggers from credit_draws and cannot be written directly'
+    USING ERRCODE = 'check_violation',
+          HINT = 'Grant new credit (a new credit_grants row), or recount: manage.py reconcile_usage --apply.';
+"""
+
+
+def credit_grant_triggers():
+    return [
+        pgtrigger.Trigger(
+            name="credit_grants_start_full",
+            level=pgtrigger.Row,
+            when=pgtrigger.Before,
+            operation=pgtrigger.Insert,
+            func="""
+IF current_setting('billing_ops.recount', true) = 'on' THEN
+    RETURN NEW;
+END IF;
+NEW.remaining := NEW.granted;  -- nothing has been drawn from a new grant
+RETURN NEW;
+""",
+        ),
+        pgtrigger.Trigger(
+            name="credit_grants_protect_update",
+            level=pgtrigger.Row,
+            when=pgtrigger.Before,
+            operation=pgtrigger.Update,
+            condition=pgtrigger.Condition("pg_trigger_depth() = 0"),
+            func=f"""
+IF (OLD.remaining = NEW.remaining AND OLD.granted = NEW.granted)
+   OR current_setting('billing_ops.recount', true) = 'on' THEN
+    RETURN NEW;
+END IF;
+{_REFUSE}""",
+        ),
+    ]

@@ -1,0 +1,34 @@
+"""Webhook endpoints (SPEC §5): thin wrappers over billing.services.webhooks."""
+
+import logging
+
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from billing.services.webhooks import SIGNATURE_HEADERS, WebhookRejected, webhook_receive
+
+log = logging.getLogger("billing.webhooks")
+
+
+def _endpoint(processor: str):
+    @csrf_exempt
+    @require_POST
+    def receive(request):
+        try:
+            ingested = webhook_receive(processor, request.body, request.META.get(SIGNATURE_HEADERS[processor]))
+        except WebhookRejected as exc:
+            log.warning("rejected %s webhook from %s: %s", processor, request.META.get("REMOTE_ADDR"), exc)
+            return JsonResponse({"error": str(exc)}, status=400)
+        except RuntimeError as exc:  # our configuration, not the sender's fault: let it retry later
+            log.error("%s webhook: %s", processor, exc)
+            return JsonResponse({"error": "webhook endpoint not configured"}, status=503)
+        event = ingested.event
+        return JsonResponse({"event_id": event.event_id, "status": event.status, "duplicate": ingested.duplicate})
+
+    receive.__name__ = f"{processor}_webhook"
+    return receive
+
+
+stripe_webhook = _endpoint("stripe")
+paddle_webhook = _endpoint("paddle")

@@ -1,0 +1,406 @@
+"""Consume (SPEC §5): S4 with real concurrent connections, S5 overage and rollover, S8, bad input."""
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from billing.models import AuditLog, ConsumeRequest, CreditDraw, CreditGrant, Plan, Subscription
+from billing.services.consume import ConsumeError, consume
+from billing.services.credits import CreditGrantError, credit_grant
+from billing.services.demo import plans_ensure
+from billing.services.periods import period_roll_due
+from billing.services.projects import ProjectLimitReached, project_create
+from tests.conftest import assert_no_drift, raw_connect, run_manage
+from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory
+from usage.models import Project, UsageEvent, UsageTracking
+
+
+def _subscribe(customer, plan):
+    return Subscription.objects.create(
+        customer=customer, plan=plan, current_period_start=customer.current_period_start,
+        current_period_end=customer.current_period_end,
+    )
+
+
+def _db_now():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        return cursor.fetchone()[0]
+
+
+def _table_counts():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM usage_events), (SELECT count(*) FROM credit_draws), "
+            "(SELECT count(*) FROM consume_requests), (SELECT count(*) FROM usage_tracking), "
+            "(SELECT coalesce(sum(remaining), 0) FROM credit_grants)"
+        )
+        return cursor.fetchone()
+
+
+@pytest.mark.django_db
+class TestConsume:
+    def test_allowance_then_denial_names_usage_limit_plan_credit_and_remedy(self):
+        plans = plans_ensure()
+        Plan.objects.filter(pk=plans["free"].pk).update(ai_interactions_per_period=5)
+        customer = CustomerFactory()
+        first = consume(customer_id=customer.pk, metric="ai_interaction", amount=4)
+        assert (first.allowed, first.new_usage, first.effective_limit, first.plan, first.subscription_status) == (
+            True, Decimal("4"), Decimal("5"), "free", "none")
+        denied = consume(customer_id=customer.pk, metric="ai_interaction", amount=2)
+        assert not denied.allowed and denied.new_usage == 4
+        assert denied.message == (
+            "Denied: 4 of 5 AI interactions used this period on Free (allowance 5), and no overage credit; "
+            "2 more would exceed it. Buy an overage pack of AI interactions, or upgrade to Starter (500 per period)."
+        )
+        assert UsageEvent.objects.filter(customer=customer).count() == 1
+        assert_no_drift([customer.pk])
+
+    def test_idempotency_key_returns_the_first_answer_and_consumes_nothing(self):
+        plans_ensure()
+        customer = CustomerFactory()
+        first = consume(customer_id=customer.pk, metric="minutes", amount="2.5", idempotency_key="req-1")
+        again = consume(customer_id=customer.pk, metric="minutes", amount="2.5", idempotency_key="req-1")
+        assert again == first
+        assert UsageEvent.objects.filter(customer=customer).count() == 1
+        tracking = UsageTracking.objects.get(customer=customer)
+        assert tracking.minutes_used == Decimal("2.5")
+        # A denial is remembered too: a retry is denied even after credit arrives.
+        big = consume(customer_id=customer.pk, metric="minutes", amount=1000, idempotency_key="req-2")
+        credit_grant(customer=customer, metric="minutes", quantity=2000, source="goodwill", actor="t", reason="r")
+        assert consume(customer_id=customer.pk, metric="minutes", amount=1000, idempotency_key="req-2") == big
+        assert not big.allowed
+
+    @pytest.mark.parametrize(
+        "kwargs, error",
+        [
+            (dict(metric="tokens", amount=1), "unknown metric 'tokens'"),
+            (dict(metric="minutes", amount=0), "positive number"),
+            (dict(metric="minutes", amount=-3), "positive number"),
+            (dict(metric="minutes", amount="lots"), "positive number"),
+            (dict(metric="minutes", amount="0.0001"), "at most 3 decimals"),
+            (dict(metric="minutes", amount="NaN"), "positive number"),
+            (dict(metric="minutes", amount=1, idempotency_key="x" * 201), "1 to 200 characters"),
+        ],
+    )
+    def test_bad_arguments_raise_and_write_nothing(self, kwargs, error):
+        plans_ensure()
+        customer = CustomerFactory()
+        before = _table_counts()
+        with pytest.raises(ConsumeError, match=error):
+            consume(customer_id=customer.pk, **kwargs)
+        assert _table_counts() == before
+
+    def test_unknown_customer_and_reused_key_raise_and_write_nothing(self):
+        plans_ensure()
+        customer = CustomerFactory()
+        with pytest.raises(ConsumeError, match="no customer with id"):
+            consume(customer_id="00000000-0000-0000-0000-000000000001", metric="minutes", amount=1)
+        with pytest.raises(ConsumeError, match="no customer"):
+            consume(customer_id="not-a-uuid", metric="minutes", amount=1)
+        consume(customer_id=customer.pk, metric="minutes", amount=1, idempotency_key="k")
+        before = _table_counts()
+        with pytest.raises(ConsumeError, match="a retry must repeat the same metric and amount"):
+            consume(customer_id=customer.pk, metric="minutes", amount=2, idempotency_key="k")
+        assert _table_counts() == before
+
+    def test_sql_callers_get_the_same_row_and_errors(self):
+        """Another service calls billing_consume over SQL: one row with the seven columns of §5."""
+        plans_ensure()
+        customer = CustomerFactory()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM billing_consume(%s, 'ai_interaction', 3, 'sql-1')", [customer.pk])
+            assert [c.name for c in cursor.description] == [
+                "allowed", "new_usage", "effective_limit", "plan", "subscription_status", "credits_remaining", "message"]
+            assert cursor.fetchone()[:4] == (True, Decimal("3"), Decimal("50"), "free")
+        with pytest.raises(Exception, match="amount must be a positive number"), connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM billing_consume(%s, 'minutes', 0, NULL)", [customer.pk])
+
+    def test_unlimited_plan_always_allows(self):
+        plans = plans_ensure()
+        customer = CustomerFactory()
+        _subscribe(customer, plans["pro"])
+        result = consume(customer_id=customer.pk, metric="minutes", amount=10**6)
+        assert result.allowed and result.effective_limit is None and result.plan == "pro"
+        assert result.subscription_status == "active"
+
+
+@pytest.mark.django_db
+class TestOverageS5:
+    def test_s5_credits_draw_beyond_allowance_persist_across_rollover_and_denial_says_what_to_buy(self):
+        plans = plans_ensure()
+        Plan.objects.filter(pk=plans["starter"].pk).update(minutes_per_period=100)
+        now = timezone.now()
+        customer = CustomerFactory(current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
+        _subscribe(customer, plans["starter"])
+        grant = credit_grant(customer=customer, metric="minutes", quantity=50, source="purchase", actor="test")
+        assert grant.remaining == 50
+
+        result = consume(customer_id=customer.pk, metric="minutes", amount=120)
+        assert result.allowed and result.new_usage == 120 and result.credits_remaining == 30
+        assert result.effective_limit == 150
+        grant.refresh_from_db()
+        assert grant.remaining == 30
+        assert list(CreditDraw.objects.values_list("quantity", flat=True)) == [Decimal("20")]
+
+        # The next period: allowance back to 100, credits still 30. Age the first period (events,
+        # then the period row and the customer's period) so that it ended a second ago.
+        UsageEvent.objects.filter(customer=customer).update(occurred_at=now - timedelta(days=1))
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL billing_ops.recount = 'on'")
+            cursor.execute("UPDATE usage_tracking SET period_start = %s, period_end = %s WHERE customer_id = %s",
+                           [now - timedelta(days=40), now - timedelta(seconds=1), customer.pk])
+            cursor.execute("SET LOCAL billing_ops.recount = 'off'")
+        type(customer).objects.filter(pk=customer.pk).update(
+            current_period_start=now - timedelta(days=40), current_period_end=now - timedelta(seconds=1))
+        assert_no_drift([customer.pk])
+        assert period_roll_due(actor="test") == 1
+        assert period_roll_due(actor="test") == 0  # idempotent
+        current = UsageTracking.objects.get(customer=customer, period_start__lte=now, period_end__gt=now)
+        assert current.minutes_used == 0
+        result = consume(customer_id=customer.pk, metric="minutes", amount=100)
+        assert result.allowed and result.new_usage == 100 and result.credits_remaining == 30
+        assert result.effective_limit == 130
+
+        result = consume(customer_id=customer.pk, metric="minutes", amount=30)
+        assert result.allowed and result.credits_remaining == 0
+        denied = consume(customer_id=customer.pk, metric="minutes", amount=10)
+        assert not denied.allowed
+        assert "130 of 130 transcription minutes used this period on Starter (allowance 100)" in denied.message
+        assert "the overage credit is used up (0 left)" in denied.message
+        assert "Buy an overage pack of transcription minutes, or upgrade to Growth" in denied.message
+        assert AuditLog.objects.filter(customer_id=customer.pk, action="period_rollover").count() == 1
+        assert_no_drift([customer.pk])
+
+    def test_credits_draw_earliest_expiry_first_then_oldest_and_skip_expired(self):
+        plans = plans_ensure()
+        Plan.objects.filter(pk=plans["free"].pk).update(ai_interactions_per_period=0)
+        customer = CustomerFactory()
+        now = timezone.now()
+        never = credit_grant(customer=customer, metric="ai_interaction", quantity=5, source="purchase", actor="t")
+        later = credit_grant(customer=customer, metric="ai_interaction", quantity=5, source="purchase", actor="t",
+                             expires_at=now + timedelta(days=30))
+        soon = credit_grant(customer=customer, metric="ai_interaction", quantity=2, source="purchase", actor="t",
+                            expires_at=now + timedelta(days=1))
+        expired = credit_grant(customer=customer, metric="ai_interaction", quantity=9, source="purchase", actor="t",
+                               expires_at=now - timedelta(days=1))
+        result = consume(customer_id=customer.pk, metric="ai_interaction", amount=8)
+        assert result.allowed and result.credits_remaining == 4
+        remaining = {g.pk: g.remaining for g in CreditGrant.objects.filter(customer=customer)}
+        assert (remaining[soon.pk], remaining[later.pk], remaining[never.pk], remaining[expired.pk]) == (0, 0, 4, 9)
+        assert_no_drift([customer.pk])
+
+    def test_lazy_rollover_inside_consume(self):
+        plans_ensure()
+        now = _db_now()  # this test's transaction began before timezone.now()
+        customer = CustomerFactory(current_period_start=now - timedelta(days=62), current_period_end=now - timedelta(days=31))
+        ProjectFactory(customer=customer)
+        result = consume(customer_id=customer.pk, metric="minutes", amount=1)
+        assert result.allowed and result.new_usage == 1
+        customer.refresh_from_db()
+        assert customer.current_period_start <= now < customer.current_period_end
+        row = UsageTracking.objects.get(customer=customer, period_start=customer.current_period_start)
+        assert (row.active_projects_count, row.minutes_used) == (1, 1)
+        assert AuditLog.objects.filter(customer_id=customer.pk, action="period_rollover",
+                                       actor="consume (lazy rollover)").count() == 1
+        assert_no_drift([customer.pk])
+
+
+@pytest.mark.django_db
+class TestCredits:
+    def test_remaining_is_the_triggers_and_the_database_refuses_direct_writes(self):
+        plans_ensure()
+        customer = CustomerFactory()
+        grant = CreditGrant.objects.create(customer=customer, metric="minutes", granted=10, remaining=999,
+                                           source="purchase", created_by="t")
+        grant.refresh_from_db()
+        assert grant.remaining == 10  # starts full whatever the client sent
+        with pytest.raises(Exception, match="cannot be written directly"), connection.cursor() as cursor:
+            cursor.execute("UPDATE credit_grants SET remaining = 5 WHERE id = %s", [grant.pk])
+
+    @pytest.mark.parametrize(
+        "kwargs, error",
+        [
+            (dict(metric="minutes", quantity=-5, source="goodwill", reason="x"), "positive number"),
+            (dict(metric="minutes", quantity="ten", source="goodwill", reason="x"), "positive number"),
+            (dict(metric="minutes", quantity=5, source="goodwill", reason="  "), "needs a reason"),
+            (dict(metric="gpu", quantity=5, source="goodwill", reason="x"), "unknown metric"),
+        ],
+    )
+    def test_bad_grants_raise_and_write_nothing(self, kwargs, error):
+        customer = CustomerFactory()
+        with pytest.raises(CreditGrantError, match=error):
+            credit_grant(customer=customer, actor="t", **kwargs)
+        assert not CreditGrant.objects.exists() and not AuditLog.objects.exists()
+
+    def test_grant_is_audited(self):
+        customer = CustomerFactory()
+        credit_grant(customer=customer, metric="minutes", quantity=15, source="goodwill", actor="sam",
+                     reason="outage on 3 Nov")
+        row = AuditLog.objects.get(action="credit_grant")
+        assert (row.actor, row.reason, row.after["granted"], row.customer_id) == ("sam", "outage on 3 Nov", "15", customer.pk)
+
+    def test_credit_remaining_drift_is_reported_and_reconciled(self):
+        from usage.services.counters import counter_writes_allowed
+        from usage.services.integrity import usage_reconcile
+        from django.db import transaction
+        from tests.conftest import drift_rows
+
+        plans = plans_ensure()
+        Plan.objects.filter(pk=plans["free"].pk).update(minutes_per_period=0)
+        customer = CustomerFactory()
+        grant = credit_grant(customer=customer, metric="minutes", quantity=10, source="purchase", actor="t")
+        consume(customer_id=customer.pk, metric="minutes", amount=4)
+        with transaction.atomic(), counter_writes_allowed():
+            CreditGrant.objects.filter(pk=grant.pk).update(remaining=10)  # history: a lost draw
+        rows = [r for r in drift_rows([customer.pk]) if r["check"] == "credit_remaining"]
+        assert rows == [{"check": "credit_remaining", "customer_id": str(customer.pk), "email": customer.email,
+                         "target_id": str(grant.pk), "tracked": 10, "actual": 6, "difference": -4}]
+        usage_reconcile(customer_ids=[customer.pk], apply=True, started_by="test")
+        grant.refresh_from_db()
+        assert grant.remaining == 6
+        assert_no_drift([customer.pk])
+
+
+@pytest.mark.django_db
+class TestProjectsS8:
+    def test_s8_at_the_limit_refused_archiving_frees_the_quota_at_once(self):
+        plans = plans_ensure()
+        customer = CustomerFactory()
+        _subscribe(customer, plans["starter"])  # 3 projects
+        made = [project_create(customer=customer, name=f"p{i}") for i in range(3)]
+        with pytest.raises(ProjectLimitReached) as refused:
+            project_create(customer=customer, name="p4")
+        assert str(refused.value) == (
+            "Cannot create a project: 3 of 3 active projects on Starter. "
+            "Archive or delete a project, or upgrade to Growth (10)."
+        )
+        assert Project.objects.filter(customer=customer).count() == 3
+        made[0].status = Project.Status.ARCHIVED
+        made[0].save()
+        project_create(customer=customer, name="p4")
+        made[1].delete()
+        project_create(customer=customer, name="p5")
+        with pytest.raises(ProjectLimitReached):
+            project_create(customer=customer, name="p6")
+        assert_no_drift([customer.pk])
+
+    def test_blank_name_refused(self):
+        plans_ensure()
+        with pytest.raises(ValueError, match="needs a name"):
+            project_create(customer=CustomerFactory(), name="  ")
+        assert not Project.objects.exists()
+
+
+def _threads(n, target):
+    barrier = threading.Barrier(n)
+    results, errors = [None] * n, []
+
+    def run(i):
+        try:
+            with raw_connect(autocommit=True) as conn:
+                barrier.wait(timeout=30)
+                results[i] = target(conn, i)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+class TestConcurrency:
+    def test_s4_twenty_concurrent_consumes_at_4_of_5_exactly_one_allowed(self):
+        plans = plans_ensure()
+        Plan.objects.filter(pk=plans["free"].pk).update(ai_interactions_per_period=5)
+        customer = CustomerFactory()
+        consume(customer_id=customer.pk, metric="ai_interaction", amount=4)
+
+        def one(conn, i):
+            return conn.execute(
+                "SELECT allowed FROM billing_consume(%s, 'ai_interaction', 1, %s)", [customer.pk, f"s4-{i}"]
+            ).fetchone()[0]
+
+        results = _threads(20, one)
+        assert results.count(True) == 1 and results.count(False) == 19
+        row = UsageTracking.objects.get(customer=customer)
+        assert row.ai_interactions_count == 5
+        assert ConsumeRequest.objects.filter(customer=customer).count() == 20
+        assert_no_drift([customer.pk])
+
+    def test_credits_never_overdrawn_under_concurrency(self):
+        plans = plans_ensure()
+        Plan.objects.filter(pk=plans["free"].pk).update(minutes_per_period=10)
+        customer = CustomerFactory()
+        credit_grant(customer=customer, metric="minutes", quantity=7, source="purchase", actor="t")
+
+        def one(conn, i):
+            return conn.execute("SELECT allowed FROM billing_consume(%s, 'minutes', 3, NULL)", [customer.pk]).fetchone()[0]
+
+        results = _threads(16, one)
+        assert results.count(True) == 5  # 17 minutes of allowance + credit, 3 at a time
+        grant = CreditGrant.objects.get(customer=customer)
+        assert grant.remaining == 2
+        assert_no_drift([customer.pk])
+
+    def test_same_idempotency_key_in_parallel_consumes_once(self):
+        plans_ensure()
+        customer = CustomerFactory()
+
+        def one(conn, i):
+            return conn.execute(
+                "SELECT allowed, new_usage FROM billing_consume(%s, 'minutes', 2, 'once')", [customer.pk]
+            ).fetchone()
+
+        results = _threads(8, one)
+        assert set(results) == {(True, Decimal("2"))}
+        assert UsageEvent.objects.filter(customer=customer).count() == 1
+
+    def test_rollover_race_cron_webhook_and_consume_open_one_period(self):
+        plans_ensure()
+        now = timezone.now()
+        customer = CustomerFactory(current_period_start=now - timedelta(days=40), current_period_end=now - timedelta(days=9))
+        ProjectFactory(customer=customer)
+        UsageEventFactory(customer=customer, metric="minutes", quantity=5, occurred_at=now - timedelta(days=20))
+
+        def one(conn, i):
+            if i % 3 == 0:
+                return conn.execute("SELECT billing_period_roll(%s, now(), 'cron')", [customer.pk]).fetchone()[0]
+            if i % 3 == 1:
+                return conn.execute("SELECT allowed FROM billing_consume(%s, 'minutes', 1, NULL)", [customer.pk]).fetchone()[0]
+            return conn.execute("SELECT count(*) FROM billing_period_lock(%s)", [customer.pk]).fetchone()[0]
+
+        _threads(12, one)
+        assert AuditLog.objects.filter(customer_id=customer.pk, action="period_rollover").count() == 1
+        customer.refresh_from_db()
+        current = UsageTracking.objects.get(customer=customer, period_start__lte=now, period_end__gt=now)
+        assert current.period_start == customer.current_period_start
+        assert (current.active_projects_count, current.minutes_used) == (1, 4)
+        assert_no_drift([customer.pk])
+
+
+@pytest.mark.django_db(transaction=True)
+class TestRollCommand:
+    def test_roll_usage_periods_command_is_idempotent_and_validates_now(self):
+        plans_ensure()
+        now = timezone.now()
+        due = CustomerFactory(current_period_start=now - timedelta(days=35), current_period_end=now - timedelta(days=4))
+        CustomerFactory()  # current: untouched
+        first = run_manage("roll_usage_periods")
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.strip() == "opened 1 usage period"
+        assert run_manage("roll_usage_periods").stdout.strip() == "opened 0 usage periods"
+        due.refresh_from_db()
+        assert due.current_period_end > now
+        for bad in (["--now", "yesterday"], ["--now", "2026-11-01T00:00:00"], ["--batch-size", "0"]):
+            result = run_manage("roll_usage_periods", *bad)
+            assert result.returncode == 2 and "Traceback" not in result.stderr, (bad, result.stderr)
