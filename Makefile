@@ -16,6 +16,9 @@ $(STAMP): requirements.lock
 
 install: $(STAMP)
 
+# The demo's webhook secrets (production sets its own in the environment).
+demo: export STRIPE_WEBHOOK_SECRET ?= whsec_billing_ops_demo
+demo: export PADDLE_WEBHOOK_SECRET ?= pdl_ntfset_billing_ops_demo
 demo: $(STAMP)
 	$(BIN)/python manage.py migrate --verbosity 0
 	$(BIN)/python manage.py demo_data --if-empty
@@ -27,6 +30,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/triggers.py
+	$(BIN)/python bench/consume.py
+	$(BIN)/python bench/webhooks.py
 
 dbshell: $(STAMP)
 	$(BIN)/python manage.py dbshell

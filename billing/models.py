@@ -194,9 +194,13 @@ class CreditDraw(models.Model):
 
 
 class ConsumeRequest(models.Model):
-    """The first answer to a consume call with an idempotency key: a retry gets it back, consuming nothing."""
+    """The first answer to a consume call with an idempotency key: a retry gets it back, consuming nothing.
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    Keyed by (customer, key) alone: one index to maintain on the consume path, not three.
+    """
+
+    pk = models.CompositePrimaryKey("customer_id", "idempotency_key")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+", db_index=False)
     idempotency_key = models.CharField(max_length=200)
     metric = models.CharField(max_length=32)
     amount = models.DecimalField(max_digits=18, decimal_places=3)
@@ -212,9 +216,6 @@ class ConsumeRequest(models.Model):
 
     class Meta:
         db_table = "consume_requests"
-        constraints = [
-            models.UniqueConstraint(fields=["customer", "idempotency_key"], name="consume_requests_key_per_customer"),
-        ]
 
 
 class WebhookEvent(models.Model):

@@ -140,9 +140,30 @@ FROM ({select_deltas}) AS deltas;
 """
 
 
+# One inserted event (the product's usual statement, and every consume) goes straight onto the period
+# row that holds its occurred_at, when there is one: what usage_period_at would pick first, without
+# the general path's joins. Everything else (bulk, no row yet) takes the general path.
+_ONE_EVENT = f"""
+IF (SELECT count(*) FROM (SELECT 1 FROM {NEW} LIMIT 2) AS two) = 1 THEN
+    UPDATE usage_tracking t
+    SET ai_interactions_count = t.ai_interactions_count
+            + CASE WHEN e.metric = 'ai_interaction' THEN e.quantity ELSE 0 END,
+        minutes_used = t.minutes_used + CASE WHEN e.metric = 'minutes' THEN e.quantity ELSE 0 END,
+        updated_at = now()
+    FROM {NEW} AS e
+    WHERE t.customer_id = e.customer_id AND t.period_start <= e.occurred_at AND t.period_end > e.occurred_at;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+END IF;
+"""
+
+
 def usage_event_triggers():
     return [
-        _statement("usage_events_on_insert", pgtrigger.Insert, _metered_delta(_event_deltas(NEW, "")), new=True),
+        _statement(
+            "usage_events_on_insert", pgtrigger.Insert, _ONE_EVENT + _metered_delta(_event_deltas(NEW, "")), new=True
+        ),
         _statement(
             "usage_events_on_update",
             pgtrigger.Update,

@@ -84,7 +84,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='ConsumeRequest',
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('pk', models.CompositePrimaryKey('customer_id', 'idempotency_key', blank=True, editable=False, primary_key=True, serialize=False)),
                 ('idempotency_key', models.CharField(max_length=200)),
                 ('metric', models.CharField(max_length=32)),
                 ('amount', models.DecimalField(decimal_places=3, max_digits=18)),
@@ -97,11 +97,10 @@ class Migration(migrations.Migration):
                 ('message', models.TextField()),
                 ('usage_event_id', models.UUIDField(blank=True, null=True)),
                 ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='usage.customer')),
+                ('customer', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='usage.customer')),
             ],
             options={
                 'db_table': 'consume_requests',
-                'constraints': [models.UniqueConstraint(fields=('customer', 'idempotency_key'), name='consume_requests_key_per_customer')],
             },
         ),
         migrations.AddIndex(

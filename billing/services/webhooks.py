@@ -163,13 +163,18 @@ def webhook_ingest(envelope: Envelope) -> Ingested:
                 "INSERT INTO webhook_events (processor, event_id, event_type, occurred_at, received_at, status, "
                 "customer_id, outcome, error, attempts, payload) "
                 "VALUES (%s, %s, %s, %s, now(), 'failed', NULL, '', 'not processed yet', 1, %s) "
-                "ON CONFLICT (processor, event_id) DO NOTHING RETURNING id",
+                "ON CONFLICT (processor, event_id) DO NOTHING RETURNING id, received_at",
                 [envelope.processor, envelope.event_id, envelope.event_type, envelope.occurred_at,
                  json.dumps(envelope.payload)],
             )
             inserted = cursor.fetchone()
         if inserted:
-            event = WebhookEvent.objects.get(pk=inserted[0])
+            event = WebhookEvent(
+                pk=inserted[0], processor=envelope.processor, event_id=envelope.event_id,
+                event_type=envelope.event_type, occurred_at=envelope.occurred_at, received_at=inserted[1],
+                status=WebhookEvent.Status.FAILED, attempts=1, payload=envelope.payload,
+            )
+            event._state.adding = False
         else:
             # A redelivery: wait for the first delivery to commit, then look at what it did.
             event = WebhookEvent.objects.select_for_update().get(
@@ -267,7 +272,7 @@ class SubscriptionState:
 def _subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str):
     """Create or update the subscription from the processor's state, never from an older event."""
     subscription = (
-        Subscription.objects.select_for_update()
+        Subscription.objects.select_for_update(of=("self",)).select_related("plan", "customer")
         .filter(processor=event.processor, external_subscription_id=state.external_id)
         .first()
     )
@@ -298,7 +303,7 @@ def _subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str
         customer = subscription.customer
         before = _subscription_snapshot(subscription)
     warning = ""
-    if before is not None and plan != subscription.plan:
+    if before is not None and plan != subscription.plan and plan.price < subscription.plan.price:
         validation = plan_change_validate(customer=customer, target=plan)
         if not validation.allowed:
             warning = " Warning: " + " ".join(validation.blocks)

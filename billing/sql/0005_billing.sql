@@ -148,6 +148,8 @@ DECLARE
     prior consume_requests;
     pl plans;
     v_status text;
+    v_plan_id bigint;
+    v_period_end timestamptz;
     v_allowance numeric;
     v_used numeric;
     v_credits numeric;
@@ -175,11 +177,20 @@ BEGIN
     IF v_key IS NOT NULL AND (length(v_key) = 0 OR length(v_key) > 200) THEN
         RAISE EXCEPTION 'idempotency key must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF v_customer IS NULL OR NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = v_customer) THEN
+    SELECT c.current_period_end INTO v_period_end FROM customers c WHERE c.id = v_customer;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'no customer with id %', coalesce(v_customer::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
 
-    row_ := billing_period_lock(v_customer);
+    -- The current-period row, locked; billing_period_lock when the period has ended or has no row yet.
+    IF v_period_end > now() THEN
+        SELECT * INTO row_ FROM usage_tracking t
+        WHERE t.customer_id = v_customer AND t.period_start <= now() AND t.period_end > now()
+        FOR UPDATE;
+    END IF;
+    IF row_.id IS NULL THEN
+        row_ := billing_period_lock(v_customer);
+    END IF;
 
     IF v_key IS NOT NULL THEN
         SELECT * INTO prior FROM consume_requests r WHERE r.customer_id = v_customer AND r.idempotency_key = v_key;
@@ -201,21 +212,17 @@ BEGIN
         END IF;
     END IF;
 
-    SELECT s.status INTO v_status
+    SELECT s.status, s.plan_id INTO v_status, v_plan_id
     FROM subscriptions s
     WHERE s.customer_id = v_customer AND s.status <> 'canceled'
     ORDER BY s.created_at DESC LIMIT 1;
-    IF FOUND THEN
-        SELECT p.* INTO pl FROM plans p
-        WHERE p.id = (SELECT s.plan_id FROM subscriptions s WHERE s.customer_id = v_customer AND s.status <> 'canceled'
-                      ORDER BY s.created_at DESC LIMIT 1);
-    ELSE
-        SELECT * INTO pl FROM plans p WHERE p.code = 'free';
-        v_status := 'none';
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'customer % has no live subscription and there is no free plan', v_customer
-                USING ERRCODE = 'no_data_found';
-        END IF;
+    IF NOT FOUND THEN
+        v_status := 'none';  -- no live subscription: the Free plan
+    END IF;
+    SELECT p.* INTO pl FROM plans p WHERE (v_plan_id IS NULL AND p.code = 'free') OR p.id = v_plan_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'customer % has no live subscription and there is no free plan', v_customer
+            USING ERRCODE = 'no_data_found';
     END IF;
 
     v_label := CASE v_metric WHEN 'ai_interaction' THEN 'AI interactions' ELSE 'transcription minutes' END;
@@ -247,6 +254,7 @@ BEGIN
             SELECT cg.id, cg.remaining FROM credit_grants cg
             WHERE cg.customer_id = v_customer AND cg.metric = v_metric AND cg.remaining > 0
               AND (cg.expires_at IS NULL OR cg.expires_at > now())
+              AND v_need > 0
             ORDER BY cg.expires_at NULLS LAST, cg.created_at, cg.id
             FOR UPDATE
         LOOP
