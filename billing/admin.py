@@ -281,6 +281,9 @@ class CreditGrantAdmin(BigTableAdmin):
     inlines = (CreditDrawInline,)
     form = GoodwillGrantForm
 
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else ()  # a new grant has no draws
+
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()

@@ -314,3 +314,35 @@ def test_redelivered_three_times_in_parallel_is_processed_once(live_server, sett
     assert AuditLog.objects.filter(action="period_rollover").count() == 1
     assert AuditLog.objects.filter(action="webhook_effect").count() == 1
     assert UsageTracking.objects.filter(customer=customer, period_start=end).count() == 1
+
+
+@pytest.mark.django_db
+class TestGoodwillAdmin:
+    """Support's goodwill grant in the admin: bad quantities or no reason write nothing."""
+
+    @pytest.mark.parametrize("granted, reason, error", [
+        ("-5", "outage", "positive number"),
+        ("ten", "outage", "positive number"),
+        ("0.0001", "outage", "positive number"),
+        ("5", "   ", "This field is required"),
+    ])
+    def test_bad_form_input_is_refused(self, staff_client, granted, reason, error):
+        customer = CustomerFactory()
+        support = staff_client("sam", "Support")
+        response = support.post("/admin/billing/creditgrant/add/", {
+            "customer": customer.pk, "metric": "minutes", "granted": granted, "reason": reason})
+        assert response.status_code == 200 and error in response.content.decode()
+        assert not CreditGrant.objects.exists() and not AuditLog.objects.exists()
+
+    def test_grant_is_created_full_and_audited_and_finance_cannot_add(self, staff_client):
+        customer = CustomerFactory()
+        support = staff_client("sam", "Support")
+        response = support.post("/admin/billing/creditgrant/add/", {
+            "customer": customer.pk, "metric": "minutes", "granted": "25", "reason": "outage on the 3rd"})
+        assert response.status_code == 302
+        grant = CreditGrant.objects.get()
+        assert (grant.granted, grant.remaining, grant.source, grant.created_by) == (25, 25, "goodwill", "sam (admin)")
+        assert AuditLog.objects.get(action="credit_grant").reason == "outage on the 3rd"
+        finance = staff_client("fay", "Finance")
+        assert finance.get("/admin/billing/creditgrant/add/").status_code == 403
+        assert finance.get("/admin/billing/creditgrant/").status_code == 200
