@@ -8,7 +8,7 @@ order. A BEFORE guard makes ``remaining`` start at ``granted`` and refuses clien
 
 import pgtrigger
 
-from usage.triggers import NEW, OLD, _statement
+from usage.triggers import NEW, OLD, statement_trigger
 
 
 def _grant_delta(select_deltas: str) -> str:
@@ -20,13 +20,13 @@ FROM ({select_deltas}) AS deltas;
 
 def credit_draw_triggers():
     return [
-        _statement(
+        statement_trigger(
             "credit_draws_on_insert",
             pgtrigger.Insert,
             _grant_delta(f"SELECT grant_id, sum(quantity) AS drawn FROM {NEW} GROUP BY grant_id"),
             new=True,
         ),
-        _statement(
+        statement_trigger(
             "credit_draws_on_update",
             pgtrigger.Update,
             _grant_delta(
@@ -39,13 +39,13 @@ def credit_draw_triggers():
             old=True,
             new=True,
         ),
-        _statement(
+        statement_trigger(
             "credit_draws_on_delete",
             pgtrigger.Delete,
             _grant_delta(f"SELECT grant_id, -sum(quantity) AS drawn FROM {OLD} GROUP BY grant_id"),
             old=True,
         ),
-        _statement(
+        statement_trigger(
             "credit_draws_on_truncate",
             pgtrigger.Truncate,
             "UPDATE credit_grants SET remaining = granted WHERE remaining <> granted;",

@@ -12,7 +12,7 @@ NEW = "new_rows"
 OLD = "old_rows"
 
 
-def _statement(name, operation, func, *, old=False, new=False):
+def statement_trigger(name, operation, func, *, old=False, new=False):
     return pgtrigger.Trigger(
         name=name,
         level=pgtrigger.Statement,
@@ -59,7 +59,7 @@ FROM ({select_deltas}) AS deltas;
 
 def project_triggers():
     return [
-        _statement(
+        statement_trigger(
             "projects_on_insert",
             pgtrigger.Insert,
             _active_delta(
@@ -67,7 +67,7 @@ def project_triggers():
             ),
             new=True,
         ),
-        _statement(
+        statement_trigger(
             "projects_on_update",
             pgtrigger.Update,
             _active_delta(
@@ -80,7 +80,7 @@ def project_triggers():
             old=True,
             new=True,
         ),
-        _statement(
+        statement_trigger(
             "projects_on_delete",
             pgtrigger.Delete,
             _active_delta(
@@ -88,7 +88,7 @@ def project_triggers():
             ),
             old=True,
         ),
-        _statement(
+        statement_trigger(
             "projects_on_truncate",
             pgtrigger.Truncate,
             """
@@ -161,10 +161,10 @@ END IF;
 
 def usage_event_triggers():
     return [
-        _statement(
+        statement_trigger(
             "usage_events_on_insert", pgtrigger.Insert, _ONE_EVENT + _metered_delta(_event_deltas(NEW, "")), new=True
         ),
-        _statement(
+        statement_trigger(
             "usage_events_on_update",
             pgtrigger.Update,
             _metered_delta(
@@ -177,8 +177,8 @@ UNION ALL
             old=True,
             new=True,
         ),
-        _statement("usage_events_on_delete", pgtrigger.Delete, _metered_delta(_event_deltas(OLD, "-")), old=True),
-        _statement(
+        statement_trigger("usage_events_on_delete", pgtrigger.Delete, _metered_delta(_event_deltas(OLD, "-")), old=True),
+        statement_trigger(
             "usage_events_on_truncate",
             pgtrigger.Truncate,
             """
@@ -206,8 +206,8 @@ _PRESET_USES_REMOVED = f"SELECT preset_id, -count(*)::integer AS delta, NULL::ti
 
 def preset_usage_triggers():
     return [
-        _statement("preset_usage_on_insert", pgtrigger.Insert, _preset_delta(_PRESET_USES_ADDED), new=True),
-        _statement(
+        statement_trigger("preset_usage_on_insert", pgtrigger.Insert, _preset_delta(_PRESET_USES_ADDED), new=True),
+        statement_trigger(
             "preset_usage_on_update",
             pgtrigger.Update,
             _preset_delta(
@@ -217,8 +217,8 @@ FROM ({_PRESET_USES_REMOVED} UNION ALL {_PRESET_USES_ADDED}) AS moves GROUP BY p
             old=True,
             new=True,
         ),
-        _statement("preset_usage_on_delete", pgtrigger.Delete, _preset_delta(_PRESET_USES_REMOVED), old=True),
-        _statement(
+        statement_trigger("preset_usage_on_delete", pgtrigger.Delete, _preset_delta(_PRESET_USES_REMOVED), old=True),
+        statement_trigger(
             "preset_usage_on_truncate",
             pgtrigger.Truncate,
             """

@@ -3,8 +3,9 @@
 Superusers need no group: they can do everything, including reconciling every customer.
 """
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from billing.migrations._permissions import permissions_ensure
 
 READ = ["view"]
 MODELS = {
@@ -19,10 +20,7 @@ SUPPORT_EXTRA = [
 
 
 def create_roles(apps, schema_editor):
-    for app_config in apps.get_app_configs():  # permissions normally appear only after migrate
-        original, app_config.models_module = getattr(app_config, "models_module", None), True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = original
+    permissions_ensure(apps)
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
 

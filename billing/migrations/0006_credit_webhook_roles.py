@@ -1,5 +1,6 @@
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from billing.migrations._permissions import groups_grant, permissions_ensure
 
 GRANTS = {
     # Support grants goodwill credit and replays failed webhooks once their cause is fixed.
@@ -10,16 +11,8 @@ GRANTS = {
 
 
 def credit_and_webhook_roles(apps, schema_editor):
-    app_config = apps.get_app_config("billing")
-    original, app_config.models_module = getattr(app_config, "models_module", None), True
-    create_permissions(app_config, apps=apps, verbosity=0)
-    app_config.models_module = original
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for name, codenames in GRANTS.items():
-        permissions = Permission.objects.filter(content_type__app_label="billing", codename__in=codenames)
-        for group in Group.objects.filter(name=name):
-            group.permissions.add(*permissions)
+    permissions_ensure(apps, "billing")
+    groups_grant(apps, GRANTS)
 
 
 class Migration(migrations.Migration):

@@ -6,7 +6,7 @@ typed result and turns the function's argument errors into ConsumeError.
 """
 
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import DatabaseError, connection, transaction
@@ -30,9 +30,6 @@ class ConsumeResult:
     subscription_status: str
     credits_remaining: Decimal
     message: str
-
-    def as_dict(self) -> dict:
-        return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(self).items()}
 
 
 def consume(*, customer_id, metric: str, amount, idempotency_key: str | None = None) -> ConsumeResult:

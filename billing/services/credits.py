@@ -63,17 +63,6 @@ def credit_grant(
     return grant
 
 
-def credits_left(customer) -> dict[str, Decimal]:
-    """Live (unexpired) credit per metric."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT metric, sum(remaining) FROM credit_grants WHERE customer_id = %s AND remaining > 0 "
-            "AND (expires_at IS NULL OR expires_at > now()) GROUP BY metric",
-            [customer.pk],
-        )
-        return dict(cursor.fetchall())
-
-
 # --- I4 in the discrepancy report and reconciliation ----------------------------------------------
 
 _CREDIT_REMAINING = """

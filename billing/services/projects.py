@@ -6,7 +6,9 @@ themselves: archiving or deleting one frees the quota at once, whatever the coun
 """
 
 from django.db import connection, transaction
+from django.db.models import Q
 
+from billing.models import Plan
 from billing.selectors import customer_plan
 from usage.models import Project
 
@@ -32,8 +34,11 @@ def project_create(*, customer, name: str) -> Project:
         if limit is not None:
             active = Project.objects.filter(customer=customer, status=Project.Status.ACTIVE).count()
             if active >= limit:
-                bigger = plan.__class__.objects.filter(max_active_projects__gt=limit).order_by("price").first()
-                bigger = bigger or plan.__class__.objects.filter(max_active_projects__isnull=True).order_by("price").first()
+                bigger = (
+                    Plan.objects.filter(Q(max_active_projects__gt=limit) | Q(max_active_projects__isnull=True))
+                    .order_by("price")
+                    .first()
+                )
                 upgrade = f" to {bigger.name} ({bigger.max_active_projects or 'unlimited'})" if bigger else ""
                 raise ProjectLimitReached(AT_LIMIT.format(active=active, limit=limit, plan=plan.name, upgrade=upgrade))
         return Project.objects.create(customer=customer, name=name)

@@ -7,7 +7,6 @@ million-customer month never sits in memory. "Month" is the month the usage peri
 
 import re
 from collections.abc import Iterator
-from decimal import Decimal
 
 from django.db import connection
 
@@ -52,9 +51,3 @@ def usage_report(month: str, chunk_size: int = 2000) -> Iterator[dict]:
         while batch := cursor.fetchmany(chunk_size):
             for row in batch:
                 yield dict(zip(REPORT_FIELDS, row))
-
-
-def report_totals() -> dict:
-    """Running totals the command adds each streamed row to."""
-    return {"rows": 0, "ai_interactions": Decimal(0), "minutes": Decimal(0), "ai_from_credit": Decimal(0),
-            "minutes_from_credit": Decimal(0)}

@@ -217,9 +217,11 @@ def _process(event: WebhookEvent, replayed_by: str | None = None) -> None:
 
 def _named_customer(event):
     """The customer the event's metadata names, when there is one (so a failure shows on its page)."""
-    obj = event.payload.get("data", {})
-    obj = obj.get("object", obj) if event.processor == "stripe" else obj
-    meta = (obj.get("metadata") if event.processor == "stripe" else obj.get("custom_data")) if isinstance(obj, dict) else None
+    try:
+        obj = _obj(event)
+    except WebhookFailed:
+        return None
+    meta = obj.get("metadata" if event.processor == "stripe" else "custom_data")
     ref = meta.get("customer_id") if isinstance(meta, dict) else None
     try:
         return Customer.objects.filter(pk=ref).values_list("pk", flat=True).first() if ref else None
@@ -282,20 +284,22 @@ def _subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str
             f"older than the last applied event ({subscription.last_event_at.isoformat()}): subscription unchanged",
             subscription.customer_id,
         )
-    plan = _plan_for_price(event.processor, state.price_id) if state.status != "canceled" or not subscription else (
-        subscription.plan
-    )
+    if state.status == "canceled" and subscription:
+        plan = subscription.plan  # a cancellation keeps the plan it ends
+    else:
+        plan = _plan_for_price(event.processor, state.price_id)
     if state.period_end <= state.period_start:
         raise WebhookFailed("the subscription's period is empty")
     if subscription is None:
         customer = _customer(state.customer_id)
         before = None
         for old in Subscription.objects.select_for_update().filter(customer=customer).exclude(status="canceled"):
+            was = old.status
             old.status = Subscription.Status.CANCELED
             old.save(update_fields=["status", "updated_at"])
             audit_record(
                 actor=actor, action=AuditLog.Action.WEBHOOK_EFFECT, target_type="subscription", target_id=old.pk,
-                customer_id=customer.pk, before={"status": "active", "plan": old.plan.code},
+                customer_id=customer.pk, before={"status": was, "plan": old.plan.code},
                 after={"status": "canceled"}, reason=f"replaced by {event.processor} subscription {state.external_id}",
             )
         subscription = Subscription(customer=customer, processor=event.processor, external_subscription_id=state.external_id)

@@ -149,7 +149,6 @@ DECLARE
     pl plans;
     v_status text;
     v_plan_id bigint;
-    v_period_end timestamptz;
     v_allowance numeric;
     v_used numeric;
     v_credits numeric;
@@ -177,20 +176,11 @@ BEGIN
     IF v_key IS NOT NULL AND (length(v_key) = 0 OR length(v_key) > 200) THEN
         RAISE EXCEPTION 'idempotency key must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT c.current_period_end INTO v_period_end FROM customers c WHERE c.id = v_customer;
-    IF NOT FOUND THEN
+    IF v_customer IS NULL OR NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = v_customer) THEN
         RAISE EXCEPTION 'no customer with id %', coalesce(v_customer::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
 
-    -- The current-period row, locked; billing_period_lock when the period has ended or has no row yet.
-    IF v_period_end > now() THEN
-        SELECT * INTO row_ FROM usage_tracking t
-        WHERE t.customer_id = v_customer AND t.period_start <= now() AND t.period_end > now()
-        FOR UPDATE;
-    END IF;
-    IF row_.id IS NULL THEN
-        row_ := billing_period_lock(v_customer);
-    END IF;
+    row_ := billing_period_lock(v_customer);
 
     IF v_key IS NOT NULL THEN
         SELECT * INTO prior FROM consume_requests r WHERE r.customer_id = v_customer AND r.idempotency_key = v_key;

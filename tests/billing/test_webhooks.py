@@ -168,6 +168,7 @@ class TestStripe:
         assert response.status_code == 200 and response.json()["status"] == "failed"
         stored = WebhookEvent.objects.get(event_id=event["id"])
         assert "price 'price_enterprise_2026' maps to no plan" in stored.error
+        assert stored.customer_id == customer.pk  # named in its metadata: shows on the customer's page
         assert not Subscription.objects.exists() and not AuditLog.objects.exists()
 
         Plan.objects.filter(pk=plans["pro"].pk).update(stripe_price_id="price_enterprise_2026")
@@ -182,6 +183,62 @@ class TestStripe:
 
 
 @pytest.mark.django_db
+class TestFailedAndReplaced:
+    def test_unknown_customer_and_empty_renewal_period_are_stored_failed_with_nothing_else_written(self, client):
+        plans_ensure()
+        now = timezone.now()
+        orphan = wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
+            sub_id="sub_orphan", customer_id="00000000-0000-0000-0000-00000000beef", price_id="price_demo_growth",
+            status="active", start=now, end=now + timedelta(days=30)), created=now)
+        customer = CustomerFactory()
+        Subscription.objects.create(customer=customer, plan=Plan.objects.get(code="growth"), processor="stripe",
+                                    external_subscription_id="sub_empty", current_period_start=now,
+                                    current_period_end=now + timedelta(days=30))
+        empty = wp.stripe_event("invoice.paid", wp.stripe_invoice_paid(
+            sub_id="sub_empty", start=now + timedelta(days=30), end=now + timedelta(days=30), price_id="p"), created=now)
+        before = state()
+        for event, error in ((orphan, "names no customer"), (empty, "the renewal's period is empty")):
+            response = post(client, "stripe", event)
+            assert response.status_code == 200 and response.json()["status"] == "failed"
+            assert error in WebhookEvent.objects.get(event_id=event["id"]).error
+        after = state()
+        assert after[0] == before[0] + 2 and after[1:] == before[1:]
+        # Neither names an existing customer in its metadata, so neither is attached to one.
+        assert WebhookEvent.objects.get(event_id=empty["id"]).customer_id is None
+        assert WebhookEvent.objects.get(event_id=orphan["id"]).customer_id is None
+
+    def test_replay_refuses_events_that_did_not_fail(self, client, staff_client):
+        from billing.services.webhooks import webhook_replay
+
+        plans_ensure()
+        event = wp.stripe_event("charge.refunded", {"id": "ch_3"}, created=timezone.now())
+        post(client, "stripe", event)
+        stored = WebhookEvent.objects.get(event_id=event["id"])
+        with pytest.raises(ValueError, match="only failed events are replayed"):
+            webhook_replay(stored, actor="t")
+        response = staff_client("sam", "Support").post("/admin/billing/webhookevent/", {
+            "action": "replay_failed", "_selected_action": [stored.pk]}, follow=True)
+        assert "1 skipped (not failed)" in response.content.decode()
+        stored.refresh_from_db()
+        assert (stored.status, stored.attempts) == ("ignored", 1)
+
+    def test_a_processor_subscription_replaces_the_live_one_and_audits_its_real_status(self, client):
+        plans = plans_ensure()
+        customer = CustomerFactory()
+        manual = Subscription.objects.create(customer=customer, plan=plans["starter"], status="past_due",
+                                             current_period_start=customer.current_period_start,
+                                             current_period_end=customer.current_period_end)
+        event = wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
+            sub_id="sub_new", customer_id=customer.pk, price_id="price_demo_growth", status="active",
+            start=customer.current_period_start, end=customer.current_period_end), created=timezone.now())
+        assert post(client, "stripe", event).json()["status"] == "processed"
+        manual.refresh_from_db()
+        assert manual.status == "canceled"
+        replaced = AuditLog.objects.get(target_id=str(manual.pk))
+        assert replaced.before == {"status": "past_due", "plan": "starter"} and replaced.after == {"status": "canceled"}
+
+
+@pytest.mark.django_db
 class TestRejected:
     def _event(self):
         return wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
@@ -189,7 +246,7 @@ class TestRejected:
             start=timezone.now(), end=timezone.now() + timedelta(days=30)), created=timezone.now())
 
     @pytest.mark.parametrize("case", ["tampered", "stale", "future", "wrong_secret", "missing", "garbled_header",
-                                      "malformed_json", "not_an_object", "no_id"])
+                                      "malformed_json", "not_an_object", "no_id", "no_data"])
     def test_bad_requests_get_400_and_write_nothing(self, client, case, caplog):
         plans_ensure()
         payload = self._event()
@@ -214,6 +271,9 @@ class TestRejected:
             kwargs = dict(raw=b"[1, 2, 3]")
         elif case == "no_id":
             payload.pop("id")
+            kwargs = dict(raw=wp.body(payload))
+        elif case == "no_data":
+            payload["data"] = "subscription"
             kwargs = dict(raw=wp.body(payload))
         before = state()
         response = post(client, "stripe", None, **kwargs)

@@ -10,9 +10,12 @@ from decimal import Decimal
 ROW_FIELDS = ("check", "customer_id", "email", "target_id", "tracked", "actual", "difference")
 
 
-def _default(value):
+def plain_value(value):
+    """A JSON/CSV-ready value: whole Decimals as int, others as float, times as ISO 8601, the rest as text."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
     return str(value)
 
 
@@ -40,15 +43,15 @@ def write_report(out, fmt: str, summary: dict, rows, findings, *, title: str = "
 
 
 def _json(out, summary, rows, findings, extra):
-    out.write('{"summary": ' + json.dumps(summary, default=_default))
+    out.write('{"summary": ' + json.dumps(summary, default=plain_value))
     for key, value in extra.items():
-        out.write(f", {json.dumps(key)}: " + json.dumps(value, default=_default))
+        out.write(f", {json.dumps(key)}: " + json.dumps(value, default=plain_value))
     out.write(', "discrepancies": [')
     for i, row in enumerate(rows):
-        out.write(("," if i else "") + "\n  " + json.dumps({k: row[k] for k in ROW_FIELDS}, default=_default))
+        out.write(("," if i else "") + "\n  " + json.dumps({k: row[k] for k in ROW_FIELDS}, default=plain_value))
     out.write('\n], "findings": [')
     for i, finding in enumerate(findings):
-        out.write(("," if i else "") + "\n  " + json.dumps(finding.as_dict(), default=_default))
+        out.write(("," if i else "") + "\n  " + json.dumps(finding.as_dict(), default=plain_value))
     out.write("\n]}\n")
 
 
@@ -62,7 +65,7 @@ def _csv(out, rows, findings):
 
 
 def _cell(value):
-    return "" if value is None else _default(value) if isinstance(value, Decimal) else value
+    return "" if value is None else plain_value(value) if isinstance(value, Decimal) else value
 
 
 def _table(out, summary, rows, findings, title):
@@ -74,7 +77,7 @@ def _table(out, summary, rows, findings, title):
     if metrics:
         out.write("\n  check                  tracked (total)     actual (total)\n")
         for check, m in metrics.items():
-            out.write(f"  {check:<22} {_default(m['tracked']):>15} {_default(m['actual']):>18}\n")
+            out.write(f"  {check:<22} {plain_value(m['tracked']):>15} {plain_value(m['actual']):>18}\n")
     header = ("check", "email", "tracked", "actual", "diff", "target")
     out.write(f"\n{title}, largest difference first:\n")
     count = 0
@@ -100,7 +103,7 @@ def _short(value, sign=False):
     if value is None:
         return "-"
     if isinstance(value, Decimal):
-        value = _default(value)
+        value = plain_value(value)
     if isinstance(value, (int, float)):
         return f"{value:+}" if sign else str(value)
     return str(value)[:19]

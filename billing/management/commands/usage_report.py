@@ -1,20 +1,14 @@
 import csv
 import json
 import sys
-from decimal import Decimal
 
-from billing.services.reports import REPORT_FIELDS, month_parse, report_totals, usage_report
+from billing.services.reports import REPORT_FIELDS, month_parse, usage_report
 from usage.management.base import OpsCommand, resolve_or_exit
+from usage.management.output import plain_value
 
 
 def _plain(value):
-    if value is None:
-        return None
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value) if not isinstance(value, (int, float, str)) else value
+    return value if value is None or isinstance(value, (int, float, str)) else plain_value(value)
 
 
 class Command(OpsCommand):
@@ -27,7 +21,7 @@ class Command(OpsCommand):
     def handle(self, *args, month, format, **options):
         month = resolve_or_exit(month_parse, month)
         out = sys.stdout
-        totals = report_totals()
+        totals = {"rows": 0, "ai_interactions": 0, "minutes": 0, "ai_from_credit": 0, "minutes_from_credit": 0}
         rows = usage_report(month)
         if format == "csv":
             writer = csv.writer(out, lineterminator="\n")
