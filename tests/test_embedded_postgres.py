@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -119,3 +120,163 @@ def test_a_process_killed_with_sigkill_does_not_keep_the_server_forever(pgdata):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == "2"
     assert not postmaster_running(pgdata)  # ... and, the dead holder forgotten, stops it
+
+
+# Each line on stdin: a new connection (as runserver opens per request), one more marker row, its count.
+QUERY_PER_LINE = (
+    "import sys\n"
+    "from django.db import connection\n"
+    "for _ in sys.stdin:\n"
+    "    connection.close()\n"
+    "    try:\n"
+    "        c = connection.cursor()\n"
+    "        c.execute('CREATE TABLE IF NOT EXISTS marker (n int)')\n"
+    "        c.execute('INSERT INTO marker VALUES (1)')\n"
+    "        c.execute('SELECT count(*) FROM marker')\n"
+    "        print(c.fetchone()[0], flush=True)\n"
+    "    except Exception as exc:\n"
+    "        print(type(exc).__name__, str(exc).splitlines()[0], flush=True)\n"
+)
+
+
+def _serve_queries(pgdata):
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "shell", "--no-imports", "-c", QUERY_PER_LINE],
+        env=embedded_env(pgdata), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _ask(proc) -> str:
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    return proc.stdout.readline().strip()
+
+
+def _postmaster_pid(pgdata) -> int:
+    return int((pgdata / "postmaster.pid").read_text().split()[0])
+
+
+def _kill_postmaster(pgdata) -> int:
+    """kill -9 the server (the OOM killer, an operator), and wait until it is gone."""
+    pid = _postmaster_pid(pgdata)
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 30
+    while postmaster_running(pgdata):
+        assert time.monotonic() < deadline, "the killed postmaster is still there"
+        time.sleep(0.1)
+    return pid
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=60)  # closes stdin: the process ends
+    assert proc.returncode == 0, err
+    return out
+
+
+def test_a_running_process_starts_a_killed_server_again_and_stops_it_when_it_exits(pgdata):
+    holder = _serve_queries(pgdata)
+    try:
+        assert _ask(holder) == "1"
+        killed = _kill_postmaster(pgdata)
+        assert _ask(holder) == "2"  # started again on the next connection, committed data intact
+        assert postmaster_running(pgdata) and _postmaster_pid(pgdata) != killed
+        _finish(holder)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert not postmaster_running(pgdata), "the restarted server outlived the last process using it"
+
+
+def test_a_server_restarted_by_another_process_is_stopped_by_the_last_one_to_exit(pgdata):
+    holder = _serve_queries(pgdata)
+    try:
+        assert _ask(holder) == "1"
+        _kill_postmaster(pgdata)
+        restarter = manage(pgdata, "shell", "--no-imports", "-c", SHOW)  # starts it again, then exits
+        assert restarter.returncode == 0, restarter.stderr
+        assert restarter.stdout.split()[0] == "2"
+        assert postmaster_running(pgdata)  # the holder still uses it
+        assert _ask(holder) == "3"  # and reaches the new server
+        _finish(holder)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert not postmaster_running(pgdata), "the restarted server outlived every process"
+
+
+def test_two_running_processes_share_one_restarted_server(pgdata):
+    first, second = _serve_queries(pgdata), _serve_queries(pgdata)
+    try:
+        assert _ask(first) == "1" and _ask(second) == "2"
+        _kill_postmaster(pgdata)
+        for proc in (first, second):  # both reconnect at once: one starts it, the other uses it
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        assert sorted([first.stdout.readline().strip(), second.stdout.readline().strip()]) == ["3", "4"]
+        _finish(first)
+        assert postmaster_running(pgdata)  # the second still uses it
+        assert _ask(second) == "5"
+        _finish(second)
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                proc.kill()
+    assert not postmaster_running(pgdata)
+
+
+def test_the_restart_waits_for_the_killed_servers_last_backend_to_exit(pgdata):
+    """A backend busy in a query outlives its killed postmaster and keeps the old shared memory, so
+    the new server cannot start until it ends; the reconnecting process retries until then."""
+    holder = _serve_queries(pgdata)
+    busy = None
+    try:
+        assert _ask(holder) == "1"
+        socket_dir = (pgdata / "postmaster.pid").read_text().splitlines()[4]
+        # Busy without waiting on anything, so it does not notice its postmaster's death; it ends once
+        # the file "release" appears in the data folder.
+        busy = threading.Thread(target=_busy_until_released, args=(socket_dir,))
+        busy.start()
+        _wait_for(lambda: _backend_is_busy(pgdata), "the busy query to start")
+        _kill_postmaster(pgdata)
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        _wait_for(lambda: "pre-existing shared memory block" in (pgdata / "log").read_text(),
+                  "a start refused while the old backend lives")
+        (pgdata / "release").touch()
+        assert holder.stdout.readline().strip() == "2"
+        _finish(holder)
+    finally:
+        (pgdata / "release").touch()
+        if busy is not None:
+            busy.join(timeout=60)
+        if holder.poll() is None:
+            holder.kill()
+    assert not postmaster_running(pgdata)
+
+
+def _busy_until_released(socket_dir):
+    import psycopg
+
+    try:
+        with psycopg.connect(host=socket_dir, dbname="billing_ops", user="postgres", autocommit=True) as conn:
+            conn.execute(
+                "DO $$ BEGIN WHILE (pg_stat_file('release', true)).size IS NULL LOOP END LOOP; END $$"
+            )
+    except psycopg.OperationalError:
+        pass  # its server is gone by the time it answers
+
+
+def _backend_is_busy(pgdata) -> bool:
+    """A child of the postmaster whose process title shows the DO block running."""
+    import psutil
+
+    postmaster = psutil.Process(_postmaster_pid(pgdata))
+    return any(child.cmdline()[-1:] == ["DO"] or " DO" in " ".join(child.cmdline()) for child in postmaster.children())
+
+
+def _wait_for(condition, what, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)

