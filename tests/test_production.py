@@ -289,3 +289,30 @@ def test_an_unexpected_error_in_a_command_is_logged_the_same_way():
     assert (error["level"], error["logger"], error["message"]) == ("ERROR", "billing.commands", "manage.py shell failed")
     assert error["exc_info"].startswith("Traceback (most recent call last):")
     assert error["exc_info"].endswith("RuntimeError: an unexpected error in a command")
+
+
+# --- health --------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_health_is_503_with_one_line_in_the_log_when_the_database_is_unreachable():
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        env = production_env(DATABASE_URL=f"postgres://billing@127.0.0.1:{closed.getsockname()[1]}/billing")
+        with gunicorn(env) as server:
+            status, headers, body = server.get("/healthz")  # plain HTTP: balancers probe the app itself
+    assert status == 503
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"status": "unhealthy", "database": "unreachable", "triggers": None}
+    [warning] = [r for r in json_lines(server.stderr) if r["logger"] == "billing.health"]
+    assert warning["level"] == "WARNING" and warning["message"].startswith("health: database unreachable: ")
+    assert "exc_info" not in warning
+
+
+@pytest.mark.django_db
+def test_health_is_200_on_plain_http_from_the_production_server():
+    with gunicorn(production_env()) as server:
+        status, _, body = server.get("/healthz")
+    assert status == 200
+    assert json.loads(body)["status"] == "ok"
+
