@@ -173,6 +173,15 @@ def test_check_deploy_and_so_make_serve_refuse_the_demos_debug_on():
     assert "security.W018" in result.stderr  # DEBUG on in deployment
 
 
+def test_the_readme_documents_every_variable_of_the_production_environment():
+    deployment = (ROOT / "README.md").read_text().split("## Deployment", 1)[1].split("\n## ", 1)[0]
+    for variable in [*PRODUCTION_ENV, "DATABASE_URL", "FORWARDED_ALLOW_IPS", "WEB_CONCURRENCY", "HSTS_SECONDS",
+                     "STATIC_ROOT"]:
+        assert f"`{variable}`" in deployment or f"{variable}=" in deployment, variable
+    for step in ("manage.py migrate", "manage.py collectstatic", "make serve", "/healthz", "crontab"):
+        assert step in deployment, step
+
+
 # --- static files -------------------------------------------------------------------------------
 
 
