@@ -7,7 +7,8 @@ Django's LOGGING (settings.py) and gunicorn's own loggers (gunicorn.conf.py) bot
 
 # Loggers that Django and gunicorn configure with handlers of their own (Django's print only with
 # DEBUG on, in another format): emptied here, so every record reaches the one handler below.
-_ROUTED_TO_ROOT = ("django", "django.server", "gunicorn.error", "gunicorn.access")
+# py.warnings carries Python's warnings (settings.py routes them into logging).
+_ROUTED_TO_ROOT = ("django", "django.server", "gunicorn.error", "gunicorn.access", "py.warnings")
 
 
 def logging_config() -> dict:

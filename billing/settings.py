@@ -8,6 +8,7 @@ With no DATABASE_URL the app runs on a private PostgreSQL from the embedded-post
 kept in .pgdata/ inside the checkout (see billing/db/embedded).
 """
 
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -166,3 +167,5 @@ PADDLE_WEBHOOK_SECRET = env("PADDLE_WEBHOOK_SECRET", default="")
 WEBHOOK_TOLERANCE_SECONDS = env.int("WEBHOOK_TOLERANCE_SECONDS", default=300)
 
 LOGGING = logging_config()
+# Python's warnings (WhiteNoise's "No directory at" STATIC_ROOT, say) as log records, not bare lines.
+logging.captureWarnings(True)

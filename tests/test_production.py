@@ -36,6 +36,15 @@ def production_env(**overrides) -> dict:
     return {k: v for k, v in env.items() if v is not None}
 
 
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory) -> dict:
+    """A production environment whose STATIC_ROOT holds what collectstatic wrote, as `make serve` does."""
+    env = production_env(STATIC_ROOT=str(tmp_path_factory.mktemp("static")))
+    result = manage("collectstatic", "--noinput", env=env)
+    assert result.returncode == 0, result.stderr
+    return env
+
+
 def manage(*args, env) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
@@ -216,11 +225,8 @@ def test_the_demo_server_serves_the_admin_styled():
 
 
 @pytest.mark.django_db
-def test_production_serves_collected_static_files_hashed_compressed_and_cached(tmp_path):
-    env = production_env(STATIC_ROOT=str(tmp_path / "static"))
-    collected = manage("collectstatic", "--noinput", env=env)
-    assert collected.returncode == 0, collected.stderr
-    with gunicorn(env) as server:
+def test_production_serves_collected_static_files_hashed_compressed_and_cached(collected):
+    with gunicorn(collected) as server:
         status, _, page = server.get("/admin/login/", VIA_TLS_PROXY)
         assert status == 200
         css_url = re.search(rb'href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', page).group(1).decode()
@@ -236,8 +242,8 @@ def test_production_serves_collected_static_files_hashed_compressed_and_cached(t
 
 
 @pytest.mark.django_db
-def test_production_redirects_plain_http_and_sends_hsts_and_secure_cookies_over_https():
-    with gunicorn(production_env(STATIC_ROOT=None)) as server:
+def test_production_redirects_plain_http_and_sends_hsts_and_secure_cookies_over_https(collected):
+    with gunicorn(collected) as server:
         status, headers, _ = server.get("/admin/login/")
         assert status == 301
         assert headers["location"] == "https://127.0.0.1/admin/login/"
@@ -249,10 +255,10 @@ def test_production_redirects_plain_http_and_sends_hsts_and_secure_cookies_over_
 
 
 @pytest.mark.django_db
-def test_x_forwarded_proto_is_trusted_only_from_the_proxies_in_forwarded_allow_ips():
+def test_x_forwarded_proto_is_trusted_only_from_the_proxies_in_forwarded_allow_ips(collected):
     """A client that sends X-Forwarded-Proto itself, from an address that is not the proxy's, still
     gets the redirect: the header alone never makes a plain-HTTP request look like HTTPS."""
-    with gunicorn(production_env(FORWARDED_ALLOW_IPS="192.0.2.10")) as server:
+    with gunicorn(dict(collected, FORWARDED_ALLOW_IPS="192.0.2.10")) as server:
         status, headers, _ = server.get("/admin/login/", VIA_TLS_PROXY)
         assert status == 301
         assert headers["location"] == "https://127.0.0.1/admin/login/"
@@ -262,8 +268,8 @@ def test_x_forwarded_proto_is_trusted_only_from_the_proxies_in_forwarded_allow_i
 
 
 @pytest.mark.django_db
-def test_an_unexpected_error_in_a_view_is_logged_with_its_traceback_as_one_json_line():
-    with gunicorn(production_env(), settings_module="tests.crashing_view_settings") as server:
+def test_an_unexpected_error_in_a_view_is_logged_with_its_traceback_as_one_json_line(collected):
+    with gunicorn(collected, settings_module="tests.crashing_view_settings") as server:
         status, _, body = server.get("/crash", VIA_TLS_PROXY)
         assert status == 500
         assert b"Traceback" not in body and b"crash test view" not in body  # nothing leaks to the client
@@ -300,14 +306,24 @@ def test_an_unexpected_error_in_a_command_is_logged_the_same_way():
     assert error["exc_info"].endswith("RuntimeError: an unexpected error in a command")
 
 
+def test_python_warnings_are_log_records_too():
+    """A missing STATIC_ROOT (collectstatic not run) warns through WhiteNoise: a JSON line, not a bare one."""
+    result = manage("shell", "--no-imports", "-c", "import warnings; warnings.warn('a warning from a library')",
+                    env=production_env())
+    assert result.returncode == 0
+    [warning] = json_lines(result.stderr)
+    assert (warning["level"], warning["logger"]) == ("WARNING", "py.warnings")
+    assert "UserWarning: a warning from a library" in warning["message"]
+
+
 # --- health --------------------------------------------------------------------------------------
 
 
 @pytest.mark.django_db
-def test_health_is_503_with_one_line_in_the_log_when_the_database_is_unreachable():
+def test_health_is_503_with_one_line_in_the_log_when_the_database_is_unreachable(collected):
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
-        env = production_env(DATABASE_URL=f"postgres://billing@127.0.0.1:{closed.getsockname()[1]}/billing")
+        env = dict(collected, DATABASE_URL=f"postgres://billing@127.0.0.1:{closed.getsockname()[1]}/billing")
         with gunicorn(env) as server:
             status, headers, body = server.get("/healthz")  # plain HTTP: balancers probe the app itself
     assert status == 503
@@ -319,8 +335,8 @@ def test_health_is_503_with_one_line_in_the_log_when_the_database_is_unreachable
 
 
 @pytest.mark.django_db
-def test_health_is_200_on_plain_http_from_the_production_server():
-    with gunicorn(production_env()) as server:
+def test_health_is_200_on_plain_http_from_the_production_server(collected):
+    with gunicorn(collected) as server:
         status, _, body = server.get("/healthz")
     assert status == 200
     assert json.loads(body)["status"] == "ok"
