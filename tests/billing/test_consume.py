@@ -266,6 +266,22 @@ class TestCredits:
         assert_no_drift([customer.pk])
 
 
+@pytest.mark.django_db(transaction=True)  # the cascades are deferred to the commit
+def test_a_customer_deleted_in_raw_sql_takes_its_credit_and_subscription():
+    plans = plans_ensure()
+    customer, other = CustomerFactory(), CustomerFactory()
+    for c in (customer, other):
+        _subscribe(c, plans["starter"])
+        grant = credit_grant(customer=c, metric="minutes", quantity=10, source="purchase", actor="t")
+        CreditDraw.objects.create(grant=grant, customer=c, quantity=4)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM customers WHERE id = %s", [customer.pk])
+    assert list(Subscription.objects.values_list("customer_id", flat=True)) == [other.pk]
+    assert list(CreditGrant.objects.values_list("customer_id", "remaining")) == [(other.pk, 6)]
+    assert list(CreditDraw.objects.values_list("customer_id", flat=True)) == [other.pk]
+    assert_no_drift()
+
+
 @pytest.mark.django_db
 class TestProjectsS8:
     def test_s8_at_the_limit_refused_archiving_frees_the_quota_at_once(self):
