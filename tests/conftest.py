@@ -1,6 +1,8 @@
 import os
+from contextlib import contextmanager
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,15 +16,27 @@ from usage.services.integrity import drift_scan
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def drift_rows(customer_ids=None) -> list[dict]:
-    """Every drifted counter (I1-I3), as the discrepancy report computes it."""
+def report_rows(customer_ids=None) -> list[dict]:
+    """Every drifted counter as the discrepancy report lists it: the report under test, never a referee.
+
+    Tests of the invariants use tests/referee.py, which shares no code with the report.
+    """
     with transaction.atomic():
         return list(drift_scan(customer_ids).rows())
 
 
-def assert_no_drift(customer_ids=None):
-    drift = drift_rows(customer_ids)
-    assert drift == [], f"counters drifted from their source rows: {drift}"
+@contextmanager
+def raises_sqlstate(exception: type[Exception], sqlstate: str, match: str | None = None):
+    """The statement fails with exactly this Django exception type and PostgreSQL SQLSTATE.
+
+    Wrapped in a savepoint, so the test's transaction carries on after the error.
+    """
+    with pytest.raises(exception, match=match) as caught, transaction.atomic():
+        yield caught
+    assert type(caught.value) is exception, f"{type(caught.value).__name__} is not {exception.__name__}"
+    assert getattr(caught.value.__cause__, "sqlstate", None) == sqlstate, (
+        f"SQLSTATE {getattr(caught.value.__cause__, 'sqlstate', None)} is not {sqlstate}: {caught.value}"
+    )
 
 
 def active_count(customer) -> int:
@@ -40,6 +54,39 @@ def active_count(customer) -> int:
 def raw_connect(**kwargs) -> psycopg.Connection:
     """A new real connection to the test database, outside Django (threads, other services)."""
     return psycopg_connect(**kwargs)
+
+
+def blocked_by(pid: int, *, unless=None, timeout: float = 30) -> int | None:
+    """Wait until the server shows a backend waiting on a lock that backend ``pid`` holds; its pid.
+
+    This is how concurrency tests force their overlap deterministically, never by sleeping and
+    hoping. ``unless`` is the thread expected to wait: if it ends first, nobody waited and None is
+    returned (the test's own assertions then say what went wrong).
+    """
+    deadline = time.monotonic() + timeout
+    with raw_connect(autocommit=True) as watcher:
+        while True:
+            row = watcher.execute(
+                "SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)) LIMIT 1", [pid]
+            ).fetchone()
+            if row:
+                return row[0]
+            if unless is not None and not unless.is_alive():
+                return None
+            assert time.monotonic() < deadline, f"no backend waited on {pid} within {timeout} s"
+            time.sleep(0.005)
+
+
+def waiting(pid: int, *, unless=None, timeout: float = 30) -> bool:
+    """Wait until backend ``pid`` is blocked on a lock someone else holds (False: ``unless`` ended first)."""
+    deadline = time.monotonic() + timeout
+    with raw_connect(autocommit=True) as watcher:
+        while not watcher.execute("SELECT cardinality(pg_blocking_pids(%s)) > 0", [pid]).fetchone()[0]:
+            if unless is not None and not unless.is_alive():
+                return False
+            assert time.monotonic() < deadline, f"backend {pid} never waited within {timeout} s"
+            time.sleep(0.005)
+    return True
 
 
 def manage_env() -> dict:

@@ -67,13 +67,15 @@ def test_recount_refuses_get_and_users_without_the_permission(support_client, fi
     actions = finance_client.get(reverse(CHANGELIST)).content.decode()
     assert "discrepancy_report_action" in actions and "reconcile_action" not in actions
     forced = finance_client.post(reverse(CHANGELIST), {"action": "reconcile_action", "_selected_action": [str(s1["six"].pk)], "confirm": "yes"})
-    assert forced.status_code in (200, 302)
+    assert (forced.status_code, forced.url) == (302, reverse(CHANGELIST))  # the action is not Finance's: refused
+    assert "No action selected." in finance_client.get(forced.url).content.decode()
     assert active_count(s1["six"]) == 0 and not ReconciliationRun.objects.filter(mode="apply").exists()
 
 
 def test_recount_of_an_unknown_customer_redirects_and_writes_nothing(support_client):
-    response = support_client.post(reverse("admin:usage_customer_recount", args=["ffffffff-ffff-ffff-ffff-ffffffffffff"]))
-    assert response.status_code == 302
+    response = support_client.post(reverse("admin:usage_customer_recount", args=["ffffffff-ffff-ffff-ffff-ffffffffffff"]), follow=True)
+    assert response.redirect_chain == [(reverse("admin:index"), 302)]
+    assert "Customer with ID “ffffffff-ffff-ffff-ffff-ffffffffffff” doesn’t exist. Perhaps it was deleted?" in response.content.decode()
     assert not ReconciliationRun.objects.exists()
 
 
@@ -81,8 +83,10 @@ def test_run_history_pages_filter_by_check_and_customer(admin_client):
     s1 = plant_s1()
     admin_client.post(reverse("admin:usage_customer_recount", args=[s1["six"].pk]))
     run = ReconciliationRun.objects.get()
-    assert admin_client.get(reverse("admin:usage_reconciliationrun_changelist")).status_code == 200
-    assert admin_client.get(reverse("admin:usage_reconciliationrun_change", args=[run.pk])).status_code == 200
+    runs = admin_client.get(reverse("admin:usage_reconciliationrun_changelist")).content.decode()
+    assert "admin (admin)" in runs and s1["six"].email in runs and f"{run.discrepancies} rows" in runs
+    page = admin_client.get(reverse("admin:usage_reconciliationrun_change", args=[run.pk])).content.decode()
+    assert "View reconciliation run" in page and s1["six"].email in page and "admin (admin)" in page
     rows = reverse("admin:usage_reconciliationrow_changelist")
     assert s1["six"].email in admin_client.get(rows, {"check_name": "active_projects"}).content.decode()
     assert s1["six"].email in admin_client.get(rows, {"q": s1["six"].email}).content.decode()

@@ -1,12 +1,14 @@
 """The audit log (SPEC §5): written with each change, refused UPDATE and DELETE by the database."""
 
 import pytest
-from django.db import IntegrityError, InternalError, ProgrammingError, connection, transaction
+from django.db import ProgrammingError, connection
 from django.urls import reverse
 
 from billing.models import AuditLog
 from billing.services.audit import audit_record
-from tests.conftest import plant_s1, run_manage
+from tests.conftest import plant_s1, raises_sqlstate, run_manage
+
+REFUSED = r"^pgtrigger: Cannot update or delete rows from audit_log table\n"
 
 pytestmark = pytest.mark.django_db
 
@@ -14,18 +16,17 @@ pytestmark = pytest.mark.django_db
 @pytest.mark.parametrize("statement", ["UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"])
 def test_the_database_refuses_update_and_delete(statement):
     audit_record(actor="test", action="recount", target_type="customer", target_id="x", reason="because")
-    with pytest.raises((IntegrityError, InternalError, ProgrammingError), match="audit_log"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(statement)
+    with raises_sqlstate(ProgrammingError, "P0001", match=REFUSED), connection.cursor() as cursor:
+        cursor.execute(statement)
     assert AuditLog.objects.get().actor == "test"
 
 
 def test_the_orm_cannot_edit_or_delete_either():
     row = audit_record(actor="test", action="recount", target_type="customer", target_id="x")
     row.actor = "rewritten"
-    with pytest.raises(Exception, match="audit_log"), transaction.atomic():
+    with raises_sqlstate(ProgrammingError, "P0001", match=REFUSED):
         row.save()
-    with pytest.raises(Exception, match="audit_log"), transaction.atomic():
+    with raises_sqlstate(ProgrammingError, "P0001", match=REFUSED):
         AuditLog.objects.all().delete()
     assert AuditLog.objects.get().actor == "test"
 
@@ -40,7 +41,8 @@ def test_a_recount_from_the_admin_is_audited_with_before_and_after(staff_client)
     assert "reconciliation run #" in row.reason
     page = client.get(reverse("admin:usage_customer_change", args=[s1["six"].pk])).content.decode()
     assert 'id="audit"' in page and "sam (admin) recount" in page
-    assert client.get(reverse("admin:billing_auditlog_changelist")).status_code == 200
+    audit_list = client.get(reverse("admin:billing_auditlog_changelist")).content.decode()
+    assert "sam (admin)" in audit_list and "reconciliation run #" in audit_list
 
 
 @pytest.mark.django_db(transaction=True)

@@ -4,19 +4,22 @@ import threading
 from datetime import timedelta
 from decimal import Decimal
 
+import pgtrigger
 import pytest
-from django.db import connection
+from django.db import DataError, IntegrityError, ProgrammingError, connection, transaction
 from django.utils import timezone
 
 from billing.models import AuditLog, ConsumeRequest, CreditDraw, CreditGrant, Plan, Subscription
-from billing.services.consume import ConsumeError, consume
-from billing.services.credits import CreditGrantError, credit_grant
+from billing.services.consume import BAD_AMOUNT, ConsumeError, consume
+from billing.services.credits import BAD_METRIC, BAD_QUANTITY, GOODWILL_NEEDS_REASON, CreditGrantError, credit_grant
 from billing.services.demo import plans_ensure
 from billing.services.periods import period_roll_due
 from billing.services.projects import ProjectLimitReached, project_create
-from tests.conftest import assert_no_drift, raw_connect, run_manage
+from tests.conftest import blocked_by, raises_sqlstate, raw_connect, run_manage
 from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory
+from tests.referee import assert_invariants
 from usage.models import Project, UsageEvent, UsageTracking
+from usage.services.counters import counter_writes_allowed
 
 
 def _subscribe(customer, plan):
@@ -42,6 +45,28 @@ def _table_counts():
         return cursor.fetchone()
 
 
+def _a_month_passes(customer, *, days):
+    """Move one customer's whole history ``days`` into the past, as if that much time went by."""
+    shift = timedelta(days=days)
+    # The period rows move with their events, so no count changes: the event trigger stays out of it.
+    with transaction.atomic(), pgtrigger.ignore("usage.UsageEvent:usage_events_on_update"), connection.cursor() as cursor:
+        cursor.execute("UPDATE usage_events SET occurred_at = occurred_at - %s WHERE customer_id = %s", [shift, customer.pk])
+        cursor.execute("UPDATE credit_draws SET drawn_at = drawn_at - %s WHERE customer_id = %s", [shift, customer.pk])
+        cursor.execute("UPDATE credit_grants SET created_at = created_at - %s WHERE customer_id = %s", [shift, customer.pk])
+        cursor.execute(
+            "UPDATE subscriptions SET current_period_start = current_period_start - %s, "
+            "current_period_end = current_period_end - %s WHERE customer_id = %s", [shift, shift, customer.pk])
+        cursor.execute(
+            "UPDATE customers SET current_period_start = current_period_start - %s, "
+            "current_period_end = current_period_end - %s WHERE id = %s", [shift, shift, customer.pk])
+        with counter_writes_allowed():
+            cursor.execute(
+                "UPDATE usage_tracking SET period_start = period_start - %s, period_end = period_end - %s, "
+                "month = to_char((period_start - %s) AT TIME ZONE 'UTC', 'YYYY-MM') WHERE customer_id = %s",
+                [shift, shift, shift, customer.pk])
+    assert_invariants([customer.pk])
+
+
 @pytest.mark.django_db
 class TestConsume:
     def test_allowance_then_denial_names_usage_limit_plan_credit_and_remedy(self):
@@ -58,7 +83,7 @@ class TestConsume:
             "2 more would exceed it. Buy an overage pack of AI interactions, or upgrade to Starter (500 per period)."
         )
         assert UsageEvent.objects.filter(customer=customer).count() == 1
-        assert_no_drift([customer.pk])
+        assert_invariants([customer.pk])
 
     def test_idempotency_key_returns_the_first_answer_and_consumes_nothing(self):
         plans_ensure()
@@ -78,34 +103,42 @@ class TestConsume:
     @pytest.mark.parametrize(
         "kwargs, error",
         [
-            (dict(metric="tokens", amount=1), "unknown metric 'tokens'"),
-            (dict(metric="minutes", amount=0), "positive number"),
-            (dict(metric="minutes", amount=-3), "positive number"),
-            (dict(metric="minutes", amount="lots"), "positive number"),
-            (dict(metric="minutes", amount="0.0001"), "at most 3 decimals"),
-            (dict(metric="minutes", amount="NaN"), "positive number"),
-            (dict(metric="minutes", amount=1, idempotency_key="x" * 201), "1 to 200 characters"),
+            (dict(metric="tokens", amount=1), "unknown metric 'tokens'; metrics are: ai_interaction, minutes"),
+            (dict(metric="minutes", amount=0), BAD_AMOUNT.format(amount=0)),
+            (dict(metric="minutes", amount=-3), BAD_AMOUNT.format(amount=-3)),
+            (dict(metric="minutes", amount="lots"), BAD_AMOUNT.format(amount="lots")),
+            (dict(metric="minutes", amount="0.0001"), BAD_AMOUNT.format(amount="0.0001")),
+            (dict(metric="minutes", amount="NaN"), BAD_AMOUNT.format(amount="NaN")),
+            (dict(metric="minutes", amount=10**15), BAD_AMOUNT.format(amount=10**15)),
+            (dict(metric="minutes", amount=1, idempotency_key=""), "idempotency key must be 1 to 200 characters"),
+            (dict(metric="minutes", amount=1, idempotency_key="x" * 201), "idempotency key must be 1 to 200 characters"),
         ],
     )
     def test_bad_arguments_raise_and_write_nothing(self, kwargs, error):
         plans_ensure()
         customer = CustomerFactory()
         before = _table_counts()
-        with pytest.raises(ConsumeError, match=error):
+        with pytest.raises(ConsumeError) as raised:
             consume(customer_id=customer.pk, **kwargs)
+        assert str(raised.value) == error
         assert _table_counts() == before
 
     def test_unknown_customer_and_reused_key_raise_and_write_nothing(self):
         plans_ensure()
         customer = CustomerFactory()
-        with pytest.raises(ConsumeError, match="no customer with id"):
+        with pytest.raises(ConsumeError) as raised:
             consume(customer_id="00000000-0000-0000-0000-000000000001", metric="minutes", amount=1)
-        with pytest.raises(ConsumeError, match="no customer"):
+        assert str(raised.value) == "no customer with id 00000000-0000-0000-0000-000000000001"
+        with pytest.raises(ConsumeError) as raised:
             consume(customer_id="not-a-uuid", metric="minutes", amount=1)
+        assert str(raised.value) == "no customer with id 'not-a-uuid' (not a UUID)"
         consume(customer_id=customer.pk, metric="minutes", amount=1, idempotency_key="k")
         before = _table_counts()
-        with pytest.raises(ConsumeError, match="a retry must repeat the same metric and amount"):
-            consume(customer_id=customer.pk, metric="minutes", amount=2, idempotency_key="k")
+        for metric, amount in (("minutes", 2), ("ai_interaction", 1)):
+            with pytest.raises(ConsumeError) as raised:
+                consume(customer_id=customer.pk, metric=metric, amount=amount, idempotency_key="k")
+            assert str(raised.value) == (
+                "idempotency key 'k' was first used to consume 1 minutes; a retry must repeat the same metric and amount")
         assert _table_counts() == before
 
     def test_sql_callers_get_the_same_row_and_errors(self):
@@ -117,8 +150,41 @@ class TestConsume:
             assert [c.name for c in cursor.description] == [
                 "allowed", "new_usage", "effective_limit", "plan", "subscription_status", "credits_remaining", "message"]
             assert cursor.fetchone()[:4] == (True, Decimal("3"), Decimal("50"), "free")
-        with pytest.raises(Exception, match="amount must be a positive number"), connection.cursor() as cursor:
-            cursor.execute("SELECT * FROM billing_consume(%s, 'minutes', 0, NULL)", [customer.pk])
+
+    @pytest.mark.parametrize(
+        "metric, amount, key, sqlstate, message",
+        [
+            ("tokens", 1, None, "22023", "unknown metric 'tokens'; metrics are ai_interaction and minutes"),
+            (None, 1, None, "22023", "unknown metric NULL; metrics are ai_interaction and minutes"),
+            ("minutes", 0, None, "22023", "amount must be a positive number, not 0"),
+            ("minutes", -2, None, "22023", "amount must be a positive number, not -2"),
+            ("minutes", None, None, "22023", "amount must be a positive number, not NULL"),
+            ("minutes", "0.0001", None, "22023", "amount 0.0001 has more than 3 decimals or is too large"),
+            ("minutes", 10**15, None, "22023", f"amount {10**15} has more than 3 decimals or is too large"),
+            ("minutes", 1, "", "22023", "idempotency key must be 1 to 200 characters"),
+            ("minutes", 1, "k" * 201, "22023", "idempotency key must be 1 to 200 characters"),
+            ("minutes", 2, "taken", "22023",
+             "idempotency key 'taken' was first used to consume 1 minutes; a retry must repeat the same metric and amount"),
+        ],
+    )
+    def test_sql_callers_bad_arguments_each_have_their_sqlstate_and_write_nothing(self, metric, amount, key, sqlstate, message):
+        plans_ensure()
+        customer = CustomerFactory()
+        consume(customer_id=customer.pk, metric="minutes", amount=1, idempotency_key="taken")
+        before = _table_counts()
+        with raises_sqlstate(DataError, sqlstate) as raised, connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM billing_consume(%s, %s, %s, %s)", [customer.pk, metric, amount, key])
+        assert raised.value.__cause__.diag.message_primary == message
+        assert _table_counts() == before
+
+    def test_sql_callers_naming_no_customer_get_no_data_found(self):
+        plans_ensure()
+        before = _table_counts()
+        for customer_id in ("00000000-0000-0000-0000-000000000001", None):
+            with raises_sqlstate(ProgrammingError, "P0002") as raised, connection.cursor() as cursor:
+                cursor.execute("SELECT * FROM billing_consume(%s::uuid, 'minutes', 1, NULL)", [customer_id])
+            assert raised.value.__cause__.diag.message_primary == f"no customer with id {customer_id or 'NULL'}"
+        assert _table_counts() == before
 
     def test_unlimited_plan_always_allows(self):
         plans = plans_ensure()
@@ -157,7 +223,7 @@ class TestOverageS5:
             cursor.execute("SET LOCAL billing_ops.recount = 'off'")
         type(customer).objects.filter(pk=customer.pk).update(
             current_period_start=now - timedelta(days=40), current_period_end=now - timedelta(seconds=1))
-        assert_no_drift([customer.pk])
+        assert_invariants([customer.pk])
         assert period_roll_due(actor="test") == 1
         assert period_roll_due(actor="test") == 0  # idempotent
         current = UsageTracking.objects.get(customer=customer, period_start__lte=now, period_end__gt=now)
@@ -174,7 +240,7 @@ class TestOverageS5:
         assert "the overage credit is used up (0 left)" in denied.message
         assert "Buy an overage pack of transcription minutes, or upgrade to Growth" in denied.message
         assert AuditLog.objects.filter(customer_id=customer.pk, action="period_rollover").count() == 1
-        assert_no_drift([customer.pk])
+        assert_invariants([customer.pk])
 
     def test_credits_draw_earliest_expiry_first_then_oldest_and_skip_expired(self):
         plans = plans_ensure()
@@ -192,7 +258,59 @@ class TestOverageS5:
         assert result.allowed and result.credits_remaining == 4
         remaining = {g.pk: g.remaining for g in CreditGrant.objects.filter(customer=customer)}
         assert (remaining[soon.pk], remaining[later.pk], remaining[never.pk], remaining[expired.pk]) == (0, 0, 4, 9)
-        assert_no_drift([customer.pk])
+        assert_invariants([customer.pk])
+
+    def test_credit_bought_in_the_last_period_survives_a_real_rollover(self):
+        """S5 across a rollover whose new period starts after the grant was made: credits persist."""
+        plans = plans_ensure()
+        Plan.objects.filter(pk=plans["starter"].pk).update(minutes_per_period=100)
+        now = _db_now()
+        customer = CustomerFactory(current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
+        _subscribe(customer, plans["starter"])
+        grant = credit_grant(customer=customer, metric="minutes", quantity=50, source="purchase", actor="test")
+        assert consume(customer_id=customer.pk, metric="minutes", amount=120).credits_remaining == 30
+
+        _a_month_passes(customer, days=30)
+        assert period_roll_due(actor="cron") == 1
+        customer.refresh_from_db()
+        grant.refresh_from_db()
+        assert grant.created_at < customer.current_period_start <= now  # bought in the period that ended
+
+        result = consume(customer_id=customer.pk, metric="minutes", amount=100)
+        assert (result.allowed, result.new_usage, result.effective_limit, result.credits_remaining) == (True, 100, 130, 30)
+        result = consume(customer_id=customer.pk, metric="minutes", amount=30)
+        assert (result.allowed, result.credits_remaining) == (True, 0)
+        grant.refresh_from_db()
+        assert grant.remaining == 0
+        assert_invariants([customer.pk])
+
+    def test_a_partial_draw_takes_the_earliest_expiry_first_then_the_oldest(self):
+        """Only part of the credit is drawn, so the order shows: earliest expiry, then oldest grant."""
+        plans = plans_ensure()
+        Plan.objects.filter(pk=plans["free"].pk).update(ai_interactions_per_period=0)
+        customer = CustomerFactory()
+        now = _db_now()
+
+        def grant(expires_at=None, bought_days_ago=0):
+            made = credit_grant(customer=customer, metric="ai_interaction", quantity=5, source="purchase", actor="t",
+                                expires_at=expires_at)
+            CreditGrant.objects.filter(pk=made.pk).update(created_at=now - timedelta(days=bought_days_ago))
+            return made.pk
+
+        newest_never = grant(bought_days_ago=1)
+        oldest_never = grant(bought_days_ago=9)
+        later = grant(expires_at=now + timedelta(days=30))
+        soon = grant(expires_at=now + timedelta(days=2))
+        order = [soon, later, oldest_never, newest_never]
+
+        def remaining():
+            left = dict(CreditGrant.objects.filter(customer=customer).values_list("pk", "remaining"))
+            return [left[pk] for pk in order]
+
+        for amount, expected in ((3, [2, 5, 5, 5]), (4, [0, 3, 5, 5]), (4, [0, 0, 4, 5]), (5, [0, 0, 0, 4])):
+            assert consume(customer_id=customer.pk, metric="ai_interaction", amount=amount).allowed
+            assert remaining() == expected, amount
+        assert_invariants([customer.pk])
 
     def test_lazy_rollover_inside_consume(self):
         plans_ensure()
@@ -207,7 +325,7 @@ class TestOverageS5:
         assert (row.active_projects_count, row.minutes_used) == (1, 1)
         assert AuditLog.objects.filter(customer_id=customer.pk, action="period_rollover",
                                        actor="consume (lazy rollover)").count() == 1
-        assert_no_drift([customer.pk])
+        assert_invariants([customer.pk])
 
 
 @pytest.mark.django_db
@@ -219,22 +337,33 @@ class TestCredits:
                                            source="purchase", created_by="t")
         grant.refresh_from_db()
         assert grant.remaining == 10  # starts full whatever the client sent
-        with pytest.raises(Exception, match="cannot be written directly"), connection.cursor() as cursor:
-            cursor.execute("UPDATE credit_grants SET remaining = 5 WHERE id = %s", [grant.pk])
+        refused = "credit_grants.remaining is kept by triggers from credit_draws and cannot be written directly"
+        for statement in ("UPDATE credit_grants SET remaining = 5 WHERE id = %s",
+                          "UPDATE credit_grants SET granted = 50 WHERE id = %s"):
+            with raises_sqlstate(IntegrityError, "23514", match=refused), connection.cursor() as cursor:
+                cursor.execute(statement, [grant.pk])
+        grant.refresh_from_db()
+        assert (grant.granted, grant.remaining) == (10, 10)
 
     @pytest.mark.parametrize(
         "kwargs, error",
         [
-            (dict(metric="minutes", quantity=-5, source="goodwill", reason="x"), "positive number"),
-            (dict(metric="minutes", quantity="ten", source="goodwill", reason="x"), "positive number"),
-            (dict(metric="minutes", quantity=5, source="goodwill", reason="  "), "needs a reason"),
-            (dict(metric="gpu", quantity=5, source="goodwill", reason="x"), "unknown metric"),
+            (dict(metric="minutes", quantity=-5, source="goodwill", reason="x"), BAD_QUANTITY.format(quantity=-5)),
+            (dict(metric="minutes", quantity=0, source="goodwill", reason="x"), BAD_QUANTITY.format(quantity=0)),
+            (dict(metric="minutes", quantity="ten", source="goodwill", reason="x"), BAD_QUANTITY.format(quantity="ten")),
+            (dict(metric="minutes", quantity="1.0005", source="purchase"), BAD_QUANTITY.format(quantity="1.0005")),
+            (dict(metric="minutes", quantity=10**15, source="purchase"), BAD_QUANTITY.format(quantity=10**15)),
+            (dict(metric="minutes", quantity=5, source="goodwill", reason="  "), GOODWILL_NEEDS_REASON),
+            (dict(metric="gpu", quantity=5, source="goodwill", reason="x"),
+             BAD_METRIC.format(metric="gpu", metrics="ai_interaction, minutes")),
+            (dict(metric="minutes", quantity=5, source="gift", reason="x"), "unknown credit source 'gift'"),
         ],
     )
     def test_bad_grants_raise_and_write_nothing(self, kwargs, error):
         customer = CustomerFactory()
-        with pytest.raises(CreditGrantError, match=error):
+        with pytest.raises(CreditGrantError) as raised:
             credit_grant(customer=customer, actor="t", **kwargs)
+        assert str(raised.value) == error
         assert not CreditGrant.objects.exists() and not AuditLog.objects.exists()
 
     def test_grant_is_audited(self):
@@ -248,7 +377,7 @@ class TestCredits:
         from usage.services.counters import counter_writes_allowed
         from usage.services.integrity import usage_reconcile
         from django.db import transaction
-        from tests.conftest import drift_rows
+        from tests.conftest import report_rows
 
         plans = plans_ensure()
         Plan.objects.filter(pk=plans["free"].pk).update(minutes_per_period=0)
@@ -257,13 +386,13 @@ class TestCredits:
         consume(customer_id=customer.pk, metric="minutes", amount=4)
         with transaction.atomic(), counter_writes_allowed():
             CreditGrant.objects.filter(pk=grant.pk).update(remaining=10)  # history: a lost draw
-        rows = [r for r in drift_rows([customer.pk]) if r["check"] == "credit_remaining"]
+        rows = [r for r in report_rows([customer.pk]) if r["check"] == "credit_remaining"]
         assert rows == [{"check": "credit_remaining", "customer_id": str(customer.pk), "email": customer.email,
                          "target_id": str(grant.pk), "tracked": 10, "actual": 6, "difference": -4}]
         usage_reconcile(customer_ids=[customer.pk], apply=True, started_by="test")
         grant.refresh_from_db()
         assert grant.remaining == 6
-        assert_no_drift([customer.pk])
+        assert_invariants([customer.pk])
 
 
 @pytest.mark.django_db(transaction=True)  # the cascades are deferred to the commit
@@ -279,7 +408,7 @@ def test_a_customer_deleted_in_raw_sql_takes_its_credit_and_subscription():
     assert list(Subscription.objects.values_list("customer_id", flat=True)) == [other.pk]
     assert list(CreditGrant.objects.values_list("customer_id", "remaining")) == [(other.pk, 6)]
     assert list(CreditDraw.objects.values_list("customer_id", flat=True)) == [other.pk]
-    assert_no_drift()
+    assert_invariants()
 
 
 @pytest.mark.django_db
@@ -303,13 +432,66 @@ class TestProjectsS8:
         project_create(customer=customer, name="p5")
         with pytest.raises(ProjectLimitReached):
             project_create(customer=customer, name="p6")
-        assert_no_drift([customer.pk])
+        assert_invariants([customer.pk])
 
     def test_blank_name_refused(self):
         plans_ensure()
         with pytest.raises(ValueError, match="needs a name"):
             project_create(customer=CustomerFactory(), name="  ")
         assert not Project.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_s8_two_creations_at_the_limit_at_once_only_one_passes():
+    """Two support agents create a customer's third Starter project at the same moment: the second
+    waits for the first's locked check-and-insert, then is refused; the limit is never overshot."""
+    plans = plans_ensure()
+    customer = CustomerFactory()
+    _subscribe(customer, plans["starter"])  # 3 active projects
+    ProjectFactory.create_batch(2, customer=customer)
+    first_created, first_may_commit = threading.Event(), threading.Event()
+    first_pid, outcomes = [], {}
+
+    def first():
+        try:
+            with transaction.atomic():
+                first_pid.append(connection.cursor().connection.info.backend_pid)
+                project_create(customer=customer, name="first")
+                first_created.set()
+                assert first_may_commit.wait(30)
+            outcomes["first"] = "created"
+        except Exception as exc:  # reported below
+            outcomes["first"] = repr(exc)
+        finally:
+            first_created.set()
+            connection.close()
+
+    def second():
+        try:
+            project_create(customer=customer, name="second")
+            outcomes["second"] = "created"
+        except ProjectLimitReached as exc:
+            outcomes["second"] = str(exc)
+        except Exception as exc:  # reported below
+            outcomes["second"] = repr(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert first_created.wait(30)
+    threads[1].start()
+    blocked_by(first_pid[0], unless=threads[1])  # the second creation waits for the first's lock
+    first_may_commit.set()
+    for t in threads:
+        t.join(60)
+    assert outcomes == {
+        "first": "created",
+        "second": "Cannot create a project: 3 of 3 active projects on Starter. "
+        "Archive or delete a project, or upgrade to Growth (10).",
+    }
+    assert Project.objects.filter(customer=customer, status="active").count() == 3
+    assert_invariants([customer.pk])
 
 
 def _threads(n, target):
@@ -351,7 +533,7 @@ class TestConcurrency:
         row = UsageTracking.objects.get(customer=customer)
         assert row.ai_interactions_count == 5
         assert ConsumeRequest.objects.filter(customer=customer).count() == 20
-        assert_no_drift([customer.pk])
+        assert_invariants([customer.pk])
 
     def test_credits_never_overdrawn_under_concurrency(self):
         plans = plans_ensure()
@@ -366,7 +548,7 @@ class TestConcurrency:
         assert results.count(True) == 5  # 17 minutes of allowance + credit, 3 at a time
         grant = CreditGrant.objects.get(customer=customer)
         assert grant.remaining == 2
-        assert_no_drift([customer.pk])
+        assert_invariants([customer.pk])
 
     def test_same_idempotency_key_in_parallel_consumes_once(self):
         plans_ensure()
@@ -401,7 +583,7 @@ class TestConcurrency:
         current = UsageTracking.objects.get(customer=customer, period_start__lte=now, period_end__gt=now)
         assert current.period_start == customer.current_period_start
         assert (current.active_projects_count, current.minutes_used) == (1, 4)
-        assert_no_drift([customer.pk])
+        assert_invariants([customer.pk])
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,5 +1,7 @@
 """demo_data (SPEC §9): a population with correct counters plus exactly the planted S1 drift."""
 
+import uuid
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -8,7 +10,8 @@ from billing.models import CreditGrant, Plan, Subscription, WebhookEvent
 from billing.services.demo import S1_MISSING_ROW, S1_PHANTOM_THREE, S1_SIX_PROJECTS, SCENARIOS
 from billing.services.plans import plan_change_validate
 from usage.services.integrity import findings
-from tests.conftest import drift_rows, run_manage
+from tests.conftest import run_manage
+from tests.referee import recount
 from usage.models import Customer
 
 
@@ -20,7 +23,8 @@ def test_population_is_consistent_and_s1_is_the_only_drift(capsys):
     assert Subscription.objects.count() == 48
     assert set(Subscription.objects.values_list("processor", flat=True)) >= {"manual", "stripe"}
 
-    drift = {(row["email"], row["check"]): (row["tracked"], row["actual"], row["target_id"]) for row in drift_rows()}
+    emails = dict(Customer.objects.values_list("pk", "email"))
+    drift = {(emails[uuid.UUID(d.customer_id)], d.check): (d.tracked, d.actual, d.target_id) for d in recount()}
     assert drift.keys() == {
         (S1_SIX_PROJECTS, "active_projects"),
         (S1_PHANTOM_THREE, "active_projects"),

@@ -14,7 +14,7 @@ from billing.services.plans import (
     plan_change_validate,
     subscription_change_plan,
 )
-from tests.conftest import run_manage
+from tests.conftest import plant_s1, run_manage
 from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db
@@ -57,6 +57,17 @@ def test_metered_usage_above_the_target_is_a_warning_and_upgrades_always_pass(gr
     ]
     assert plan_change_validate(customer=growth_customer, target=plans["pro"]).direction == "upgrade"
     assert plan_change_validate(customer=growth_customer, target=plans["pro"]).allowed
+
+
+def test_a_customer_over_its_limit_can_still_upgrade(plans):
+    """Upgrades are always allowed (SPEC §5), even to a plan whose limit the customer still exceeds."""
+    six = plant_s1()["six"]  # Free (1 project) with 6 active projects
+    result = plan_change_validate(customer=six, target=plans["starter"])  # Starter allows 3: still over
+    assert (result.direction, result.allowed, result.blocks, result.warnings) == ("upgrade", True, [], [])
+    subscription_change_plan(customer=six, target=plans["starter"], actor="sam (admin)")  # support, no override
+    assert Subscription.objects.get(customer=six, status="active").plan == plans["starter"]
+    row = AuditLog.objects.get(action="plan_change")
+    assert (row.actor, row.before, row.after["plan"], row.reason) == ("sam (admin)", {"plan": "free"}, "starter", "upgrade validated")
 
 
 def test_change_plan_refuses_when_blocked_and_a_superuser_override_is_audited(growth_customer, plans):

@@ -111,6 +111,55 @@ class TestStripe:
         after = state()
         assert after[0] == before[0] + 1 and after[1:] == before[1:]  # only the inbox row
 
+    def test_two_events_of_the_same_second_both_apply(self, client):
+        """Stripe's ``created`` has whole seconds: an update in the same second as the creation is not
+        older than it, and must apply."""
+        plans = plans_ensure()
+        customer = CustomerFactory()
+        at = timezone.now().replace(microsecond=0)
+
+        def event(event_type, price):
+            return wp.stripe_event(event_type, wp.stripe_subscription(
+                sub_id="sub_same_second", customer_id=customer.pk, price_id=price, status="active",
+                start=customer.current_period_start, end=customer.current_period_end), created=at)
+
+        assert post(client, "stripe", event("customer.subscription.created", "price_demo_starter")).json()["status"] == "processed"
+        upgraded = event("customer.subscription.updated", "price_demo_pro")
+        assert post(client, "stripe", upgraded).json() == {"event_id": upgraded["id"], "status": "processed", "duplicate": False}
+        assert Subscription.objects.get(external_subscription_id="sub_same_second").plan == plans["pro"]
+        assert WebhookEvent.objects.get(event_id=upgraded["id"]).outcome == "subscription sub_same_second updated: pro, active."
+
+    def test_signatures_are_compared_with_hmac_compare_digest(self, client, monkeypatch):
+        """SPEC §5 asks for a constant-time comparison. A timing test would be flaky, so this checks
+        that the standard library's constant-time ``hmac.compare_digest`` is what decides: a spy
+        wrapped around it (nothing of ours is replaced) sees the expected and the received signature,
+        and when it answers "different", a correctly signed delivery is refused."""
+        import hashlib
+        import hmac
+
+        plans_ensure()
+        compared = []
+        real_compare = hmac.compare_digest
+
+        def spy(a, b):
+            compared.append((a, b))
+            return real_compare(a, b)
+
+        monkeypatch.setattr(hmac, "compare_digest", spy)
+        payload = wp.stripe_event("charge.refunded", {"id": "ch_ct"}, created=timezone.now())
+        data = wp.body(payload)
+        stamp = int(time.time())
+        expected = hmac.new(STRIPE_SECRET.encode(), f"{stamp}.".encode() + data, hashlib.sha256).hexdigest()
+        response = post(client, "stripe", None, raw=data, header=f"t={stamp},v1={expected}")
+        assert response.status_code == 200 and response.json()["status"] == "ignored"
+        assert compared == [(expected, expected)]
+
+        monkeypatch.setattr(hmac, "compare_digest", lambda a, b: False)
+        payload = wp.stripe_event("charge.refunded", {"id": "ch_ct2"}, created=timezone.now())
+        response = post(client, "stripe", payload)
+        assert (response.status_code, response.json()) == (400, {"error": "no signature matches"})
+        assert not WebhookEvent.objects.filter(event_id=payload["id"]).exists()
+
     def test_subscription_deleted_cancels_and_the_customer_falls_back_to_free(self, client):
         plans_ensure()
         customer = CustomerFactory()
@@ -136,6 +185,13 @@ class TestStripe:
         assert post(client, "stripe", again).json()["status"] == "processed"
         grant = CreditGrant.objects.get(customer=customer)
         assert (grant.granted, grant.remaining, grant.source, grant.metric) == (100, 100, "purchase", "minutes")
+        # A checkout that is not paid yet (a bank debit, say) grants nothing.
+        unpaid = wp.stripe_pack_checkout(customer_id=customer.pk, metric="minutes", quantity=100)
+        unpaid["payment_status"] = "unpaid"
+        event = wp.stripe_event("checkout.session.completed", unpaid, created=timezone.now())
+        assert post(client, "stripe", event).json()["status"] == "ignored"
+        assert WebhookEvent.objects.get(event_id=event["id"]).outcome == "checkout not paid ('unpaid')"
+        assert CreditGrant.objects.filter(customer=customer).count() == 1
         assert AuditLog.objects.filter(action="credit_grant", customer_id=customer.pk).count() == 1
 
     def test_unknown_types_and_non_renewal_invoices_are_stored_as_ignored(self, client):
@@ -175,7 +231,7 @@ class TestStripe:
         support = staff_client("sam", "Support")
         response = support.post("/admin/billing/webhookevent/", {
             "action": "replay_failed", "_selected_action": [stored.pk]}, follow=True)
-        assert response.status_code == 200
+        assert "Replayed 1 event(s); 0 still failing; 0 skipped (not failed)." in response.content.decode()
         stored.refresh_from_db()
         assert (stored.status, stored.attempts, stored.error) == ("processed", 2, "")
         assert Subscription.objects.get(external_subscription_id="sub_fail").plan == plans["pro"]
@@ -399,10 +455,11 @@ class TestGoodwillAdmin:
         support = staff_client("sam", "Support")
         response = support.post("/admin/billing/creditgrant/add/", {
             "customer": customer.pk, "metric": "minutes", "granted": "25", "reason": "outage on the 3rd"})
-        assert response.status_code == 302
         grant = CreditGrant.objects.get()
+        assert (response.status_code, response.url) == (302, "/admin/billing/creditgrant/")
         assert (grant.granted, grant.remaining, grant.source, grant.created_by) == (25, 25, "goodwill", "sam (admin)")
         assert AuditLog.objects.get(action="credit_grant").reason == "outage on the 3rd"
         finance = staff_client("fay", "Finance")
         assert finance.get("/admin/billing/creditgrant/add/").status_code == 403
-        assert finance.get("/admin/billing/creditgrant/").status_code == 200
+        grants = finance.get("/admin/billing/creditgrant/").content.decode()
+        assert customer.email in grants and "outage on the 3rd" not in grants and "Add credit grant" not in grants

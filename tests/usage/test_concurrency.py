@@ -3,12 +3,15 @@
 import random
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
-from tests.conftest import assert_no_drift, raw_connect
-from tests.factories import CustomerFactory, ProjectFactory
+from tests.conftest import blocked_by, raw_connect, waiting
+from tests.factories import CustomerFactory, PresetFactory, PresetUsageFactory, ProjectFactory
+from tests.referee import assert_invariants
 from usage.selectors import expected_sql_functions, trigger_health
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -89,7 +92,7 @@ def test_s2_300_customers_create_two_projects_at_the_same_moment():
     # Second round: the row exists, both writers race to increment it.
     create_two_projects_at_once(customer_ids, "second")
     assert set(active_counts(customer_ids).values()) == {4}
-    assert_no_drift()
+    assert_invariants()
 
 
 NAIVE_RECOUNT = """
@@ -175,4 +178,75 @@ def test_projects_moving_between_customers_while_both_create_and_archive():
     for t in threads:
         t.join()
     assert errors == []  # no deadlock, no serialization failure
-    assert_no_drift()
+    assert_invariants()
+
+
+# One statement through each of the two functions that lock usage_tracking rows: a bulk event insert
+# (usage_tracking_add) and a bulk project insert (usage_tracking_add_active), both for customers x and y.
+LOCKING_STATEMENTS = {
+    "events": "INSERT INTO usage_events (customer_id, metric, quantity) VALUES (%(x)s, 'minutes', 1), (%(y)s, 'minutes', 1)",
+    "projects": "INSERT INTO projects (customer_id, name) VALUES (%(x)s, 'p'), (%(y)s, 'p')",
+}
+
+
+@pytest.mark.parametrize("first, second", [("events", "projects"), ("projects", "events")])
+def test_the_two_counter_locking_functions_run_against_each_other_never_deadlock(first, second):
+    """Both functions lock counter rows in one global order. The overlap is forced: a third
+    transaction holds x's row, ``first`` queues for it, then ``second`` starts; were ``second`` to
+    lock y before x, it would hold y while ``first`` (granted x next) waits for y: a deadlock."""
+    x, y = sorted((c.pk for c in CustomerFactory.create_batch(2)))
+    for customer_id in (x, y):  # open both counter rows
+        ProjectFactory(customer_id=customer_id)
+    errors = []
+
+    def run(conn, statement):
+        try:
+            with conn.transaction():
+                conn.execute(LOCKING_STATEMENTS[statement], {"x": x, "y": y})
+        except Exception as exc:  # a deadlock is reported here
+            errors.append(exc)
+
+    with raw_connect() as holder, raw_connect() as a, raw_connect() as b:
+        with holder.transaction():
+            holder.execute(
+                "SELECT 1 FROM usage_tracking WHERE customer_id = %s AND period_start <= now() AND period_end > now() "
+                "FOR UPDATE", [x])
+            thread_a = threading.Thread(target=run, args=(a, first))
+            thread_a.start()
+            assert blocked_by(holder.info.backend_pid, unless=thread_a) == a.info.backend_pid
+            thread_b = threading.Thread(target=run, args=(b, second))
+            thread_b.start()
+            assert waiting(b.info.backend_pid, unless=thread_b)
+        thread_a.join(60)
+        thread_b.join(60)
+    assert errors == []
+    assert active_counts([x, y]) == {x: 2, y: 2}
+    assert_invariants()
+
+
+def test_a_use_removed_while_a_newer_one_is_added_keeps_last_used_at():
+    """Removing a use recounts last_used_at; a newer use added by a transaction that commits while
+    the removal waits for the preset row must be in that recount (lock first, then recount)."""
+    preset = PresetFactory()
+    now = timezone.now()
+    older, _ = (PresetUsageFactory(preset=preset, used_at=now - timedelta(hours=h)) for h in (3, 2))
+    errors = []
+
+    def remove_older(conn):
+        try:
+            conn.execute("DELETE FROM preset_usage WHERE id = %s", [older.pk])
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    with raw_connect() as adder, raw_connect(autocommit=True) as remover:
+        with adder.transaction():
+            adder.execute("INSERT INTO preset_usage (preset_id, customer_id, used_at) VALUES (%s, %s, %s)",
+                          [preset.pk, preset.customer_id, now])
+            removal = threading.Thread(target=remove_older, args=(remover,))
+            removal.start()
+            assert blocked_by(adder.info.backend_pid, unless=removal) == remover.info.backend_pid
+        removal.join(60)
+    assert errors == []
+    preset.refresh_from_db()
+    assert (preset.usage_count, preset.last_used_at) == (2, now)
+    assert_invariants()

@@ -12,8 +12,9 @@ from datetime import timedelta
 import pgtrigger
 import pytest
 
-from tests.conftest import ROOT, active_count, assert_no_drift, manage_env, plant_s1, raw_connect, run_manage
+from tests.conftest import ROOT, active_count, blocked_by, manage_env, plant_s1, raw_connect, run_manage
 from tests.factories import CustomerFactory, PresetFactory, PresetUsageFactory, ProjectFactory, UsageEventFactory
+from tests.referee import assert_invariants
 from usage.models import ReconciliationRun, UsageTracking
 from usage.services.counters import counter_writes_allowed
 from usage.services.integrity import RECONCILE_LOCK, discrepancy_report, usage_reconcile
@@ -102,7 +103,7 @@ def test_both_directions_for_metered_usage_and_presets():
 
     result = usage_reconcile(apply=True, started_by="test")
     assert result.summary["remaining_drift"] == 0
-    assert_no_drift()
+    assert_invariants()
     row = UsageTracking.objects.get(customer=customer, period_start__lte=old, period_end__gt=old)
     assert row.ai_interactions_count == 2  # the missing row was opened from the truth
     preset.refresh_from_db()
@@ -211,7 +212,43 @@ def test_reconciliation_in_a_loop_while_the_product_writes_loses_nothing():
             t.join()
     assert errors == []
     assert fixed > 0  # it really had drift to fix while the writers ran
-    assert_no_drift()  # the quiet database: no increment was lost to a reconciliation
+    assert_invariants()  # the quiet database: no increment was lost to a reconciliation
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconciliation_waits_for_a_writer_holding_the_counter_and_counts_its_project():
+    """Lock, then recount (SPEC §6): a product transaction holds the counter row when reconciliation
+    reaches it; reconciliation must wait for it and count its project, not set the counter to what it
+    saw before the writer committed."""
+    import threading
+
+    from django.db import connection
+
+    customer = CustomerFactory()
+    ProjectFactory(customer=customer)
+    with pgtrigger.ignore("usage.Project:projects_on_insert"):
+        ProjectFactory(customer=customer)  # drift: 2 active projects, counter 1
+    errors = []
+
+    def reconcile():
+        try:
+            usage_reconcile(customer_ids=[customer.pk], apply=True, started_by="test")
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with raw_connect() as writer:
+        with writer.transaction():
+            writer.execute("INSERT INTO projects (customer_id, name) VALUES (%s, 'written meanwhile')", [customer.pk])
+            reconciliation = threading.Thread(target=reconcile)
+            reconciliation.start()
+            # Reconciliation is now waiting for the writer's counter row (its trigger updated it).
+            assert blocked_by(writer.info.backend_pid, unless=reconciliation) is not None
+        reconciliation.join(60)
+    assert errors == []
+    assert active_count(customer) == 3
+    assert_invariants()
 
 
 def _counter_triggers():
@@ -247,7 +284,7 @@ def test_a_killed_reconciliation_is_resumed_and_converges():
     assert killed.status == "failed" and "interrupted" in killed.error
     assert resumed.resumed_from_id == killed.pk and resumed.status == "completed"
     assert killed.fixed + resumed.fixed == 150
-    assert_no_drift()
+    assert_invariants()
 
 
 @pytest.mark.django_db(transaction=True)

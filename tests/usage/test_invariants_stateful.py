@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule, run_state_machine_as_test
 
-from tests.conftest import assert_no_drift
+from tests.referee import assert_invariants
 from usage.models import Customer, Preset, PresetUsage, Project, UsageEvent
 
 STATUSES = st.sampled_from(["active", "archived"])
@@ -138,7 +138,7 @@ class CounterMachine(RuleBasedStateMachine):
     @invariant()
     def counters_match_their_sources(self):
         if self.ids:
-            assert_no_drift(self.ids)
+            assert_invariants(self.ids)
 
 
 @pytest.mark.django_db

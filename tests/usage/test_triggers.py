@@ -5,12 +5,11 @@ from decimal import Decimal
 
 import pgtrigger
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection
 from django.db.models import Count, Max
-from django.db.utils import DataError, InternalError, ProgrammingError
 from django.utils import timezone
 
-from tests.conftest import active_count, assert_no_drift, drift_rows
+from tests.conftest import active_count, raises_sqlstate
 from tests.factories import (
     CustomerFactory,
     PresetFactory,
@@ -18,12 +17,14 @@ from tests.factories import (
     ProjectFactory,
     UsageEventFactory,
 )
+from tests.referee import assert_invariants, drifted_checks
 from usage.models import Customer, Preset, PresetUsage, Project, UsageEvent, UsageTracking
 from usage.services.counters import counter_writes_allowed
 
 pytestmark = pytest.mark.django_db
 
 ACTIVE, ARCHIVED = Project.Status.ACTIVE, Project.Status.ARCHIVED
+GUARDED = r"^usage counters on (usage_tracking|presets) are maintained by triggers and cannot be written directly\n"
 
 
 def sql(statement, params=None):
@@ -49,7 +50,7 @@ class TestActiveProjects:
         assert active_count(customer) == 3
         projects[0].delete()
         assert active_count(customer) == 2
-        assert_no_drift()
+        assert_invariants()
 
     def test_status_flip_back_and_forth(self, customer):
         project = ProjectFactory(customer=customer)
@@ -57,7 +58,7 @@ class TestActiveProjects:
             project.status = status
             project.save()
             assert active_count(customer) == expected
-        assert_no_drift()
+        assert_invariants()
 
     def test_archived_projects_do_not_count(self, customer):
         ProjectFactory(customer=customer, status=ARCHIVED)
@@ -76,7 +77,7 @@ class TestActiveProjects:
         assert [active_count(c) for c in customers] == [0, 0, 4, 4, 4]
         Project.objects.filter(customer=customers[2]).delete()
         assert [active_count(c) for c in customers] == [0, 0, 0, 4, 4]
-        assert_no_drift()
+        assert_invariants()
 
     def test_raw_sql_from_another_service(self, customer):
         sql("INSERT INTO projects (customer_id, name) SELECT %s, 'raw ' || g FROM generate_series(1, 7) g", [customer.pk])
@@ -85,7 +86,7 @@ class TestActiveProjects:
         assert active_count(customer) == 5
         sql("DELETE FROM projects WHERE customer_id = %s AND name = 'raw 3'", [customer.pk])
         assert active_count(customer) == 4
-        assert_no_drift()
+        assert_invariants()
 
     def test_project_moved_to_another_customer(self):
         a, b = CustomerFactory.create_batch(2)
@@ -97,7 +98,7 @@ class TestActiveProjects:
         # Move and archive in one statement: the old owner loses it, the new one does not gain it.
         sql("UPDATE projects SET customer_id = %s, status = 'archived' WHERE id = %s", [a.pk, project.pk])
         assert (active_count(a), active_count(b)) == (0, 1)
-        assert_no_drift()
+        assert_invariants()
 
     def test_first_write_of_a_period_creates_the_row_with_the_live_gauge(self, customer):
         # History written before tracking existed: two active projects, no counter row at all.
@@ -109,7 +110,7 @@ class TestActiveProjects:
         assert row.active_projects_count == 3
         assert (row.period_start, row.period_end) == (customer.current_period_start, customer.current_period_end)
         assert row.month == customer.current_period_start.strftime("%Y-%m")
-        assert_no_drift()
+        assert_invariants()
 
     def test_first_write_after_the_period_ended_opens_the_next_period(self, customer):
         now = timezone.now()
@@ -132,7 +133,7 @@ class TestActiveProjects:
         sql("DELETE FROM customers WHERE id = %s", [b.pk])
         assert not UsageTracking.objects.exists()
         assert not Project.objects.exists()
-        assert_no_drift()
+        assert_invariants()
 
     @pytest.mark.django_db(transaction=True)  # TRUNCATE refuses pending deferred FK checks
     def test_truncate_is_maintained(self):
@@ -141,7 +142,7 @@ class TestActiveProjects:
             ProjectFactory.create_batch(2, customer=c)
         sql("TRUNCATE projects")
         assert [active_count(c) for c in customers] == [0, 0]
-        assert_no_drift()
+        assert_invariants()
 
 
 # --- I2: metered usage --------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class TestMeteredUsage:
         UsageEventFactory(customer=customer, metric=UsageEvent.Metric.MINUTES, quantity=Decimal("1.5"))
         UsageEventFactory(customer=customer, metric=UsageEvent.Metric.MINUTES, quantity=3)
         assert metered(customer) == (2, Decimal("4.5"))
-        assert_no_drift()
+        assert_invariants()
 
     def test_late_event_lands_in_its_own_earlier_period(self, customer):
         now = timezone.now()
@@ -167,7 +168,30 @@ class TestMeteredUsage:
         UsageEventFactory(customer=customer, quantity=1, occurred_at=late + timedelta(hours=1))
         assert metered(customer, late) == (8, 0)
         assert metered(customer, now) == (5, 0)
-        assert_no_drift()
+        assert_invariants()
+
+    def test_an_event_exactly_at_the_period_start_counts_in_that_period_only(self, customer):
+        start = customer.current_period_start
+        UsageEventFactory(customer=customer, quantity=2, occurred_at=start - timedelta(days=3))  # the previous period
+        UsageEventFactory(customer=customer, quantity=1)  # both period rows exist now
+        UsageEventFactory(customer=customer, quantity=5, occurred_at=start)  # one event: the fast path
+        assert metered(customer, start) == (6, 0)
+        assert metered(customer, start - timedelta(microseconds=1)) == (2, 0)
+        UsageEvent.objects.bulk_create([  # several events: the general path
+            UsageEvent(customer=customer, metric="minutes", quantity=q, occurred_at=start) for q in (1, 2)])
+        assert metered(customer, start) == (6, 3)
+        assert metered(customer, start - timedelta(microseconds=1)) == (2, 0)
+        assert_invariants()
+
+    def test_a_late_event_exactly_where_a_past_period_ends_opens_the_next_period(self, customer):
+        UsageEventFactory(customer=customer, quantity=1, occurred_at=customer.current_period_start - timedelta(days=50))
+        past = UsageTracking.objects.get(customer=customer)
+        UsageEventFactory(customer=customer, quantity=3, occurred_at=past.period_end)
+        following = UsageTracking.objects.get(customer=customer, period_start=past.period_end)
+        past.refresh_from_db()
+        assert (past.ai_interactions_count, following.ai_interactions_count) == (1, 3)
+        assert following.period_end <= customer.current_period_start
+        assert_invariants()
 
     def test_event_moved_between_periods_and_deleted(self, customer):
         event = UsageEventFactory(customer=customer, quantity=4)
@@ -181,7 +205,7 @@ class TestMeteredUsage:
         assert metered(customer, old) == (0, 4)
         event.delete()
         assert metered(customer, old) == (0, 0)
-        assert_no_drift()
+        assert_invariants()
 
     def test_bulk_and_raw_sql_across_customers_and_periods(self):
         customers = CustomerFactory.create_batch(4)
@@ -203,25 +227,25 @@ class TestMeteredUsage:
         UsageEvent.objects.filter(customer=customers[1]).delete()
         assert metered(customers[0]) == (3, 3)
         assert metered(customers[1]) == (0, 0)
-        assert_no_drift()
+        assert_invariants()
 
     def test_negative_adjustment_needs_a_reason(self, customer):
         UsageEventFactory(customer=customer, quantity=10)
         UsageEventFactory(customer=customer, quantity=-3, reason="double-counted import, ticket 4411")
         assert metered(customer) == (7, 0)
-        with pytest.raises(IntegrityError), transaction.atomic():
+        with raises_sqlstate(IntegrityError, "23514", match="usage_events_quantity_positive_or_reasoned_adjustment"):
             UsageEventFactory(customer=customer, quantity=-3)
-        with pytest.raises(IntegrityError), transaction.atomic():
+        with raises_sqlstate(IntegrityError, "23514", match="usage_events_quantity_positive_or_reasoned_adjustment"):
             UsageEventFactory(customer=customer, quantity=0)
-        with pytest.raises(IntegrityError), transaction.atomic():
+        with raises_sqlstate(IntegrityError, "23514", match="usage_events_metric_valid"):
             UsageEventFactory(customer=customer, metric="tokens")
         assert metered(customer) == (7, 0)
-        assert_no_drift()
+        assert_invariants()
 
     def test_idempotency_key_is_unique_per_customer(self, customer):
         UsageEventFactory(customer=customer, idempotency_key="req-1")
         UsageEventFactory(idempotency_key="req-1")  # another customer may reuse it
-        with pytest.raises(IntegrityError), transaction.atomic():
+        with raises_sqlstate(IntegrityError, "23505", match="usage_events_idempotency_key_per_customer"):
             UsageEventFactory(customer=customer, idempotency_key="req-1")
         assert metered(customer) == (1, 0)
 
@@ -230,7 +254,7 @@ class TestMeteredUsage:
         UsageEventFactory(customer=customer, quantity=5)
         sql("TRUNCATE usage_events")
         assert metered(customer) == (0, 0)
-        assert_no_drift()
+        assert_invariants()
 
 
 # --- I3: presets (S3) ---------------------------------------------------------------------------------
@@ -254,7 +278,7 @@ class TestPresets:
         uses[1].delete()
         preset.refresh_from_db()
         assert (preset.usage_count, preset.last_used_at) == (0, None)
-        assert_no_drift()
+        assert_invariants()
 
     @pytest.mark.django_db(transaction=True)  # TRUNCATE refuses pending deferred FK checks
     def test_bulk_raw_move_and_truncate(self):
@@ -265,7 +289,7 @@ class TestPresets:
         PresetUsage.objects.filter(pk=moved.pk).update(preset=b)
         counts = dict(Preset.objects.values_list("pk", "usage_count"))
         assert (counts[a.pk], counts[b.pk]) == (3, 4)
-        assert_no_drift()
+        assert_invariants()
         sql("TRUNCATE preset_usage")
         assert list(Preset.objects.values_list("usage_count", "last_used_at")) == [(0, None), (0, None)]
 
@@ -290,14 +314,14 @@ class TestCountersAreProtected:
             "UPDATE presets SET usage_count = usage_count + 1",
             "UPDATE presets SET last_used_at = now()",
         ]:
-            with pytest.raises(IntegrityError, match="maintained by triggers"), transaction.atomic():
+            with raises_sqlstate(IntegrityError, "23514", match=GUARDED):
                 sql(statement)
-        with pytest.raises(IntegrityError, match="maintained by triggers"), transaction.atomic():
+        with raises_sqlstate(IntegrityError, "23514", match=GUARDED):
             UsageTracking.objects.create(
                 customer=customer, period_start=timezone.now() - timedelta(days=400),
                 period_end=timezone.now() - timedelta(days=370), month="2025-01",
             )
-        with pytest.raises(IntegrityError, match="maintained by triggers"), transaction.atomic():
+        with raises_sqlstate(IntegrityError, "23514", match=GUARDED):
             Preset.objects.create(customer=customer, name="x", usage_count=5)
         assert active_count(customer) == 1
         preset.refresh_from_db()
@@ -317,11 +341,7 @@ class TestCountersAreProtected:
         with counter_writes_allowed():
             UsageTracking.objects.filter(customer=customer).update(active_projects_count=0)
         assert active_count(customer) == 0
-        assert counter_drift_checks() == ["active_projects"]
-
-
-def counter_drift_checks():
-    return sorted({row["check"] for row in drift_rows()})
+        assert drifted_checks() == ["active_projects"]
 
 
 # --- every write path changes each counter exactly once -----------------------------------------------
@@ -348,7 +368,7 @@ def test_each_write_path_adds_exactly_one(path, customer):
     before = active_count(customer)
     WRITE_PATHS[path](customer)
     assert active_count(customer) == before + 1
-    assert_no_drift()
+    assert_invariants()
 
 
 @pytest.mark.parametrize(
@@ -379,13 +399,13 @@ def test_events_written_in_every_way_add_exactly_their_quantity(customer):
 def test_bad_writes_change_no_counter(customer):
     """A statement that fails midway leaves no partial counter (SPEC §10)."""
     ProjectFactory(customer=customer)
-    with pytest.raises((IntegrityError, DataError, InternalError, ProgrammingError)), transaction.atomic():
+    with raises_sqlstate(IntegrityError, "23514", match="projects_status_valid"):
         sql(
             "INSERT INTO projects (customer_id, name, status) VALUES (%s, 'ok', 'active'), (%s, 'bad', 'deleted')",
             [customer.pk, customer.pk],
         )
     assert active_count(customer) == 1
-    assert_no_drift()
+    assert_invariants()
 
 
 def test_historical_drift_never_blocks_a_product_write(customer):
@@ -397,4 +417,4 @@ def test_historical_drift_never_blocks_a_product_write(customer):
         UsageTracking.objects.filter(customer=customer).update(active_projects_count=0)  # drifted
     Project.objects.filter(customer=customer).delete()
     assert active_count(customer) == -3
-    assert counter_drift_checks() == ["active_projects"]
+    assert drifted_checks() == ["active_projects"]
