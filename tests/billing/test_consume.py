@@ -64,7 +64,6 @@ def _a_month_passes(customer, *, days):
                 "UPDATE usage_tracking SET period_start = period_start - %s, period_end = period_end - %s, "
                 "month = to_char((period_start - %s) AT TIME ZONE 'UTC', 'YYYY-MM') WHERE customer_id = %s",
                 [shift, shift, shift, customer.pk])
-    assert_invariants([customer.pk])
 
 
 @pytest.mark.django_db
@@ -284,6 +283,20 @@ class TestOverageS5:
         assert grant.remaining == 0
         assert_invariants([customer.pk])
 
+    def test_a_rollover_carries_the_active_projects_and_restarts_metered_usage(self):
+        plans_ensure()
+        now = _db_now()
+        customer = CustomerFactory(current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
+        ProjectFactory.create_batch(3, customer=customer)
+        ProjectFactory(customer=customer, status=Project.Status.ARCHIVED)
+        consume(customer_id=customer.pk, metric="minutes", amount=7)
+        _a_month_passes(customer, days=30)
+        assert period_roll_due(actor="cron") == 1
+        customer.refresh_from_db()
+        row = UsageTracking.objects.get(customer=customer, period_start=customer.current_period_start)
+        assert (row.active_projects_count, row.minutes_used, row.ai_interactions_count) == (3, 0, 0)
+        assert_invariants([customer.pk])
+
     def test_a_partial_draw_takes_the_earliest_expiry_first_then_the_oldest(self):
         """Only part of the credit is drawn, so the order shows: earliest expiry, then oldest grant."""
         plans = plans_ensure()
@@ -311,6 +324,22 @@ class TestOverageS5:
             assert consume(customer_id=customer.pk, metric="ai_interaction", amount=amount).allowed
             assert remaining() == expected, amount
         assert_invariants([customer.pk])
+
+    def test_cron_rolls_a_processor_customer_into_the_processors_period(self):
+        """A Stripe customer whose renewal invoice has not arrived yet: cron opens the period the
+        subscription (from its last webhook) holds, not a calendar month."""
+        plans = plans_ensure()
+        now = _db_now()
+        customer = CustomerFactory(current_period_start=now - timedelta(days=30, hours=5),
+                                   current_period_end=now - timedelta(hours=5))
+        Subscription.objects.create(customer=customer, plan=plans["growth"], processor="stripe",
+                                    external_subscription_id="sub_cron", current_period_start=now - timedelta(hours=5),
+                                    current_period_end=now + timedelta(days=29, hours=19))
+        assert period_roll_due(actor="cron") == 1
+        customer.refresh_from_db()
+        assert (customer.current_period_start, customer.current_period_end) == (
+            now - timedelta(hours=5), now + timedelta(days=29, hours=19))
+        assert UsageTracking.objects.filter(customer=customer, period_start=now - timedelta(hours=5)).exists()
 
     def test_lazy_rollover_inside_consume(self):
         plans_ensure()
@@ -365,6 +394,24 @@ class TestCredits:
             credit_grant(customer=customer, actor="t", **kwargs)
         assert str(raised.value) == error
         assert not CreditGrant.objects.exists() and not AuditLog.objects.exists()
+
+    def test_a_ledger_statement_over_several_grants_moves_each(self):
+        """One statement drawing from (and then giving back to) several grants: the set-based path."""
+        customer = CustomerFactory()
+        grants = [credit_grant(customer=customer, metric="minutes", quantity=10, source="purchase", actor="t").pk
+                  for _ in range(3)]
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO credit_draws (grant_id, customer_id, quantity, drawn_at) "
+                           "SELECT g, %s, q, now() FROM unnest(%s::uuid[], ARRAY[1, 2, 3]) AS d(g, q)",
+                           [customer.pk, grants])
+        assert [CreditGrant.objects.get(pk=g).remaining for g in grants] == [9, 8, 7]
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE credit_draws SET quantity = quantity * 2 WHERE customer_id = %s", [customer.pk])
+        assert [CreditGrant.objects.get(pk=g).remaining for g in grants] == [8, 6, 4]
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM credit_draws WHERE grant_id = ANY(%s::uuid[])", [grants[:2]])
+        assert [CreditGrant.objects.get(pk=g).remaining for g in grants] == [10, 10, 4]
+        assert_invariants([customer.pk])
 
     def test_grant_is_audited(self):
         customer = CustomerFactory()

@@ -174,6 +174,47 @@ class TestStripe:
         from billing.selectors import customer_plan
         assert customer_plan(customer).code == "free"
 
+    @pytest.mark.parametrize("stripe_status, ours", [
+        ("trialing", "trialing"), ("active", "active"), ("past_due", "past_due"), ("unpaid", "past_due"),
+        ("incomplete", "past_due"), ("paused", "past_due"), ("incomplete_expired", "canceled"),
+    ])
+    def test_stripe_statuses_map_to_ours(self, client, stripe_status, ours):
+        plans_ensure()
+        customer = CustomerFactory()
+        event = wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
+            sub_id="sub_status", customer_id=customer.pk, price_id="price_demo_starter", status=stripe_status,
+            start=customer.current_period_start, end=customer.current_period_end), created=timezone.now())
+        assert post(client, "stripe", event).json()["status"] == "processed"
+        assert Subscription.objects.get(external_subscription_id="sub_status").status == ours
+
+    def test_a_cancellation_keeps_its_plan_even_when_the_price_is_retired(self, client):
+        plans = plans_ensure()
+        customer = CustomerFactory()
+        sub = wp.stripe_subscription(sub_id="sub_retired", customer_id=customer.pk, price_id="price_demo_growth",
+                                     status="active", start=customer.current_period_start, end=customer.current_period_end)
+        post(client, "stripe", wp.stripe_event("customer.subscription.created", sub, created=timezone.now()))
+        Plan.objects.filter(pk=plans["growth"].pk).update(stripe_price_id="price_growth_2027")  # the old price retired
+        sub["status"] = "canceled"
+        deleted = wp.stripe_event("customer.subscription.deleted", sub, created=timezone.now() + timedelta(seconds=1))
+        assert post(client, "stripe", deleted).json()["status"] == "processed"
+        subscription = Subscription.objects.get(external_subscription_id="sub_retired")
+        assert (subscription.status, subscription.plan) == ("canceled", plans["growth"])
+
+    def test_a_paid_renewal_brings_a_past_due_subscription_back_to_active(self, client):
+        plans_ensure()
+        customer = ended_an_hour_ago()
+        start, end = customer.current_period_start, customer.current_period_end
+        Subscription.objects.create(customer=customer, plan=Plan.objects.get(code="growth"), processor="stripe",
+                                    status="past_due", external_subscription_id="sub_late", current_period_start=start,
+                                    current_period_end=end)
+        renewal = wp.stripe_event("invoice.paid", wp.stripe_invoice_paid(
+            sub_id="sub_late", start=end, end=end + timedelta(days=30), price_id="price_demo_growth"), created=end)
+        assert post(client, "stripe", renewal).json()["status"] == "processed"
+        subscription = Subscription.objects.get(external_subscription_id="sub_late")
+        assert (subscription.status, subscription.current_period_start) == ("active", end)
+        audit = AuditLog.objects.get(action="webhook_effect")
+        assert (audit.before["status"], audit.after["status"]) == ("past_due", "active")
+
     def test_overage_pack_grants_credit_once(self, client):
         plans_ensure()
         customer = CustomerFactory()
@@ -337,6 +378,18 @@ class TestRejected:
         assert response.json()["error"]
         assert state() == before
         assert any("rejected stripe webhook" in r.getMessage() for r in caplog.records)
+
+    def test_the_tolerance_is_inclusive_to_the_second(self):
+        from billing.services.webhooks import WebhookRejected, signature_verify
+
+        body, now = b'{"id": "evt_edge"}', 1_800_000_000
+        for age in (-300, 0, 300):
+            header = signature_header("stripe", body, STRIPE_SECRET, now - age)
+            signature_verify("stripe", body, header, [STRIPE_SECRET], tolerance=300, now=now)  # accepted
+        for age in (-301, 301):
+            header = signature_header("stripe", body, STRIPE_SECRET, now - age)
+            with pytest.raises(WebhookRejected, match="^timestamp outside the 300 s tolerance$"):
+                signature_verify("stripe", body, header, [STRIPE_SECRET], tolerance=300, now=now)
 
     def test_paddle_bad_signature_and_get_method(self, client):
         plans_ensure()

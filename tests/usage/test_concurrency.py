@@ -5,6 +5,7 @@ import threading
 import time
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -249,4 +250,34 @@ def test_a_use_removed_while_a_newer_one_is_added_keeps_last_used_at():
     assert errors == []
     preset.refresh_from_db()
     assert (preset.usage_count, preset.last_used_at) == (2, now)
+    assert_invariants()
+
+
+def test_a_delta_whose_period_row_appears_with_other_bounds_fails_the_statement_for_a_retry():
+    """A writer creating the current-period row waits on a concurrent transaction that opens an
+    overlapping period with other bounds: its delta has no row to land on, so the statement fails
+    with serialization_failure (the client retries) instead of losing the delta silently."""
+    customer = CustomerFactory()
+    customer.refresh_from_db()
+    start, end = customer.current_period_start, customer.current_period_end
+    outcome = []
+
+    def create_project(conn):
+        try:
+            conn.execute("INSERT INTO projects (customer_id, name) VALUES (%s, 'first')", [customer.pk])
+            outcome.append("created")
+        except psycopg.errors.SerializationFailure as exc:
+            outcome.append(exc.sqlstate)
+
+    with raw_connect() as opener, raw_connect(autocommit=True) as writer:
+        with opener.transaction():
+            opener.execute("SELECT usage_tracking_open(%s, %s, %s)",
+                           [customer.pk, start + timedelta(hours=1), end + timedelta(hours=1)])
+            creation = threading.Thread(target=create_project, args=(writer,))
+            creation.start()
+            assert blocked_by(opener.info.backend_pid, unless=creation) == writer.info.backend_pid
+        creation.join(60)
+        assert outcome == ["40001"]
+        create_project(writer)  # the retry lands on the row the other transaction opened
+    assert outcome == ["40001", "created"]
     assert_invariants()

@@ -252,7 +252,10 @@ class TestMeteredUsage:
     @pytest.mark.django_db(transaction=True)  # TRUNCATE refuses pending deferred FK checks
     def test_truncate_is_maintained(self, customer):
         UsageEventFactory(customer=customer, quantity=5)
+        UsageEventFactory(customer=customer, metric=UsageEvent.Metric.MINUTES, quantity=2)
+        UsageEventFactory(customer=customer, quantity=1, occurred_at=customer.current_period_start - timedelta(days=40))
         sql("TRUNCATE usage_events")
+        assert metered(customer, customer.current_period_start - timedelta(days=40)) == (0, 0)
         assert metered(customer) == (0, 0)
         assert_invariants()
 
