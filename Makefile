@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo serve test bench install dbshell lock clean-db
+.PHONY: demo serve test bench mutants install dbshell lock clean-db
 
 $(STAMP): requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ serve: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-chromium
 	$(BIN)/python -m pytest
+
+# Mutation testing (scripts/mutants_catalogue.py): plants each bug, runs the tests meant to catch it,
+# prints the score and the survivors. Not part of `make test`; MUTANTS="id ..." runs some only.
+mutants: $(STAMP)
+	scripts/ensure-chromium
+	$(BIN)/python scripts/mutants.py $(if $(MUTANTS),--only $(MUTANTS))
 
 bench: $(STAMP)
 	$(BIN)/python bench/triggers.py
