@@ -102,7 +102,7 @@ class Run:
 
     @property
     def first_failure(self) -> str:
-        match = re.search(r"^(?:FAILED|ERROR) (\S+)", self.output, re.M)
+        match = re.search(r"^(?:FAILED|ERROR) ([^\s\[]+(?:\[.*?\])?)", self.output, re.M)
         return match[1] if match else ""
 
 

@@ -327,18 +327,18 @@ class TestOverageS5:
 
     def test_cron_rolls_a_processor_customer_into_the_processors_period(self):
         """A Stripe customer whose renewal invoice has not arrived yet: cron opens the period the
-        subscription (from its last webhook) holds, not a calendar month."""
+        subscription (from its last webhook) holds (two weeks here), not a month."""
         plans = plans_ensure()
         now = _db_now()
         customer = CustomerFactory(current_period_start=now - timedelta(days=30, hours=5),
                                    current_period_end=now - timedelta(hours=5))
         Subscription.objects.create(customer=customer, plan=plans["growth"], processor="stripe",
                                     external_subscription_id="sub_cron", current_period_start=now - timedelta(hours=5),
-                                    current_period_end=now + timedelta(days=29, hours=19))
+                                    current_period_end=now + timedelta(days=14))
         assert period_roll_due(actor="cron") == 1
         customer.refresh_from_db()
         assert (customer.current_period_start, customer.current_period_end) == (
-            now - timedelta(hours=5), now + timedelta(days=29, hours=19))
+            now - timedelta(hours=5), now + timedelta(days=14))
         assert UsageTracking.objects.filter(customer=customer, period_start=now - timedelta(hours=5)).exists()
 
     def test_lazy_rollover_inside_consume(self):
