@@ -62,7 +62,7 @@ def database_url() -> str:
     url = os.environ.get("DATABASE_URL")
     if url:
         return urlunsplit(urlsplit(url)._replace(path="/mutants"))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")  # the suite's own settings, as pytest uses
     sys.path.insert(0, str(ROOT))
     import django
 
