@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo serve test bench mutants install dbshell lock clean-db
+.PHONY: demo serve test lint format bench mutants install dbshell lock clean-db
 
 $(STAMP): requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ serve: $(STAMP)
 	$(BIN)/python manage.py check --deploy --fail-level WARNING
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	exec $(BIN)/gunicorn
+
+# Lint: ruff's checks and its formatter (pyproject.toml, [tool.ruff]); `make format` applies both.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test: $(STAMP)
 	scripts/ensure-chromium
