@@ -26,7 +26,9 @@ def fresh_bench_schema():
 
     name = connection.settings_dict["NAME"]
     if "bench" not in name:
-        sys.exit(f"refusing to rebuild database {name!r}: point DATABASE_URL at a database whose name contains 'bench'")
+        sys.exit(
+            f"refusing to rebuild database {name!r}: point DATABASE_URL at a database whose name contains 'bench'"
+        )
     log(f"rebuilding database {name} ...")
     with connection.cursor() as cursor:
         cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")

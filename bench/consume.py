@@ -52,7 +52,9 @@ def run_clients(clients: int, calls: int, op) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--calls", type=int, default=400, help="calls per client per scenario")
     parser.add_argument("--customers", type=int, default=1000, help="customers in the spread scenario")
@@ -97,16 +99,19 @@ def main():
         (
             "one hot customer",
             lambda conn, n, i: conn.execute(
-                "SELECT allowed FROM billing_consume(%s, 'ai_interaction', 1, %s)", [hot, f"hot-{n}-{i}"]),
+                "SELECT allowed FROM billing_consume(%s, 'ai_interaction', 1, %s)", [hot, f"hot-{n}-{i}"]
+            ),
             lambda conn, n, i: conn.execute("UPDATE bench_counter SET n = n + 1 WHERE id = 0"),
         ),
         (
             f"{args.customers:,} customers",
             lambda conn, n, i: conn.execute(
                 "SELECT allowed FROM billing_consume(%s, 'ai_interaction', 1, %s)",
-                [random.choice(spread), f"spread-{n}-{i}"]),
+                [random.choice(spread), f"spread-{n}-{i}"],
+            ),
             lambda conn, n, i: conn.execute(
-                "UPDATE bench_counter SET n = n + 1 WHERE id = %s", [random.randint(1, args.customers)]),
+                "UPDATE bench_counter SET n = n + 1 WHERE id = %s", [random.randint(1, args.customers)]
+            ),
         ),
     ):
         log(f"{label}: bare UPDATE, {args.clients} clients x {args.calls} ...")
@@ -121,7 +126,10 @@ def main():
         used = cur.fetchone()[0]
         cur.execute("SELECT remaining FROM credit_grants WHERE customer_id = %s", [hot])
         remaining = cur.fetchone()[0]
-        cur.execute("SELECT count(*) FILTER (WHERE allowed), count(*) FROM consume_requests WHERE customer_id = %s", [hot])
+        cur.execute(
+            "SELECT count(*) FILTER (WHERE allowed), count(*) FROM consume_requests WHERE customer_id = %s",
+            [hot],
+        )
         allowed, answered = cur.fetchone()
         cur.execute(
             "SELECT count(*) FROM usage_tracking t JOIN plans p ON p.code = 'free' "
@@ -131,15 +139,19 @@ def main():
         over = cur.fetchone()[0]
     overshoot = max(0, used - allowance - credit)
 
-    print(f"Consume with {args.clients} concurrent clients, {args.calls} calls each (PostgreSQL {server}, "
-          f"synchronous_commit={sync}; one transaction per call)\n")
+    print(
+        f"Consume with {args.clients} concurrent clients, {args.calls} calls each (PostgreSQL {server}, "
+        f"synchronous_commit={sync}; one transaction per call)\n"
+    )
     print("| scenario | bare UPDATE n = n + 1 (calls/s) | billing_consume (calls/s) | ratio | target |")
     print("|---|---:|---:|---:|---|")
     for label, bare, consumed in results:
         print(f"| {label} | {bare:,.0f} | {consumed:,.0f} | {consumed / bare:.0%} | >= 50 % |")
-    print(f"\nHot customer: {answered:,} calls for an allowance of {allowance:,} plus {credit:,} credit: "
-          f"{allowed:,} allowed, usage {used:,.0f}, credit left {remaining:,.0f}; overshoot {overshoot:,.0f} (must be 0). "
-          f"Customers over allowance + credit: {over} (must be 0).")
+    print(
+        f"\nHot customer: {answered:,} calls for an allowance of {allowance:,} plus {credit:,} credit: "
+        f"{allowed:,} allowed, usage {used:,.0f}, credit left {remaining:,.0f}; overshoot {overshoot:,.0f} (must be 0). "
+        f"Customers over allowance + credit: {over} (must be 0)."
+    )
 
 
 if __name__ == "__main__":

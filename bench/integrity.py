@@ -20,13 +20,14 @@ import sys
 import time
 
 from common import ROOT, fresh_bench_schema, log  # sets up Django on the benchmark database
-
 from django.db import connection, transaction
 
 from usage.models import PresetUsage, Project, UsageEvent
 from usage.services.integrity import discrepancy_report, drift_scan, usage_reconcile
 
-SOURCE_TRIGGERS = [(m._meta.db_table, t.get_pgid(m)) for m in (Project, UsageEvent, PresetUsage) for t in m._meta.triggers]
+SOURCE_TRIGGERS = [
+    (m._meta.db_table, t.get_pgid(m)) for m in (Project, UsageEvent, PresetUsage) for t in m._meta.triggers
+]
 
 
 def sql(statement, params=None):
@@ -171,7 +172,9 @@ def report_peak_rss_mb(customer=None) -> float:
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
     env = dict(os.environ, EMBEDDED_DBNAME=connection.settings_dict["NAME"])
-    out = subprocess.run([sys.executable, "-c", wrapper, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return int(out.stdout.strip()) / 1024  # kB on Linux
 
 
@@ -185,16 +188,24 @@ def per_customer_loop(sample: int) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=1.0, help="fraction of 1M customers / 5M projects / 20M events")
-    parser.add_argument("--sample", type=int, default=10_000, help="customers in the per-customer loop sample")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="fraction of 1M customers / 5M projects / 20M events"
+    )
+    parser.add_argument(
+        "--sample", type=int, default=10_000, help="customers in the per-customer loop sample"
+    )
     parser.add_argument("--batch-size", type=int, default=1000)
     args = parser.parse_args()
 
     customers = max(100, int(1_000_000 * args.scale))
     fresh_bench_schema()
-    gen_time, _ = timed(f"generating {customers:,} customers, {5 * customers:,} projects, {20 * customers:,} events",
-                        lambda: generate(customers, 5, 20))
+    gen_time, _ = timed(
+        f"generating {customers:,} customers, {5 * customers:,} projects, {20 * customers:,} events",
+        lambda: generate(customers, 5, 20),
+    )
     drifted = plant_drift(0.1)
     log(f"planted drift in {drifted:,} customers")
     server = sql("SHOW server_version")[0][0]
@@ -217,20 +228,28 @@ def main():
     )
     remaining = result.summary["remaining_drift"]
 
-    print(f"Integrity tools at {customers:,} customers, {5 * customers:,} projects, {20 * customers:,} usage events; "
-          f"drift planted in {drifted:,} customers. PostgreSQL {server}, one run "
-          f"(`bench/integrity.py --scale {args.scale:g}`); data generated in {gen_time:.0f} s.\n")
+    print(
+        f"Integrity tools at {customers:,} customers, {5 * customers:,} projects, {20 * customers:,} usage events; "
+        f"drift planted in {drifted:,} customers. PostgreSQL {server}, one run "
+        f"(`bench/integrity.py --scale {args.scale:g}`); data generated in {gen_time:.0f} s.\n"
+    )
     print("| measure | value | target |")
     print("|---|---:|---:|")
     print(f"| bare aggregate scan of the same tables | {bare:.1f} s | |")
-    print(f"| discrepancy report ({rows:,} drifted counters found) | {report:.1f} s = **{report / bare:.2f}x** the scan | <= 2x |")
+    print(
+        f"| discrepancy report ({rows:,} drifted counters found) | {report:.1f} s = **{report / bare:.2f}x** the scan | <= 2x |"
+    )
     print(f"| report process peak memory, whole database | {rss_all:.0f} MB | flat |")
     print(f"| report process peak memory, one customer | {rss_one:.0f} MB | |")
-    print(f"| reconciliation of the {drifted:,} drifted customers ({result.summary['fixed']:,} counters set) | "
-          f"{reconcile:.1f} s = **{reconcile / report:.2f}x** the report | <= 3x |")
+    print(
+        f"| reconciliation of the {drifted:,} drifted customers ({result.summary['fixed']:,} counters set) | "
+        f"{reconcile:.1f} s = **{reconcile / report:.2f}x** the report | <= 3x |"
+    )
     print(f"| drift left after reconciliation | {remaining} | 0 |")
-    print(f"| per-customer loop, {sample:,}-customer sample, scaled to {customers:,} | {loop_scaled:.0f} s = "
-          f"{loop_scaled / report:.0f}x the report | (for comparison) |")
+    print(
+        f"| per-customer loop, {sample:,}-customer sample, scaled to {customers:,} | {loop_scaled:.0f} s = "
+        f"{loop_scaled / report:.0f}x the report | (for comparison) |"
+    )
 
 
 if __name__ == "__main__":

@@ -67,15 +67,21 @@ def single_rows(conn, customer_ids, project_ids, *, commit: bool, rounds: int, b
     rows = iter(project_ids)
     with conn.cursor() as cur:
         for r in range(rounds):
-            for on in ((True, False) if r % 2 == 0 else (False, True)):
+            for on in (True, False) if r % 2 == 0 else (False, True):
                 set_triggers(cur, on)
                 conn.commit()
                 for kind in ("INSERT", "UPDATE", "DELETE"):
                     for _ in range(block):
                         if kind == "INSERT":
-                            sql, params = "INSERT INTO projects (customer_id, name) VALUES (%s, 'single')", [rng.choice(customer_ids)]
+                            sql, params = (
+                                "INSERT INTO projects (customer_id, name) VALUES (%s, 'single')",
+                                [rng.choice(customer_ids)],
+                            )
                         elif kind == "UPDATE":
-                            sql, params = "UPDATE projects SET status = 'archived' WHERE id = %s", [next(rows)]
+                            sql, params = (
+                                "UPDATE projects SET status = 'archived' WHERE id = %s",
+                                [next(rows)],
+                            )
                         else:
                             sql, params = "DELETE FROM projects WHERE id = %s", [next(rows)]
                         start = time.perf_counter()
@@ -91,7 +97,9 @@ def single_rows(conn, customer_ids, project_ids, *, commit: bool, rounds: int, b
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the SPEC sizes (default 1.0)")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10, help="on/off rounds of single-row statements")
@@ -114,7 +122,11 @@ def main():
         )
         cur.execute("SELECT id FROM customers ORDER BY email")
         all_ids = [r[0] for r in cur.fetchall()]
-        ids, small, large = all_ids[:customers], all_ids[customers : customers + 50], all_ids[customers + 50 :]
+        ids, small, large = (
+            all_ids[:customers],
+            all_ids[customers : customers + 50],
+            all_ids[customers + 50 :],
+        )
         # Every customer starts with a counter row (the steady state of a running product).
         cur.execute("INSERT INTO projects (customer_id, name) SELECT id, 'seed' FROM customers")
         cur.execute("DELETE FROM projects")
@@ -128,13 +140,20 @@ def main():
         )
         results = []
         log(f"bulk INSERT of {rows:,} projects across {customers:,} customers ...")
-        results.append(compare(conn, f"bulk INSERT {rows:,} rows / {customers:,} customers", insert_all, reps=args.reps))
+        results.append(
+            compare(conn, f"bulk INSERT {rows:,} rows / {customers:,} customers", insert_all, reps=args.reps)
+        )
 
         cur.execute(insert_all)  # committed, with triggers: the rows the bulk UPDATE and DELETE work on
         cur.execute("ANALYZE projects")
         log("bulk UPDATE (archive) ...")
         results.append(
-            compare(conn, f"bulk UPDATE (archive) {rows:,} rows", "UPDATE projects SET status = 'archived' WHERE status = 'active'", reps=args.reps)
+            compare(
+                conn,
+                f"bulk UPDATE (archive) {rows:,} rows",
+                "UPDATE projects SET status = 'archived' WHERE status = 'active'",
+                reps=args.reps,
+            )
         )
         log("bulk DELETE ...")
         results.append(compare(conn, f"bulk DELETE {rows:,} rows", "DELETE FROM projects", reps=args.reps))
@@ -147,23 +166,46 @@ def main():
         conn.rollback()
         single = {}
         for k, commit in enumerate((True, False)):
-            log(f"single-row statements, {'own transaction each' if commit else 'inside transactions'}: {args.rounds} rounds of {args.block} per kind, triggers on and off ...")
+            log(
+                f"single-row statements, {'own transaction each' if commit else 'inside transactions'}: {args.rounds} rounds of {args.block} per kind, triggers on and off ..."
+            )
             single[commit] = single_rows(
-                conn, ids, project_ids[k * per_run : (k + 1) * per_run], commit=commit, rounds=args.rounds, block=args.block
+                conn,
+                ids,
+                project_ids[k * per_run : (k + 1) * per_run],
+                commit=commit,
+                rounds=args.rounds,
+                block=args.block,
             )
         conn.autocommit = True
 
         # Per-row cost when the customer already has 10 vs 2,000 projects.
         log("per-row cost at 10 vs 2,000 projects per customer ...")
-        cur.execute("INSERT INTO projects (customer_id, name) SELECT c, 'existing' FROM unnest(%s::uuid[]) c, generate_series(1, 10)", [small])
-        cur.execute("INSERT INTO projects (customer_id, name) SELECT c, 'existing' FROM unnest(%s::uuid[]) c, generate_series(1, 2000)", [large])
+        cur.execute(
+            "INSERT INTO projects (customer_id, name) SELECT c, 'existing' FROM unnest(%s::uuid[]) c, generate_series(1, 10)",
+            [small],
+        )
+        cur.execute(
+            "INSERT INTO projects (customer_id, name) SELECT c, 'existing' FROM unnest(%s::uuid[]) c, generate_series(1, 2000)",
+            [large],
+        )
         cur.execute("ANALYZE projects")
         growth = []
         for label, group in (("10 projects per customer", small), ("2,000 projects per customer", large)):
             statement = "INSERT INTO projects (customer_id, name) SELECT c, 'one more' FROM unnest(%s::uuid[]) c, generate_series(1, 100)"
-            growth.append(compare(conn, f"INSERT 100 rows into each of 50 customers with {label}", statement, [group], reps=args.reps))
+            growth.append(
+                compare(
+                    conn,
+                    f"INSERT 100 rows into each of 50 customers with {label}",
+                    statement,
+                    [group],
+                    reps=args.reps,
+                )
+            )
 
-    print(f"Counter-trigger cost, PostgreSQL {server}, one run (`bench/triggers.py --scale {args.scale:g}`), medians of {args.reps}.\n")
+    print(
+        f"Counter-trigger cost, PostgreSQL {server}, one run (`bench/triggers.py --scale {args.scale:g}`), medians of {args.reps}.\n"
+    )
     print("| statement | triggers on | triggers off | ratio | target |")
     print("|---|---:|---:|---:|---:|")
     for label, on, off in results:
@@ -173,7 +215,9 @@ def main():
             on, off = single[commit][(kind, True)], single[commit][(kind, False)]
             how = "own transaction (with COMMIT)" if commit else "inside a transaction (no COMMIT)"
             target = "<= 1.2x" if commit else "(server CPU only)"
-            print(f"| single-row {kind}, {how} | {on * 1e6:.0f} us | {off * 1e6:.0f} us | {on / off:.2f}x | {target} |")
+            print(
+                f"| single-row {kind}, {how} | {on * 1e6:.0f} us | {off * 1e6:.0f} us | {on / off:.2f}x | {target} |"
+            )
     small_on, small_off = growth[0][1], growth[0][2]
     large_on, large_off = growth[1][1], growth[1][2]
     for label, on, off in growth:

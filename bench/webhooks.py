@@ -18,7 +18,6 @@ import time
 from datetime import timedelta
 
 from common import fresh_bench_schema, log  # sets up Django on the benchmark database
-
 from django.conf import settings
 from django.test import Client
 from django.utils import timezone
@@ -30,7 +29,9 @@ SECRET = "whsec_bench"
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--deliveries", type=int, default=3000)
     parser.add_argument("--customers", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
@@ -56,8 +57,13 @@ def main():
         processor = "stripe" if i % 2 == 0 else "paddle"
         subs[customer.pk] = (processor, f"sub_bench_{i}")
         Subscription.objects.create(
-            customer=customer, plan=plans["starter"], processor=processor, external_subscription_id=f"sub_bench_{i}",
-            current_period_start=start, current_period_end=end, last_event_at=start,
+            customer=customer,
+            plan=plans["starter"],
+            processor=processor,
+            external_subscription_id=f"sub_bench_{i}",
+            current_period_start=start,
+            current_period_end=end,
+            last_event_at=start,
         )
 
     log(f"building {args.deliveries:,} signed deliveries (10 % duplicates) ...")
@@ -71,23 +77,56 @@ def main():
         price = rng.choice(["starter", "growth", "pro"])
         if processor == "stripe":
             if kind < 0.6:
-                payload = wp.stripe_event("customer.subscription.updated", wp.stripe_subscription(
-                    sub_id=sub_id, customer_id=customer.pk, price_id=f"price_demo_{price}", status="active",
-                    start=start, end=end), created=at)
+                payload = wp.stripe_event(
+                    "customer.subscription.updated",
+                    wp.stripe_subscription(
+                        sub_id=sub_id,
+                        customer_id=customer.pk,
+                        price_id=f"price_demo_{price}",
+                        status="active",
+                        start=start,
+                        end=end,
+                    ),
+                    created=at,
+                )
             elif kind < 0.8:
-                payload = wp.stripe_event("checkout.session.completed", wp.stripe_pack_checkout(
-                    customer_id=customer.pk, metric="minutes", quantity=100), created=at)
+                payload = wp.stripe_event(
+                    "checkout.session.completed",
+                    wp.stripe_pack_checkout(customer_id=customer.pk, metric="minutes", quantity=100),
+                    created=at,
+                )
             else:
-                payload = wp.stripe_event("charge.succeeded", {"id": f"ch_{n}", "object": "charge"}, created=at)
+                payload = wp.stripe_event(
+                    "charge.succeeded", {"id": f"ch_{n}", "object": "charge"}, created=at
+                )
         else:
             if kind < 0.6:
-                payload = wp.paddle_event("subscription.updated", wp.paddle_subscription(
-                    sub_id=sub_id, customer_id=customer.pk, price_id=f"pri_demo_{price}", status="active",
-                    start=start, end=end), occurred=at)
+                payload = wp.paddle_event(
+                    "subscription.updated",
+                    wp.paddle_subscription(
+                        sub_id=sub_id,
+                        customer_id=customer.pk,
+                        price_id=f"pri_demo_{price}",
+                        status="active",
+                        start=start,
+                        end=end,
+                    ),
+                    occurred=at,
+                )
             elif kind < 0.8:
-                payload = wp.paddle_event("transaction.completed", wp.paddle_transaction(
-                    sub_id=None, origin="web", custom_data={"customer_id": str(customer.pk), "metric": "ai_interaction",
-                                                            "quantity": "500"}), occurred=at)
+                payload = wp.paddle_event(
+                    "transaction.completed",
+                    wp.paddle_transaction(
+                        sub_id=None,
+                        origin="web",
+                        custom_data={
+                            "customer_id": str(customer.pk),
+                            "metric": "ai_interaction",
+                            "quantity": "500",
+                        },
+                    ),
+                    occurred=at,
+                )
             else:
                 payload = wp.paddle_event("address.updated", {"id": f"add_{n}"}, occurred=at)
         events.append((processor, wp.body(payload)))
@@ -100,22 +139,32 @@ def main():
     started = time.perf_counter()
     for processor, data in deliveries:
         response = client.post(
-            f"/webhooks/{processor}/", data=data, content_type="application/json",
+            f"/webhooks/{processor}/",
+            data=data,
+            content_type="application/json",
             **{f"HTTP_{processor.upper()}_SIGNATURE": signature_header(processor, data, SECRET)},
         )
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
     elapsed = time.perf_counter() - started
 
     stored = WebhookEvent.objects.count()
-    by_status = dict(WebhookEvent.objects.values_list("status").annotate(n=__import__("django").db.models.Count("id")))
+    by_status = dict(
+        WebhookEvent.objects.values_list("status").annotate(n=__import__("django").db.models.Count("id"))
+    )
     grants = CreditGrant.objects.count()
     packs = sum(1 for _, d in events if b"checkout.session.completed" in d or b'"metric"' in d)
-    print(f"Webhook ingestion, one process, {len(deliveries):,} deliveries of which "
-          f"{len(deliveries) - unique:,} are redeliveries ({(len(deliveries) - unique) / len(deliveries):.0%})\n")
-    print("| deliveries/s | HTTP answers | inbox rows (unique events) | by status | credit grants (packs) | audit rows |")
+    print(
+        f"Webhook ingestion, one process, {len(deliveries):,} deliveries of which "
+        f"{len(deliveries) - unique:,} are redeliveries ({(len(deliveries) - unique) / len(deliveries):.0%})\n"
+    )
+    print(
+        "| deliveries/s | HTTP answers | inbox rows (unique events) | by status | credit grants (packs) | audit rows |"
+    )
     print("|---:|---|---:|---|---:|---:|")
-    print(f"| {len(deliveries) / elapsed:,.0f} | {statuses} | {stored:,} ({unique:,}) | {by_status} | "
-          f"{grants:,} ({packs:,}) | {AuditLog.objects.count():,} |")
+    print(
+        f"| {len(deliveries) / elapsed:,.0f} | {statuses} | {stored:,} ({unique:,}) | {by_status} | "
+        f"{grants:,} ({packs:,}) | {AuditLog.objects.count():,} |"
+    )
     if stored != unique or grants != packs:
         raise SystemExit("an event was processed more than once, or not at all")
 

@@ -16,7 +16,12 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from billing.models import AuditLog, CreditDraw, CreditGrant, Plan, Subscription, WebhookEvent
-from billing.services.credits import GOODWILL_NEEDS_REASON, CreditGrantError, credit_grant, credit_quantity_parse
+from billing.services.credits import (
+    GOODWILL_NEEDS_REASON,
+    CreditGrantError,
+    credit_grant,
+    credit_quantity_parse,
+)
 from billing.services.diagnosis import customer_diagnose
 from billing.services.plans import PlanChangeBlocked, plan_change_validate, subscription_change_plan
 from billing.services.webhooks import webhook_replay
@@ -32,10 +37,14 @@ CHANGE_PLAN_PERMISSION = "billing.change_subscription"
 class PlanActionForm(helpers.ActionForm):
     """The changelist's action bar, with the plan the plan-change actions aim at."""
 
-    plan = forms.ModelChoiceField(Plan.objects.order_by("price"), required=False, empty_label="(target plan)",
-                                  to_field_name="code")
-    reason = forms.CharField(required=False, max_length=500,
-                             widget=forms.TextInput(attrs={"placeholder": "reason (superuser override)", "size": 28}))
+    plan = forms.ModelChoiceField(
+        Plan.objects.order_by("price"), required=False, empty_label="(target plan)", to_field_name="code"
+    )
+    reason = forms.CharField(
+        required=False,
+        max_length=500,
+        widget=forms.TextInput(attrs={"placeholder": "reason (superuser override)", "size": 28}),
+    )
 
 
 def _actor(request) -> str:
@@ -52,7 +61,12 @@ class CustomerAdmin(BigTableAdmin):
     fields = ("id", "email", "name", "current_period_start", "current_period_end", "created_at")
     ordering = ("email",)
     inlines = (UsageTrackingInline, PresetInline)
-    actions = ("discrepancy_report_action", "reconcile_action", "validate_plan_change_action", "change_plan_action")
+    actions = (
+        "discrepancy_report_action",
+        "reconcile_action",
+        "validate_plan_change_action",
+        "change_plan_action",
+    )
     action_form = PlanActionForm
 
     def get_search_results(self, request, queryset, search_term):
@@ -85,7 +99,11 @@ class CustomerAdmin(BigTableAdmin):
 
     def get_urls(self):
         return [
-            path("<path:object_id>/recount/", self.admin_site.admin_view(self.recount_view), name="usage_customer_recount"),
+            path(
+                "<path:object_id>/recount/",
+                self.admin_site.admin_view(self.recount_view),
+                name="usage_customer_recount",
+            ),
             *super().get_urls(),
         ]
 
@@ -106,7 +124,8 @@ class CustomerAdmin(BigTableAdmin):
             self.message_user(
                 request,
                 f"Recounted {customer.email}: {fixed} counter(s) set to the truth (run #{result.run.pk})."
-                if fixed else f"Recounted {customer.email}: every counter already matched (run #{result.run.pk}).",
+                if fixed
+                else f"Recounted {customer.email}: every counter already matched (run #{result.run.pk}).",
                 messages.SUCCESS,
             )
         return HttpResponseRedirect(reverse("admin:usage_customer_change", args=[customer.pk]))
@@ -122,8 +141,13 @@ class CustomerAdmin(BigTableAdmin):
         return TemplateResponse(
             request,
             "admin/usage/customer/discrepancy_report.html",
-            {**self.admin_site.each_context(request), "title": "Discrepancy report", "opts": self.opts,
-             "customers": customers, "result": result},
+            {
+                **self.admin_site.each_context(request),
+                "title": "Discrepancy report",
+                "opts": self.opts,
+                "customers": customers,
+                "result": result,
+            },
         )
 
     @admin.action(description="Reconcile the selected customers' counters", permissions=["reconcile"])
@@ -132,7 +156,9 @@ class CustomerAdmin(BigTableAdmin):
         ids = [c.pk for c in customers]
         if request.POST.get("confirm") == "yes":
             try:
-                result = usage_reconcile(customer_ids=ids, apply=True, started_by=_actor(request), scope=_scope(customers))
+                result = usage_reconcile(
+                    customer_ids=ids, apply=True, started_by=_actor(request), scope=_scope(customers)
+                )
             except ReconciliationBusy as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 return None
@@ -143,15 +169,21 @@ class CustomerAdmin(BigTableAdmin):
                 messages.SUCCESS,
             )
             return HttpResponseRedirect(reverse("admin:usage_reconciliationrun_change", args=[result.run.pk]))
-        dry = usage_reconcile(customer_ids=ids, apply=False, started_by=_actor(request) + " dry run", scope=_scope(customers))
+        dry = usage_reconcile(
+            customer_ids=ids, apply=False, started_by=_actor(request) + " dry run", scope=_scope(customers)
+        )
         return TemplateResponse(
             request,
             "admin/usage/customer/reconcile_confirmation.html",
-            {**self.admin_site.each_context(request), "title": "Reconcile counters: check the changes",
-             "opts": self.opts, "customers": customers, "result": dry,
-             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME},
+            {
+                **self.admin_site.each_context(request),
+                "title": "Reconcile counters: check the changes",
+                "opts": self.opts,
+                "customers": customers,
+                "result": dry,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
         )
-
 
     # --- plan changes (SPEC §5) ----------------------------------------------------------------------
 
@@ -176,13 +208,20 @@ class CustomerAdmin(BigTableAdmin):
         return TemplateResponse(
             request,
             "admin/usage/customer/plan_change_validation.html",
-            {**self.admin_site.each_context(request), "title": f"Plan change to {target.name}", "opts": self.opts,
-             "target": target, "results": results,
-             "blocked": sum(1 for r in results if not r.allowed)},
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Plan change to {target.name}",
+                "opts": self.opts,
+                "target": target,
+                "results": results,
+                "blocked": sum(1 for r in results if not r.allowed),
+            },
         )
 
-    @admin.action(description="Change plan to the chosen plan (blocked ones need a superuser and a reason)",
-                  permissions=["change_plan"])
+    @admin.action(
+        description="Change plan to the chosen plan (blocked ones need a superuser and a reason)",
+        permissions=["change_plan"],
+    )
     def change_plan_action(self, request, queryset):
         target, reason = self._target_plan(request)
         if target is None:
@@ -191,7 +230,10 @@ class CustomerAdmin(BigTableAdmin):
         for customer in queryset.order_by("email"):
             try:
                 result = subscription_change_plan(
-                    customer=customer, target=target, actor=_actor(request), override_reason=reason,
+                    customer=customer,
+                    target=target,
+                    actor=_actor(request),
+                    override_reason=reason,
                     is_superuser=request.user.is_superuser,
                 )
             except PlanChangeBlocked as exc:
@@ -212,12 +254,29 @@ def _scope(customers) -> str:
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "price", "max_active_projects", "ai_interactions_per_period", "minutes_per_period", "stripe_price_id", "paddle_price_id")
+    list_display = (
+        "code",
+        "name",
+        "price",
+        "max_active_projects",
+        "ai_interactions_per_period",
+        "minutes_per_period",
+        "stripe_price_id",
+        "paddle_price_id",
+    )
 
 
 @admin.register(Subscription)
 class SubscriptionAdmin(BigTableAdmin):
-    list_display = ("customer", "plan", "status", "processor", "current_period_start", "current_period_end", "last_event_at")
+    list_display = (
+        "customer",
+        "plan",
+        "status",
+        "processor",
+        "current_period_start",
+        "current_period_end",
+        "last_event_at",
+    )
     list_filter = ("plan", "status", "processor")
     list_select_related = ("customer", "plan")
     search_fields = ("customer__email", "external_subscription_id")
@@ -240,7 +299,9 @@ class GoodwillGrantForm(forms.ModelForm):
     """Support's goodwill credit: a positive quantity and a reason (both audited)."""
 
     granted = forms.CharField(label="Quantity", help_text="Positive, at most 3 decimals.")
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="Required: it goes in the audit log.")
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), help_text="Required: it goes in the audit log."
+    )
 
     class Meta:
         model = CreditGrant
@@ -273,7 +334,16 @@ class CreditDrawInline(admin.TabularInline):
 class CreditGrantAdmin(BigTableAdmin):
     """Grants are ledger rows: added (goodwill, here; purchases come from webhooks), never edited."""
 
-    list_display = ("created_at", "customer", "metric", "granted", "remaining", "source", "expires_at", "created_by")
+    list_display = (
+        "created_at",
+        "customer",
+        "metric",
+        "granted",
+        "remaining",
+        "source",
+        "expires_at",
+        "created_by",
+    )
     list_filter = ("source", "metric")
     list_select_related = ("customer",)
     search_fields = ("customer__email", "=external_ref")
@@ -302,9 +372,13 @@ class CreditGrantAdmin(BigTableAdmin):
 
     def save_model(self, request, obj, form, change):
         grant = credit_grant(
-            customer=form.cleaned_data["customer"], metric=form.cleaned_data["metric"],
-            quantity=form.cleaned_data["granted"], source=CreditGrant.Source.GOODWILL, actor=_actor(request),
-            reason=form.cleaned_data["reason"], expires_at=form.cleaned_data.get("expires_at"),
+            customer=form.cleaned_data["customer"],
+            metric=form.cleaned_data["metric"],
+            quantity=form.cleaned_data["granted"],
+            source=CreditGrant.Source.GOODWILL,
+            actor=_actor(request),
+            reason=form.cleaned_data["reason"],
+            expires_at=form.cleaned_data.get("expires_at"),
         )
         obj.pk = grant.pk
         obj._state.adding = False
@@ -317,7 +391,16 @@ class CreditGrantAdmin(BigTableAdmin):
 class WebhookEventAdmin(ReadOnlyAdmin):
     """The inbox. Failed events keep their error; replay one once its cause is fixed."""
 
-    list_display = ("received_at", "processor", "event_type", "event_id", "status", "outcome", "error", "attempts")
+    list_display = (
+        "received_at",
+        "processor",
+        "event_type",
+        "event_id",
+        "status",
+        "outcome",
+        "error",
+        "attempts",
+    )
     list_filter = ("status", "processor", "event_type")
     search_fields = ("=event_id", "=customer_id")
     search_help_text = "Exact event id or customer id."
@@ -340,4 +423,6 @@ class WebhookEventAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"{event}: still failing: {event.error}", messages.ERROR)
             else:
                 done += 1
-        self.message_user(request, f"Replayed {done} event(s); {still} still failing; {skipped} skipped (not failed).")
+        self.message_user(
+            request, f"Replayed {done} event(s); {still} still failing; {skipped} skipped (not failed)."
+        )

@@ -6,9 +6,9 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing"
 
     def ready(self):
-        from django.conf import settings
-
         from pathlib import Path
+
+        from django.conf import settings
 
         from billing.services import audit, credits, findings  # noqa: F401  (audit connects its receivers)
         from usage.selectors import SQL_DIRS

@@ -25,7 +25,9 @@ class Plan(models.Model):
     name = models.CharField(max_length=100)
     price = models.PositiveIntegerField(help_text="Monthly price in minor units (cents).")
     max_active_projects = models.PositiveIntegerField(null=True, blank=True, help_text="Empty = unlimited.")
-    ai_interactions_per_period = models.PositiveIntegerField(null=True, blank=True, help_text="Empty = unlimited.")
+    ai_interactions_per_period = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty = unlimited."
+    )
     minutes_per_period = models.PositiveIntegerField(null=True, blank=True, help_text="Empty = unlimited.")
     stripe_price_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
     paddle_price_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
@@ -72,7 +74,8 @@ class Subscription(models.Model):
                 name="subscriptions_status_valid",
             ),
             models.CheckConstraint(
-                condition=Q(processor__in=["stripe", "paddle", "manual"]), name="subscriptions_processor_valid"
+                condition=Q(processor__in=["stripe", "paddle", "manual"]),
+                name="subscriptions_processor_valid",
             ),
             models.CheckConstraint(
                 condition=Q(current_period_end__gt=models.F("current_period_start")),
@@ -80,7 +83,9 @@ class Subscription(models.Model):
             ),
             # At most one live subscription per customer.
             models.UniqueConstraint(
-                fields=["customer"], condition=~Q(status="canceled"), name="subscriptions_one_live_per_customer"
+                fields=["customer"],
+                condition=~Q(status="canceled"),
+                name="subscriptions_one_live_per_customer",
             ),
             models.UniqueConstraint(
                 fields=["processor", "external_subscription_id"], name="subscriptions_processor_external_id"
@@ -106,7 +111,9 @@ class AuditLog(models.Model):
     action = models.CharField(max_length=32, choices=Action.choices)
     target_type = models.CharField(max_length=64)
     target_id = models.CharField(max_length=64)
-    customer_id = models.UUIDField(null=True, blank=True, db_index=True)  # plain id: the log outlives customers
+    customer_id = models.UUIDField(
+        null=True, blank=True, db_index=True
+    )  # plain id: the log outlives customers
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     reason = models.TextField(blank=True, default="")
@@ -145,7 +152,11 @@ class CreditGrant(CounterFieldsMixin, models.Model):
     created_by = models.CharField(max_length=200, help_text="A staff user, or the processor's webhook.")
     reason = models.TextField(blank=True, default="")
     external_ref = models.CharField(
-        max_length=200, null=True, blank=True, unique=True, help_text="The processor's payment or transaction id."
+        max_length=200,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="The processor's payment or transaction id.",
     )
     created_at = models.DateTimeField(db_default=Now(), editable=False)
 
@@ -157,7 +168,9 @@ class CreditGrant(CounterFieldsMixin, models.Model):
             models.CheckConstraint(
                 condition=Q(metric__in=["ai_interaction", "minutes"]), name="credit_grants_metric_valid"
             ),
-            models.CheckConstraint(condition=Q(source__in=["purchase", "goodwill"]), name="credit_grants_source_valid"),
+            models.CheckConstraint(
+                condition=Q(source__in=["purchase", "goodwill"]), name="credit_grants_source_valid"
+            ),
             models.CheckConstraint(
                 condition=~Q(source="goodwill") | ~Q(reason=""), name="credit_grants_goodwill_has_reason"
             ),
@@ -233,12 +246,16 @@ class WebhookEvent(models.Model):
     processor = models.CharField(max_length=16, choices=Processor.choices)
     event_id = models.CharField(max_length=200)
     event_type = models.CharField(max_length=100)
-    occurred_at = models.DateTimeField(null=True, blank=True, help_text="When the processor created the event.")
+    occurred_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the processor created the event."
+    )
     received_at = models.DateTimeField(db_default=Now(), editable=False)
     processed_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices)
     customer_id = models.UUIDField(null=True, blank=True, db_index=True)
-    outcome = models.TextField(blank=True, default="", help_text="What the event changed, or why it changed nothing.")
+    outcome = models.TextField(
+        blank=True, default="", help_text="What the event changed, or why it changed nothing."
+    )
     error = models.TextField(blank=True, default="")
     attempts = models.PositiveIntegerField(default=1)
     payload = models.JSONField()
@@ -247,13 +264,17 @@ class WebhookEvent(models.Model):
         db_table = "webhook_events"
         ordering = ["-received_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["processor", "event_id"], name="webhook_events_processor_event_id"),
+            models.UniqueConstraint(
+                fields=["processor", "event_id"], name="webhook_events_processor_event_id"
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=["processed", "ignored", "failed"]), name="webhook_events_status_valid"
             ),
         ]
         indexes = [
-            models.Index(fields=["status", "received_at"], condition=Q(status="failed"), name="webhook_events_failed")
+            models.Index(
+                fields=["status", "received_at"], condition=Q(status="failed"), name="webhook_events_failed"
+            )
         ]
         permissions = [("replay_webhookevent", "Can replay a failed webhook event")]
 

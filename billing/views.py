@@ -16,7 +16,9 @@ def _endpoint(processor: str):
     @require_POST
     def receive(request):
         try:
-            ingested = webhook_receive(processor, request.body, request.META.get(SIGNATURE_HEADERS[processor]))
+            ingested = webhook_receive(
+                processor, request.body, request.META.get(SIGNATURE_HEADERS[processor])
+            )
         except WebhookRejected as exc:
             log.warning("rejected %s webhook from %s: %s", processor, request.META.get("REMOTE_ADDR"), exc)
             return JsonResponse({"error": str(exc)}, status=400)
@@ -24,7 +26,9 @@ def _endpoint(processor: str):
             log.error("%s webhook: %s", processor, exc)
             return JsonResponse({"error": "webhook endpoint not configured"}, status=503)
         event = ingested.event
-        return JsonResponse({"event_id": event.event_id, "status": event.status, "duplicate": ingested.duplicate})
+        return JsonResponse(
+            {"event_id": event.event_id, "status": event.status, "duplicate": ingested.duplicate}
+        )
 
     receive.__name__ = f"{processor}_webhook"
     return receive

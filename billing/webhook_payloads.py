@@ -37,8 +37,16 @@ def stripe_event(event_type: str, obj: dict, *, created: datetime, event_id: str
     }
 
 
-def stripe_subscription(*, sub_id: str, customer_id, price_id: str, status: str, start: datetime, end: datetime,
-                        stripe_customer: str = "cus_demo") -> dict:
+def stripe_subscription(
+    *,
+    sub_id: str,
+    customer_id,
+    price_id: str,
+    status: str,
+    start: datetime,
+    end: datetime,
+    stripe_customer: str = "cus_demo",
+) -> dict:
     return {
         "id": sub_id,
         "object": "subscription",
@@ -49,18 +57,34 @@ def stripe_subscription(*, sub_id: str, customer_id, price_id: str, status: str,
         "current_period_end": _unix(end),
         "items": {
             "object": "list",
-            "data": [{
-                "id": _sid("si"), "object": "subscription_item", "quantity": 1,
-                "price": {"id": price_id, "object": "price", "currency": "usd", "recurring": {"interval": "month"}},
-            }],
+            "data": [
+                {
+                    "id": _sid("si"),
+                    "object": "subscription_item",
+                    "quantity": 1,
+                    "price": {
+                        "id": price_id,
+                        "object": "price",
+                        "currency": "usd",
+                        "recurring": {"interval": "month"},
+                    },
+                }
+            ],
         },
         "metadata": {"customer_id": str(customer_id)},
         "livemode": False,
     }
 
 
-def stripe_invoice_paid(*, sub_id: str, start: datetime, end: datetime, price_id: str,
-                        billing_reason: str = "subscription_cycle", amount: int = 2900) -> dict:
+def stripe_invoice_paid(
+    *,
+    sub_id: str,
+    start: datetime,
+    end: datetime,
+    price_id: str,
+    billing_reason: str = "subscription_cycle",
+    amount: int = 2900,
+) -> dict:
     return {
         "id": _sid("in"),
         "object": "invoice",
@@ -71,11 +95,18 @@ def stripe_invoice_paid(*, sub_id: str, start: datetime, end: datetime, price_id
         "paid": True,
         "amount_paid": amount,
         "currency": "usd",
-        "lines": {"object": "list", "data": [{
-            "id": _sid("il"), "object": "line_item", "amount": amount,
-            "period": {"start": _unix(start), "end": _unix(end)},
-            "price": {"id": price_id, "object": "price"},
-        }]},
+        "lines": {
+            "object": "list",
+            "data": [
+                {
+                    "id": _sid("il"),
+                    "object": "line_item",
+                    "amount": amount,
+                    "period": {"start": _unix(start), "end": _unix(end)},
+                    "price": {"id": price_id, "object": "price"},
+                }
+            ],
+        },
     }
 
 
@@ -103,7 +134,9 @@ def paddle_event(event_type: str, data: dict, *, occurred: datetime, event_id: s
     }
 
 
-def paddle_subscription(*, sub_id: str, customer_id, price_id: str, status: str, start: datetime, end: datetime) -> dict:
+def paddle_subscription(
+    *, sub_id: str, customer_id, price_id: str, status: str, start: datetime, end: datetime
+) -> dict:
     return {
         "id": sub_id,
         "status": status,
@@ -116,8 +149,14 @@ def paddle_subscription(*, sub_id: str, customer_id, price_id: str, status: str,
     }
 
 
-def paddle_transaction(*, sub_id: str | None, origin: str, start: datetime | None = None, end: datetime | None = None,
-                       custom_data: dict | None = None) -> dict:
+def paddle_transaction(
+    *,
+    sub_id: str | None,
+    origin: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    custom_data: dict | None = None,
+) -> dict:
     return {
         "id": _sid("txn"),
         "status": "completed",

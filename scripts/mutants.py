@@ -53,6 +53,7 @@ def database_facing(path: str) -> bool:
 
 # --- the database the runs use -------------------------------------------------------------------
 
+
 def database_url() -> str:
     """DATABASE_URL for every run: the caller's server, or the checkout's embedded one held open here.
 
@@ -62,7 +63,9 @@ def database_url() -> str:
     url = os.environ.get("DATABASE_URL")
     if url:
         return urlunsplit(urlsplit(url)._replace(path="/mutants"))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")  # the suite's own settings, as pytest uses
+    os.environ.setdefault(
+        "DJANGO_SETTINGS_MODULE", "tests.settings"
+    )  # the suite's own settings, as pytest uses
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -77,12 +80,19 @@ def database_url() -> str:
 
 # --- the working copy ----------------------------------------------------------------------------
 
+
 def copy_tree(target: Path) -> None:
     """Every tracked or new (not ignored) file of the working tree, as it is now."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, check=True, capture_output=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():
@@ -95,6 +105,7 @@ def migration_files(tree: Path) -> set[Path]:
 
 
 # --- running pytest ------------------------------------------------------------------------------
+
 
 class Run:
     def __init__(self, status: str, output: str, seconds: float):
@@ -109,8 +120,15 @@ class Run:
 def run(command: list[str], tree: Path, env: dict, timeout: int) -> Run:
     """Run in its own process group, killed whole on timeout or when we are interrupted."""
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=tree,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -126,12 +144,24 @@ def run(command: list[str], tree: Path, env: dict, timeout: int) -> Run:
 
 
 def pytest(tests: list[str], tree: Path, env: dict, timeout: int) -> Run:
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "mutants_plugin",
-               *(f"--ignore={ignored}" for ignored in IGNORED), *tests]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "mutants_plugin",
+        *(f"--ignore={ignored}" for ignored in IGNORED),
+        *tests,
+    ]
     return run(command, tree, env, timeout)
 
 
 # --- one mutant ----------------------------------------------------------------------------------
+
 
 class Outcome:
     def __init__(self, mutant: Mutant, status: str, detail: str = "", seconds: float = 0.0):
@@ -142,37 +172,69 @@ def apply(mutant: Mutant, tree: Path) -> str:
     path = tree / mutant.path
     text = path.read_text()
     if text.count(mutant.original) != 1:
-        raise ValueError(f"{mutant.id}: the original snippet occurs {text.count(mutant.original)} times in {mutant.path}")
+        raise ValueError(
+            f"{mutant.id}: the original snippet occurs {text.count(mutant.original)} times in {mutant.path}"
+        )
     path.write_text(text.replace(mutant.original, mutant.replacement))
     return text
 
 
-def try_mutant(mutant: Mutant, tree: Path, env: dict, baseline: dict, tests: list[str] | None, full: bool) -> Outcome:
+def try_mutant(
+    mutant: Mutant, tree: Path, env: dict, baseline: dict, tests: list[str] | None, full: bool
+) -> Outcome:
     started = time.monotonic()
     before = migration_files(tree)
     original = apply(mutant, tree)
     fingerprint = tree.parent / "fingerprint.json"
     try:
         if mutant.path.endswith("triggers.py"):
-            made = run([sys.executable, "manage.py", "makemigrations", "usage", "billing", "--name", "mutant",
-                        "--no-input"], tree, env, 300)
+            made = run(
+                [
+                    sys.executable,
+                    "manage.py",
+                    "makemigrations",
+                    "usage",
+                    "billing",
+                    "--name",
+                    "mutant",
+                    "--no-input",
+                ],
+                tree,
+                env,
+                300,
+            )
             if made.status != "passed" or not migration_files(tree) - before:
-                return Outcome(mutant, "not applied", "makemigrations made no migration:\n" + made.output[-2000:])
+                return Outcome(
+                    mutant, "not applied", "makemigrations made no migration:\n" + made.output[-2000:]
+                )
         fingerprint.unlink(missing_ok=True)
         env = {**env, "MUTANTS_FINGERPRINT": str(fingerprint)}
         subset = pytest(tests or list(mutant.tests), tree, env, SUBSET_TIMEOUT)
-        if database_facing(mutant.path) and fingerprint.exists():
-            if json.loads(fingerprint.read_text()) == baseline:
-                return Outcome(mutant, "not applied", "the test database is the same as without the mutant")
+        if (
+            database_facing(mutant.path)
+            and fingerprint.exists()
+            and json.loads(fingerprint.read_text()) == baseline
+        ):
+            return Outcome(mutant, "not applied", "the test database is the same as without the mutant")
         if subset.status in ("failed", "timeout"):
-            return Outcome(mutant, "killed", f"{subset.first_failure or subset.status} (subset)", time.monotonic() - started)
+            return Outcome(
+                mutant,
+                "killed",
+                f"{subset.first_failure or subset.status} (subset)",
+                time.monotonic() - started,
+            )
         if subset.status != "passed":
             return Outcome(mutant, "error", f"subset: {subset.status}\n{subset.output[-3000:]}")
         if not full:
             return Outcome(mutant, "survived", "subset only", time.monotonic() - started)
         suite = pytest([], tree, env, FULL_TIMEOUT)
         if suite.status in ("failed", "timeout"):
-            return Outcome(mutant, "killed", f"{suite.first_failure or suite.status} (whole suite)", time.monotonic() - started)
+            return Outcome(
+                mutant,
+                "killed",
+                f"{suite.first_failure or suite.status} (whole suite)",
+                time.monotonic() - started,
+            )
         if suite.status != "passed":
             return Outcome(mutant, "error", f"whole suite: {suite.status}\n{suite.output[-3000:]}")
         return Outcome(mutant, "survived", "", time.monotonic() - started)
@@ -189,19 +251,25 @@ def confirm_kill(outcome: Outcome, tree: Path, env: dict) -> Outcome:
         return outcome  # a timeout: the subset hung, which it does not on the baseline
     again = pytest([killer], tree, env, SUBSET_TIMEOUT)
     if again.status != "passed":
-        return Outcome(outcome.mutant, "flaky", f"{killer} also fails without the mutant:\n{again.output[-3000:]}")
+        return Outcome(
+            outcome.mutant, "flaky", f"{killer} also fails without the mutant:\n{again.output[-3000:]}"
+        )
     return outcome
 
 
 # --- the campaign --------------------------------------------------------------------------------
 
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", metavar="ID", help="run these mutants only")
-    parser.add_argument("--tests", nargs="+", metavar="NODE", help="run these tests instead of each mutant's subset")
+    parser.add_argument(
+        "--tests", nargs="+", metavar="NODE", help="run these tests instead of each mutant's subset"
+    )
     parser.add_argument("--no-full", action="store_true", help="do not run the whole suite against survivors")
     parser.add_argument("--list", action="store_true", help="list the catalogue and exit")
     args = parser.parse_args()
@@ -222,14 +290,20 @@ def main() -> int:
     try:
         tree = workdir / "tree"
         copy_tree(tree)
-        env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONPATH": str(tree / "scripts"),
-               "PYTHONDONTWRITEBYTECODE": "1"}  # no .pyc: a mutant and its restore can share an mtime second
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "PYTHONPATH": str(tree / "scripts"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }  # no .pyc: a mutant and its restore can share an mtime second
 
         log(f"baseline: the whole suite on the unmutated tree ({len(mutants)} mutants to follow)")
         fingerprint = workdir / "fingerprint.json"
         baseline_run = pytest([], tree, {**env, "MUTANTS_FINGERPRINT": str(fingerprint)}, FULL_TIMEOUT)
         if baseline_run.status != "passed":
-            print(f"The unmutated suite does not pass ({baseline_run.status}):\n{baseline_run.output[-5000:]}")
+            print(
+                f"The unmutated suite does not pass ({baseline_run.status}):\n{baseline_run.output[-5000:]}"
+            )
             return 1
         baseline = json.loads(fingerprint.read_text())
         log(f"baseline passed in {baseline_run.seconds:.0f} s")
@@ -240,8 +314,10 @@ def main() -> int:
             if outcome.status == "killed":
                 outcome = confirm_kill(outcome, tree, env)
             outcomes.append(outcome)
-            log(f"[{n}/{len(mutants)}] {outcome.status:11} {mutant.id} ({outcome.seconds:.0f} s) "
-                f"{outcome.detail.splitlines()[0] if outcome.detail else ''}")
+            log(
+                f"[{n}/{len(mutants)}] {outcome.status:11} {mutant.id} ({outcome.seconds:.0f} s) "
+                f"{outcome.detail.splitlines()[0] if outcome.detail else ''}"
+            )
     except KeyboardInterrupt:
         log("interrupted: the checkout was never changed; the temporary copy is removed")
         return 130
@@ -253,8 +329,10 @@ def main() -> int:
     broken = [o for o in outcomes if o.status not in ("killed", "survived")]
     scored = len(killed) + len(survived)
     minutes = (time.monotonic() - started) / 60
-    print(f"Mutation score: {len(killed)}/{scored} killed ({100 * len(killed) / max(scored, 1):.1f} %) "
-          f"in {minutes:.1f} min")
+    print(
+        f"Mutation score: {len(killed)}/{scored} killed ({100 * len(killed) / max(scored, 1):.1f} %) "
+        f"in {minutes:.1f} min"
+    )
     for o in killed:
         print(f"  killed    {o.mutant.id:36} by {o.detail}")
     for o in survived:

@@ -1,8 +1,8 @@
 import os
-from contextlib import contextmanager
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -138,7 +138,9 @@ def roles(db):
 
     importlib.import_module("billing.migrations.0002_roles").create_roles(apps, None)
     importlib.import_module("billing.migrations.0004_audit_roles").audit_log_readable(apps, None)
-    importlib.import_module("billing.migrations.0006_credit_webhook_roles").credit_and_webhook_roles(apps, None)
+    importlib.import_module("billing.migrations.0006_credit_webhook_roles").credit_and_webhook_roles(
+        apps, None
+    )
 
 
 @pytest.fixture

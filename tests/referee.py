@@ -72,7 +72,9 @@ def recount(customer_ids=None) -> list[Drift]:
     # I2: each period row sums its customer's events of [period_start, period_end); events that no
     # row covers are summed per customer and metric (a counter missing entirely).
     events = defaultdict(list)  # customer -> [metric, quantity, occurred_at, covered by a row]
-    for c, metric, quantity, at in _select("SELECT customer_id, metric, quantity, occurred_at FROM usage_events"):
+    for c, metric, quantity, at in _select(
+        "SELECT customer_id, metric, quantity, occurred_at FROM usage_events"
+    ):
         if in_scope(c):
             events[str(c)].append([metric, quantity, at, False])
     for row_id, c, start, end, _, ai, minutes in periods:
@@ -82,7 +84,10 @@ def recount(customer_ids=None) -> list[Drift]:
             if start <= at < end:
                 sums[metric] += quantity
                 event[3] = True
-        for check, tracked, actual in (("ai_interactions", ai, sums["ai_interaction"]), ("minutes", minutes, sums["minutes"])):
+        for check, tracked, actual in (
+            ("ai_interactions", ai, sums["ai_interaction"]),
+            ("minutes", minutes, sums["minutes"]),
+        ):
             if tracked != actual:
                 drift.append(Drift(check, c, row_id, Decimal(tracked), actual))
     uncovered = defaultdict(Decimal)
@@ -99,12 +104,22 @@ def recount(customer_ids=None) -> list[Drift]:
     uses = defaultdict(list)
     for preset_id, used_at in _select("SELECT preset_id, used_at FROM preset_usage"):
         uses[str(preset_id)].append(used_at)
-    for preset_id, c, usage_count, last_used_at in _select("SELECT id, customer_id, usage_count, last_used_at FROM presets"):
+    for preset_id, c, usage_count, last_used_at in _select(
+        "SELECT id, customer_id, usage_count, last_used_at FROM presets"
+    ):
         if not in_scope(c):
             continue
         preset_uses = uses[str(preset_id)]
         if usage_count != len(preset_uses):
-            drift.append(Drift("preset_usage_count", str(c), str(preset_id), Decimal(usage_count), Decimal(len(preset_uses))))
+            drift.append(
+                Drift(
+                    "preset_usage_count",
+                    str(c),
+                    str(preset_id),
+                    Decimal(usage_count),
+                    Decimal(len(preset_uses)),
+                )
+            )
         latest = max(preset_uses) if preset_uses else None
         if last_used_at != latest:
             drift.append(Drift("preset_last_used_at", str(c), str(preset_id), last_used_at, latest))
@@ -113,16 +128,22 @@ def recount(customer_ids=None) -> list[Drift]:
     drawn = defaultdict(Decimal)
     for grant_id, quantity in _select("SELECT grant_id, quantity FROM credit_draws"):
         drawn[str(grant_id)] += quantity
-    for grant_id, c, granted, remaining in _select("SELECT id, customer_id, granted, remaining FROM credit_grants"):
+    for grant_id, c, granted, remaining in _select(
+        "SELECT id, customer_id, granted, remaining FROM credit_grants"
+    ):
         if in_scope(c) and remaining != granted - drawn[str(grant_id)]:
-            drift.append(Drift("credit_remaining", str(c), str(grant_id), remaining, granted - drawn[str(grant_id)]))
+            drift.append(
+                Drift("credit_remaining", str(c), str(grant_id), remaining, granted - drawn[str(grant_id)])
+            )
 
     return ordered(drift)
 
 
 def ordered(drift) -> list[Drift]:
     """Drift in one canonical order, so two lists of it compare equal when they hold the same rows."""
-    return sorted(drift, key=lambda d: (d.check, d.customer_id, d.target_id or "", str(d.tracked), str(d.actual)))
+    return sorted(
+        drift, key=lambda d: (d.check, d.customer_id, d.target_id or "", str(d.tracked), str(d.actual))
+    )
 
 
 def assert_invariants(customer_ids=None) -> None:
@@ -145,4 +166,6 @@ def from_report(row: dict) -> Drift:
             return datetime.fromisoformat(v) if isinstance(v, str) else v
         return Decimal(str(v))
 
-    return Drift(row["check"], str(row["customer_id"]), row["target_id"], value(row["tracked"]), value(row["actual"]))
+    return Drift(
+        row["check"], str(row["customer_id"]), row["target_id"], value(row["tracked"]), value(row["actual"])
+    )

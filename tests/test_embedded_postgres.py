@@ -27,7 +27,12 @@ def embedded_env(pgdata: Path) -> dict:
 def manage(pgdata, *args, **kwargs):
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
-        env=embedded_env(pgdata), cwd=ROOT, capture_output=True, text=True, timeout=120, **kwargs,
+        env=embedded_env(pgdata),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
     )
 
 
@@ -69,8 +74,19 @@ def test_two_checkouts_run_side_by_side_without_clashing(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     # Checkout A keeps its server busy while checkout B starts its own.
     holder = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "shell", "--no-imports", "-c", SHOW + "; import time; time.sleep(8)"],
-        env=embedded_env(a), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "shell",
+            "--no-imports",
+            "-c",
+            SHOW + "; import time; time.sleep(8)",
+        ],
+        env=embedded_env(a),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -95,9 +111,19 @@ def test_two_checkouts_run_side_by_side_without_clashing(tmp_path):
 def _hold_server(pgdata, seconds=60):
     """A process that uses the server and then idles, the way runserver does."""
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "shell", "--no-imports", "-c",
-         SHOW + f"; import time; time.sleep({seconds})"],
-        env=embedded_env(pgdata), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "shell",
+            "--no-imports",
+            "-c",
+            SHOW + f"; import time; time.sleep({seconds})",
+        ],
+        env=embedded_env(pgdata),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout.readline().split()[0] == "1", proc.stderr.read() if proc.poll() is not None else ""
     return proc
@@ -142,8 +168,12 @@ QUERY_PER_LINE = (
 def _serve_queries(pgdata):
     return subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "shell", "--no-imports", "-c", QUERY_PER_LINE],
-        env=embedded_env(pgdata), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        env=embedded_env(pgdata),
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -243,8 +273,10 @@ def test_the_restart_waits_for_the_killed_servers_last_backend_to_exit(pgdata):
         _kill_postmaster(pgdata)
         holder.stdin.write("\n")
         holder.stdin.flush()
-        _wait_for(lambda: "pre-existing shared memory block" in (pgdata / "log").read_text(),
-                  "a start refused while the old backend lives")
+        _wait_for(
+            lambda: "pre-existing shared memory block" in (pgdata / "log").read_text(),
+            "a start refused while the old backend lives",
+        )
         (pgdata / "release").touch()
         assert holder.stdout.readline().strip() == "2"
         _finish(holder)
@@ -274,7 +306,10 @@ def _backend_is_busy(pgdata) -> bool:
     import psutil
 
     postmaster = psutil.Process(_postmaster_pid(pgdata))
-    return any(child.cmdline()[-1:] == ["DO"] or " DO" in " ".join(child.cmdline()) for child in postmaster.children())
+    return any(
+        child.cmdline()[-1:] == ["DO"] or " DO" in " ".join(child.cmdline())
+        for child in postmaster.children()
+    )
 
 
 def _wait_for(condition, what, seconds=60):

@@ -4,7 +4,6 @@ runserver and production's gunicorn, each started the way the Makefile starts it
 
 import http.client
 import json
-import os
 import re
 import socket
 import subprocess
@@ -24,8 +23,15 @@ PRODUCTION_ENV = {
 }
 # What the process must not inherit from the test run (tests.settings, its key, its DEBUG, the
 # browser tests' async switch).
-NOT_INHERITED = ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "DEBUG", "PORT", "WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS",
-                 "DJANGO_ALLOW_ASYNC_UNSAFE")
+NOT_INHERITED = (
+    "DJANGO_SETTINGS_MODULE",
+    "SECRET_KEY",
+    "DEBUG",
+    "PORT",
+    "WEB_CONCURRENCY",
+    "FORWARDED_ALLOW_IPS",
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
+)
 
 
 def production_env(**overrides) -> dict:
@@ -48,7 +54,11 @@ def collected(tmp_path_factory) -> dict:
 def manage(*args, env) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -64,14 +74,18 @@ class Server:
     def __init__(self, argv, env):
         self.port = free_port()
         argv = [arg.replace("{port}", str(self.port)) for arg in argv]
-        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.stderr = ""
 
     def __enter__(self):
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited with {self.proc.returncode}: {self.proc.communicate()}")
+                raise AssertionError(
+                    f"the server exited with {self.proc.returncode}: {self.proc.communicate()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return self
@@ -120,8 +134,11 @@ def json_lines(stderr: str) -> list[dict]:
 # --- refusing to start --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("secret_key", [None, "", "billing-ops-local-demo-key-not-for-production"],
-                         ids=["unset", "empty", "published-demo-key"])
+@pytest.mark.parametrize(
+    "secret_key",
+    [None, "", "billing-ops-local-demo-key-not-for-production"],
+    ids=["unset", "empty", "published-demo-key"],
+)
 def test_debug_off_without_a_secret_key_of_its_own_refuses_to_start(secret_key):
     result = manage("check", env=production_env(SECRET_KEY=secret_key))
     assert result.returncode == 2
@@ -135,7 +152,11 @@ def test_debug_off_without_a_secret_key_of_its_own_refuses_to_start(secret_key):
 def test_gunicorn_refuses_once_and_exits_instead_of_restarting_workers_for_ever():
     proc = subprocess.run(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{free_port()}"],
-        env=production_env(SECRET_KEY=None), cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=production_env(SECRET_KEY=None),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
@@ -147,14 +168,25 @@ def test_gunicorn_refuses_once_and_exits_instead_of_restarting_workers_for_ever(
 @pytest.mark.parametrize(
     "url, message",
     [
-        ("notaurl", "DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/NAME (got no scheme; "
-                    "SQLite and others are not supported)."),
-        ("sqlite:///billing.db", "DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/NAME "
-                                 "(got 'sqlite://'; SQLite and others are not supported)."),
-        ("mysql://ops:hunter2@db/billing", "DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/NAME "
-                                           "(got 'mysql://'; SQLite and others are not supported)."),
-        ("postgres://ops:hunter2@db:fivefourthreetwo/billing",
-         "DATABASE_URL is not a valid URL: Port could not be cast to integer value as 'fivefourthreetwo'."),
+        (
+            "notaurl",
+            "DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/NAME (got no scheme; "
+            "SQLite and others are not supported).",
+        ),
+        (
+            "sqlite:///billing.db",
+            "DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/NAME "
+            "(got 'sqlite://'; SQLite and others are not supported).",
+        ),
+        (
+            "mysql://ops:hunter2@db/billing",
+            "DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/NAME "
+            "(got 'mysql://'; SQLite and others are not supported).",
+        ),
+        (
+            "postgres://ops:hunter2@db:fivefourthreetwo/billing",
+            "DATABASE_URL is not a valid URL: Port could not be cast to integer value as 'fivefourthreetwo'.",
+        ),
     ],
     ids=["not-a-url", "sqlite", "mysql", "port-not-a-number"],
 )
@@ -184,8 +216,14 @@ def test_check_deploy_and_so_make_serve_refuse_the_demos_debug_on():
 
 def test_the_readme_documents_every_variable_of_the_production_environment():
     deployment = (ROOT / "README.md").read_text().split("## Deployment", 1)[1].split("\n## ", 1)[0]
-    for variable in [*PRODUCTION_ENV, "DATABASE_URL", "FORWARDED_ALLOW_IPS", "WEB_CONCURRENCY", "HSTS_SECONDS",
-                     "STATIC_ROOT"]:
+    for variable in [
+        *PRODUCTION_ENV,
+        "DATABASE_URL",
+        "FORWARDED_ALLOW_IPS",
+        "WEB_CONCURRENCY",
+        "HSTS_SECONDS",
+        "STATIC_ROOT",
+    ]:
         assert f"`{variable}`" in deployment or f"{variable}=" in deployment, variable
     for step in ("manage.py migrate", "manage.py collectstatic", "make serve", "/healthz", "crontab"):
         assert step in deployment, step
@@ -205,7 +243,9 @@ def demo_env() -> dict:
 
 def demo_server(settings_module="billing.settings") -> Server:
     env = dict(demo_env(), DJANGO_SETTINGS_MODULE=settings_module)
-    return Server([sys.executable, str(ROOT / "manage.py"), "runserver", "--noreload", "127.0.0.1:{port}"], env)
+    return Server(
+        [sys.executable, str(ROOT / "manage.py"), "runserver", "--noreload", "127.0.0.1:{port}"], env
+    )
 
 
 @pytest.mark.django_db
@@ -297,19 +337,33 @@ def assert_crash_logged(records):
 
 
 def test_an_unexpected_error_in_a_command_is_logged_the_same_way():
-    result = manage("shell", "--no-imports", "-c", "raise RuntimeError('an unexpected error in a command')",
-                    env=production_env())
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "raise RuntimeError('an unexpected error in a command')",
+        env=production_env(),
+    )
     assert result.returncode == 1
     [error] = json_lines(result.stderr)
-    assert (error["level"], error["logger"], error["message"]) == ("ERROR", "billing.commands", "manage.py shell failed")
+    assert (error["level"], error["logger"], error["message"]) == (
+        "ERROR",
+        "billing.commands",
+        "manage.py shell failed",
+    )
     assert error["exc_info"].startswith("Traceback (most recent call last):")
     assert error["exc_info"].endswith("RuntimeError: an unexpected error in a command")
 
 
 def test_python_warnings_are_log_records_too():
     """A missing STATIC_ROOT (collectstatic not run) warns through WhiteNoise: a JSON line, not a bare one."""
-    result = manage("shell", "--no-imports", "-c", "import warnings; warnings.warn('a warning from a library')",
-                    env=production_env())
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "import warnings; warnings.warn('a warning from a library')",
+        env=production_env(),
+    )
     assert result.returncode == 0
     [warning] = json_lines(result.stderr)
     assert (warning["level"], warning["logger"]) == ("WARNING", "py.warnings")
@@ -340,4 +394,3 @@ def test_health_is_200_on_plain_http_from_the_production_server(collected):
         status, _, body = server.get("/healthz")
     assert status == 200
     assert json.loads(body)["status"] == "ok"
-

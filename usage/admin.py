@@ -7,7 +7,15 @@ from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from usage.models import Preset, PresetUsage, Project, ReconciliationRow, ReconciliationRun, UsageEvent, UsageTracking
+from usage.models import (
+    Preset,
+    PresetUsage,
+    Project,
+    ReconciliationRow,
+    ReconciliationRun,
+    UsageEvent,
+    UsageTracking,
+)
 
 
 class EstimatedCountPaginator(Paginator):
@@ -20,7 +28,8 @@ class EstimatedCountPaginator(Paginator):
             return super().count
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [self.object_list.model._meta.db_table]
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                [self.object_list.model._meta.db_table],
             )
             estimate = cursor.fetchone()[0]
         # reltuples is -1 before the first ANALYZE; small tables are cheap to count exactly.
@@ -48,7 +57,15 @@ class ReadOnlyAdmin(BigTableAdmin):
 
 class UsageTrackingInline(admin.TabularInline):
     model = UsageTracking
-    fields = ("month", "period_start", "period_end", "active_projects_count", "ai_interactions_count", "minutes_used", "updated_at")
+    fields = (
+        "month",
+        "period_start",
+        "period_end",
+        "active_projects_count",
+        "ai_interactions_count",
+        "minutes_used",
+        "updated_at",
+    )
     readonly_fields = fields
     ordering = ("-period_start",)
     extra = 0
@@ -114,7 +131,16 @@ class UsageEventAdmin(BigTableAdmin):
 class UsageTrackingAdmin(ReadOnlyAdmin):
     """Counters are derived: the triggers write them."""
 
-    list_display = ("customer", "month", "period_start", "period_end", "active_projects_count", "ai_interactions_count", "minutes_used", "updated_at")
+    list_display = (
+        "customer",
+        "month",
+        "period_start",
+        "period_end",
+        "active_projects_count",
+        "ai_interactions_count",
+        "minutes_used",
+        "updated_at",
+    )
     list_filter = ("month",)
     list_select_related = ("customer",)
     search_fields = ("customer__email",)
@@ -124,7 +150,19 @@ class UsageTrackingAdmin(ReadOnlyAdmin):
 class ReconciliationRunAdmin(ReadOnlyAdmin):
     """History of every report and fix, newest first; its rows one click away."""
 
-    list_display = ("id", "started_at", "mode", "status", "started_by", "scope", "customers_checked", "customers_with_drift", "discrepancies", "fixed", "rows_link")
+    list_display = (
+        "id",
+        "started_at",
+        "mode",
+        "status",
+        "started_by",
+        "scope",
+        "customers_checked",
+        "customers_with_drift",
+        "discrepancies",
+        "fixed",
+        "rows_link",
+    )
     list_filter = ("mode", "status")
     search_fields = ("started_by", "scope")
     readonly_fields = [f.name for f in ReconciliationRun._meta.fields] + ["rows_link"]
@@ -137,7 +175,17 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
 
 @admin.register(ReconciliationRow)
 class ReconciliationRowAdmin(ReadOnlyAdmin):
-    list_display = ("run", "check_name", "email", "target_id", "tracked", "actual", "difference", "after", "fixed")
+    list_display = (
+        "run",
+        "check_name",
+        "email",
+        "target_id",
+        "tracked",
+        "actual",
+        "difference",
+        "after",
+        "fixed",
+    )
     list_filter = ("check_name", "fixed", "run__mode")
     list_select_related = ("run",)
     search_fields = ("=email", "=customer_id")

@@ -89,7 +89,9 @@ class Project(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="projects")
     name = models.CharField(max_length=200)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_default=Status.ACTIVE)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.ACTIVE, db_default=Status.ACTIVE
+    )
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
@@ -97,7 +99,9 @@ class Project(models.Model):
         db_table = "projects"
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=["active", "archived"]), name="projects_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "archived"]), name="projects_status_valid"
+            ),
         ]
         indexes = [
             # COUNT of active projects per customer: opening a period row, reports, reconciliation.
@@ -153,7 +157,9 @@ class UsageEvent(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
     # No index of its own: usage_events_sum_cover starts with customer_id (one index less per insert).
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="usage_events", db_index=False)
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="usage_events", db_index=False
+    )
     metric = models.CharField(max_length=32, choices=Metric.choices)
     quantity = models.DecimalField(max_digits=18, decimal_places=3)
     occurred_at = models.DateTimeField(default=timezone.now, db_default=Now())
@@ -182,7 +188,9 @@ class UsageEvent(models.Model):
             # report reads all events in customer order without visiting the table (an index-only
             # scan), and one customer's sum is one range of it.
             models.Index(
-                fields=["customer", "metric", "occurred_at"], include=["quantity"], name="usage_events_sum_cover"
+                fields=["customer", "metric", "occurred_at"],
+                include=["quantity"],
+                name="usage_events_sum_cover",
             ),
         ]
         triggers = triggers.usage_event_triggers()
@@ -211,11 +219,15 @@ class UsageTracking(CounterFieldsMixin, models.Model):
         ordering = ["customer", "-period_start"]
         verbose_name = "usage period"
         constraints = [
-            models.UniqueConstraint(fields=["customer", "period_start"], name="usage_tracking_customer_period"),
+            models.UniqueConstraint(
+                fields=["customer", "period_start"], name="usage_tracking_customer_period"
+            ),
             models.CheckConstraint(
                 condition=Q(period_end__gt=models.F("period_start")), name="usage_tracking_period_ordered"
             ),
-            models.CheckConstraint(condition=Q(month__regex=r"^\d{4}-\d{2}$"), name="usage_tracking_month_format"),
+            models.CheckConstraint(
+                condition=Q(month__regex=r"^\d{4}-\d{2}$"), name="usage_tracking_month_format"
+            ),
             # Periods of one customer never overlap: every event belongs to exactly one row.
             ExclusionConstraint(
                 name="usage_tracking_periods_disjoint",
@@ -229,7 +241,6 @@ class UsageTracking(CounterFieldsMixin, models.Model):
 
     def __str__(self):
         return f"{self.customer_id} {self.month}"
-
 
 
 class ReconciliationRun(models.Model):
@@ -249,10 +260,16 @@ class ReconciliationRun(models.Model):
     started_by = models.CharField(max_length=200, help_text="A staff user, or the command that ran it.")
     mode = models.CharField(max_length=8, choices=Mode.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
-    scope = models.CharField(max_length=200, default="all customers", help_text="All customers, or which ones.")
+    scope = models.CharField(
+        max_length=200, default="all customers", help_text="All customers, or which ones."
+    )
     batch_size = models.PositiveIntegerField(null=True, blank=True)
-    resumed_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    last_customer_id = models.UUIDField(null=True, blank=True, help_text="Checkpoint: batches up to here are done.")
+    resumed_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_customer_id = models.UUIDField(
+        null=True, blank=True, help_text="Checkpoint: batches up to here are done."
+    )
     customers_checked = models.PositiveIntegerField(default=0)
     customers_with_drift = models.PositiveIntegerField(default=0)
     discrepancies = models.PositiveIntegerField(default=0)
@@ -264,9 +281,12 @@ class ReconciliationRun(models.Model):
         db_table = "reconciliation_runs"
         ordering = ["-started_at", "-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(mode__in=["report", "apply"]), name="reconciliation_runs_mode_valid"),
             models.CheckConstraint(
-                condition=Q(status__in=["running", "completed", "failed"]), name="reconciliation_runs_status_valid"
+                condition=Q(mode__in=["report", "apply"]), name="reconciliation_runs_mode_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["running", "completed", "failed"]),
+                name="reconciliation_runs_status_valid",
             ),
         ]
         permissions = [

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pgtrigger
-from pgtrigger.core import OUTDATED, UNINSTALLED
 from django.db import connections
+from pgtrigger.core import OUTDATED, UNINSTALLED
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Folders of reviewable SQL whose functions check_triggers compares with the database; other apps
@@ -33,7 +33,9 @@ class TriggerStatus:
 def expected_sql_functions() -> dict[str, str]:
     """Name -> body of every helper function in the SQL folders, the latest file's definition winning."""
     functions: dict[str, str] = {}
-    for path in sorted((p for folder in SQL_DIRS for p in folder.glob("*.sql")), key=lambda p: (p.name, str(p))):
+    for path in sorted(
+        (p for folder in SQL_DIRS for p in folder.glob("*.sql")), key=lambda p: (p.name, str(p))
+    ):
         for match in _FUNCTION_RE.finditer(path.read_text()):
             functions[match["name"]] = match["body"]
     return functions

@@ -29,7 +29,12 @@ def warn_missing_triggers(sender, using="default", **kwargs):
         return
     for status in trigger_health(using=using):
         if not status.ok:
-            logger.warning("counter %s %s: %s; counters will drift until it is fixed", status.kind, status.name, status.problem)
+            logger.warning(
+                "counter %s %s: %s; counters will drift until it is fixed",
+                status.kind,
+                status.name,
+                status.problem,
+            )
 
 
 # Sent inside the transaction that set counters to their recomputed truth, with the changed rows

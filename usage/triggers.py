@@ -50,6 +50,7 @@ RAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be wr
 
 # --- projects -> usage_tracking.active_projects_count (I1) ------------------------------------------
 
+
 def _active_delta(select_deltas: str) -> str:
     return f"""
 PERFORM usage_tracking_add_active(array_agg(customer_id ORDER BY customer_id), array_agg(delta ORDER BY customer_id))
@@ -100,6 +101,7 @@ WHERE active_projects_count <> 0 AND period_start <= now() AND period_end > now(
 
 
 # --- usage_events -> usage_tracking.ai_interactions_count / minutes_used (I2) ---------------------
+
 
 def _event_deltas(table: str, sign: str) -> str:
     """Per (customer, period containing occurred_at) sums of one transition table.
@@ -162,7 +164,10 @@ END IF;
 def usage_event_triggers():
     return [
         statement_trigger(
-            "usage_events_on_insert", pgtrigger.Insert, _ONE_EVENT + _metered_delta(_event_deltas(NEW, "")), new=True
+            "usage_events_on_insert",
+            pgtrigger.Insert,
+            _ONE_EVENT + _metered_delta(_event_deltas(NEW, "")),
+            new=True,
         ),
         statement_trigger(
             "usage_events_on_update",
@@ -177,7 +182,9 @@ UNION ALL
             old=True,
             new=True,
         ),
-        statement_trigger("usage_events_on_delete", pgtrigger.Delete, _metered_delta(_event_deltas(OLD, "-")), old=True),
+        statement_trigger(
+            "usage_events_on_delete", pgtrigger.Delete, _metered_delta(_event_deltas(OLD, "-")), old=True
+        ),
         statement_trigger(
             "usage_events_on_truncate",
             pgtrigger.Truncate,
@@ -190,6 +197,7 @@ WHERE ai_interactions_count <> 0 OR minutes_used <> 0;
 
 
 # --- preset_usage -> presets.usage_count / last_used_at (I3) --------------------------------------
+
 
 def _preset_delta(select_deltas: str) -> str:
     return f"""
@@ -206,7 +214,9 @@ _PRESET_USES_REMOVED = f"SELECT preset_id, -count(*)::integer AS delta, NULL::ti
 
 def preset_usage_triggers():
     return [
-        statement_trigger("preset_usage_on_insert", pgtrigger.Insert, _preset_delta(_PRESET_USES_ADDED), new=True),
+        statement_trigger(
+            "preset_usage_on_insert", pgtrigger.Insert, _preset_delta(_PRESET_USES_ADDED), new=True
+        ),
         statement_trigger(
             "preset_usage_on_update",
             pgtrigger.Update,
@@ -217,7 +227,9 @@ FROM ({_PRESET_USES_REMOVED} UNION ALL {_PRESET_USES_ADDED}) AS moves GROUP BY p
             old=True,
             new=True,
         ),
-        statement_trigger("preset_usage_on_delete", pgtrigger.Delete, _preset_delta(_PRESET_USES_REMOVED), old=True),
+        statement_trigger(
+            "preset_usage_on_delete", pgtrigger.Delete, _preset_delta(_PRESET_USES_REMOVED), old=True
+        ),
         statement_trigger(
             "preset_usage_on_truncate",
             pgtrigger.Truncate,
@@ -231,9 +243,12 @@ WHERE usage_count <> 0 OR last_used_at IS NOT NULL;
 
 # --- guards on the counter tables (I5) -------------------------------------------------------------
 
+
 def preset_triggers():
     return [
-        _protect("presets_protect_insert", pgtrigger.Insert, "NEW.usage_count <> 0 OR NEW.last_used_at IS NOT NULL"),
+        _protect(
+            "presets_protect_insert", pgtrigger.Insert, "NEW.usage_count <> 0 OR NEW.last_used_at IS NOT NULL"
+        ),
         _protect(
             "presets_protect_update",
             pgtrigger.Update,

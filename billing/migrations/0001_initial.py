@@ -8,52 +8,149 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('usage', '0001_initial'),
+        ("usage", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Plan',
+            name="Plan",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(choices=[('free', 'Free'), ('starter', 'Starter'), ('growth', 'Growth'), ('pro', 'Pro')], max_length=32, unique=True)),
-                ('name', models.CharField(max_length=100)),
-                ('price', models.PositiveIntegerField(help_text='Monthly price in minor units (cents).')),
-                ('max_active_projects', models.PositiveIntegerField(blank=True, help_text='Empty = unlimited.', null=True)),
-                ('ai_interactions_per_period', models.PositiveIntegerField(blank=True, help_text='Empty = unlimited.', null=True)),
-                ('minutes_per_period', models.PositiveIntegerField(blank=True, help_text='Empty = unlimited.', null=True)),
-                ('stripe_price_id', models.CharField(blank=True, max_length=100, null=True, unique=True)),
-                ('paddle_price_id', models.CharField(blank=True, max_length=100, null=True, unique=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "code",
+                    models.CharField(
+                        choices=[
+                            ("free", "Free"),
+                            ("starter", "Starter"),
+                            ("growth", "Growth"),
+                            ("pro", "Pro"),
+                        ],
+                        max_length=32,
+                        unique=True,
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("price", models.PositiveIntegerField(help_text="Monthly price in minor units (cents).")),
+                (
+                    "max_active_projects",
+                    models.PositiveIntegerField(blank=True, help_text="Empty = unlimited.", null=True),
+                ),
+                (
+                    "ai_interactions_per_period",
+                    models.PositiveIntegerField(blank=True, help_text="Empty = unlimited.", null=True),
+                ),
+                (
+                    "minutes_per_period",
+                    models.PositiveIntegerField(blank=True, help_text="Empty = unlimited.", null=True),
+                ),
+                ("stripe_price_id", models.CharField(blank=True, max_length=100, null=True, unique=True)),
+                ("paddle_price_id", models.CharField(blank=True, max_length=100, null=True, unique=True)),
             ],
             options={
-                'db_table': 'plans',
-                'ordering': ['price'],
+                "db_table": "plans",
+                "ordering": ["price"],
             },
         ),
         migrations.CreateModel(
-            name='Subscription',
+            name="Subscription",
             fields=[
-                ('id', models.UUIDField(db_default=usage.models.GenRandomUUID(), default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('status', models.CharField(choices=[('trialing', 'Trialing'), ('active', 'Active'), ('past_due', 'Past Due'), ('canceled', 'Canceled')], default='active', max_length=16)),
-                ('processor', models.CharField(choices=[('stripe', 'Stripe'), ('paddle', 'Paddle'), ('manual', 'Manual')], default='manual', max_length=16)),
-                ('external_subscription_id', models.CharField(blank=True, max_length=200, null=True)),
-                ('external_customer_id', models.CharField(blank=True, max_length=200, null=True)),
-                ('current_period_start', models.DateTimeField()),
-                ('current_period_end', models.DateTimeField()),
-                ('last_event_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True, db_default=django.db.models.functions.datetime.Now())),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='subscriptions', to='usage.customer')),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='subscriptions', to='billing.plan')),
+                (
+                    "id",
+                    models.UUIDField(
+                        db_default=usage.models.GenRandomUUID(),
+                        default=uuid.uuid4,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("trialing", "Trialing"),
+                            ("active", "Active"),
+                            ("past_due", "Past Due"),
+                            ("canceled", "Canceled"),
+                        ],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "processor",
+                    models.CharField(
+                        choices=[("stripe", "Stripe"), ("paddle", "Paddle"), ("manual", "Manual")],
+                        default="manual",
+                        max_length=16,
+                    ),
+                ),
+                ("external_subscription_id", models.CharField(blank=True, max_length=200, null=True)),
+                ("external_customer_id", models.CharField(blank=True, max_length=200, null=True)),
+                ("current_period_start", models.DateTimeField()),
+                ("current_period_end", models.DateTimeField()),
+                ("last_event_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
+                (
+                    "updated_at",
+                    models.DateTimeField(auto_now=True, db_default=django.db.models.functions.datetime.Now()),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="subscriptions",
+                        to="usage.customer",
+                    ),
+                ),
+                (
+                    "plan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="subscriptions",
+                        to="billing.plan",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'subscriptions',
-                'ordering': ['-created_at'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('status__in', ['trialing', 'active', 'past_due', 'canceled'])), name='subscriptions_status_valid'), models.CheckConstraint(condition=models.Q(('processor__in', ['stripe', 'paddle', 'manual'])), name='subscriptions_processor_valid'), models.CheckConstraint(condition=models.Q(('current_period_end__gt', models.F('current_period_start'))), name='subscriptions_period_ordered'), models.UniqueConstraint(condition=models.Q(('status', 'canceled'), _negated=True), fields=('customer',), name='subscriptions_one_live_per_customer'), models.UniqueConstraint(fields=('processor', 'external_subscription_id'), name='subscriptions_processor_external_id')],
+                "db_table": "subscriptions",
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("status__in", ["trialing", "active", "past_due", "canceled"])),
+                        name="subscriptions_status_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("processor__in", ["stripe", "paddle", "manual"])),
+                        name="subscriptions_processor_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("current_period_end__gt", models.F("current_period_start"))),
+                        name="subscriptions_period_ordered",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("status", "canceled"), _negated=True),
+                        fields=("customer",),
+                        name="subscriptions_one_live_per_customer",
+                    ),
+                    models.UniqueConstraint(
+                        fields=("processor", "external_subscription_id"),
+                        name="subscriptions_processor_external_id",
+                    ),
+                ],
             },
         ),
     ]

@@ -9,7 +9,16 @@ from billing.migrations._permissions import permissions_ensure
 
 READ = ["view"]
 MODELS = {
-    "usage": ["customer", "project", "preset", "presetusage", "usageevent", "usagetracking", "reconciliationrun", "reconciliationrow"],
+    "usage": [
+        "customer",
+        "project",
+        "preset",
+        "presetusage",
+        "usageevent",
+        "usagetracking",
+        "reconciliationrun",
+        "reconciliationrow",
+    ],
     "billing": ["plan", "subscription"],
 }
 SUPPORT_EXTRA = [
@@ -25,7 +34,9 @@ def create_roles(apps, schema_editor):
     Permission = apps.get_model("auth", "Permission")
 
     def perms(pairs):
-        return [Permission.objects.get(content_type__app_label=app, codename=codename) for app, codename in pairs]
+        return [
+            Permission.objects.get(content_type__app_label=app, codename=codename) for app, codename in pairs
+        ]
 
     read_all = [(app, f"view_{model}") for app, models in MODELS.items() for model in models]
     support, _ = Group.objects.get_or_create(name="Support")

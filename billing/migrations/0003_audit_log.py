@@ -7,33 +7,69 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0002_roles'),
+        ("billing", "0002_roles"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AuditLog',
+            name="AuditLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('actor', models.CharField(help_text="A staff user, a command, or a processor's webhook.", max_length=200)),
-                ('action', models.CharField(choices=[('recount', 'Recount'), ('plan_change', 'Plan Change'), ('credit_grant', 'Credit Grant'), ('period_rollover', 'Period Rollover'), ('webhook_effect', 'Webhook Effect')], max_length=32)),
-                ('target_type', models.CharField(max_length=64)),
-                ('target_id', models.CharField(max_length=64)),
-                ('customer_id', models.UUIDField(blank=True, db_index=True, null=True)),
-                ('before', models.JSONField(blank=True, null=True)),
-                ('after', models.JSONField(blank=True, null=True)),
-                ('reason', models.TextField(blank=True, default='')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
+                (
+                    "actor",
+                    models.CharField(
+                        help_text="A staff user, a command, or a processor's webhook.", max_length=200
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("recount", "Recount"),
+                            ("plan_change", "Plan Change"),
+                            ("credit_grant", "Credit Grant"),
+                            ("period_rollover", "Period Rollover"),
+                            ("webhook_effect", "Webhook Effect"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("target_type", models.CharField(max_length=64)),
+                ("target_id", models.CharField(max_length=64)),
+                ("customer_id", models.UUIDField(blank=True, db_index=True, null=True)),
+                ("before", models.JSONField(blank=True, null=True)),
+                ("after", models.JSONField(blank=True, null=True)),
+                ("reason", models.TextField(blank=True, default="")),
             ],
             options={
-                'db_table': 'audit_log',
-                'ordering': ['-at', '-id'],
+                "db_table": "audit_log",
+                "ordering": ["-at", "-id"],
             },
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='auditlog',
-            trigger=pgtrigger.compiler.Trigger(name='audit_log_append_only', sql=pgtrigger.compiler.UpsertTriggerSql(func="RAISE EXCEPTION 'pgtrigger: Cannot update or delete rows from % table', TG_TABLE_NAME;", hash='5ae0299928af538e195f47b6f575eb4ed9c8615b', operation='UPDATE OR DELETE', pgid='pgtrigger_audit_log_append_only_2a0c0', table='audit_log', when='BEFORE')),
+            model_name="auditlog",
+            trigger=pgtrigger.compiler.Trigger(
+                name="audit_log_append_only",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="RAISE EXCEPTION 'pgtrigger: Cannot update or delete rows from % table', TG_TABLE_NAME;",
+                    hash="5ae0299928af538e195f47b6f575eb4ed9c8615b",
+                    operation="UPDATE OR DELETE",
+                    pgid="pgtrigger_audit_log_append_only_2a0c0",
+                    table="audit_log",
+                    when="BEFORE",
+                ),
+            ),
         ),
     ]

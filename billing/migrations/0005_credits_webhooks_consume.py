@@ -13,149 +13,369 @@ SQL = Path(__file__).resolve().parent.parent / "sql"
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0004_audit_roles'),
-        ('usage', '0005_usage_tracking_open'),
+        ("billing", "0004_audit_roles"),
+        ("usage", "0005_usage_tracking_open"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CreditGrant',
+            name="CreditGrant",
             fields=[
-                ('id', models.UUIDField(db_default=usage.models.GenRandomUUID(), default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('metric', models.CharField(choices=[('ai_interaction', 'AI interactions'), ('minutes', 'Transcription minutes')], max_length=32)),
-                ('granted', models.DecimalField(decimal_places=3, max_digits=18)),
-                ('remaining', models.DecimalField(db_default=0, decimal_places=3, default=0, editable=False, max_digits=18)),
-                ('source', models.CharField(choices=[('purchase', 'Purchase'), ('goodwill', 'Goodwill')], max_length=16)),
-                ('expires_at', models.DateTimeField(blank=True, help_text='Empty = never expires.', null=True)),
-                ('created_by', models.CharField(help_text="A staff user, or the processor's webhook.", max_length=200)),
-                ('reason', models.TextField(blank=True, default='')),
-                ('external_ref', models.CharField(blank=True, help_text="The processor's payment or transaction id.", max_length=200, null=True, unique=True)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='credit_grants', to='usage.customer')),
+                (
+                    "id",
+                    models.UUIDField(
+                        db_default=usage.models.GenRandomUUID(),
+                        default=uuid.uuid4,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                (
+                    "metric",
+                    models.CharField(
+                        choices=[("ai_interaction", "AI interactions"), ("minutes", "Transcription minutes")],
+                        max_length=32,
+                    ),
+                ),
+                ("granted", models.DecimalField(decimal_places=3, max_digits=18)),
+                (
+                    "remaining",
+                    models.DecimalField(
+                        db_default=0, decimal_places=3, default=0, editable=False, max_digits=18
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("purchase", "Purchase"), ("goodwill", "Goodwill")], max_length=16
+                    ),
+                ),
+                (
+                    "expires_at",
+                    models.DateTimeField(blank=True, help_text="Empty = never expires.", null=True),
+                ),
+                (
+                    "created_by",
+                    models.CharField(help_text="A staff user, or the processor's webhook.", max_length=200),
+                ),
+                ("reason", models.TextField(blank=True, default="")),
+                (
+                    "external_ref",
+                    models.CharField(
+                        blank=True,
+                        help_text="The processor's payment or transaction id.",
+                        max_length=200,
+                        null=True,
+                        unique=True,
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="credit_grants",
+                        to="usage.customer",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'credit_grants',
-                'ordering': ['-created_at'],
+                "db_table": "credit_grants",
+                "ordering": ["-created_at"],
             },
             bases=(usage.models.CounterFieldsMixin, models.Model),
         ),
         migrations.CreateModel(
-            name='CreditDraw',
+            name="CreditDraw",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('usage_event_id', models.UUIDField(blank=True, help_text='The usage event that drew it.', null=True)),
-                ('quantity', models.DecimalField(decimal_places=3, max_digits=18)),
-                ('drawn_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='usage.customer')),
-                ('grant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='draws', to='billing.creditgrant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "usage_event_id",
+                    models.UUIDField(blank=True, help_text="The usage event that drew it.", null=True),
+                ),
+                ("quantity", models.DecimalField(decimal_places=3, max_digits=18)),
+                ("drawn_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="usage.customer"
+                    ),
+                ),
+                (
+                    "grant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="draws",
+                        to="billing.creditgrant",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'credit_draws',
-                'ordering': ['-drawn_at'],
+                "db_table": "credit_draws",
+                "ordering": ["-drawn_at"],
             },
         ),
         migrations.CreateModel(
-            name='WebhookEvent',
+            name="WebhookEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('processor', models.CharField(choices=[('stripe', 'Stripe'), ('paddle', 'Paddle')], max_length=16)),
-                ('event_id', models.CharField(max_length=200)),
-                ('event_type', models.CharField(max_length=100)),
-                ('occurred_at', models.DateTimeField(blank=True, help_text='When the processor created the event.', null=True)),
-                ('received_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('processed', 'Processed'), ('ignored', 'Ignored'), ('failed', 'Failed')], max_length=16)),
-                ('customer_id', models.UUIDField(blank=True, db_index=True, null=True)),
-                ('outcome', models.TextField(blank=True, default='', help_text='What the event changed, or why it changed nothing.')),
-                ('error', models.TextField(blank=True, default='')),
-                ('attempts', models.PositiveIntegerField(default=1)),
-                ('payload', models.JSONField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "processor",
+                    models.CharField(choices=[("stripe", "Stripe"), ("paddle", "Paddle")], max_length=16),
+                ),
+                ("event_id", models.CharField(max_length=200)),
+                ("event_type", models.CharField(max_length=100)),
+                (
+                    "occurred_at",
+                    models.DateTimeField(
+                        blank=True, help_text="When the processor created the event.", null=True
+                    ),
+                ),
+                (
+                    "received_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("processed", "Processed"), ("ignored", "Ignored"), ("failed", "Failed")],
+                        max_length=16,
+                    ),
+                ),
+                ("customer_id", models.UUIDField(blank=True, db_index=True, null=True)),
+                (
+                    "outcome",
+                    models.TextField(
+                        blank=True, default="", help_text="What the event changed, or why it changed nothing."
+                    ),
+                ),
+                ("error", models.TextField(blank=True, default="")),
+                ("attempts", models.PositiveIntegerField(default=1)),
+                ("payload", models.JSONField()),
             ],
             options={
-                'db_table': 'webhook_events',
-                'ordering': ['-received_at', '-id'],
-                'permissions': [('replay_webhookevent', 'Can replay a failed webhook event')],
-                'indexes': [models.Index(condition=models.Q(('status', 'failed')), fields=['status', 'received_at'], name='webhook_events_failed')],
-                'constraints': [models.UniqueConstraint(fields=('processor', 'event_id'), name='webhook_events_processor_event_id'), models.CheckConstraint(condition=models.Q(('status__in', ['processed', 'ignored', 'failed'])), name='webhook_events_status_valid')],
+                "db_table": "webhook_events",
+                "ordering": ["-received_at", "-id"],
+                "permissions": [("replay_webhookevent", "Can replay a failed webhook event")],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("status", "failed")),
+                        fields=["status", "received_at"],
+                        name="webhook_events_failed",
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("processor", "event_id"), name="webhook_events_processor_event_id"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("status__in", ["processed", "ignored", "failed"])),
+                        name="webhook_events_status_valid",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ConsumeRequest',
+            name="ConsumeRequest",
             fields=[
-                ('pk', models.CompositePrimaryKey('customer_id', 'idempotency_key', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('idempotency_key', models.CharField(max_length=200)),
-                ('metric', models.CharField(max_length=32)),
-                ('amount', models.DecimalField(decimal_places=3, max_digits=18)),
-                ('allowed', models.BooleanField()),
-                ('new_usage', models.DecimalField(decimal_places=3, max_digits=18)),
-                ('effective_limit', models.DecimalField(decimal_places=3, max_digits=18, null=True)),
-                ('plan', models.CharField(max_length=32)),
-                ('subscription_status', models.CharField(max_length=16)),
-                ('credits_remaining', models.DecimalField(decimal_places=3, max_digits=18)),
-                ('message', models.TextField()),
-                ('usage_event_id', models.UUIDField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('customer', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='usage.customer')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "customer_id",
+                        "idempotency_key",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("idempotency_key", models.CharField(max_length=200)),
+                ("metric", models.CharField(max_length=32)),
+                ("amount", models.DecimalField(decimal_places=3, max_digits=18)),
+                ("allowed", models.BooleanField()),
+                ("new_usage", models.DecimalField(decimal_places=3, max_digits=18)),
+                ("effective_limit", models.DecimalField(decimal_places=3, max_digits=18, null=True)),
+                ("plan", models.CharField(max_length=32)),
+                ("subscription_status", models.CharField(max_length=16)),
+                ("credits_remaining", models.DecimalField(decimal_places=3, max_digits=18)),
+                ("message", models.TextField()),
+                ("usage_event_id", models.UUIDField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="usage.customer",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'consume_requests',
+                "db_table": "consume_requests",
             },
         ),
         migrations.AddIndex(
-            model_name='creditgrant',
-            index=models.Index(condition=models.Q(('remaining__gt', 0)), fields=['customer', 'metric', 'expires_at', 'created_at'], name='credit_grants_live'),
+            model_name="creditgrant",
+            index=models.Index(
+                condition=models.Q(("remaining__gt", 0)),
+                fields=["customer", "metric", "expires_at", "created_at"],
+                name="credit_grants_live",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditgrant',
-            constraint=models.CheckConstraint(condition=models.Q(('granted__gt', 0)), name='credit_grants_granted_positive'),
+            model_name="creditgrant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("granted__gt", 0)), name="credit_grants_granted_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditgrant',
-            constraint=models.CheckConstraint(condition=models.Q(('metric__in', ['ai_interaction', 'minutes'])), name='credit_grants_metric_valid'),
+            model_name="creditgrant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("metric__in", ["ai_interaction", "minutes"])),
+                name="credit_grants_metric_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditgrant',
-            constraint=models.CheckConstraint(condition=models.Q(('source__in', ['purchase', 'goodwill'])), name='credit_grants_source_valid'),
+            model_name="creditgrant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("source__in", ["purchase", "goodwill"])),
+                name="credit_grants_source_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditgrant',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('source', 'goodwill'), _negated=True), models.Q(('reason', ''), _negated=True), _connector='OR'), name='credit_grants_goodwill_has_reason'),
+            model_name="creditgrant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("source", "goodwill"), _negated=True),
+                    models.Q(("reason", ""), _negated=True),
+                    _connector="OR",
+                ),
+                name="credit_grants_goodwill_has_reason",
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='creditgrant',
-            trigger=pgtrigger.compiler.Trigger(name='credit_grants_start_full', sql=pgtrigger.compiler.UpsertTriggerSql(func="\nIF current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\nNEW.remaining := NEW.granted;  -- nothing has been drawn from a new grant\nRETURN NEW;\n", hash='f1e0d738ab1b1071d6195b325eb8eadf3af579c0', operation='INSERT', pgid='pgtrigger_credit_grants_start_full_90265', table='credit_grants', when='BEFORE')),
+            model_name="creditgrant",
+            trigger=pgtrigger.compiler.Trigger(
+                name="credit_grants_start_full",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="\nIF current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\nNEW.remaining := NEW.granted;  -- nothing has been drawn from a new grant\nRETURN NEW;\n",
+                    hash="f1e0d738ab1b1071d6195b325eb8eadf3af579c0",
+                    operation="INSERT",
+                    pgid="pgtrigger_credit_grants_start_full_90265",
+                    table="credit_grants",
+                    when="BEFORE",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='creditgrant',
-            trigger=pgtrigger.compiler.Trigger(name='credit_grants_protect_update', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (pg_trigger_depth() = 0)', func="\nIF (OLD.remaining = NEW.remaining AND OLD.granted = NEW.granted)\n   OR current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\n\nRAISE EXCEPTION 'credit_grants.remaining is kept by triggers from credit_draws and cannot be written directly'\n    USING ERRCODE = 'check_violation',\n          HINT = 'Grant new credit (a new credit_grants row), or recount: manage.py reconcile_usage --apply.';\n", hash='867a58570921667d147e8c431acccb9e055721c3', operation='UPDATE', pgid='pgtrigger_credit_grants_protect_update_f7e06', table='credit_grants', when='BEFORE')),
+            model_name="creditgrant",
+            trigger=pgtrigger.compiler.Trigger(
+                name="credit_grants_protect_update",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    condition="WHEN (pg_trigger_depth() = 0)",
+                    func="\nIF (OLD.remaining = NEW.remaining AND OLD.granted = NEW.granted)\n   OR current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\n\nRAISE EXCEPTION 'credit_grants.remaining is kept by triggers from credit_draws and cannot be written directly'\n    USING ERRCODE = 'check_violation',\n          HINT = 'Grant new credit (a new credit_grants row), or recount: manage.py reconcile_usage --apply.';\n",
+                    hash="867a58570921667d147e8c431acccb9e055721c3",
+                    operation="UPDATE",
+                    pgid="pgtrigger_credit_grants_protect_update_f7e06",
+                    table="credit_grants",
+                    when="BEFORE",
+                ),
+            ),
         ),
         migrations.AddIndex(
-            model_name='creditdraw',
-            index=models.Index(fields=['grant'], include=('quantity',), name='credit_draws_by_grant'),
+            model_name="creditdraw",
+            index=models.Index(fields=["grant"], include=("quantity",), name="credit_draws_by_grant"),
         ),
         migrations.AddConstraint(
-            model_name='creditdraw',
-            constraint=models.CheckConstraint(condition=models.Q(('quantity', 0), _negated=True), name='credit_draws_quantity_nonzero'),
+            model_name="creditdraw",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("quantity", 0), _negated=True), name="credit_draws_quantity_nonzero"
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='creditdraw',
-            trigger=pgtrigger.compiler.Trigger(name='credit_draws_on_insert', sql=pgtrigger.compiler.UpsertTriggerSql(func='PERFORM billing_credit_grants_add(array_agg(grant_id ORDER BY grant_id), array_agg(drawn ORDER BY grant_id))\nFROM (SELECT grant_id, sum(quantity) AS drawn FROM new_rows GROUP BY grant_id) AS deltas;\nRETURN NULL;', hash='672a96e33ec660cbf468b75f5b85a814343cc177', level='STATEMENT', operation='INSERT', pgid='pgtrigger_credit_draws_on_insert_4b6df', referencing='REFERENCING NEW TABLE AS new_rows ', table='credit_draws', when='AFTER')),
+            model_name="creditdraw",
+            trigger=pgtrigger.compiler.Trigger(
+                name="credit_draws_on_insert",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM billing_credit_grants_add(array_agg(grant_id ORDER BY grant_id), array_agg(drawn ORDER BY grant_id))\nFROM (SELECT grant_id, sum(quantity) AS drawn FROM new_rows GROUP BY grant_id) AS deltas;\nRETURN NULL;",
+                    hash="672a96e33ec660cbf468b75f5b85a814343cc177",
+                    level="STATEMENT",
+                    operation="INSERT",
+                    pgid="pgtrigger_credit_draws_on_insert_4b6df",
+                    referencing="REFERENCING NEW TABLE AS new_rows ",
+                    table="credit_draws",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='creditdraw',
-            trigger=pgtrigger.compiler.Trigger(name='credit_draws_on_update', sql=pgtrigger.compiler.UpsertTriggerSql(func='PERFORM billing_credit_grants_add(array_agg(grant_id ORDER BY grant_id), array_agg(drawn ORDER BY grant_id))\nFROM (SELECT grant_id, sum(drawn) AS drawn FROM (\n    SELECT grant_id, -quantity AS drawn FROM old_rows\n    UNION ALL\n    SELECT grant_id, quantity AS drawn FROM new_rows\n) AS moves GROUP BY grant_id HAVING sum(drawn) <> 0) AS deltas;\nRETURN NULL;', hash='7d5119658bbd43e389bacf1ec73f0c820fc0c0a1', level='STATEMENT', operation='UPDATE', pgid='pgtrigger_credit_draws_on_update_70333', referencing='REFERENCING OLD TABLE AS old_rows  NEW TABLE AS new_rows ', table='credit_draws', when='AFTER')),
+            model_name="creditdraw",
+            trigger=pgtrigger.compiler.Trigger(
+                name="credit_draws_on_update",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM billing_credit_grants_add(array_agg(grant_id ORDER BY grant_id), array_agg(drawn ORDER BY grant_id))\nFROM (SELECT grant_id, sum(drawn) AS drawn FROM (\n    SELECT grant_id, -quantity AS drawn FROM old_rows\n    UNION ALL\n    SELECT grant_id, quantity AS drawn FROM new_rows\n) AS moves GROUP BY grant_id HAVING sum(drawn) <> 0) AS deltas;\nRETURN NULL;",
+                    hash="7d5119658bbd43e389bacf1ec73f0c820fc0c0a1",
+                    level="STATEMENT",
+                    operation="UPDATE",
+                    pgid="pgtrigger_credit_draws_on_update_70333",
+                    referencing="REFERENCING OLD TABLE AS old_rows  NEW TABLE AS new_rows ",
+                    table="credit_draws",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='creditdraw',
-            trigger=pgtrigger.compiler.Trigger(name='credit_draws_on_delete', sql=pgtrigger.compiler.UpsertTriggerSql(func='PERFORM billing_credit_grants_add(array_agg(grant_id ORDER BY grant_id), array_agg(drawn ORDER BY grant_id))\nFROM (SELECT grant_id, -sum(quantity) AS drawn FROM old_rows GROUP BY grant_id) AS deltas;\nRETURN NULL;', hash='ba9c97e88e17da43484778a984239413b8834549', level='STATEMENT', operation='DELETE', pgid='pgtrigger_credit_draws_on_delete_b86bb', referencing='REFERENCING OLD TABLE AS old_rows ', table='credit_draws', when='AFTER')),
+            model_name="creditdraw",
+            trigger=pgtrigger.compiler.Trigger(
+                name="credit_draws_on_delete",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM billing_credit_grants_add(array_agg(grant_id ORDER BY grant_id), array_agg(drawn ORDER BY grant_id))\nFROM (SELECT grant_id, -sum(quantity) AS drawn FROM old_rows GROUP BY grant_id) AS deltas;\nRETURN NULL;",
+                    hash="ba9c97e88e17da43484778a984239413b8834549",
+                    level="STATEMENT",
+                    operation="DELETE",
+                    pgid="pgtrigger_credit_draws_on_delete_b86bb",
+                    referencing="REFERENCING OLD TABLE AS old_rows ",
+                    table="credit_draws",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='creditdraw',
-            trigger=pgtrigger.compiler.Trigger(name='credit_draws_on_truncate', sql=pgtrigger.compiler.UpsertTriggerSql(func='UPDATE credit_grants SET remaining = granted WHERE remaining <> granted;\nRETURN NULL;', hash='b720364c4f8d4f6c10104bc746cf11b0d835b8cc', level='STATEMENT', operation='TRUNCATE', pgid='pgtrigger_credit_draws_on_truncate_61a51', table='credit_draws', when='AFTER')),
+            model_name="creditdraw",
+            trigger=pgtrigger.compiler.Trigger(
+                name="credit_draws_on_truncate",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="UPDATE credit_grants SET remaining = granted WHERE remaining <> granted;\nRETURN NULL;",
+                    hash="b720364c4f8d4f6c10104bc746cf11b0d835b8cc",
+                    level="STATEMENT",
+                    operation="TRUNCATE",
+                    pgid="pgtrigger_credit_draws_on_truncate_61a51",
+                    table="credit_draws",
+                    when="AFTER",
+                ),
+            ),
         ),
         # The ledger, rollover and consume functions (reviewable SQL next to this migration), after the tables.
         migrations.RunSQL((SQL / "0005_billing.sql").read_text(), reverse_sql=migrations.RunSQL.noop),
     ]
-

@@ -4,7 +4,13 @@ from billing.migrations._permissions import groups_grant, permissions_ensure
 
 GRANTS = {
     # Support grants goodwill credit and replays failed webhooks once their cause is fixed.
-    "Support": ["view_creditgrant", "add_creditgrant", "view_creditdraw", "view_webhookevent", "replay_webhookevent"],
+    "Support": [
+        "view_creditgrant",
+        "add_creditgrant",
+        "view_creditdraw",
+        "view_webhookevent",
+        "replay_webhookevent",
+    ],
     # Finance reviews credit and the webhook inbox.
     "Finance": ["view_creditgrant", "view_creditdraw", "view_webhookevent"],
 }

@@ -10,4 +10,6 @@ class Migration(migrations.Migration):
 
     dependencies = [("billing", "0006_credit_webhook_roles")]
 
-    operations = [migrations.RunSQL((SQL / "0007_cascade.sql").read_text(), reverse_sql=migrations.RunSQL.noop)]
+    operations = [
+        migrations.RunSQL((SQL / "0007_cascade.sql").read_text(), reverse_sql=migrations.RunSQL.noop)
+    ]

@@ -9,10 +9,26 @@ from usage.models import ReconciliationRun
 from usage.signals import counters_recounted
 
 
-def audit_record(*, actor: str, action: str, target_type: str, target_id, customer_id=None, before=None, after=None, reason: str = "") -> AuditLog:
+def audit_record(
+    *,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id,
+    customer_id=None,
+    before=None,
+    after=None,
+    reason: str = "",
+) -> AuditLog:
     return AuditLog.objects.create(
-        actor=actor, action=action, target_type=target_type, target_id=str(target_id), customer_id=customer_id,
-        before=before, after=after, reason=reason,
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id),
+        customer_id=customer_id,
+        before=before,
+        after=after,
+        reason=reason,
     )
 
 
@@ -26,8 +42,13 @@ def audit_recount(sender, run, rows, **kwargs):
         before[key], after[key] = row["tracked"], row["actual"]
     AuditLog.objects.bulk_create(
         AuditLog(
-            actor=run.started_by, action=AuditLog.Action.RECOUNT, target_type="customer", target_id=customer_id,
-            customer_id=customer_id, before=before, after=after,
+            actor=run.started_by,
+            action=AuditLog.Action.RECOUNT,
+            target_type="customer",
+            target_id=customer_id,
+            customer_id=customer_id,
+            before=before,
+            after=after,
             reason=f"counters set to the truth recomputed from their source rows (reconciliation run #{run.pk}, {email})",
         )
         for (customer_id, email), (before, after) in per_customer.items()

@@ -12,7 +12,7 @@ from decimal import Decimal
 from django.db import DatabaseError, connection, transaction
 from psycopg import errors
 
-from billing.services.credits import METRICS, credit_quantity_parse, CreditGrantError
+from billing.services.credits import METRICS, CreditGrantError, credit_quantity_parse
 
 BAD_AMOUNT = "amount must be a positive number with at most 3 decimals, not {amount!r}"
 

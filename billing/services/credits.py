@@ -35,7 +35,14 @@ def credit_quantity_parse(quantity) -> Decimal:
 
 
 def credit_grant(
-    *, customer, metric: str, quantity, source: str, actor: str, reason: str = "", expires_at=None,
+    *,
+    customer,
+    metric: str,
+    quantity,
+    source: str,
+    actor: str,
+    reason: str = "",
+    expires_at=None,
     external_ref: str | None = None,
 ) -> CreditGrant:
     """Grant credit, audited in the same transaction. Bad input raises CreditGrantError, writing nothing."""
@@ -49,15 +56,30 @@ def credit_grant(
         raise CreditGrantError(f"unknown credit source {source!r}")
     with transaction.atomic():
         grant = CreditGrant.objects.create(
-            customer=customer, metric=metric, granted=quantity, source=source, expires_at=expires_at,
-            created_by=actor, reason=reason, external_ref=external_ref,
+            customer=customer,
+            metric=metric,
+            granted=quantity,
+            source=source,
+            expires_at=expires_at,
+            created_by=actor,
+            reason=reason,
+            external_ref=external_ref,
         )
         grant.refresh_from_db(fields=["remaining"])
         audit_record(
-            actor=actor, action=AuditLog.Action.CREDIT_GRANT, target_type="credit_grant", target_id=grant.pk,
-            customer_id=customer.pk, before=None,
-            after={"metric": metric, "granted": str(quantity), "source": source,
-                   "expires_at": expires_at.isoformat() if expires_at else None, "external_ref": external_ref},
+            actor=actor,
+            action=AuditLog.Action.CREDIT_GRANT,
+            target_type="credit_grant",
+            target_id=grant.pk,
+            customer_id=customer.pk,
+            before=None,
+            after={
+                "metric": metric,
+                "granted": str(quantity),
+                "source": source,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+                "external_ref": external_ref,
+            },
             reason=reason or f"{source} credit",
         )
     return grant

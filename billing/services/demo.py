@@ -7,7 +7,7 @@ triggers ignored for this session only, so they show drift that the integrity to
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pgtrigger
@@ -82,8 +82,14 @@ def demo_admin_ensure() -> tuple[str, str]:
     from django.contrib.auth.models import Group
 
     User = get_user_model()
-    for username, superuser, group in ((ADMIN_USERNAME, True, None), ("support", False, "Support"), ("finance", False, "Finance")):
-        user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@{DEMO_DOMAIN}"})
+    for username, superuser, group in (
+        (ADMIN_USERNAME, True, None),
+        ("support", False, "Support"),
+        ("finance", False, "Finance"),
+    ):
+        user, _ = User.objects.get_or_create(
+            username=username, defaults={"email": f"{username}@{DEMO_DOMAIN}"}
+        )
         user.is_staff = True
         user.is_superuser = superuser
         user.set_password(ADMIN_PASSWORD)
@@ -94,13 +100,15 @@ def demo_admin_ensure() -> tuple[str, str]:
 
 
 @transaction.atomic
-def demo_data_load(*, customers: int = 200, seed: int = 7, now: datetime | None = None, progress=None) -> DemoResult:
+def demo_data_load(
+    *, customers: int = 200, seed: int = 7, now: datetime | None = None, progress=None
+) -> DemoResult:
     if customers < 3:
         raise ValueError("--customers must be at least 3")
     now = now or timezone.now()
     rng = random.Random(seed)
     plans = plans_ensure()
-    month_start = _month_start(now.astimezone(dt_timezone.utc))
+    month_start = _month_start(now.astimezone(UTC))
 
     # Customers, each with a period: calendar months, or the processor's anchor day.
     plan_codes = rng.choices(list(PLAN_WEIGHTS), weights=list(PLAN_WEIGHTS.values()), k=customers)
@@ -125,7 +133,9 @@ def demo_data_load(*, customers: int = 200, seed: int = 7, now: datetime | None 
                 plan=plans[code],
                 status=rng.choices(["active", "trialing", "past_due"], weights=[90, 6, 4])[0],
                 processor=processor,
-                external_subscription_id=None if processor == "manual" else f"{'sub' if processor == 'stripe' else 'sub_p'}_demo_{i:06d}",
+                external_subscription_id=None
+                if processor == "manual"
+                else f"{'sub' if processor == 'stripe' else 'sub_p'}_demo_{i:06d}",
                 external_customer_id=None if processor == "manual" else f"cus_demo_{i:06d}",
                 current_period_start=customer.current_period_start,
                 current_period_end=customer.current_period_end,
@@ -137,20 +147,24 @@ def demo_data_load(*, customers: int = 200, seed: int = 7, now: datetime | None 
 
     # Projects, mostly within the plan's limit; a few customers sit over it.
     projects = []
-    for customer, code in zip(rows, plan_codes):
+    for customer, code in zip(rows, plan_codes, strict=True):
         limit = plans[code].max_active_projects or 25
         for j in range(rng.randint(0, limit + (1 if rng.random() < 0.05 else 0))):
             projects.append(Project(customer=customer, name=f"{_project_name(rng)} {j + 1}"))
-        for j in range(rng.randint(0, 2)):
+        for _ in range(rng.randint(0, 2)):
             projects.append(Project(customer=customer, name=f"Old {_project_name(rng)}", status="archived"))
     Project.objects.bulk_create(projects, batch_size=5000)
     _tick(progress, "projects", len(projects))
 
     # Presets and their uses over the last 90 days.
-    presets = [Preset(customer=c, name=rng.choice(PRESET_NAMES)) for c in rows for _ in range(rng.randint(0, 3))]
+    presets = [
+        Preset(customer=c, name=rng.choice(PRESET_NAMES)) for c in rows for _ in range(rng.randint(0, 3))
+    ]
     Preset.objects.bulk_create(presets, batch_size=5000)
     uses = [
-        PresetUsage(preset=p, customer=p.customer, used_at=now - timedelta(minutes=rng.randint(1, 90 * 24 * 60)))
+        PresetUsage(
+            preset=p, customer=p.customer, used_at=now - timedelta(minutes=rng.randint(1, 90 * 24 * 60))
+        )
         for p in presets
         for _ in range(rng.randint(0, 25))
     ]
@@ -159,13 +173,16 @@ def demo_data_load(*, customers: int = 200, seed: int = 7, now: datetime | None 
 
     # Metered usage over the current and two previous periods, within ~90 % of the allowance.
     events = []
-    for customer, code in zip(rows, plan_codes):
+    for customer, code in zip(rows, plan_codes, strict=True):
         plan = plans[code]
         for back in range(3):
             start = _add_months(customer.current_period_start, -back)
             end = min(_add_months(start, 1), now)
             span = max((end - start).total_seconds(), 60)
-            for metric, allowance in (("ai_interaction", plan.ai_interactions_per_period), ("minutes", plan.minutes_per_period)):
+            for metric, allowance in (
+                ("ai_interaction", plan.ai_interactions_per_period),
+                ("minutes", plan.minutes_per_period),
+            ):
                 budget = (allowance or 2000) * rng.uniform(0.05, 0.9)
                 for k in range(rng.randint(1, 8)):
                     events.append(
@@ -205,7 +222,10 @@ def s1_plant(*, free_plan: Plan, emails: dict | None = None) -> dict:
         c = Customer.objects.create(email=email, name=S1_NAMES[key])
         c.refresh_from_db()
         Subscription.objects.create(
-            customer=c, plan=free_plan, current_period_start=c.current_period_start, current_period_end=c.current_period_end
+            customer=c,
+            plan=free_plan,
+            current_period_start=c.current_period_start,
+            current_period_end=c.current_period_end,
         )
         made[key] = c
 
@@ -249,25 +269,49 @@ def scenarios_plant(*, plans: dict) -> int:
     for key, (email, name) in SCENARIOS.items():
         made[key] = Customer.objects.create(email=email, name=name)
         made[key].refresh_from_db()
-    for key, code, processor in (("s5", "starter", "manual"), ("s7", "growth", "manual"), ("s8", "starter", "manual"),
-                                 ("goodwill", "growth", "manual")):
+    for key, code, processor in (
+        ("s5", "starter", "manual"),
+        ("s7", "growth", "manual"),
+        ("s8", "starter", "manual"),
+        ("goodwill", "growth", "manual"),
+    ):
         c = made[key]
-        Subscription.objects.create(customer=c, plan=plans[code], processor=processor,
-                                    current_period_start=c.current_period_start, current_period_end=c.current_period_end)
+        Subscription.objects.create(
+            customer=c,
+            plan=plans[code],
+            processor=processor,
+            current_period_start=c.current_period_start,
+            current_period_end=c.current_period_end,
+        )
 
     # S5: 50 purchased credit minutes; 620 used of Starter's 600: 20 drawn, 30 left.
     s5 = made["s5"]
-    credit_grant(customer=s5, metric="minutes", quantity=50, source="purchase", actor="demo_data",
-                 reason="overage pack bought at checkout", external_ref="demo:s5-pack")
+    credit_grant(
+        customer=s5,
+        metric="minutes",
+        quantity=50,
+        source="purchase",
+        actor="demo_data",
+        reason="overage pack bought at checkout",
+        external_ref="demo:s5-pack",
+    )
     for i, amount in enumerate((300, 300, 20)):
         consume(customer_id=s5.pk, metric="minutes", amount=amount, idempotency_key=f"demo-s5-{i}")
 
     # S7 and S8: 5 active projects on Growth; 3 of 3 on Starter.
-    Project.objects.bulk_create([Project(customer=made["s7"], name=f"Channel {i}") for i in range(1, 6)]
-                                + [Project(customer=made["s8"], name=f"Show {i}") for i in range(1, 4)])
+    Project.objects.bulk_create(
+        [Project(customer=made["s7"], name=f"Channel {i}") for i in range(1, 6)]
+        + [Project(customer=made["s8"], name=f"Show {i}") for i in range(1, 4)]
+    )
 
-    credit_grant(customer=made["goodwill"], metric="ai_interaction", quantity=250, source="goodwill", actor="support",
-                 reason="transcription outage on the 3rd: 2 days of AI features lost")
+    credit_grant(
+        customer=made["goodwill"],
+        metric="ai_interaction",
+        quantity=250,
+        source="goodwill",
+        actor="support",
+        reason="transcription outage on the 3rd: 2 days of AI features lost",
+    )
 
     # S6: a Stripe subscription, its renewal delivered three times (processed once), an update
     # older than the last applied one (ignored), and an update for a price no plan carries (failed).
@@ -276,16 +320,45 @@ def scenarios_plant(*, plans: dict) -> int:
     end = s6.current_period_start
     sub = dict(sub_id="sub_demo_s6", customer_id=s6.pk, status="active")
     deliveries = [
-        ("stripe", wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
-            **sub, price_id="price_demo_growth", start=start, end=end), created=start)),
+        (
+            "stripe",
+            wp.stripe_event(
+                "customer.subscription.created",
+                wp.stripe_subscription(**sub, price_id="price_demo_growth", start=start, end=end),
+                created=start,
+            ),
+        ),
     ]
-    renewal = wp.stripe_event("invoice.paid", wp.stripe_invoice_paid(
-        sub_id="sub_demo_s6", start=end, end=s6.current_period_end, price_id="price_demo_growth"), created=end)
+    renewal = wp.stripe_event(
+        "invoice.paid",
+        wp.stripe_invoice_paid(
+            sub_id="sub_demo_s6", start=end, end=s6.current_period_end, price_id="price_demo_growth"
+        ),
+        created=end,
+    )
     deliveries += [("stripe", renewal)] * 3
-    deliveries.append(("stripe", wp.stripe_event("customer.subscription.updated", wp.stripe_subscription(
-        **sub, price_id="price_demo_starter", start=start, end=end), created=start - timedelta(days=2))))
-    deliveries.append(("stripe", wp.stripe_event("customer.subscription.updated", wp.stripe_subscription(
-        **sub, price_id="price_enterprise_2027", start=end, end=s6.current_period_end), created=end + timedelta(hours=1))))
+    deliveries.append(
+        (
+            "stripe",
+            wp.stripe_event(
+                "customer.subscription.updated",
+                wp.stripe_subscription(**sub, price_id="price_demo_starter", start=start, end=end),
+                created=start - timedelta(days=2),
+            ),
+        )
+    )
+    deliveries.append(
+        (
+            "stripe",
+            wp.stripe_event(
+                "customer.subscription.updated",
+                wp.stripe_subscription(
+                    **sub, price_id="price_enterprise_2027", start=end, end=s6.current_period_end
+                ),
+                created=end + timedelta(hours=1),
+            ),
+        )
+    )
     # The customer was on calendar months before subscribing: make the period end where Stripe's began.
     Customer.objects.filter(pk=s6.pk).update(current_period_start=start, current_period_end=end)
     for processor, payload in deliveries:
@@ -307,9 +380,37 @@ def _company(rng):
 
 
 def _project_name(rng):
-    return rng.choice(["Podcast", "Interviews", "Webinar", "Support calls", "Lectures", "Sales demos", "Research"])
+    return rng.choice(
+        ["Podcast", "Interviews", "Webinar", "Support calls", "Lectures", "Sales demos", "Research"]
+    )
 
 
-FIRST = ["ada", "grace", "alan", "edsger", "barbara", "ken", "linus", "margaret", "donald", "frances", "john", "radia"]
-LAST = ["lovelace", "hopper", "turing", "dijkstra", "liskov", "thompson", "torvalds", "hamilton", "knuth", "allen", "backus", "perlman"]
+FIRST = [
+    "ada",
+    "grace",
+    "alan",
+    "edsger",
+    "barbara",
+    "ken",
+    "linus",
+    "margaret",
+    "donald",
+    "frances",
+    "john",
+    "radia",
+]
+LAST = [
+    "lovelace",
+    "hopper",
+    "turing",
+    "dijkstra",
+    "liskov",
+    "thompson",
+    "torvalds",
+    "hamilton",
+    "knuth",
+    "allen",
+    "backus",
+    "perlman",
+]
 PRESET_NAMES = ["Meeting notes", "Show notes", "Summary", "Action items", "Transcript cleanup", "Chapters"]

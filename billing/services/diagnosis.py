@@ -64,36 +64,76 @@ class Diagnosis:
         return {
             "customer": {"id": str(c.pk), "email": c.email, "name": c.name},
             "plan": self.plan.code if self.plan else None,
-            "subscription": None if s is None else {
-                "status": s.status, "processor": s.processor, "external_id": s.external_subscription_id,
-                "period_start": s.current_period_start.isoformat(), "period_end": s.current_period_end.isoformat(),
+            "subscription": None
+            if s is None
+            else {
+                "status": s.status,
+                "processor": s.processor,
+                "external_id": s.external_subscription_id,
+                "period_start": s.current_period_start.isoformat(),
+                "period_end": s.current_period_end.isoformat(),
             },
             "period": {"start": c.current_period_start.isoformat(), "end": c.current_period_end.isoformat()},
             "counters": [
-                {"check": x.check, "label": x.label, "target_id": x.target_id, "tracked": x.tracked, "actual": x.actual,
-                 "difference": x.difference, "allowance": x.allowance, "left": x.left, "drifted": x.drifted}
+                {
+                    "check": x.check,
+                    "label": x.label,
+                    "target_id": x.target_id,
+                    "tracked": x.tracked,
+                    "actual": x.actual,
+                    "difference": x.difference,
+                    "allowance": x.allowance,
+                    "left": x.left,
+                    "drifted": x.drifted,
+                }
                 for x in self.counters
             ],
             "findings": [f.as_dict() for f in self.findings],
             "recent_runs": [
-                {"run": r.run_id, "check": r.check_name, "tracked": r.tracked, "actual": r.actual, "fixed": r.fixed,
-                 "at": r.run.started_at.isoformat(), "by": r.run.started_by}
+                {
+                    "run": r.run_id,
+                    "check": r.check_name,
+                    "tracked": r.tracked,
+                    "actual": r.actual,
+                    "fixed": r.fixed,
+                    "at": r.run.started_at.isoformat(),
+                    "by": r.run.started_by,
+                }
                 for r in self.runs
             ],
             "audit": [
-                {"at": a.at.isoformat(), "actor": a.actor, "action": a.action, "before": a.before, "after": a.after,
-                 "reason": a.reason}
+                {
+                    "at": a.at.isoformat(),
+                    "actor": a.actor,
+                    "action": a.action,
+                    "before": a.before,
+                    "after": a.after,
+                    "reason": a.reason,
+                }
                 for a in self.audit
             ],
             "fixes": self.fixes,
             "credits": [
-                {"id": str(g.pk), "metric": g.metric, "granted": str(g.granted), "remaining": str(g.remaining),
-                 "source": g.source, "expires_at": g.expires_at.isoformat() if g.expires_at else None}
+                {
+                    "id": str(g.pk),
+                    "metric": g.metric,
+                    "granted": str(g.granted),
+                    "remaining": str(g.remaining),
+                    "source": g.source,
+                    "expires_at": g.expires_at.isoformat() if g.expires_at else None,
+                }
                 for g in self.credits
             ],
             "webhooks": [
-                {"received_at": w.received_at.isoformat(), "processor": w.processor, "type": w.event_type,
-                 "event_id": w.event_id, "status": w.status, "outcome": w.outcome, "error": w.error}
+                {
+                    "received_at": w.received_at.isoformat(),
+                    "processor": w.processor,
+                    "type": w.event_type,
+                    "event_id": w.event_id,
+                    "status": w.status,
+                    "outcome": w.outcome,
+                    "error": w.error,
+                }
                 for w in self.webhooks
             ],
         }
@@ -107,14 +147,23 @@ def customer_diagnose(*, customer) -> Diagnosis:
         scan = drift_scan([customer.pk], everything=True)
         rows = list(scan.rows())
     now = timezone.now()
-    current = UsageTracking.objects.filter(customer=customer, period_start__lte=now, period_end__gt=now).first()
+    current = UsageTracking.objects.filter(
+        customer=customer, period_start__lte=now, period_end__gt=now
+    ).first()
     counters = []
     for row in sorted(rows, key=lambda r: (list(COUNTER_LABELS).index(r["check"]), str(r["target_id"]))):
         # Metered counters: the current period's row only; earlier periods are history.
-        if row["check"] in ("ai_interactions", "minutes") and current and row["target_id"] not in (None, str(current.pk)):
-            if row["tracked"] == row["actual"]:
-                continue
-        line = CounterLine(row["check"], COUNTER_LABELS[row["check"]], row["target_id"], row["tracked"], row["actual"], row["difference"])
+        history = current and row["target_id"] not in (None, str(current.pk))
+        if row["check"] in ("ai_interactions", "minutes") and history and row["tracked"] == row["actual"]:
+            continue
+        line = CounterLine(
+            row["check"],
+            COUNTER_LABELS[row["check"]],
+            row["target_id"],
+            row["tracked"],
+            row["actual"],
+            row["difference"],
+        )
         allowance_field = ALLOWANCE_FIELDS.get(row["check"])
         if plan and allowance_field and (current is None or row["target_id"] in (None, str(current.pk))):
             line.allowance = getattr(plan, allowance_field)
@@ -123,7 +172,9 @@ def customer_diagnose(*, customer) -> Diagnosis:
         counters.append(line)
     found = findings([customer.pk])
     runs = list(
-        ReconciliationRow.objects.select_related("run").filter(customer_id=customer.pk).order_by("-run__started_at")[:10]
+        ReconciliationRow.objects.select_related("run")
+        .filter(customer_id=customer.pk)
+        .order_by("-run__started_at")[:10]
     )
     audit = list(AuditLog.objects.filter(customer_id=customer.pk)[:10])
     diagnosis = Diagnosis(customer, plan, subscription, current, counters, found, runs, audit)
@@ -136,4 +187,3 @@ def customer_diagnose(*, customer) -> Diagnosis:
         )
     diagnosis.fixes.extend(f"{f.check}: {f.fix}" for f in found if f.fix)
     return diagnosis
-

@@ -62,8 +62,12 @@ def over_limit(customer_ids=None):
                 else "sell an overage pack or move to a bigger plan"
             )
             yield Finding(
-                "over_limit", str(customer_id), email, None,
-                f"{used_n} / {allowance_n} {metric} ({percent}) on {plan}", fix,
+                "over_limit",
+                str(customer_id),
+                email,
+                None,
+                f"{used_n} / {allowance_n} {metric} ({percent}) on {plan}",
+                fix,
             )
 
 
@@ -73,7 +77,10 @@ def stale_period(customer_ids=None):
         cursor.execute(_STALE_PERIOD.format(scope=scope), params)
         for customer_id, email, what, ended in cursor.fetchall():
             yield Finding(
-                "stale_period", str(customer_id), email, None,
+                "stale_period",
+                str(customer_id),
+                email,
+                None,
                 f"{what} period ended {ended:%Y-%m-%d %H:%M} UTC without a rollover",
                 "manage.py roll_usage_periods (or the processor's renewal webhook)",
             )
@@ -97,7 +104,10 @@ def failed_webhook(customer_ids=None):
         cursor.execute(_FAILED_WEBHOOKS.format(scope=scope), params)
         for customer_id, email, processor, event_type, event_id, received, error in cursor.fetchall():
             yield Finding(
-                "failed_webhook", str(customer_id) if customer_id else None, email, event_id,
+                "failed_webhook",
+                str(customer_id) if customer_id else None,
+                email,
+                event_id,
                 f"{processor} {event_type} received {received:%Y-%m-%d %H:%M} UTC failed: {error}",
                 "fix the cause, then replay it: admin > Webhook events > Replay selected failed events",
             )

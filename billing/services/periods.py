@@ -14,8 +14,13 @@ from django.utils import timezone
 ROLL_BATCH = 500
 
 
-def period_roll_due(*, now: datetime | None = None, actor: str, batch_size: int = ROLL_BATCH,
-                    progress: Callable[[int, int], None] | None = None) -> int:
+def period_roll_due(
+    *,
+    now: datetime | None = None,
+    actor: str,
+    batch_size: int = ROLL_BATCH,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
     """Open the next period of every customer whose period has ended at ``now``; returns how many.
 
     Batches of customers in id order, each committed on its own, so a killed run keeps what it did

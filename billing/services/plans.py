@@ -17,9 +17,7 @@ from billing.selectors import customer_plan, live_subscription
 from billing.services.audit import audit_record
 from usage.models import Project, UsageEvent
 
-BLOCK_ACTIVE_PROJECTS = (
-    "Archive {excess} project{s} before moving to {plan}: it allows {limit}, the customer has {active} active."
-)
+BLOCK_ACTIVE_PROJECTS = "Archive {excess} project{s} before moving to {plan}: it allows {limit}, the customer has {active} active."
 WARN_METERED = (
     "{metric} this period: {used} used, above {plan}'s allowance of {allowance}; "
     "the change is allowed, and {plan}'s limit applies from now on."
@@ -95,7 +93,9 @@ def plan_change_validate(*, customer, target: Plan) -> PlanChangeValidation:
     if limit is not None and active > limit:
         excess = active - limit
         result.blocks.append(
-            BLOCK_ACTIVE_PROJECTS.format(excess=excess, s="" if excess == 1 else "s", plan=target.name, limit=limit, active=active)
+            BLOCK_ACTIVE_PROJECTS.format(
+                excess=excess, s="" if excess == 1 else "s", plan=target.name, limit=limit, active=active
+            )
         )
 
     start, end = customer.current_period_start, customer.current_period_end
@@ -109,27 +109,36 @@ def plan_change_validate(*, customer, target: Plan) -> PlanChangeValidation:
             customer=customer, metric=metric, occurred_at__gte=start, occurred_at__lt=end
         ).aggregate(used=Sum("quantity"))["used"] or Decimal(0)
         if used > allowance:
-            result.warnings.append(WARN_METERED.format(metric=label, used=_number(used), plan=target.name, allowance=allowance))
+            result.warnings.append(
+                WARN_METERED.format(metric=label, used=_number(used), plan=target.name, allowance=allowance)
+            )
     return result
 
 
 @transaction.atomic
-def subscription_change_plan(*, customer, target: Plan, actor: str, override_reason: str = "", is_superuser: bool = False) -> PlanChangeValidation:
+def subscription_change_plan(
+    *, customer, target: Plan, actor: str, override_reason: str = "", is_superuser: bool = False
+) -> PlanChangeValidation:
     """Move the customer to ``target``; refused while blocked unless a superuser overrides with a reason."""
     validation = plan_change_validate(customer=customer, target=target)
     if validation.direction == "same":
         return validation
     if not validation.allowed:
         if not override_reason.strip():
-            raise PlanChangeBlocked(" ".join(validation.blocks) + (" " + OVERRIDE_NEEDS_REASON if is_superuser else ""))
+            raise PlanChangeBlocked(
+                " ".join(validation.blocks) + (" " + OVERRIDE_NEEDS_REASON if is_superuser else "")
+            )
         if not is_superuser:
             raise PlanChangeBlocked(OVERRIDE_NEEDS_SUPERUSER)
     subscription = live_subscription(customer)
     before = {"plan": validation.current.code if validation.current else None}
     if subscription is None:
         subscription = Subscription.objects.create(
-            customer=customer, plan=target, processor=Subscription.Processor.MANUAL,
-            current_period_start=customer.current_period_start, current_period_end=customer.current_period_end,
+            customer=customer,
+            plan=target,
+            processor=Subscription.Processor.MANUAL,
+            current_period_start=customer.current_period_start,
+            current_period_end=customer.current_period_end,
         )
     else:
         Subscription.objects.filter(pk=subscription.pk).update(plan=target, updated_at=timezone.now())
@@ -137,7 +146,13 @@ def subscription_change_plan(*, customer, target: Plan, actor: str, override_rea
     if not validation.allowed:
         reason = f"OVERRIDE of a blocked {validation.direction} ({' '.join(validation.blocks)}): {reason}"
     audit_record(
-        actor=actor, action=AuditLog.Action.PLAN_CHANGE, target_type="subscription", target_id=subscription.pk,
-        customer_id=customer.pk, before=before, after={"plan": target.code, "warnings": validation.warnings}, reason=reason,
+        actor=actor,
+        action=AuditLog.Action.PLAN_CHANGE,
+        target_type="subscription",
+        target_id=subscription.pk,
+        customer_id=customer.pk,
+        before=before,
+        after={"plan": target.code, "warnings": validation.warnings},
+        reason=reason,
     )
     return validation

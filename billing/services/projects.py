@@ -35,10 +35,14 @@ def project_create(*, customer, name: str) -> Project:
             active = Project.objects.filter(customer=customer, status=Project.Status.ACTIVE).count()
             if active >= limit:
                 bigger = (
-                    Plan.objects.filter(Q(max_active_projects__gt=limit) | Q(max_active_projects__isnull=True))
+                    Plan.objects.filter(
+                        Q(max_active_projects__gt=limit) | Q(max_active_projects__isnull=True)
+                    )
                     .order_by("price")
                     .first()
                 )
                 upgrade = f" to {bigger.name} ({bigger.max_active_projects or 'unlimited'})" if bigger else ""
-                raise ProjectLimitReached(AT_LIMIT.format(active=active, limit=limit, plan=plan.name, upgrade=upgrade))
+                raise ProjectLimitReached(
+                    AT_LIMIT.format(active=active, limit=limit, plan=plan.name, upgrade=upgrade)
+                )
         return Project.objects.create(customer=customer, name=name)

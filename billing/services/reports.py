@@ -11,8 +11,18 @@ from collections.abc import Iterator
 from django.db import connection
 
 REPORT_FIELDS = (
-    "customer_id", "email", "plan", "period_start", "period_end", "active_projects",
-    "ai_interactions", "ai_allowance", "ai_from_credit", "minutes", "minutes_allowance", "minutes_from_credit",
+    "customer_id",
+    "email",
+    "plan",
+    "period_start",
+    "period_end",
+    "active_projects",
+    "ai_interactions",
+    "ai_allowance",
+    "ai_from_credit",
+    "minutes",
+    "minutes_allowance",
+    "minutes_from_credit",
 )
 
 _REPORT = """
@@ -50,4 +60,4 @@ def usage_report(month: str, chunk_size: int = 2000) -> Iterator[dict]:
         cursor.execute(_REPORT, [month])
         while batch := cursor.fetchmany(chunk_size):
             for row in batch:
-                yield dict(zip(REPORT_FIELDS, row))
+                yield dict(zip(REPORT_FIELDS, row, strict=True))

@@ -36,11 +36,22 @@ log = logging.getLogger("billing.webhooks")
 
 SIGNATURE_HEADERS = {"stripe": "HTTP_STRIPE_SIGNATURE", "paddle": "HTTP_PADDLE_SIGNATURE"}
 STRIPE_STATUS = {
-    "trialing": "trialing", "active": "active", "past_due": "past_due", "unpaid": "past_due",
-    "incomplete": "past_due", "paused": "past_due", "canceled": "canceled", "incomplete_expired": "canceled",
+    "trialing": "trialing",
+    "active": "active",
+    "past_due": "past_due",
+    "unpaid": "past_due",
+    "incomplete": "past_due",
+    "paused": "past_due",
+    "canceled": "canceled",
+    "incomplete_expired": "canceled",
 }
-PADDLE_STATUS = {"trialing": "trialing", "active": "active", "past_due": "past_due", "paused": "past_due",
-                 "canceled": "canceled"}
+PADDLE_STATUS = {
+    "trialing": "trialing",
+    "active": "active",
+    "past_due": "past_due",
+    "paused": "past_due",
+    "canceled": "canceled",
+}
 
 
 class WebhookRejected(Exception):
@@ -52,6 +63,7 @@ class WebhookFailed(Exception):
 
 
 # --- verification --------------------------------------------------------------------------------
+
 
 def webhook_secrets(processor: str) -> list[str]:
     raw = settings.STRIPE_WEBHOOK_SECRET if processor == "stripe" else settings.PADDLE_WEBHOOK_SECRET
@@ -68,8 +80,15 @@ def _header_pairs(header: str, separator: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def signature_verify(processor: str, body: bytes, header: str | None, secrets: list[str], *,
-                     tolerance: int, now: float | None = None) -> None:
+def signature_verify(
+    processor: str,
+    body: bytes,
+    header: str | None,
+    secrets: list[str],
+    *,
+    tolerance: int,
+    now: float | None = None,
+) -> None:
     """Raise WebhookRejected unless one signature in the header matches one secret, in time."""
     if not header:
         raise WebhookRejected(f"missing {processor.title()}-Signature header")
@@ -103,6 +122,7 @@ def signature_header(processor: str, body: bytes, secret: str, timestamp: int | 
 
 # --- parsing -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Envelope:
     processor: str
@@ -127,7 +147,11 @@ def envelope_parse(processor: str, body: bytes) -> Envelope:
         raise WebhookRejected(f"missing or invalid {type_key!r}")
     if not isinstance(payload.get("data"), dict):
         raise WebhookRejected("missing 'data' object")
-    occurred = _stripe_time(payload.get("created")) if processor == "stripe" else _paddle_time(payload.get("occurred_at"))
+    occurred = (
+        _stripe_time(payload.get("created"))
+        if processor == "stripe"
+        else _paddle_time(payload.get("occurred_at"))
+    )
     return Envelope(processor, event_id, event_type, occurred, payload)
 
 
@@ -149,6 +173,7 @@ def _paddle_time(value) -> datetime | None:
 
 # --- ingestion -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Ingested:
     event: WebhookEvent
@@ -164,15 +189,26 @@ def webhook_ingest(envelope: Envelope) -> Ingested:
                 "customer_id, outcome, error, attempts, payload) "
                 "VALUES (%s, %s, %s, %s, now(), 'failed', NULL, '', 'not processed yet', 1, %s) "
                 "ON CONFLICT (processor, event_id) DO NOTHING RETURNING id, received_at",
-                [envelope.processor, envelope.event_id, envelope.event_type, envelope.occurred_at,
-                 json.dumps(envelope.payload)],
+                [
+                    envelope.processor,
+                    envelope.event_id,
+                    envelope.event_type,
+                    envelope.occurred_at,
+                    json.dumps(envelope.payload),
+                ],
             )
             inserted = cursor.fetchone()
         if inserted:
             event = WebhookEvent(
-                pk=inserted[0], processor=envelope.processor, event_id=envelope.event_id,
-                event_type=envelope.event_type, occurred_at=envelope.occurred_at, received_at=inserted[1],
-                status=WebhookEvent.Status.FAILED, attempts=1, payload=envelope.payload,
+                pk=inserted[0],
+                processor=envelope.processor,
+                event_id=envelope.event_id,
+                event_type=envelope.event_type,
+                occurred_at=envelope.occurred_at,
+                received_at=inserted[1],
+                status=WebhookEvent.Status.FAILED,
+                attempts=1,
+                payload=envelope.payload,
             )
             event._state.adding = False
         else:
@@ -236,18 +272,23 @@ def _actor(event, replayed_by):
 
 # --- effects -------------------------------------------------------------------------------------
 
+
 def _customer(customer_id) -> Customer:
     try:
         return Customer.objects.get(pk=customer_id)
     except (Customer.DoesNotExist, ValueError, TypeError):
-        raise WebhookFailed(f"customer id {customer_id!r} in the event's metadata names no customer") from None
+        raise WebhookFailed(
+            f"customer id {customer_id!r} in the event's metadata names no customer"
+        ) from None
 
 
 def _plan_for_price(processor: str, price_id) -> Plan:
     field = "stripe_price_id" if processor == "stripe" else "paddle_price_id"
     plan = Plan.objects.filter(**{field: price_id}).first() if price_id else None
     if plan is None:
-        raise WebhookFailed(f"{processor} price {price_id!r} maps to no plan (set it on the plan in the admin)")
+        raise WebhookFailed(
+            f"{processor} price {price_id!r} maps to no plan (set it on the plan in the admin)"
+        )
     return plan
 
 
@@ -274,11 +315,17 @@ class SubscriptionState:
 def _subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str):
     """Create or update the subscription from the processor's state, never from an older event."""
     subscription = (
-        Subscription.objects.select_for_update(of=("self",)).select_related("plan", "customer")
+        Subscription.objects.select_for_update(of=("self",))
+        .select_related("plan", "customer")
         .filter(processor=event.processor, external_subscription_id=state.external_id)
         .first()
     )
-    if subscription and subscription.last_event_at and event.occurred_at and event.occurred_at < subscription.last_event_at:
+    if (
+        subscription
+        and subscription.last_event_at
+        and event.occurred_at
+        and event.occurred_at < subscription.last_event_at
+    ):
         return (
             WebhookEvent.Status.IGNORED,
             f"older than the last applied event ({subscription.last_event_at.isoformat()}): subscription unchanged",
@@ -293,16 +340,25 @@ def _subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str
     if subscription is None:
         customer = _customer(state.customer_id)
         before = None
-        for old in Subscription.objects.select_for_update().filter(customer=customer).exclude(status="canceled"):
+        for old in (
+            Subscription.objects.select_for_update().filter(customer=customer).exclude(status="canceled")
+        ):
             was = old.status
             old.status = Subscription.Status.CANCELED
             old.save(update_fields=["status", "updated_at"])
             audit_record(
-                actor=actor, action=AuditLog.Action.WEBHOOK_EFFECT, target_type="subscription", target_id=old.pk,
-                customer_id=customer.pk, before={"status": was, "plan": old.plan.code},
-                after={"status": "canceled"}, reason=f"replaced by {event.processor} subscription {state.external_id}",
+                actor=actor,
+                action=AuditLog.Action.WEBHOOK_EFFECT,
+                target_type="subscription",
+                target_id=old.pk,
+                customer_id=customer.pk,
+                before={"status": was, "plan": old.plan.code},
+                after={"status": "canceled"},
+                reason=f"replaced by {event.processor} subscription {state.external_id}",
             )
-        subscription = Subscription(customer=customer, processor=event.processor, external_subscription_id=state.external_id)
+        subscription = Subscription(
+            customer=customer, processor=event.processor, external_subscription_id=state.external_id
+        )
     else:
         customer = subscription.customer
         before = _subscription_snapshot(subscription)
@@ -322,8 +378,14 @@ def _subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str
     if before == after:
         return WebhookEvent.Status.PROCESSED, "no change", customer.pk
     audit_record(
-        actor=actor, action=AuditLog.Action.WEBHOOK_EFFECT, target_type="subscription", target_id=subscription.pk,
-        customer_id=customer.pk, before=before, after=after, reason=f"{event.event_type} {event.event_id}",
+        actor=actor,
+        action=AuditLog.Action.WEBHOOK_EFFECT,
+        target_type="subscription",
+        target_id=subscription.pk,
+        customer_id=customer.pk,
+        before=before,
+        after=after,
+        reason=f"{event.event_type} {event.event_id}",
     )
     rolled = ""
     if state.status != "canceled" and period_renew(
@@ -331,13 +393,19 @@ def _subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str
     ):
         rolled = " Opened the usage period from the processor's period."
     change = "created" if before is None else "updated"
-    return WebhookEvent.Status.PROCESSED, f"subscription {state.external_id} {change}: {plan.code}, {state.status}.{rolled}{warning}", customer.pk
+    return (
+        WebhookEvent.Status.PROCESSED,
+        f"subscription {state.external_id} {change}: {plan.code}, {state.status}.{rolled}{warning}",
+        customer.pk,
+    )
 
 
 def _subscription_snapshot(s: Subscription) -> dict:
     return {
-        "plan": s.plan.code, "status": s.status,
-        "period_start": s.current_period_start.isoformat(), "period_end": s.current_period_end.isoformat(),
+        "plan": s.plan.code,
+        "status": s.status,
+        "period_start": s.current_period_start.isoformat(),
+        "period_end": s.current_period_end.isoformat(),
     }
 
 
@@ -360,13 +428,27 @@ def _renewal(event: WebhookEvent, external_id, start, end, actor: str):
     opened = period_renew(customer_id=subscription.customer_id, start=start, end=end, actor=actor)
     after = _subscription_snapshot(subscription)
     if not opened and before == after:
-        return WebhookEvent.Status.PROCESSED, "renewal already applied: usage period unchanged", subscription.customer_id
+        return (
+            WebhookEvent.Status.PROCESSED,
+            "renewal already applied: usage period unchanged",
+            subscription.customer_id,
+        )
     audit_record(
-        actor=actor, action=AuditLog.Action.WEBHOOK_EFFECT, target_type="subscription", target_id=subscription.pk,
-        customer_id=subscription.customer_id, before=before, after=after, reason=f"renewal paid ({event.event_id})",
+        actor=actor,
+        action=AuditLog.Action.WEBHOOK_EFFECT,
+        target_type="subscription",
+        target_id=subscription.pk,
+        customer_id=subscription.customer_id,
+        before=before,
+        after=after,
+        reason=f"renewal paid ({event.event_id})",
     )
     what = "opened the usage period" if opened else "usage period already open"
-    return WebhookEvent.Status.PROCESSED, f"renewal [{start.isoformat()}, {end.isoformat()}): {what}", subscription.customer_id
+    return (
+        WebhookEvent.Status.PROCESSED,
+        f"renewal [{start.isoformat()}, {end.isoformat()}): {what}",
+        subscription.customer_id,
+    )
 
 
 def _credit_purchase(event: WebhookEvent, meta: dict, external_ref: str, actor: str):
@@ -375,13 +457,21 @@ def _credit_purchase(event: WebhookEvent, meta: dict, external_ref: str, actor: 
         return WebhookEvent.Status.PROCESSED, f"credit for {external_ref} already granted", customer.pk
     try:
         grant = credit_grant(
-            customer=customer, metric=meta.get("metric"), quantity=meta.get("quantity"),
-            source=CreditGrant.Source.PURCHASE, actor=actor, reason=f"overage pack paid ({event.event_id})",
+            customer=customer,
+            metric=meta.get("metric"),
+            quantity=meta.get("quantity"),
+            source=CreditGrant.Source.PURCHASE,
+            actor=actor,
+            reason=f"overage pack paid ({event.event_id})",
             external_ref=external_ref,
         )
     except CreditGrantError as exc:
         raise WebhookFailed(f"overage pack metadata: {exc}") from None
-    return WebhookEvent.Status.PROCESSED, f"granted {grant.granted.normalize():f} {grant.metric} credit", customer.pk
+    return (
+        WebhookEvent.Status.PROCESSED,
+        f"granted {grant.granted.normalize():f} {grant.metric} credit",
+        customer.pk,
+    )
 
 
 def _obj(event):
@@ -395,15 +485,23 @@ def _stripe_subscription(event, actor):
     sub = _obj(event)
     items = (sub.get("items") or {}).get("data") or [{}]
     item = items[0] if isinstance(items[0], dict) else {}
-    status = "canceled" if event.event_type == "customer.subscription.deleted" else STRIPE_STATUS.get(sub.get("status"))
+    status = (
+        "canceled"
+        if event.event_type == "customer.subscription.deleted"
+        else STRIPE_STATUS.get(sub.get("status"))
+    )
     if status is None:
         raise WebhookFailed(f"unknown Stripe subscription status {sub.get('status')!r}")
     start = sub.get("current_period_start", item.get("current_period_start"))
     end = sub.get("current_period_end", item.get("current_period_end"))
     state = SubscriptionState(
-        external_id=str(sub.get("id") or ""), external_customer=sub.get("customer"),
-        customer_id=(sub.get("metadata") or {}).get("customer_id"), price_id=(item.get("price") or {}).get("id"),
-        status=status, period_start=_ts(start), period_end=_ts(end),
+        external_id=str(sub.get("id") or ""),
+        external_customer=sub.get("customer"),
+        customer_id=(sub.get("metadata") or {}).get("customer_id"),
+        price_id=(item.get("price") or {}).get("id"),
+        status=status,
+        period_start=_ts(start),
+        period_end=_ts(end),
     )
     if not state.external_id:
         raise WebhookFailed("subscription has no id")
@@ -413,7 +511,11 @@ def _stripe_subscription(event, actor):
 def _stripe_invoice_paid(event, actor):
     invoice = _obj(event)
     if invoice.get("billing_reason") != "subscription_cycle":
-        return WebhookEvent.Status.IGNORED, f"invoice for {invoice.get('billing_reason')!r}, not a renewal", None
+        return (
+            WebhookEvent.Status.IGNORED,
+            f"invoice for {invoice.get('billing_reason')!r}, not a renewal",
+            None,
+        )
     parent = ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
     external_id = invoice.get("subscription") or parent
     lines = (invoice.get("lines") or {}).get("data") or []
@@ -442,10 +544,13 @@ def _paddle_subscription(event, actor):
     if status == "canceled" and not period:
         period = {"starts_at": sub.get("started_at"), "ends_at": sub.get("canceled_at")}
     state = SubscriptionState(
-        external_id=str(sub.get("id") or ""), external_customer=sub.get("customer_id"),
+        external_id=str(sub.get("id") or ""),
+        external_customer=sub.get("customer_id"),
         customer_id=(sub.get("custom_data") or {}).get("customer_id"),
         price_id=((items[0] if isinstance(items[0], dict) else {}).get("price") or {}).get("id"),
-        status=status, period_start=_ts(period.get("starts_at")), period_end=_ts(period.get("ends_at")),
+        status=status,
+        period_start=_ts(period.get("starts_at")),
+        period_end=_ts(period.get("ends_at")),
     )
     if not state.external_id:
         raise WebhookFailed("subscription has no id")
@@ -457,9 +562,15 @@ def _paddle_transaction_completed(event, actor):
     meta = txn.get("custom_data") or {}
     if txn.get("subscription_id"):
         if txn.get("origin") != "subscription_recurring":
-            return WebhookEvent.Status.IGNORED, f"first payment of a subscription ({txn.get('origin')!r})", None
+            return (
+                WebhookEvent.Status.IGNORED,
+                f"first payment of a subscription ({txn.get('origin')!r})",
+                None,
+            )
         period = txn.get("billing_period") or {}
-        return _renewal(event, txn["subscription_id"], _ts(period.get("starts_at")), _ts(period.get("ends_at")), actor)
+        return _renewal(
+            event, txn["subscription_id"], _ts(period.get("starts_at")), _ts(period.get("ends_at")), actor
+        )
     if "metric" not in meta:
         return WebhookEvent.Status.IGNORED, "one-off purchase that is not an overage pack", None
     return _credit_purchase(event, meta, f"paddle:{txn.get('id')}", actor)
@@ -485,5 +596,3 @@ def webhook_receive(processor: str, body: bytes, signature: str | None) -> Inges
         raise RuntimeError(f"{processor.upper()}_WEBHOOK_SECRET is not set")
     signature_verify(processor, body, signature, secrets, tolerance=settings.WEBHOOK_TOLERANCE_SECONDS)
     return webhook_ingest(envelope_parse(processor, body))
-
-

@@ -24,23 +24,33 @@ def finance_client(staff_client):
 def test_s1_from_the_admin_report_then_confirm_then_reconcile(support_client):
     s1 = plant_s1()
     ids = [str(c.pk) for c in s1.values()]
-    page = support_client.post(reverse(CHANGELIST), {"action": "discrepancy_report_action", "_selected_action": ids})
+    page = support_client.post(
+        reverse(CHANGELIST), {"action": "discrepancy_report_action", "_selected_action": ids}
+    )
     html = page.content.decode()
     assert page.status_code == 200 and "Discrepancy report" in html
     assert "drifted counters: 3" in html and "(no row)" in html
 
-    confirm = support_client.post(reverse(CHANGELIST), {"action": "reconcile_action", "_selected_action": ids})
+    confirm = support_client.post(
+        reverse(CHANGELIST), {"action": "reconcile_action", "_selected_action": ids}
+    )
     html = confirm.content.decode()
     assert "Yes, set these counters" in html and "Will be set to" in html
     assert active_count(s1["six"]) == 0  # nothing written before the confirmation
 
-    done = support_client.post(reverse(CHANGELIST), {"action": "reconcile_action", "_selected_action": ids, "confirm": "yes"})
+    done = support_client.post(
+        reverse(CHANGELIST), {"action": "reconcile_action", "_selected_action": ids, "confirm": "yes"}
+    )
     run = ReconciliationRun.objects.filter(mode="apply").get()
-    assert done.status_code == 302 and done.url == reverse("admin:usage_reconciliationrun_change", args=[run.pk])
+    assert done.status_code == 302 and done.url == reverse(
+        "admin:usage_reconciliationrun_change", args=[run.pk]
+    )
     assert (run.fixed, run.started_by) == (3, "sam (admin)")
     assert (active_count(s1["six"]), active_count(s1["phantom"]), active_count(s1["missing"])) == (6, 0, 2)
 
-    customer_page = support_client.get(reverse("admin:usage_customer_change", args=[s1["six"].pk])).content.decode()
+    customer_page = support_client.get(
+        reverse("admin:usage_customer_change", args=[s1["six"].pk])
+    ).content.decode()
     assert "6 / 1 active projects (600 %) on Free" in customer_page
     assert "DRIFT" not in customer_page
 
@@ -66,16 +76,27 @@ def test_recount_refuses_get_and_users_without_the_permission(support_client, fi
     assert 'id="recount-button"' not in html and "DRIFT 6" in html  # finance sees, cannot fix
     actions = finance_client.get(reverse(CHANGELIST)).content.decode()
     assert "discrepancy_report_action" in actions and "reconcile_action" not in actions
-    forced = finance_client.post(reverse(CHANGELIST), {"action": "reconcile_action", "_selected_action": [str(s1["six"].pk)], "confirm": "yes"})
-    assert (forced.status_code, forced.url) == (302, reverse(CHANGELIST))  # the action is not Finance's: refused
+    forced = finance_client.post(
+        reverse(CHANGELIST),
+        {"action": "reconcile_action", "_selected_action": [str(s1["six"].pk)], "confirm": "yes"},
+    )
+    assert (forced.status_code, forced.url) == (
+        302,
+        reverse(CHANGELIST),
+    )  # the action is not Finance's: refused
     assert "No action selected." in finance_client.get(forced.url).content.decode()
     assert active_count(s1["six"]) == 0 and not ReconciliationRun.objects.filter(mode="apply").exists()
 
 
 def test_recount_of_an_unknown_customer_redirects_and_writes_nothing(support_client):
-    response = support_client.post(reverse("admin:usage_customer_recount", args=["ffffffff-ffff-ffff-ffff-ffffffffffff"]), follow=True)
+    response = support_client.post(
+        reverse("admin:usage_customer_recount", args=["ffffffff-ffff-ffff-ffff-ffffffffffff"]), follow=True
+    )
     assert response.redirect_chain == [(reverse("admin:index"), 302)]
-    assert "Customer with ID “ffffffff-ffff-ffff-ffff-ffffffffffff” doesn’t exist. Perhaps it was deleted?" in response.content.decode()
+    assert (
+        "Customer with ID “ffffffff-ffff-ffff-ffff-ffffffffffff” doesn’t exist. Perhaps it was deleted?"
+        in response.content.decode()
+    )
     assert not ReconciliationRun.objects.exists()
 
 
@@ -96,6 +117,8 @@ def test_run_history_pages_filter_by_check_and_customer(admin_client):
 def test_actions_with_nothing_selected_write_nothing(support_client):
     plant_s1()
     for action in ("discrepancy_report_action", "reconcile_action"):
-        response = support_client.post(reverse(CHANGELIST), {"action": action, "index": "0", "confirm": "yes"}, follow=True)
+        response = support_client.post(
+            reverse(CHANGELIST), {"action": action, "index": "0", "confirm": "yes"}, follow=True
+        )
         assert "Items must be selected in order to perform actions on them." in response.content.decode()
     assert not ReconciliationRun.objects.exists()

@@ -13,7 +13,9 @@ REFUSED = r"^pgtrigger: Cannot update or delete rows from audit_log table\n"
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize("statement", ["UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"])
+@pytest.mark.parametrize(
+    "statement", ["UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"]
+)
 def test_the_database_refuses_update_and_delete(statement):
     audit_record(actor="test", action="recount", target_type="customer", target_id="x", reason="because")
     with raises_sqlstate(ProgrammingError, "P0001", match=REFUSED), connection.cursor() as cursor:

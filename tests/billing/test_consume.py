@@ -11,7 +11,13 @@ from django.utils import timezone
 
 from billing.models import AuditLog, ConsumeRequest, CreditDraw, CreditGrant, Plan, Subscription
 from billing.services.consume import BAD_AMOUNT, ConsumeError, consume
-from billing.services.credits import BAD_METRIC, BAD_QUANTITY, GOODWILL_NEEDS_REASON, CreditGrantError, credit_grant
+from billing.services.credits import (
+    BAD_METRIC,
+    BAD_QUANTITY,
+    GOODWILL_NEEDS_REASON,
+    CreditGrantError,
+    credit_grant,
+)
 from billing.services.demo import plans_ensure
 from billing.services.periods import period_roll_due
 from billing.services.projects import ProjectLimitReached, project_create
@@ -24,7 +30,9 @@ from usage.services.counters import counter_writes_allowed
 
 def _subscribe(customer, plan):
     return Subscription.objects.create(
-        customer=customer, plan=plan, current_period_start=customer.current_period_start,
+        customer=customer,
+        plan=plan,
+        current_period_start=customer.current_period_start,
         current_period_end=customer.current_period_end,
     )
 
@@ -49,21 +57,38 @@ def _a_month_passes(customer, *, days):
     """Move one customer's whole history ``days`` into the past, as if that much time went by."""
     shift = timedelta(days=days)
     # The period rows move with their events, so no count changes: the event trigger stays out of it.
-    with transaction.atomic(), pgtrigger.ignore("usage.UsageEvent:usage_events_on_update"), connection.cursor() as cursor:
-        cursor.execute("UPDATE usage_events SET occurred_at = occurred_at - %s WHERE customer_id = %s", [shift, customer.pk])
-        cursor.execute("UPDATE credit_draws SET drawn_at = drawn_at - %s WHERE customer_id = %s", [shift, customer.pk])
-        cursor.execute("UPDATE credit_grants SET created_at = created_at - %s WHERE customer_id = %s", [shift, customer.pk])
+    with (
+        transaction.atomic(),
+        pgtrigger.ignore("usage.UsageEvent:usage_events_on_update"),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            "UPDATE usage_events SET occurred_at = occurred_at - %s WHERE customer_id = %s",
+            [shift, customer.pk],
+        )
+        cursor.execute(
+            "UPDATE credit_draws SET drawn_at = drawn_at - %s WHERE customer_id = %s", [shift, customer.pk]
+        )
+        cursor.execute(
+            "UPDATE credit_grants SET created_at = created_at - %s WHERE customer_id = %s",
+            [shift, customer.pk],
+        )
         cursor.execute(
             "UPDATE subscriptions SET current_period_start = current_period_start - %s, "
-            "current_period_end = current_period_end - %s WHERE customer_id = %s", [shift, shift, customer.pk])
+            "current_period_end = current_period_end - %s WHERE customer_id = %s",
+            [shift, shift, customer.pk],
+        )
         cursor.execute(
             "UPDATE customers SET current_period_start = current_period_start - %s, "
-            "current_period_end = current_period_end - %s WHERE id = %s", [shift, shift, customer.pk])
+            "current_period_end = current_period_end - %s WHERE id = %s",
+            [shift, shift, customer.pk],
+        )
         with counter_writes_allowed():
             cursor.execute(
                 "UPDATE usage_tracking SET period_start = period_start - %s, period_end = period_end - %s, "
                 "month = to_char((period_start - %s) AT TIME ZONE 'UTC', 'YYYY-MM') WHERE customer_id = %s",
-                [shift, shift, shift, customer.pk])
+                [shift, shift, shift, customer.pk],
+            )
 
 
 @pytest.mark.django_db
@@ -73,8 +98,13 @@ class TestConsume:
         Plan.objects.filter(pk=plans["free"].pk).update(ai_interactions_per_period=5)
         customer = CustomerFactory()
         first = consume(customer_id=customer.pk, metric="ai_interaction", amount=4)
-        assert (first.allowed, first.new_usage, first.effective_limit, first.plan, first.subscription_status) == (
-            True, Decimal("4"), Decimal("5"), "free", "none")
+        assert (
+            first.allowed,
+            first.new_usage,
+            first.effective_limit,
+            first.plan,
+            first.subscription_status,
+        ) == (True, Decimal("4"), Decimal("5"), "free", "none")
         denied = consume(customer_id=customer.pk, metric="ai_interaction", amount=2)
         assert not denied.allowed and denied.new_usage == 4
         assert denied.message == (
@@ -95,22 +125,33 @@ class TestConsume:
         assert tracking.minutes_used == Decimal("2.5")
         # A denial is remembered too: a retry is denied even after credit arrives.
         big = consume(customer_id=customer.pk, metric="minutes", amount=1000, idempotency_key="req-2")
-        credit_grant(customer=customer, metric="minutes", quantity=2000, source="goodwill", actor="t", reason="r")
+        credit_grant(
+            customer=customer, metric="minutes", quantity=2000, source="goodwill", actor="t", reason="r"
+        )
         assert consume(customer_id=customer.pk, metric="minutes", amount=1000, idempotency_key="req-2") == big
         assert not big.allowed
 
     @pytest.mark.parametrize(
         "kwargs, error",
         [
-            (dict(metric="tokens", amount=1), "unknown metric 'tokens'; metrics are: ai_interaction, minutes"),
+            (
+                dict(metric="tokens", amount=1),
+                "unknown metric 'tokens'; metrics are: ai_interaction, minutes",
+            ),
             (dict(metric="minutes", amount=0), BAD_AMOUNT.format(amount=0)),
             (dict(metric="minutes", amount=-3), BAD_AMOUNT.format(amount=-3)),
             (dict(metric="minutes", amount="lots"), BAD_AMOUNT.format(amount="lots")),
             (dict(metric="minutes", amount="0.0001"), BAD_AMOUNT.format(amount="0.0001")),
             (dict(metric="minutes", amount="NaN"), BAD_AMOUNT.format(amount="NaN")),
             (dict(metric="minutes", amount=10**15), BAD_AMOUNT.format(amount=10**15)),
-            (dict(metric="minutes", amount=1, idempotency_key=""), "idempotency key must be 1 to 200 characters"),
-            (dict(metric="minutes", amount=1, idempotency_key="x" * 201), "idempotency key must be 1 to 200 characters"),
+            (
+                dict(metric="minutes", amount=1, idempotency_key=""),
+                "idempotency key must be 1 to 200 characters",
+            ),
+            (
+                dict(metric="minutes", amount=1, idempotency_key="x" * 201),
+                "idempotency key must be 1 to 200 characters",
+            ),
         ],
     )
     def test_bad_arguments_raise_and_write_nothing(self, kwargs, error):
@@ -137,7 +178,8 @@ class TestConsume:
             with pytest.raises(ConsumeError) as raised:
                 consume(customer_id=customer.pk, metric=metric, amount=amount, idempotency_key="k")
             assert str(raised.value) == (
-                "idempotency key 'k' was first used to consume 1 minutes; a retry must repeat the same metric and amount")
+                "idempotency key 'k' was first used to consume 1 minutes; a retry must repeat the same metric and amount"
+            )
         assert _table_counts() == before
 
     def test_sql_callers_get_the_same_row_and_errors(self):
@@ -147,7 +189,14 @@ class TestConsume:
         with connection.cursor() as cursor:
             cursor.execute("SELECT * FROM billing_consume(%s, 'ai_interaction', 3, 'sql-1')", [customer.pk])
             assert [c.name for c in cursor.description] == [
-                "allowed", "new_usage", "effective_limit", "plan", "subscription_status", "credits_remaining", "message"]
+                "allowed",
+                "new_usage",
+                "effective_limit",
+                "plan",
+                "subscription_status",
+                "credits_remaining",
+                "message",
+            ]
             assert cursor.fetchone()[:4] == (True, Decimal("3"), Decimal("50"), "free")
 
     @pytest.mark.parametrize(
@@ -162,17 +211,26 @@ class TestConsume:
             ("minutes", 10**15, None, "22023", f"amount {10**15} has more than 3 decimals or is too large"),
             ("minutes", 1, "", "22023", "idempotency key must be 1 to 200 characters"),
             ("minutes", 1, "k" * 201, "22023", "idempotency key must be 1 to 200 characters"),
-            ("minutes", 2, "taken", "22023",
-             "idempotency key 'taken' was first used to consume 1 minutes; a retry must repeat the same metric and amount"),
+            (
+                "minutes",
+                2,
+                "taken",
+                "22023",
+                "idempotency key 'taken' was first used to consume 1 minutes; a retry must repeat the same metric and amount",
+            ),
         ],
     )
-    def test_sql_callers_bad_arguments_each_have_their_sqlstate_and_write_nothing(self, metric, amount, key, sqlstate, message):
+    def test_sql_callers_bad_arguments_each_have_their_sqlstate_and_write_nothing(
+        self, metric, amount, key, sqlstate, message
+    ):
         plans_ensure()
         customer = CustomerFactory()
         consume(customer_id=customer.pk, metric="minutes", amount=1, idempotency_key="taken")
         before = _table_counts()
         with raises_sqlstate(DataError, sqlstate) as raised, connection.cursor() as cursor:
-            cursor.execute("SELECT * FROM billing_consume(%s, %s, %s, %s)", [customer.pk, metric, amount, key])
+            cursor.execute(
+                "SELECT * FROM billing_consume(%s, %s, %s, %s)", [customer.pk, metric, amount, key]
+            )
         assert raised.value.__cause__.diag.message_primary == message
         assert _table_counts() == before
 
@@ -182,7 +240,9 @@ class TestConsume:
         for customer_id in ("00000000-0000-0000-0000-000000000001", None):
             with raises_sqlstate(ProgrammingError, "P0002") as raised, connection.cursor() as cursor:
                 cursor.execute("SELECT * FROM billing_consume(%s::uuid, 'minutes', 1, NULL)", [customer_id])
-            assert raised.value.__cause__.diag.message_primary == f"no customer with id {customer_id or 'NULL'}"
+            assert (
+                raised.value.__cause__.diag.message_primary == f"no customer with id {customer_id or 'NULL'}"
+            )
         assert _table_counts() == before
 
     def test_unlimited_plan_always_allows(self):
@@ -200,9 +260,13 @@ class TestOverageS5:
         plans = plans_ensure()
         Plan.objects.filter(pk=plans["starter"].pk).update(minutes_per_period=100)
         now = timezone.now()
-        customer = CustomerFactory(current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
+        customer = CustomerFactory(
+            current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20)
+        )
         _subscribe(customer, plans["starter"])
-        grant = credit_grant(customer=customer, metric="minutes", quantity=50, source="purchase", actor="test")
+        grant = credit_grant(
+            customer=customer, metric="minutes", quantity=50, source="purchase", actor="test"
+        )
         assert grant.remaining == 50
 
         result = consume(customer_id=customer.pk, metric="minutes", amount=120)
@@ -217,11 +281,14 @@ class TestOverageS5:
         UsageEvent.objects.filter(customer=customer).update(occurred_at=now - timedelta(days=1))
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL billing_ops.recount = 'on'")
-            cursor.execute("UPDATE usage_tracking SET period_start = %s, period_end = %s WHERE customer_id = %s",
-                           [now - timedelta(days=40), now - timedelta(seconds=1), customer.pk])
+            cursor.execute(
+                "UPDATE usage_tracking SET period_start = %s, period_end = %s WHERE customer_id = %s",
+                [now - timedelta(days=40), now - timedelta(seconds=1), customer.pk],
+            )
             cursor.execute("SET LOCAL billing_ops.recount = 'off'")
         type(customer).objects.filter(pk=customer.pk).update(
-            current_period_start=now - timedelta(days=40), current_period_end=now - timedelta(seconds=1))
+            current_period_start=now - timedelta(days=40), current_period_end=now - timedelta(seconds=1)
+        )
         assert_invariants([customer.pk])
         assert period_roll_due(actor="test") == 1
         assert period_roll_due(actor="test") == 0  # idempotent
@@ -235,7 +302,9 @@ class TestOverageS5:
         assert result.allowed and result.credits_remaining == 0
         denied = consume(customer_id=customer.pk, metric="minutes", amount=10)
         assert not denied.allowed
-        assert "130 of 130 transcription minutes used this period on Starter (allowance 100)" in denied.message
+        assert (
+            "130 of 130 transcription minutes used this period on Starter (allowance 100)" in denied.message
+        )
         assert "the overage credit is used up (0 left)" in denied.message
         assert "Buy an overage pack of transcription minutes, or upgrade to Growth" in denied.message
         assert AuditLog.objects.filter(customer_id=customer.pk, action="period_rollover").count() == 1
@@ -246,17 +315,42 @@ class TestOverageS5:
         Plan.objects.filter(pk=plans["free"].pk).update(ai_interactions_per_period=0)
         customer = CustomerFactory()
         now = timezone.now()
-        never = credit_grant(customer=customer, metric="ai_interaction", quantity=5, source="purchase", actor="t")
-        later = credit_grant(customer=customer, metric="ai_interaction", quantity=5, source="purchase", actor="t",
-                             expires_at=now + timedelta(days=30))
-        soon = credit_grant(customer=customer, metric="ai_interaction", quantity=2, source="purchase", actor="t",
-                            expires_at=now + timedelta(days=1))
-        expired = credit_grant(customer=customer, metric="ai_interaction", quantity=9, source="purchase", actor="t",
-                               expires_at=now - timedelta(days=1))
+        never = credit_grant(
+            customer=customer, metric="ai_interaction", quantity=5, source="purchase", actor="t"
+        )
+        later = credit_grant(
+            customer=customer,
+            metric="ai_interaction",
+            quantity=5,
+            source="purchase",
+            actor="t",
+            expires_at=now + timedelta(days=30),
+        )
+        soon = credit_grant(
+            customer=customer,
+            metric="ai_interaction",
+            quantity=2,
+            source="purchase",
+            actor="t",
+            expires_at=now + timedelta(days=1),
+        )
+        expired = credit_grant(
+            customer=customer,
+            metric="ai_interaction",
+            quantity=9,
+            source="purchase",
+            actor="t",
+            expires_at=now - timedelta(days=1),
+        )
         result = consume(customer_id=customer.pk, metric="ai_interaction", amount=8)
         assert result.allowed and result.credits_remaining == 4
         remaining = {g.pk: g.remaining for g in CreditGrant.objects.filter(customer=customer)}
-        assert (remaining[soon.pk], remaining[later.pk], remaining[never.pk], remaining[expired.pk]) == (0, 0, 4, 9)
+        assert (remaining[soon.pk], remaining[later.pk], remaining[never.pk], remaining[expired.pk]) == (
+            0,
+            0,
+            4,
+            9,
+        )
         assert_invariants([customer.pk])
 
     def test_credit_bought_in_the_last_period_survives_a_real_rollover(self):
@@ -264,9 +358,13 @@ class TestOverageS5:
         plans = plans_ensure()
         Plan.objects.filter(pk=plans["starter"].pk).update(minutes_per_period=100)
         now = _db_now()
-        customer = CustomerFactory(current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
+        customer = CustomerFactory(
+            current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20)
+        )
         _subscribe(customer, plans["starter"])
-        grant = credit_grant(customer=customer, metric="minutes", quantity=50, source="purchase", actor="test")
+        grant = credit_grant(
+            customer=customer, metric="minutes", quantity=50, source="purchase", actor="test"
+        )
         assert consume(customer_id=customer.pk, metric="minutes", amount=120).credits_remaining == 30
 
         _a_month_passes(customer, days=30)
@@ -276,7 +374,12 @@ class TestOverageS5:
         assert grant.created_at < customer.current_period_start <= now  # bought in the period that ended
 
         result = consume(customer_id=customer.pk, metric="minutes", amount=100)
-        assert (result.allowed, result.new_usage, result.effective_limit, result.credits_remaining) == (True, 100, 130, 30)
+        assert (result.allowed, result.new_usage, result.effective_limit, result.credits_remaining) == (
+            True,
+            100,
+            130,
+            30,
+        )
         result = consume(customer_id=customer.pk, metric="minutes", amount=30)
         assert (result.allowed, result.credits_remaining) == (True, 0)
         grant.refresh_from_db()
@@ -286,7 +389,9 @@ class TestOverageS5:
     def test_a_rollover_carries_the_active_projects_and_restarts_metered_usage(self):
         plans_ensure()
         now = _db_now()
-        customer = CustomerFactory(current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
+        customer = CustomerFactory(
+            current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20)
+        )
         ProjectFactory.create_batch(3, customer=customer)
         ProjectFactory(customer=customer, status=Project.Status.ARCHIVED)
         consume(customer_id=customer.pk, metric="minutes", amount=7)
@@ -305,8 +410,14 @@ class TestOverageS5:
         now = _db_now()
 
         def grant(expires_at=None, bought_days_ago=0):
-            made = credit_grant(customer=customer, metric="ai_interaction", quantity=5, source="purchase", actor="t",
-                                expires_at=expires_at)
+            made = credit_grant(
+                customer=customer,
+                metric="ai_interaction",
+                quantity=5,
+                source="purchase",
+                actor="t",
+                expires_at=expires_at,
+            )
             CreditGrant.objects.filter(pk=made.pk).update(created_at=now - timedelta(days=bought_days_ago))
             return made.pk
 
@@ -330,21 +441,32 @@ class TestOverageS5:
         subscription (from its last webhook) holds (two weeks here), not a month."""
         plans = plans_ensure()
         now = _db_now()
-        customer = CustomerFactory(current_period_start=now - timedelta(days=30, hours=5),
-                                   current_period_end=now - timedelta(hours=5))
-        Subscription.objects.create(customer=customer, plan=plans["growth"], processor="stripe",
-                                    external_subscription_id="sub_cron", current_period_start=now - timedelta(hours=5),
-                                    current_period_end=now + timedelta(days=14))
+        customer = CustomerFactory(
+            current_period_start=now - timedelta(days=30, hours=5),
+            current_period_end=now - timedelta(hours=5),
+        )
+        Subscription.objects.create(
+            customer=customer,
+            plan=plans["growth"],
+            processor="stripe",
+            external_subscription_id="sub_cron",
+            current_period_start=now - timedelta(hours=5),
+            current_period_end=now + timedelta(days=14),
+        )
         assert period_roll_due(actor="cron") == 1
         customer.refresh_from_db()
         assert (customer.current_period_start, customer.current_period_end) == (
-            now - timedelta(hours=5), now + timedelta(days=14))
+            now - timedelta(hours=5),
+            now + timedelta(days=14),
+        )
         assert UsageTracking.objects.filter(customer=customer, period_start=now - timedelta(hours=5)).exists()
 
     def test_lazy_rollover_inside_consume(self):
         plans_ensure()
         now = _db_now()  # this test's transaction began before timezone.now()
-        customer = CustomerFactory(current_period_start=now - timedelta(days=62), current_period_end=now - timedelta(days=31))
+        customer = CustomerFactory(
+            current_period_start=now - timedelta(days=62), current_period_end=now - timedelta(days=31)
+        )
         ProjectFactory(customer=customer)
         result = consume(customer_id=customer.pk, metric="minutes", amount=1)
         assert result.allowed and result.new_usage == 1
@@ -352,8 +474,12 @@ class TestOverageS5:
         assert customer.current_period_start <= now < customer.current_period_end
         row = UsageTracking.objects.get(customer=customer, period_start=customer.current_period_start)
         assert (row.active_projects_count, row.minutes_used) == (1, 1)
-        assert AuditLog.objects.filter(customer_id=customer.pk, action="period_rollover",
-                                       actor="consume (lazy rollover)").count() == 1
+        assert (
+            AuditLog.objects.filter(
+                customer_id=customer.pk, action="period_rollover", actor="consume (lazy rollover)"
+            ).count()
+            == 1
+        )
         assert_invariants([customer.pk])
 
 
@@ -362,13 +488,18 @@ class TestCredits:
     def test_remaining_is_the_triggers_and_the_database_refuses_direct_writes(self):
         plans_ensure()
         customer = CustomerFactory()
-        grant = CreditGrant.objects.create(customer=customer, metric="minutes", granted=10, remaining=999,
-                                           source="purchase", created_by="t")
+        grant = CreditGrant.objects.create(
+            customer=customer, metric="minutes", granted=10, remaining=999, source="purchase", created_by="t"
+        )
         grant.refresh_from_db()
         assert grant.remaining == 10  # starts full whatever the client sent
-        refused = "credit_grants.remaining is kept by triggers from credit_draws and cannot be written directly"
-        for statement in ("UPDATE credit_grants SET remaining = 5 WHERE id = %s",
-                          "UPDATE credit_grants SET granted = 50 WHERE id = %s"):
+        refused = (
+            "credit_grants.remaining is kept by triggers from credit_draws and cannot be written directly"
+        )
+        for statement in (
+            "UPDATE credit_grants SET remaining = 5 WHERE id = %s",
+            "UPDATE credit_grants SET granted = 50 WHERE id = %s",
+        ):
             with raises_sqlstate(IntegrityError, "23514", match=refused), connection.cursor() as cursor:
                 cursor.execute(statement, [grant.pk])
         grant.refresh_from_db()
@@ -377,14 +508,31 @@ class TestCredits:
     @pytest.mark.parametrize(
         "kwargs, error",
         [
-            (dict(metric="minutes", quantity=-5, source="goodwill", reason="x"), BAD_QUANTITY.format(quantity=-5)),
-            (dict(metric="minutes", quantity=0, source="goodwill", reason="x"), BAD_QUANTITY.format(quantity=0)),
-            (dict(metric="minutes", quantity="ten", source="goodwill", reason="x"), BAD_QUANTITY.format(quantity="ten")),
-            (dict(metric="minutes", quantity="1.0005", source="purchase"), BAD_QUANTITY.format(quantity="1.0005")),
-            (dict(metric="minutes", quantity=10**15, source="purchase"), BAD_QUANTITY.format(quantity=10**15)),
+            (
+                dict(metric="minutes", quantity=-5, source="goodwill", reason="x"),
+                BAD_QUANTITY.format(quantity=-5),
+            ),
+            (
+                dict(metric="minutes", quantity=0, source="goodwill", reason="x"),
+                BAD_QUANTITY.format(quantity=0),
+            ),
+            (
+                dict(metric="minutes", quantity="ten", source="goodwill", reason="x"),
+                BAD_QUANTITY.format(quantity="ten"),
+            ),
+            (
+                dict(metric="minutes", quantity="1.0005", source="purchase"),
+                BAD_QUANTITY.format(quantity="1.0005"),
+            ),
+            (
+                dict(metric="minutes", quantity=10**15, source="purchase"),
+                BAD_QUANTITY.format(quantity=10**15),
+            ),
             (dict(metric="minutes", quantity=5, source="goodwill", reason="  "), GOODWILL_NEEDS_REASON),
-            (dict(metric="gpu", quantity=5, source="goodwill", reason="x"),
-             BAD_METRIC.format(metric="gpu", metrics="ai_interaction, minutes")),
+            (
+                dict(metric="gpu", quantity=5, source="goodwill", reason="x"),
+                BAD_METRIC.format(metric="gpu", metrics="ai_interaction, minutes"),
+            ),
             (dict(metric="minutes", quantity=5, source="gift", reason="x"), "unknown credit source 'gift'"),
         ],
     )
@@ -398,15 +546,21 @@ class TestCredits:
     def test_a_ledger_statement_over_several_grants_moves_each(self):
         """One statement drawing from (and then giving back to) several grants: the set-based path."""
         customer = CustomerFactory()
-        grants = [credit_grant(customer=customer, metric="minutes", quantity=10, source="purchase", actor="t").pk
-                  for _ in range(3)]
+        grants = [
+            credit_grant(customer=customer, metric="minutes", quantity=10, source="purchase", actor="t").pk
+            for _ in range(3)
+        ]
         with connection.cursor() as cursor:
-            cursor.execute("INSERT INTO credit_draws (grant_id, customer_id, quantity, drawn_at) "
-                           "SELECT g, %s, q, now() FROM unnest(%s::uuid[], ARRAY[1, 2, 3]) AS d(g, q)",
-                           [customer.pk, grants])
+            cursor.execute(
+                "INSERT INTO credit_draws (grant_id, customer_id, quantity, drawn_at) "
+                "SELECT g, %s, q, now() FROM unnest(%s::uuid[], ARRAY[1, 2, 3]) AS d(g, q)",
+                [customer.pk, grants],
+            )
         assert [CreditGrant.objects.get(pk=g).remaining for g in grants] == [9, 8, 7]
         with connection.cursor() as cursor:
-            cursor.execute("UPDATE credit_draws SET quantity = quantity * 2 WHERE customer_id = %s", [customer.pk])
+            cursor.execute(
+                "UPDATE credit_draws SET quantity = quantity * 2 WHERE customer_id = %s", [customer.pk]
+            )
         assert [CreditGrant.objects.get(pk=g).remaining for g in grants] == [8, 6, 4]
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM credit_draws WHERE grant_id = ANY(%s::uuid[])", [grants[:2]])
@@ -415,16 +569,28 @@ class TestCredits:
 
     def test_grant_is_audited(self):
         customer = CustomerFactory()
-        credit_grant(customer=customer, metric="minutes", quantity=15, source="goodwill", actor="sam",
-                     reason="outage on 3 Nov")
+        credit_grant(
+            customer=customer,
+            metric="minutes",
+            quantity=15,
+            source="goodwill",
+            actor="sam",
+            reason="outage on 3 Nov",
+        )
         row = AuditLog.objects.get(action="credit_grant")
-        assert (row.actor, row.reason, row.after["granted"], row.customer_id) == ("sam", "outage on 3 Nov", "15", customer.pk)
+        assert (row.actor, row.reason, row.after["granted"], row.customer_id) == (
+            "sam",
+            "outage on 3 Nov",
+            "15",
+            customer.pk,
+        )
 
     def test_credit_remaining_drift_is_reported_and_reconciled(self):
+        from django.db import transaction
+
+        from tests.conftest import report_rows
         from usage.services.counters import counter_writes_allowed
         from usage.services.integrity import usage_reconcile
-        from django.db import transaction
-        from tests.conftest import report_rows
 
         plans = plans_ensure()
         Plan.objects.filter(pk=plans["free"].pk).update(minutes_per_period=0)
@@ -434,8 +600,17 @@ class TestCredits:
         with transaction.atomic(), counter_writes_allowed():
             CreditGrant.objects.filter(pk=grant.pk).update(remaining=10)  # history: a lost draw
         rows = [r for r in report_rows([customer.pk]) if r["check"] == "credit_remaining"]
-        assert rows == [{"check": "credit_remaining", "customer_id": str(customer.pk), "email": customer.email,
-                         "target_id": str(grant.pk), "tracked": 10, "actual": 6, "difference": -4}]
+        assert rows == [
+            {
+                "check": "credit_remaining",
+                "customer_id": str(customer.pk),
+                "email": customer.email,
+                "target_id": str(grant.pk),
+                "tracked": 10,
+                "actual": 6,
+                "difference": -4,
+            }
+        ]
         usage_reconcile(customer_ids=[customer.pk], apply=True, started_by="test")
         grant.refresh_from_db()
         assert grant.remaining == 6
@@ -589,7 +764,9 @@ class TestConcurrency:
         credit_grant(customer=customer, metric="minutes", quantity=7, source="purchase", actor="t")
 
         def one(conn, i):
-            return conn.execute("SELECT allowed FROM billing_consume(%s, 'minutes', 3, NULL)", [customer.pk]).fetchone()[0]
+            return conn.execute(
+                "SELECT allowed FROM billing_consume(%s, 'minutes', 3, NULL)", [customer.pk]
+            ).fetchone()[0]
 
         results = _threads(16, one)
         assert results.count(True) == 5  # 17 minutes of allowance + credit, 3 at a time
@@ -613,15 +790,23 @@ class TestConcurrency:
     def test_rollover_race_cron_webhook_and_consume_open_one_period(self):
         plans_ensure()
         now = timezone.now()
-        customer = CustomerFactory(current_period_start=now - timedelta(days=40), current_period_end=now - timedelta(days=9))
+        customer = CustomerFactory(
+            current_period_start=now - timedelta(days=40), current_period_end=now - timedelta(days=9)
+        )
         ProjectFactory(customer=customer)
-        UsageEventFactory(customer=customer, metric="minutes", quantity=5, occurred_at=now - timedelta(days=20))
+        UsageEventFactory(
+            customer=customer, metric="minutes", quantity=5, occurred_at=now - timedelta(days=20)
+        )
 
         def one(conn, i):
             if i % 3 == 0:
-                return conn.execute("SELECT billing_period_roll(%s, now(), 'cron')", [customer.pk]).fetchone()[0]
+                return conn.execute(
+                    "SELECT billing_period_roll(%s, now(), 'cron')", [customer.pk]
+                ).fetchone()[0]
             if i % 3 == 1:
-                return conn.execute("SELECT allowed FROM billing_consume(%s, 'minutes', 1, NULL)", [customer.pk]).fetchone()[0]
+                return conn.execute(
+                    "SELECT allowed FROM billing_consume(%s, 'minutes', 1, NULL)", [customer.pk]
+                ).fetchone()[0]
             return conn.execute("SELECT count(*) FROM billing_period_lock(%s)", [customer.pk]).fetchone()[0]
 
         _threads(12, one)
@@ -638,7 +823,9 @@ class TestRollCommand:
     def test_roll_usage_periods_command_is_idempotent_and_validates_now(self):
         plans_ensure()
         now = timezone.now()
-        due = CustomerFactory(current_period_start=now - timedelta(days=35), current_period_end=now - timedelta(days=4))
+        due = CustomerFactory(
+            current_period_start=now - timedelta(days=35), current_period_end=now - timedelta(days=4)
+        )
         CustomerFactory()  # current: untouched
         first = run_manage("roll_usage_periods")
         assert first.returncode == 0, first.stderr

@@ -9,10 +9,10 @@ from django.core.management import call_command
 from billing.models import CreditGrant, Plan, Subscription, WebhookEvent
 from billing.services.demo import S1_MISSING_ROW, S1_PHANTOM_THREE, S1_SIX_PROJECTS, SCENARIOS
 from billing.services.plans import plan_change_validate
-from usage.services.integrity import findings
 from tests.conftest import run_manage
 from tests.referee import recount
 from usage.models import Customer
+from usage.services.integrity import findings
 
 
 @pytest.mark.django_db
@@ -24,7 +24,9 @@ def test_population_is_consistent_and_s1_is_the_only_drift(capsys):
     assert set(Subscription.objects.values_list("processor", flat=True)) >= {"manual", "stripe"}
 
     emails = dict(Customer.objects.values_list("pk", "email"))
-    drift = {(emails[uuid.UUID(d.customer_id)], d.check): (d.tracked, d.actual, d.target_id) for d in recount()}
+    drift = {
+        (emails[uuid.UUID(d.customer_id)], d.check): (d.tracked, d.actual, d.target_id) for d in recount()
+    }
     assert drift.keys() == {
         (S1_SIX_PROJECTS, "active_projects"),
         (S1_PHANTOM_THREE, "active_projects"),
@@ -41,8 +43,10 @@ def test_population_is_consistent_and_s1_is_the_only_drift(capsys):
     s6 = Customer.objects.get(email=SCENARIOS["s6"][0])
     statuses = sorted(WebhookEvent.objects.filter(customer_id=s6.pk).values_list("event_type", "status"))
     assert statuses == [
-        ("customer.subscription.created", "processed"), ("customer.subscription.updated", "failed"),
-        ("customer.subscription.updated", "ignored"), ("invoice.paid", "processed"),
+        ("customer.subscription.created", "processed"),
+        ("customer.subscription.updated", "failed"),
+        ("customer.subscription.updated", "ignored"),
+        ("invoice.paid", "processed"),
     ]
     assert s6.subscriptions.get().processor == "stripe"
     assert [f.check for f in findings([s6.pk])] == ["failed_webhook"]
@@ -76,7 +80,9 @@ def test_if_empty_keeps_existing_data():
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("args", [["--customers", "2"], ["--customers", "many"], ["--seed", "x"], ["--bogus"]])
+@pytest.mark.parametrize(
+    "args", [["--customers", "2"], ["--customers", "many"], ["--seed", "x"], ["--bogus"]]
+)
 def test_bad_arguments_exit_2_and_write_nothing(args):
     result = run_manage("demo_data", *args)
     assert result.returncode == 2

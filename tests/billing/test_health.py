@@ -24,7 +24,9 @@ def test_healthy_answers_200_with_counts_only(client):
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
     assert json.loads(response.content) == {
-        "status": "ok", "database": "ok", "triggers": {"healthy": expected, "unhealthy": 0},
+        "status": "ok",
+        "database": "ok",
+        "triggers": {"healthy": expected, "unhealthy": 0},
     }
 
 
@@ -36,7 +38,9 @@ def test_a_disabled_trigger_answers_503_and_names_it_only_in_the_log(client, cap
         response = client.get("/healthz")
     assert response.status_code == 503
     assert json.loads(response.content) == {
-        "status": "unhealthy", "database": "ok", "triggers": {"healthy": total - 1, "unhealthy": 1},
+        "status": "unhealthy",
+        "database": "ok",
+        "triggers": {"healthy": total - 1, "unhealthy": 1},
     }
     assert b"projects_on_insert" not in response.content
     assert [r.getMessage() for r in caplog.records if r.name == "billing.health"] == [

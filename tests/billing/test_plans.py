@@ -29,8 +29,12 @@ def plans():
 def growth_customer(plans):
     customer = CustomerFactory()
     customer.refresh_from_db()
-    Subscription.objects.create(customer=customer, plan=plans["growth"], current_period_start=customer.current_period_start,
-                                current_period_end=customer.current_period_end)
+    Subscription.objects.create(
+        customer=customer,
+        plan=plans["growth"],
+        current_period_start=customer.current_period_start,
+        current_period_end=customer.current_period_end,
+    )
     ProjectFactory.create_batch(5, customer=customer)
     return customer
 
@@ -38,8 +42,12 @@ def growth_customer(plans):
 def test_s7_downgrade_blocked_with_the_exact_remedy_then_allowed_after_archiving(growth_customer, plans):
     result = plan_change_validate(customer=growth_customer, target=plans["starter"])
     assert not result.allowed and result.direction == "downgrade"
-    assert result.blocks == ["Archive 2 projects before moving to Starter: it allows 3, the customer has 5 active."]
-    assert result.blocks[0] == BLOCK_ACTIVE_PROJECTS.format(excess=2, s="s", plan="Starter", limit=3, active=5)
+    assert result.blocks == [
+        "Archive 2 projects before moving to Starter: it allows 3, the customer has 5 active."
+    ]
+    assert result.blocks[0] == BLOCK_ACTIVE_PROJECTS.format(
+        excess=2, s="s", plan="Starter", limit=3, active=5
+    )
     for project in growth_customer.projects.all()[:2]:
         project.status = "archived"
         project.save()
@@ -64,21 +72,38 @@ def test_a_customer_over_its_limit_can_still_upgrade(plans):
     six = plant_s1()["six"]  # Free (1 project) with 6 active projects
     result = plan_change_validate(customer=six, target=plans["starter"])  # Starter allows 3: still over
     assert (result.direction, result.allowed, result.blocks, result.warnings) == ("upgrade", True, [], [])
-    subscription_change_plan(customer=six, target=plans["starter"], actor="sam (admin)")  # support, no override
+    subscription_change_plan(
+        customer=six, target=plans["starter"], actor="sam (admin)"
+    )  # support, no override
     assert Subscription.objects.get(customer=six, status="active").plan == plans["starter"]
     row = AuditLog.objects.get(action="plan_change")
-    assert (row.actor, row.before, row.after["plan"], row.reason) == ("sam (admin)", {"plan": "free"}, "starter", "upgrade validated")
+    assert (row.actor, row.before, row.after["plan"], row.reason) == (
+        "sam (admin)",
+        {"plan": "free"},
+        "starter",
+        "upgrade validated",
+    )
 
 
 def test_change_plan_refuses_when_blocked_and_a_superuser_override_is_audited(growth_customer, plans):
     with pytest.raises(PlanChangeBlocked, match="Archive 2 projects"):
         subscription_change_plan(customer=growth_customer, target=plans["starter"], actor="sam (admin)")
     with pytest.raises(PlanChangeBlocked, match=OVERRIDE_NEEDS_SUPERUSER):
-        subscription_change_plan(customer=growth_customer, target=plans["starter"], actor="sam (admin)", override_reason="asked nicely")
+        subscription_change_plan(
+            customer=growth_customer,
+            target=plans["starter"],
+            actor="sam (admin)",
+            override_reason="asked nicely",
+        )
     assert Subscription.objects.get(customer=growth_customer).plan.code == "growth"
     assert not AuditLog.objects.exists()
-    subscription_change_plan(customer=growth_customer, target=plans["starter"], actor="root (admin)",
-                             override_reason="contract signed, projects archived by Friday", is_superuser=True)
+    subscription_change_plan(
+        customer=growth_customer,
+        target=plans["starter"],
+        actor="root (admin)",
+        override_reason="contract signed, projects archived by Friday",
+        is_superuser=True,
+    )
     assert Subscription.objects.get(customer=growth_customer).plan.code == "starter"
     row = AuditLog.objects.get()
     assert (row.action, row.before, row.after["plan"]) == ("plan_change", {"plan": "growth"}, "starter")
@@ -89,7 +114,9 @@ def test_change_plan_refuses_when_blocked_and_a_superuser_override_is_audited(gr
 def test_command_exit_codes_and_bad_input(growth_customer, plans):
     blocked = run_manage("validate_plan_change", growth_customer.email, "--to", "starter", "--format", "json")
     assert blocked.returncode == 1
-    assert json.loads(blocked.stdout)["blocks"] == ["Archive 2 projects before moving to Starter: it allows 3, the customer has 5 active."]
+    assert json.loads(blocked.stdout)["blocks"] == [
+        "Archive 2 projects before moving to Starter: it allows 3, the customer has 5 active."
+    ]
     assert run_manage("validate_plan_change", growth_customer.email, "--to", "PRO").returncode == 0
     for args, message in (
         (["validate_plan_change", growth_customer.email, "--to", "platinum"], "no plan 'platinum'"),
@@ -105,12 +132,20 @@ def test_admin_validates_a_selection_and_support_cannot_override(growth_customer
     client = staff_client("sam", "Support")
     url = reverse("admin:usage_customer_changelist")
     ids = [str(growth_customer.pk), str(other.pk)]
-    page = client.post(url, {"action": "validate_plan_change_action", "_selected_action": ids, "plan": "starter"}).content.decode()
+    page = client.post(
+        url, {"action": "validate_plan_change_action", "_selected_action": ids, "plan": "starter"}
+    ).content.decode()
     assert "2 customer(s) checked against Starter: 1 blocked." in page
     assert "Archive 2 projects before moving to Starter" in page
-    no_plan = client.post(url, {"action": "validate_plan_change_action", "_selected_action": ids, "plan": ""}, follow=True)
+    no_plan = client.post(
+        url, {"action": "validate_plan_change_action", "_selected_action": ids, "plan": ""}, follow=True
+    )
     assert "Choose the target plan" in no_plan.content.decode()
-    changed = client.post(url, {"action": "change_plan_action", "_selected_action": ids, "plan": "starter", "reason": "please"}, follow=True)
+    changed = client.post(
+        url,
+        {"action": "change_plan_action", "_selected_action": ids, "plan": "starter", "reason": "please"},
+        follow=True,
+    )
     html = changed.content.decode()
     assert "Moved 1 customer(s) to Starter." in html and OVERRIDE_NEEDS_SUPERUSER in html
     assert Subscription.objects.get(customer=growth_customer).plan.code == "growth"

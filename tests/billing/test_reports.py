@@ -20,8 +20,12 @@ def test_month_report_shows_usage_allowance_and_credit_in_every_format():
     plans = plans_ensure()
     Plan.objects.filter(pk=plans["starter"].pk).update(minutes_per_period=100)
     customer = CustomerFactory(email="finance-case@example.com")
-    Subscription.objects.create(customer=customer, plan=plans["starter"], current_period_start=customer.current_period_start,
-                                current_period_end=customer.current_period_end)
+    Subscription.objects.create(
+        customer=customer,
+        plan=plans["starter"],
+        current_period_start=customer.current_period_start,
+        current_period_end=customer.current_period_end,
+    )
     ProjectFactory(customer=customer)
     credit_grant(customer=customer, metric="minutes", quantity=50, source="purchase", actor="t")
     consume(customer_id=customer.pk, metric="minutes", amount=120)
@@ -31,11 +35,18 @@ def test_month_report_shows_usage_allowance_and_credit_in_every_format():
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     row = next(r for r in document["rows"] if r["email"] == "finance-case@example.com")
-    assert (row["plan"], row["active_projects"], row["minutes"], row["minutes_allowance"], row["minutes_from_credit"]) == (
-        "starter", 1, 120, 100, 20)
+    assert (
+        row["plan"],
+        row["active_projects"],
+        row["minutes"],
+        row["minutes_allowance"],
+        row["minutes_from_credit"],
+    ) == ("starter", 1, 120, 100, 20)
     assert document["totals"]["minutes_from_credit"] == 20
 
-    rows = list(csv.DictReader(io.StringIO(run_manage("usage_report", "--month", month, "--format", "csv").stdout)))
+    rows = list(
+        csv.DictReader(io.StringIO(run_manage("usage_report", "--month", month, "--format", "csv").stdout))
+    )
     assert any(r["email"] == "finance-case@example.com" and r["minutes"] == "120" for r in rows)
     table = run_manage("usage_report", "--month", month).stdout
     assert "finance-case@example.com" in table and "(20 from credit)" in table

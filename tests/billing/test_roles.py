@@ -16,14 +16,28 @@ from usage.models import Customer, Project
 pytestmark = pytest.mark.django_db
 
 FINANCE = {
-    "billing.view_auditlog", "billing.view_creditdraw", "billing.view_creditgrant", "billing.view_plan",
-    "billing.view_subscription", "billing.view_webhookevent", "usage.view_customer", "usage.view_preset",
-    "usage.view_presetusage", "usage.view_project", "usage.view_reconciliationrow", "usage.view_reconciliationrun",
-    "usage.view_usageevent", "usage.view_usagetracking",
+    "billing.view_auditlog",
+    "billing.view_creditdraw",
+    "billing.view_creditgrant",
+    "billing.view_plan",
+    "billing.view_subscription",
+    "billing.view_webhookevent",
+    "usage.view_customer",
+    "usage.view_preset",
+    "usage.view_presetusage",
+    "usage.view_project",
+    "usage.view_reconciliationrow",
+    "usage.view_reconciliationrun",
+    "usage.view_usageevent",
+    "usage.view_usagetracking",
 }
 SUPPORT = FINANCE | {
-    "billing.add_creditgrant", "billing.change_subscription", "billing.replay_webhookevent",
-    "usage.change_customer", "usage.change_project", "usage.reconcile_selection",
+    "billing.add_creditgrant",
+    "billing.change_subscription",
+    "billing.replay_webhookevent",
+    "usage.change_customer",
+    "usage.change_project",
+    "usage.reconcile_selection",
 }
 
 
@@ -55,7 +69,9 @@ def test_finance_can_add_change_or_delete_nothing_on_any_admin_page(django_user_
         assert not model_admin.has_delete_permission(request), label
         actions = set(model_admin.get_actions(request))
         # The two read-only actions: a report of the selection, and a plan-change check (writes nothing).
-        expected = {"discrepancy_report_action", "validate_plan_change_action"} if model is Customer else set()
+        expected = (
+            {"discrepancy_report_action", "validate_plan_change_action"} if model is Customer else set()
+        )
         assert actions == expected, label
 
 
@@ -69,8 +85,10 @@ def test_finance_sees_a_customer_without_a_save_button_and_its_posts_change_noth
     assert 'name="_save"' not in page
     response = finance.post(url, {"email": "taken@example.com", "name": "Taken"})
     assert response.status_code == 403
-    response = finance.post(reverse("admin:usage_project_change", args=[project.pk]),
-                            {"customer": customer.pk, "name": "renamed", "status": "archived"})
+    response = finance.post(
+        reverse("admin:usage_project_change", args=[project.pk]),
+        {"customer": customer.pk, "name": "renamed", "status": "archived"},
+    )
     assert response.status_code == 403
     assert Customer.objects.filter(pk=customer.pk, email="keep@example.com", name="Keep Ltd").exists()
     assert Project.objects.filter(pk=project.pk, name="kept", status="active").exists()

@@ -52,7 +52,9 @@ def state():
 def ended_an_hour_ago(**kwargs):
     now = timezone.now().replace(microsecond=0)  # processors' periods are whole seconds
     return CustomerFactory(
-        current_period_start=now - timedelta(days=30, hours=1), current_period_end=now - timedelta(hours=1), **kwargs
+        current_period_start=now - timedelta(days=30, hours=1),
+        current_period_end=now - timedelta(hours=1),
+        **kwargs,
     )
 
 
@@ -62,25 +64,43 @@ class TestStripe:
         plans = plans_ensure()
         customer = ended_an_hour_ago()
         start, end = customer.current_period_start, customer.current_period_end
-        created = wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
-            sub_id="sub_s6", customer_id=customer.pk, price_id="price_demo_growth", status="active", start=start, end=end,
-        ), created=start)
+        created = wp.stripe_event(
+            "customer.subscription.created",
+            wp.stripe_subscription(
+                sub_id="sub_s6",
+                customer_id=customer.pk,
+                price_id="price_demo_growth",
+                status="active",
+                start=start,
+                end=end,
+            ),
+            created=start,
+        )
         response = post(client, "stripe", created)
         assert response.status_code == 200, response.content
         assert response.json() == {"event_id": created["id"], "status": "processed", "duplicate": False}
         subscription = Subscription.objects.get(external_subscription_id="sub_s6")
-        assert (subscription.plan, subscription.status, subscription.processor) == (plans["growth"], "active", "stripe")
+        assert (subscription.plan, subscription.status, subscription.processor) == (
+            plans["growth"],
+            "active",
+            "stripe",
+        )
 
         new_end = end + timedelta(days=30)
-        renewal = wp.stripe_event("invoice.paid", wp.stripe_invoice_paid(
-            sub_id="sub_s6", start=end, end=new_end, price_id="price_demo_growth"), created=end)
+        renewal = wp.stripe_event(
+            "invoice.paid",
+            wp.stripe_invoice_paid(sub_id="sub_s6", start=end, end=new_end, price_id="price_demo_growth"),
+            created=end,
+        )
         for attempt in range(3):
             response = post(client, "stripe", renewal)
             assert response.status_code == 200
             assert response.json()["duplicate"] is (attempt > 0)
         customer.refresh_from_db()
         assert (customer.current_period_start, customer.current_period_end) == (end, new_end)
-        assert UsageTracking.objects.filter(customer=customer, period_start=end, period_end=new_end).count() == 1
+        assert (
+            UsageTracking.objects.filter(customer=customer, period_start=end, period_end=new_end).count() == 1
+        )
         assert AuditLog.objects.filter(customer_id=customer.pk, action="period_rollover").count() == 1
         event = WebhookEvent.objects.get(event_id=renewal["id"])
         assert event.status == "processed" and "opened the usage period" in event.outcome
@@ -95,9 +115,18 @@ class TestStripe:
         t0 = timezone.now() - timedelta(minutes=10)
 
         def update(price, at):
-            return wp.stripe_event("customer.subscription.updated", wp.stripe_subscription(
-                sub_id="sub_order", customer_id=customer.pk, price_id=price, status="active", start=start, end=end,
-            ), created=at)
+            return wp.stripe_event(
+                "customer.subscription.updated",
+                wp.stripe_subscription(
+                    sub_id="sub_order",
+                    customer_id=customer.pk,
+                    price_id=price,
+                    status="active",
+                    start=start,
+                    end=end,
+                ),
+                created=at,
+            )
 
         post(client, "stripe", update("price_demo_starter", t0))
         post(client, "stripe", update("price_demo_pro", t0 + timedelta(minutes=5)))
@@ -119,15 +148,36 @@ class TestStripe:
         at = timezone.now().replace(microsecond=0)
 
         def event(event_type, price):
-            return wp.stripe_event(event_type, wp.stripe_subscription(
-                sub_id="sub_same_second", customer_id=customer.pk, price_id=price, status="active",
-                start=customer.current_period_start, end=customer.current_period_end), created=at)
+            return wp.stripe_event(
+                event_type,
+                wp.stripe_subscription(
+                    sub_id="sub_same_second",
+                    customer_id=customer.pk,
+                    price_id=price,
+                    status="active",
+                    start=customer.current_period_start,
+                    end=customer.current_period_end,
+                ),
+                created=at,
+            )
 
-        assert post(client, "stripe", event("customer.subscription.created", "price_demo_starter")).json()["status"] == "processed"
+        assert (
+            post(client, "stripe", event("customer.subscription.created", "price_demo_starter")).json()[
+                "status"
+            ]
+            == "processed"
+        )
         upgraded = event("customer.subscription.updated", "price_demo_pro")
-        assert post(client, "stripe", upgraded).json() == {"event_id": upgraded["id"], "status": "processed", "duplicate": False}
+        assert post(client, "stripe", upgraded).json() == {
+            "event_id": upgraded["id"],
+            "status": "processed",
+            "duplicate": False,
+        }
         assert Subscription.objects.get(external_subscription_id="sub_same_second").plan == plans["pro"]
-        assert WebhookEvent.objects.get(event_id=upgraded["id"]).outcome == "subscription sub_same_second updated: pro, active."
+        assert (
+            WebhookEvent.objects.get(event_id=upgraded["id"]).outcome
+            == "subscription sub_same_second updated: pro, active."
+        )
 
     def test_signatures_are_compared_with_hmac_compare_digest(self, client, monkeypatch):
         """SPEC §5 asks for a constant-time comparison. A timing test would be flaky, so this checks
@@ -164,38 +214,77 @@ class TestStripe:
         plans_ensure()
         customer = CustomerFactory()
         start, end = customer.current_period_start, customer.current_period_end
-        sub = wp.stripe_subscription(sub_id="sub_del", customer_id=customer.pk, price_id="price_demo_starter",
-                                     status="active", start=start, end=end)
+        sub = wp.stripe_subscription(
+            sub_id="sub_del",
+            customer_id=customer.pk,
+            price_id="price_demo_starter",
+            status="active",
+            start=start,
+            end=end,
+        )
         post(client, "stripe", wp.stripe_event("customer.subscription.created", sub, created=timezone.now()))
         sub["status"] = "canceled"
-        post(client, "stripe", wp.stripe_event("customer.subscription.deleted", sub,
-                                               created=timezone.now() + timedelta(seconds=1)))
+        post(
+            client,
+            "stripe",
+            wp.stripe_event(
+                "customer.subscription.deleted", sub, created=timezone.now() + timedelta(seconds=1)
+            ),
+        )
         assert Subscription.objects.get(external_subscription_id="sub_del").status == "canceled"
         from billing.selectors import customer_plan
+
         assert customer_plan(customer).code == "free"
 
-    @pytest.mark.parametrize("stripe_status, ours", [
-        ("trialing", "trialing"), ("active", "active"), ("past_due", "past_due"), ("unpaid", "past_due"),
-        ("incomplete", "past_due"), ("paused", "past_due"), ("incomplete_expired", "canceled"),
-    ])
+    @pytest.mark.parametrize(
+        "stripe_status, ours",
+        [
+            ("trialing", "trialing"),
+            ("active", "active"),
+            ("past_due", "past_due"),
+            ("unpaid", "past_due"),
+            ("incomplete", "past_due"),
+            ("paused", "past_due"),
+            ("incomplete_expired", "canceled"),
+        ],
+    )
     def test_stripe_statuses_map_to_ours(self, client, stripe_status, ours):
         plans_ensure()
         customer = CustomerFactory()
-        event = wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
-            sub_id="sub_status", customer_id=customer.pk, price_id="price_demo_starter", status=stripe_status,
-            start=customer.current_period_start, end=customer.current_period_end), created=timezone.now())
+        event = wp.stripe_event(
+            "customer.subscription.created",
+            wp.stripe_subscription(
+                sub_id="sub_status",
+                customer_id=customer.pk,
+                price_id="price_demo_starter",
+                status=stripe_status,
+                start=customer.current_period_start,
+                end=customer.current_period_end,
+            ),
+            created=timezone.now(),
+        )
         assert post(client, "stripe", event).json()["status"] == "processed"
         assert Subscription.objects.get(external_subscription_id="sub_status").status == ours
 
     def test_a_cancellation_keeps_its_plan_even_when_the_price_is_retired(self, client):
         plans = plans_ensure()
         customer = CustomerFactory()
-        sub = wp.stripe_subscription(sub_id="sub_retired", customer_id=customer.pk, price_id="price_demo_growth",
-                                     status="active", start=customer.current_period_start, end=customer.current_period_end)
+        sub = wp.stripe_subscription(
+            sub_id="sub_retired",
+            customer_id=customer.pk,
+            price_id="price_demo_growth",
+            status="active",
+            start=customer.current_period_start,
+            end=customer.current_period_end,
+        )
         post(client, "stripe", wp.stripe_event("customer.subscription.created", sub, created=timezone.now()))
-        Plan.objects.filter(pk=plans["growth"].pk).update(stripe_price_id="price_growth_2027")  # the old price retired
+        Plan.objects.filter(pk=plans["growth"].pk).update(
+            stripe_price_id="price_growth_2027"
+        )  # the old price retired
         sub["status"] = "canceled"
-        deleted = wp.stripe_event("customer.subscription.deleted", sub, created=timezone.now() + timedelta(seconds=1))
+        deleted = wp.stripe_event(
+            "customer.subscription.deleted", sub, created=timezone.now() + timedelta(seconds=1)
+        )
         assert post(client, "stripe", deleted).json()["status"] == "processed"
         subscription = Subscription.objects.get(external_subscription_id="sub_retired")
         assert (subscription.status, subscription.plan) == ("canceled", plans["growth"])
@@ -204,11 +293,22 @@ class TestStripe:
         plans_ensure()
         customer = ended_an_hour_ago()
         start, end = customer.current_period_start, customer.current_period_end
-        Subscription.objects.create(customer=customer, plan=Plan.objects.get(code="growth"), processor="stripe",
-                                    status="past_due", external_subscription_id="sub_late", current_period_start=start,
-                                    current_period_end=end)
-        renewal = wp.stripe_event("invoice.paid", wp.stripe_invoice_paid(
-            sub_id="sub_late", start=end, end=end + timedelta(days=30), price_id="price_demo_growth"), created=end)
+        Subscription.objects.create(
+            customer=customer,
+            plan=Plan.objects.get(code="growth"),
+            processor="stripe",
+            status="past_due",
+            external_subscription_id="sub_late",
+            current_period_start=start,
+            current_period_end=end,
+        )
+        renewal = wp.stripe_event(
+            "invoice.paid",
+            wp.stripe_invoice_paid(
+                sub_id="sub_late", start=end, end=end + timedelta(days=30), price_id="price_demo_growth"
+            ),
+            created=end,
+        )
         assert post(client, "stripe", renewal).json()["status"] == "processed"
         subscription = Subscription.objects.get(external_subscription_id="sub_late")
         assert (subscription.status, subscription.current_period_start) == ("active", end)
@@ -225,7 +325,12 @@ class TestStripe:
         again = wp.stripe_event("checkout.session.completed", session, created=timezone.now())
         assert post(client, "stripe", again).json()["status"] == "processed"
         grant = CreditGrant.objects.get(customer=customer)
-        assert (grant.granted, grant.remaining, grant.source, grant.metric) == (100, 100, "purchase", "minutes")
+        assert (grant.granted, grant.remaining, grant.source, grant.metric) == (
+            100,
+            100,
+            "purchase",
+            "minutes",
+        )
         # A checkout that is not paid yet (a bank debit, say) grants nothing.
         unpaid = wp.stripe_pack_checkout(customer_id=customer.pk, metric="minutes", quantity=100)
         unpaid["payment_status"] = "unpaid"
@@ -239,9 +344,17 @@ class TestStripe:
         plans_ensure()
         event = wp.stripe_event("charge.refunded", {"id": "ch_1", "object": "charge"}, created=timezone.now())
         assert post(client, "stripe", event).json()["status"] == "ignored"
-        invoice = wp.stripe_event("invoice.paid", wp.stripe_invoice_paid(
-            sub_id="sub_x", start=timezone.now(), end=timezone.now() + timedelta(days=30), price_id="p",
-            billing_reason="subscription_create"), created=timezone.now())
+        invoice = wp.stripe_event(
+            "invoice.paid",
+            wp.stripe_invoice_paid(
+                sub_id="sub_x",
+                start=timezone.now(),
+                end=timezone.now() + timedelta(days=30),
+                price_id="p",
+                billing_reason="subscription_create",
+            ),
+            created=timezone.now(),
+        )
         assert post(client, "stripe", invoice).json()["status"] == "ignored"
         assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"ignored"}
 
@@ -258,9 +371,18 @@ class TestStripe:
     def test_failed_event_is_stored_with_its_error_and_replayed_after_the_fix(self, client, staff_client):
         plans = plans_ensure()
         customer = CustomerFactory()
-        event = wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
-            sub_id="sub_fail", customer_id=customer.pk, price_id="price_enterprise_2026", status="active",
-            start=customer.current_period_start, end=customer.current_period_end), created=timezone.now())
+        event = wp.stripe_event(
+            "customer.subscription.created",
+            wp.stripe_subscription(
+                sub_id="sub_fail",
+                customer_id=customer.pk,
+                price_id="price_enterprise_2026",
+                status="active",
+                start=customer.current_period_start,
+                end=customer.current_period_end,
+            ),
+            created=timezone.now(),
+        )
         response = post(client, "stripe", event)
         assert response.status_code == 200 and response.json()["status"] == "failed"
         stored = WebhookEvent.objects.get(event_id=event["id"])
@@ -270,8 +392,11 @@ class TestStripe:
 
         Plan.objects.filter(pk=plans["pro"].pk).update(stripe_price_id="price_enterprise_2026")
         support = staff_client("sam", "Support")
-        response = support.post("/admin/billing/webhookevent/", {
-            "action": "replay_failed", "_selected_action": [stored.pk]}, follow=True)
+        response = support.post(
+            "/admin/billing/webhookevent/",
+            {"action": "replay_failed", "_selected_action": [stored.pk]},
+            follow=True,
+        )
         assert "Replayed 1 event(s); 0 still failing; 0 skipped (not failed)." in response.content.decode()
         stored.refresh_from_db()
         assert (stored.status, stored.attempts, stored.error) == ("processed", 2, "")
@@ -281,18 +406,39 @@ class TestStripe:
 
 @pytest.mark.django_db
 class TestFailedAndReplaced:
-    def test_unknown_customer_and_empty_renewal_period_are_stored_failed_with_nothing_else_written(self, client):
+    def test_unknown_customer_and_empty_renewal_period_are_stored_failed_with_nothing_else_written(
+        self, client
+    ):
         plans_ensure()
         now = timezone.now()
-        orphan = wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
-            sub_id="sub_orphan", customer_id="00000000-0000-0000-0000-00000000beef", price_id="price_demo_growth",
-            status="active", start=now, end=now + timedelta(days=30)), created=now)
+        orphan = wp.stripe_event(
+            "customer.subscription.created",
+            wp.stripe_subscription(
+                sub_id="sub_orphan",
+                customer_id="00000000-0000-0000-0000-00000000beef",
+                price_id="price_demo_growth",
+                status="active",
+                start=now,
+                end=now + timedelta(days=30),
+            ),
+            created=now,
+        )
         customer = CustomerFactory()
-        Subscription.objects.create(customer=customer, plan=Plan.objects.get(code="growth"), processor="stripe",
-                                    external_subscription_id="sub_empty", current_period_start=now,
-                                    current_period_end=now + timedelta(days=30))
-        empty = wp.stripe_event("invoice.paid", wp.stripe_invoice_paid(
-            sub_id="sub_empty", start=now + timedelta(days=30), end=now + timedelta(days=30), price_id="p"), created=now)
+        Subscription.objects.create(
+            customer=customer,
+            plan=Plan.objects.get(code="growth"),
+            processor="stripe",
+            external_subscription_id="sub_empty",
+            current_period_start=now,
+            current_period_end=now + timedelta(days=30),
+        )
+        empty = wp.stripe_event(
+            "invoice.paid",
+            wp.stripe_invoice_paid(
+                sub_id="sub_empty", start=now + timedelta(days=30), end=now + timedelta(days=30), price_id="p"
+            ),
+            created=now,
+        )
         before = state()
         for event, error in ((orphan, "names no customer"), (empty, "the renewal's period is empty")):
             response = post(client, "stripe", event)
@@ -313,8 +459,11 @@ class TestFailedAndReplaced:
         stored = WebhookEvent.objects.get(event_id=event["id"])
         with pytest.raises(ValueError, match="only failed events are replayed"):
             webhook_replay(stored, actor="t")
-        response = staff_client("sam", "Support").post("/admin/billing/webhookevent/", {
-            "action": "replay_failed", "_selected_action": [stored.pk]}, follow=True)
+        response = staff_client("sam", "Support").post(
+            "/admin/billing/webhookevent/",
+            {"action": "replay_failed", "_selected_action": [stored.pk]},
+            follow=True,
+        )
         assert "1 skipped (not failed)" in response.content.decode()
         stored.refresh_from_db()
         assert (stored.status, stored.attempts) == ("ignored", 1)
@@ -322,28 +471,65 @@ class TestFailedAndReplaced:
     def test_a_processor_subscription_replaces_the_live_one_and_audits_its_real_status(self, client):
         plans = plans_ensure()
         customer = CustomerFactory()
-        manual = Subscription.objects.create(customer=customer, plan=plans["starter"], status="past_due",
-                                             current_period_start=customer.current_period_start,
-                                             current_period_end=customer.current_period_end)
-        event = wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
-            sub_id="sub_new", customer_id=customer.pk, price_id="price_demo_growth", status="active",
-            start=customer.current_period_start, end=customer.current_period_end), created=timezone.now())
+        manual = Subscription.objects.create(
+            customer=customer,
+            plan=plans["starter"],
+            status="past_due",
+            current_period_start=customer.current_period_start,
+            current_period_end=customer.current_period_end,
+        )
+        event = wp.stripe_event(
+            "customer.subscription.created",
+            wp.stripe_subscription(
+                sub_id="sub_new",
+                customer_id=customer.pk,
+                price_id="price_demo_growth",
+                status="active",
+                start=customer.current_period_start,
+                end=customer.current_period_end,
+            ),
+            created=timezone.now(),
+        )
         assert post(client, "stripe", event).json()["status"] == "processed"
         manual.refresh_from_db()
         assert manual.status == "canceled"
         replaced = AuditLog.objects.get(target_id=str(manual.pk))
-        assert replaced.before == {"status": "past_due", "plan": "starter"} and replaced.after == {"status": "canceled"}
+        assert replaced.before == {"status": "past_due", "plan": "starter"} and replaced.after == {
+            "status": "canceled"
+        }
 
 
 @pytest.mark.django_db
 class TestRejected:
     def _event(self):
-        return wp.stripe_event("customer.subscription.created", wp.stripe_subscription(
-            sub_id="sub_bad", customer_id=CustomerFactory().pk, price_id="price_demo_growth", status="active",
-            start=timezone.now(), end=timezone.now() + timedelta(days=30)), created=timezone.now())
+        return wp.stripe_event(
+            "customer.subscription.created",
+            wp.stripe_subscription(
+                sub_id="sub_bad",
+                customer_id=CustomerFactory().pk,
+                price_id="price_demo_growth",
+                status="active",
+                start=timezone.now(),
+                end=timezone.now() + timedelta(days=30),
+            ),
+            created=timezone.now(),
+        )
 
-    @pytest.mark.parametrize("case", ["tampered", "stale", "future", "wrong_secret", "missing", "garbled_header",
-                                      "malformed_json", "not_an_object", "no_id", "no_data"])
+    @pytest.mark.parametrize(
+        "case",
+        [
+            "tampered",
+            "stale",
+            "future",
+            "wrong_secret",
+            "missing",
+            "garbled_header",
+            "malformed_json",
+            "not_an_object",
+            "no_id",
+            "no_data",
+        ],
+    )
     def test_bad_requests_get_400_and_write_nothing(self, client, case, caplog):
         plans_ensure()
         payload = self._event()
@@ -412,32 +598,63 @@ class TestPaddle:
         plans = plans_ensure()
         customer = ended_an_hour_ago()
         start, end = customer.current_period_start, customer.current_period_end
-        created = wp.paddle_event("subscription.created", wp.paddle_subscription(
-            sub_id="sub_01paddle", customer_id=customer.pk, price_id="pri_demo_starter", status="active",
-            start=start, end=end), occurred=start)
+        created = wp.paddle_event(
+            "subscription.created",
+            wp.paddle_subscription(
+                sub_id="sub_01paddle",
+                customer_id=customer.pk,
+                price_id="pri_demo_starter",
+                status="active",
+                start=start,
+                end=end,
+            ),
+            occurred=start,
+        )
         assert post(client, "paddle", created).json()["status"] == "processed"
         assert Subscription.objects.get(processor="paddle").plan == plans["starter"]
 
-        first_payment = wp.paddle_event("transaction.completed", wp.paddle_transaction(
-            sub_id="sub_01paddle", origin="web", start=start, end=end), occurred=start)
+        first_payment = wp.paddle_event(
+            "transaction.completed",
+            wp.paddle_transaction(sub_id="sub_01paddle", origin="web", start=start, end=end),
+            occurred=start,
+        )
         assert post(client, "paddle", first_payment).json()["status"] == "ignored"
 
-        renewal = wp.paddle_event("transaction.completed", wp.paddle_transaction(
-            sub_id="sub_01paddle", origin="subscription_recurring", start=end, end=end + timedelta(days=30)),
-            occurred=end)
+        renewal = wp.paddle_event(
+            "transaction.completed",
+            wp.paddle_transaction(
+                sub_id="sub_01paddle",
+                origin="subscription_recurring",
+                start=end,
+                end=end + timedelta(days=30),
+            ),
+            occurred=end,
+        )
         assert post(client, "paddle", renewal).json()["status"] == "processed"
         customer.refresh_from_db()
         assert customer.current_period_start == end
 
-        pack = wp.paddle_event("transaction.completed", wp.paddle_transaction(
-            sub_id=None, origin="web", custom_data={"customer_id": str(customer.pk), "metric": "ai_interaction",
-                                                    "quantity": "500"}), occurred=timezone.now())
+        pack = wp.paddle_event(
+            "transaction.completed",
+            wp.paddle_transaction(
+                sub_id=None,
+                origin="web",
+                custom_data={"customer_id": str(customer.pk), "metric": "ai_interaction", "quantity": "500"},
+            ),
+            occurred=timezone.now(),
+        )
         assert post(client, "paddle", pack).json()["status"] == "processed"
         assert CreditGrant.objects.get(customer=customer).granted == 500
 
-        bad_pack = wp.paddle_event("transaction.completed", wp.paddle_transaction(
-            sub_id=None, origin="web", custom_data={"customer_id": str(customer.pk), "metric": "ai_interaction",
-                                                    "quantity": "-5"}), occurred=timezone.now())
+        bad_pack = wp.paddle_event(
+            "transaction.completed",
+            wp.paddle_transaction(
+                sub_id=None,
+                origin="web",
+                custom_data={"customer_id": str(customer.pk), "metric": "ai_interaction", "quantity": "-5"},
+            ),
+            occurred=timezone.now(),
+        )
         response = post(client, "paddle", bad_pack)
         assert response.json()["status"] == "failed"
         assert "positive number" in WebhookEvent.objects.get(event_id=bad_pack["event_id"]).error
@@ -450,19 +667,34 @@ def test_redelivered_three_times_in_parallel_is_processed_once(live_server, sett
     plans_ensure()
     customer = ended_an_hour_ago()
     start, end = customer.current_period_start, customer.current_period_end
-    Subscription.objects.create(customer=customer, plan=Plan.objects.get(code="growth"), processor="stripe",
-                                external_subscription_id="sub_par", current_period_start=start, current_period_end=end)
-    renewal = wp.stripe_event("invoice.paid", wp.stripe_invoice_paid(
-        sub_id="sub_par", start=end, end=end + timedelta(days=30), price_id="price_demo_growth"), created=end)
+    Subscription.objects.create(
+        customer=customer,
+        plan=Plan.objects.get(code="growth"),
+        processor="stripe",
+        external_subscription_id="sub_par",
+        current_period_start=start,
+        current_period_end=end,
+    )
+    renewal = wp.stripe_event(
+        "invoice.paid",
+        wp.stripe_invoice_paid(
+            sub_id="sub_par", start=end, end=end + timedelta(days=30), price_id="price_demo_growth"
+        ),
+        created=end,
+    )
     data = wp.body(renewal)
     barrier = threading.Barrier(3)
     answers, errors = [], []
 
     def deliver():
         request = urllib.request.Request(
-            f"{live_server.url}/webhooks/stripe/", data=data, method="POST",
-            headers={"Content-Type": "application/json",
-                     "Stripe-Signature": signature_header("stripe", data, STRIPE_SECRET)},
+            f"{live_server.url}/webhooks/stripe/",
+            data=data,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Stripe-Signature": signature_header("stripe", data, STRIPE_SECRET),
+            },
         )
         try:
             barrier.wait(timeout=30)
@@ -489,30 +721,46 @@ def test_redelivered_three_times_in_parallel_is_processed_once(live_server, sett
 class TestGoodwillAdmin:
     """Support's goodwill grant in the admin: bad quantities or no reason write nothing."""
 
-    @pytest.mark.parametrize("granted, reason, error", [
-        ("-5", "outage", "positive number"),
-        ("ten", "outage", "positive number"),
-        ("0.0001", "outage", "positive number"),
-        ("5", "   ", "This field is required"),
-    ])
+    @pytest.mark.parametrize(
+        "granted, reason, error",
+        [
+            ("-5", "outage", "positive number"),
+            ("ten", "outage", "positive number"),
+            ("0.0001", "outage", "positive number"),
+            ("5", "   ", "This field is required"),
+        ],
+    )
     def test_bad_form_input_is_refused(self, staff_client, granted, reason, error):
         customer = CustomerFactory()
         support = staff_client("sam", "Support")
-        response = support.post("/admin/billing/creditgrant/add/", {
-            "customer": customer.pk, "metric": "minutes", "granted": granted, "reason": reason})
+        response = support.post(
+            "/admin/billing/creditgrant/add/",
+            {"customer": customer.pk, "metric": "minutes", "granted": granted, "reason": reason},
+        )
         assert response.status_code == 200 and error in response.content.decode()
         assert not CreditGrant.objects.exists() and not AuditLog.objects.exists()
 
     def test_grant_is_created_full_and_audited_and_finance_cannot_add(self, staff_client):
         customer = CustomerFactory()
         support = staff_client("sam", "Support")
-        response = support.post("/admin/billing/creditgrant/add/", {
-            "customer": customer.pk, "metric": "minutes", "granted": "25", "reason": "outage on the 3rd"})
+        response = support.post(
+            "/admin/billing/creditgrant/add/",
+            {"customer": customer.pk, "metric": "minutes", "granted": "25", "reason": "outage on the 3rd"},
+        )
         grant = CreditGrant.objects.get()
         assert (response.status_code, response.url) == (302, "/admin/billing/creditgrant/")
-        assert (grant.granted, grant.remaining, grant.source, grant.created_by) == (25, 25, "goodwill", "sam (admin)")
+        assert (grant.granted, grant.remaining, grant.source, grant.created_by) == (
+            25,
+            25,
+            "goodwill",
+            "sam (admin)",
+        )
         assert AuditLog.objects.get(action="credit_grant").reason == "outage on the 3rd"
         finance = staff_client("fay", "Finance")
         assert finance.get("/admin/billing/creditgrant/add/").status_code == 403
         grants = finance.get("/admin/billing/creditgrant/").content.decode()
-        assert customer.email in grants and "outage on the 3rd" not in grants and "Add credit grant" not in grants
+        assert (
+            customer.email in grants
+            and "outage on the 3rd" not in grants
+            and "Add credit grant" not in grants
+        )

@@ -6,17 +6,34 @@ from django.contrib import admin
 from django.urls import reverse
 
 from tests.conftest import active_count
-from tests.factories import CustomerFactory, PresetFactory, PresetUsageFactory, ProjectFactory, UsageEventFactory
+from tests.factories import (
+    CustomerFactory,
+    PresetFactory,
+    PresetUsageFactory,
+    ProjectFactory,
+    UsageEventFactory,
+)
 from usage.models import UsageTracking
 
 pytestmark = pytest.mark.django_db
 
-REGISTERED = sorted((m._meta.app_label, m._meta.model_name) for m in admin.site._registry if m._meta.app_label in ("usage", "billing"))
+REGISTERED = sorted(
+    (m._meta.app_label, m._meta.model_name)
+    for m in admin.site._registry
+    if m._meta.app_label in ("usage", "billing")
+)
 
 
 def test_every_model_is_registered():
     assert {name for _, name in REGISTERED} >= {
-        "customer", "project", "preset", "presetusage", "usageevent", "usagetracking", "plan", "subscription",
+        "customer",
+        "project",
+        "preset",
+        "presetusage",
+        "usageevent",
+        "usagetracking",
+        "plan",
+        "subscription",
     }
 
 
@@ -71,7 +88,9 @@ def test_usage_periods_cannot_be_added_changed_or_deleted(admin_client):
     for response in (
         admin_client.get(reverse("admin:usage_usagetracking_add")),
         admin_client.post(reverse("admin:usage_usagetracking_delete", args=[row.pk]), {"post": "yes"}),
-        admin_client.post(reverse("admin:usage_usagetracking_change", args=[row.pk]), {"active_projects_count": 50}),
+        admin_client.post(
+            reverse("admin:usage_usagetracking_change", args=[row.pk]), {"active_projects_count": 50}
+        ),
     ):
         assert response.status_code == 403 and "403 Forbidden" in response.content.decode()
     assert UsageTracking.objects.filter(pk=row.pk).exists()
@@ -92,8 +111,14 @@ def test_bad_input_in_a_form_is_refused_and_writes_nothing(admin_client):
     customer = CustomerFactory(email="keep@example.com")
     response = admin_client.post(
         reverse("admin:usage_customer_change", args=[customer.pk]),
-        {"email": "not an email", "name": "x", "usage_periods-TOTAL_FORMS": 0, "usage_periods-INITIAL_FORMS": 0,
-         "presets-TOTAL_FORMS": 0, "presets-INITIAL_FORMS": 0},
+        {
+            "email": "not an email",
+            "name": "x",
+            "usage_periods-TOTAL_FORMS": 0,
+            "usage_periods-INITIAL_FORMS": 0,
+            "presets-TOTAL_FORMS": 0,
+            "presets-INITIAL_FORMS": 0,
+        },
     )
     assert "Enter a valid email address." in response.content.decode()
     customer.refresh_from_db()

@@ -11,15 +11,23 @@ from tests.factories import CustomerFactory, ProjectFactory
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/ensure-chromium installs it)"),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="chromium not installed (scripts/ensure-chromium installs it)"
+    ),
 ]
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls below are plain sync code.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 BROWSER_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
 ]
 
 
@@ -42,7 +50,9 @@ def page():
         connections.close_all()
 
 
-def test_support_finds_a_customer_sees_counters_and_archiving_moves_them(live_server, page, django_user_model):
+def test_support_finds_a_customer_sees_counters_and_archiving_moves_them(
+    live_server, page, django_user_model
+):
     django_user_model.objects.create_superuser("support", "support@example.com", "pw-for-tests")
     customer = CustomerFactory(email="Drifty@Example.com")
     ProjectFactory(customer=customer, name="Podcast")

@@ -27,7 +27,12 @@ def test_healthy_database_exits_0_and_lists_everything():
     doc = json.loads(result.stdout)
     assert doc["healthy"] is True
     names = {item["name"] for item in doc["items"]}
-    assert {"projects_on_insert", "usage_events_on_update", "preset_usage_on_delete", "usage_tracking_add"} <= names
+    assert {
+        "projects_on_insert",
+        "usage_events_on_update",
+        "preset_usage_on_delete",
+        "usage_tracking_add",
+    } <= names
     assert all(item["ok"] for item in doc["items"])
 
 
@@ -40,8 +45,12 @@ def test_healthy_database_exits_0_and_lists_everything():
             "projects_on_insert on projects: disabled",
         ),
         (
-            lambda: sql(f"DROP TRIGGER {pgid(UsageTracking, 'usage_tracking_protect_update')} ON usage_tracking"),
-            lambda: next(t for t in UsageTracking._meta.triggers if t.name == "usage_tracking_protect_update").install(UsageTracking),
+            lambda: sql(
+                f"DROP TRIGGER {pgid(UsageTracking, 'usage_tracking_protect_update')} ON usage_tracking"
+            ),
+            lambda: next(
+                t for t in UsageTracking._meta.triggers if t.name == "usage_tracking_protect_update"
+            ).install(UsageTracking),
             "usage_tracking_protect_update on usage_tracking: missing",
         ),
         (
@@ -53,8 +62,12 @@ def test_healthy_database_exits_0_and_lists_everything():
             "function usage_presets_add: differs",
         ),
         (
-            lambda: sql(f"CREATE OR REPLACE FUNCTION {pgid(Project, 'projects_on_delete')}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END; $$"),
-            lambda: next(t for t in Project._meta.triggers if t.name == "projects_on_delete").install(Project),
+            lambda: sql(
+                f"CREATE OR REPLACE FUNCTION {pgid(Project, 'projects_on_delete')}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END; $$"
+            ),
+            lambda: next(t for t in Project._meta.triggers if t.name == "projects_on_delete").install(
+                Project
+            ),
             "projects_on_delete on projects: function body edited",
         ),
     ],

@@ -35,7 +35,9 @@ def create_two_projects_at_once(customer_ids, tag):
     def side_a(slot, conn, customer_id):
         pair = pairs[slot]
         with conn.transaction():
-            conn.execute("INSERT INTO projects (customer_id, name) VALUES (%s, %s)", [customer_id, f"{tag}-a"])
+            conn.execute(
+                "INSERT INTO projects (customer_id, name) VALUES (%s, %s)", [customer_id, f"{tag}-a"]
+            )
             pair["a_inserted"].set()
             deadline = time.monotonic() + 30
             while conn.info.backend_pid not in (
@@ -48,7 +50,9 @@ def create_two_projects_at_once(customer_ids, tag):
         pair = pairs[slot]
         assert pair["a_inserted"].wait(30)
         with conn.transaction():
-            conn.execute("INSERT INTO projects (customer_id, name) VALUES (%s, %s)", [customer_id, f"{tag}-b"])
+            conn.execute(
+                "INSERT INTO projects (customer_id, name) VALUES (%s, %s)", [customer_id, f"{tag}-b"]
+            )
 
     def worker(slot, side):
         try:
@@ -132,7 +136,10 @@ def test_the_s2_harness_catches_a_count_then_upsert_trigger():
 
 def test_projects_moving_between_customers_while_both_create_and_archive():
     a, b = CustomerFactory.create_batch(2)
-    ids = [str(p.pk) for p in ProjectFactory.create_batch(10, customer=a) + ProjectFactory.create_batch(10, customer=b)]
+    ids = [
+        str(p.pk)
+        for p in ProjectFactory.create_batch(10, customer=a) + ProjectFactory.create_batch(10, customer=b)
+    ]
     errors = []
     rounds = 60
 
@@ -161,7 +168,9 @@ def test_projects_moving_between_customers_while_both_create_and_archive():
 
     def creator(customer):
         def create(conn, i):
-            conn.execute("INSERT INTO projects (customer_id, name) VALUES (%s, %s)", [customer.pk, f"new {i}"])
+            conn.execute(
+                "INSERT INTO projects (customer_id, name) VALUES (%s, %s)", [customer.pk, f"new {i}"]
+            )
 
         return create
 
@@ -173,7 +182,9 @@ def test_projects_moving_between_customers_while_both_create_and_archive():
             [picked],
         )
 
-    threads = [threading.Thread(target=run, args=(w,)) for w in (mover, mover, creator(a), creator(b), archiver)]
+    threads = [
+        threading.Thread(target=run, args=(w,)) for w in (mover, mover, creator(a), creator(b), archiver)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -195,7 +206,7 @@ def test_the_two_counter_locking_functions_run_against_each_other_never_deadlock
     """Both functions lock counter rows in one global order. The overlap is forced: a third
     transaction holds x's row, ``first`` queues for it, then ``second`` starts; were ``second`` to
     lock y before x, it would hold y while ``first`` (granted x next) waits for y: a deadlock."""
-    x, y = sorted((c.pk for c in CustomerFactory.create_batch(2)))
+    x, y = sorted(c.pk for c in CustomerFactory.create_batch(2))
     for customer_id in (x, y):  # open both counter rows
         ProjectFactory(customer_id=customer_id)
     errors = []
@@ -211,7 +222,9 @@ def test_the_two_counter_locking_functions_run_against_each_other_never_deadlock
         with holder.transaction():
             holder.execute(
                 "SELECT 1 FROM usage_tracking WHERE customer_id = %s AND period_start <= now() AND period_end > now() "
-                "FOR UPDATE", [x])
+                "FOR UPDATE",
+                [x],
+            )
             thread_a = threading.Thread(target=run, args=(a, first))
             thread_a.start()
             assert blocked_by(holder.info.backend_pid, unless=thread_a) == a.info.backend_pid
@@ -241,8 +254,10 @@ def test_a_use_removed_while_a_newer_one_is_added_keeps_last_used_at():
 
     with raw_connect() as adder, raw_connect(autocommit=True) as remover:
         with adder.transaction():
-            adder.execute("INSERT INTO preset_usage (preset_id, customer_id, used_at) VALUES (%s, %s, %s)",
-                          [preset.pk, preset.customer_id, now])
+            adder.execute(
+                "INSERT INTO preset_usage (preset_id, customer_id, used_at) VALUES (%s, %s, %s)",
+                [preset.pk, preset.customer_id, now],
+            )
             removal = threading.Thread(target=remove_older, args=(remover,))
             removal.start()
             assert blocked_by(adder.info.backend_pid, unless=removal) == remover.info.backend_pid
@@ -271,8 +286,10 @@ def test_a_delta_whose_period_row_appears_with_other_bounds_fails_the_statement_
 
     with raw_connect() as opener, raw_connect(autocommit=True) as writer:
         with opener.transaction():
-            opener.execute("SELECT usage_tracking_open(%s, %s, %s)",
-                           [customer.pk, start + timedelta(hours=1), end + timedelta(hours=1)])
+            opener.execute(
+                "SELECT usage_tracking_open(%s, %s, %s)",
+                [customer.pk, start + timedelta(hours=1), end + timedelta(hours=1)],
+            )
             creation = threading.Thread(target=create_project, args=(writer,))
             creation.start()
             assert blocked_by(opener.info.backend_pid, unless=creation) == writer.info.backend_pid

@@ -13,7 +13,13 @@ import pgtrigger
 import pytest
 
 from tests.conftest import ROOT, active_count, blocked_by, manage_env, plant_s1, raw_connect, run_manage
-from tests.factories import CustomerFactory, PresetFactory, PresetUsageFactory, ProjectFactory, UsageEventFactory
+from tests.factories import (
+    CustomerFactory,
+    PresetFactory,
+    PresetUsageFactory,
+    ProjectFactory,
+    UsageEventFactory,
+)
 from tests.referee import assert_invariants
 from usage.models import ReconciliationRun, UsageTracking
 from usage.services.counters import counter_writes_allowed
@@ -25,6 +31,7 @@ def by_check_and_email(rows):
 
 
 # --- S1 end to end from the command line ---------------------------------------------------------------
+
 
 @pytest.mark.django_db(transaction=True)
 def test_s1_end_to_end_from_the_command_line():
@@ -68,7 +75,13 @@ def test_s1_end_to_end_from_the_command_line():
     assert as_json.returncode == 0
     doc = json.loads(as_json.stdout)
     active = next(c for c in doc["counters"] if c["check"] == "active_projects")
-    assert (active["tracked"], active["actual"], active["allowance"], active["left"], active["drifted"]) == (6, 6, 1, -5, False)
+    assert (active["tracked"], active["actual"], active["allowance"], active["left"], active["drifted"]) == (
+        6,
+        6,
+        1,
+        -5,
+        False,
+    )
     assert doc["plan"] == "free" and [f["check"] for f in doc["findings"]] == ["over_limit"]
     assert [a["actor"] for a in doc["audit"]] == ["manage.py reconcile_usage --apply"]
 
@@ -77,6 +90,7 @@ def test_s1_end_to_end_from_the_command_line():
 
 
 # --- the report ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_both_directions_for_metered_usage_and_presets():
@@ -90,7 +104,9 @@ def test_both_directions_for_metered_usage_and_presets():
     with pgtrigger.ignore("usage.PresetUsage:preset_usage_on_insert"):
         PresetUsageFactory(preset=preset)
     with counter_writes_allowed():
-        UsageTracking.objects.filter(customer=customer).update(ai_interactions_count=9)  # counter with no source
+        UsageTracking.objects.filter(customer=customer).update(
+            ai_interactions_count=9
+        )  # counter with no source
     report = discrepancy_report(started_by="test").rows
     rows = by_check_and_email([r for r in report if r["target_id"] is not None])
     ai = rows[("ai_interactions", customer.email)]
@@ -119,13 +135,21 @@ def test_reconciliation_touches_nothing_but_the_drifted_counters():
     ProjectFactory(customer=wrong)
     with counter_writes_allowed():
         UsageTracking.objects.filter(customer=wrong).update(active_projects_count=5)
-    before = {r.pk: (r.active_projects_count, r.ai_interactions_count, r.updated_at) for r in UsageTracking.objects.all()}
+    before = {
+        r.pk: (r.active_projects_count, r.ai_interactions_count, r.updated_at)
+        for r in UsageTracking.objects.all()
+    }
     result = usage_reconcile(apply=True, started_by="test")
-    after = {r.pk: (r.active_projects_count, r.ai_interactions_count, r.updated_at) for r in UsageTracking.objects.all()}
+    after = {
+        r.pk: (r.active_projects_count, r.ai_interactions_count, r.updated_at)
+        for r in UsageTracking.objects.all()
+    }
     changed = [pk for pk in before if before[pk] != after[pk]]
     assert changed == [UsageTracking.objects.get(customer=wrong).pk]
     assert after[changed[0]][:2] == (1, 0)
-    assert [(r.check_name, r.tracked, r.actual, r.fixed) for r in result.run.rows.all()] == [("active_projects", 5, 1, True)]
+    assert [(r.check_name, r.tracked, r.actual, r.fixed) for r in result.run.rows.all()] == [
+        ("active_projects", 5, 1, True)
+    ]
 
 
 @pytest.mark.django_db
@@ -137,7 +161,9 @@ def test_csv_and_table_formats(capsys):
     lines = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     drift = [line for line in lines if line["kind"] == "discrepancy"]
     assert {(line["email"], line["tracked"], line["actual"]) for line in drift} == {
-        (s1["six"].email, "0", "6"), (s1["phantom"].email, "3", "0"), (s1["missing"].email, "0", "2")
+        (s1["six"].email, "0", "6"),
+        (s1["phantom"].email, "3", "0"),
+        (s1["missing"].email, "0", "2"),
     }
     call_command("usage_discrepancies", "--customer", s1["six"].email)
     out = capsys.readouterr().out
@@ -145,6 +171,7 @@ def test_csv_and_table_formats(capsys):
 
 
 # --- safe while the product writes -------------------------------------------------------------------
+
 
 @pytest.mark.django_db(transaction=True)
 def test_reconciliation_in_a_loop_while_the_product_writes_loses_nothing():
@@ -166,16 +193,28 @@ def test_reconciliation_in_a_loop_while_the_product_writes_loses_nothing():
                     if op == 0:
                         conn.execute("INSERT INTO projects (customer_id, name) VALUES (%s, 'w')", [c])
                     elif op == 1:
-                        conn.execute("UPDATE projects SET status = CASE status WHEN 'active' THEN 'archived' ELSE 'active' END "
-                                     "WHERE id = (SELECT id FROM projects WHERE customer_id = %s ORDER BY random() LIMIT 1)", [c])
+                        conn.execute(
+                            "UPDATE projects SET status = CASE status WHEN 'active' THEN 'archived' ELSE 'active' END "
+                            "WHERE id = (SELECT id FROM projects WHERE customer_id = %s ORDER BY random() LIMIT 1)",
+                            [c],
+                        )
                     elif op == 2:
-                        conn.execute("UPDATE projects SET customer_id = %s WHERE id = (SELECT id FROM projects WHERE customer_id = %s "
-                                     "ORDER BY random() LIMIT 1)", [rng.choice(customers), c])
+                        conn.execute(
+                            "UPDATE projects SET customer_id = %s WHERE id = (SELECT id FROM projects WHERE customer_id = %s "
+                            "ORDER BY random() LIMIT 1)",
+                            [rng.choice(customers), c],
+                        )
                     elif op == 3:
-                        conn.execute("INSERT INTO usage_events (customer_id, metric, quantity) VALUES (%s, 'minutes', 1)", [c])
+                        conn.execute(
+                            "INSERT INTO usage_events (customer_id, metric, quantity) VALUES (%s, 'minutes', 1)",
+                            [c],
+                        )
                     else:
                         p = rng.choice(presets)
-                        conn.execute("INSERT INTO preset_usage (preset_id, customer_id) SELECT id, customer_id FROM presets WHERE id = %s", [p])
+                        conn.execute(
+                            "INSERT INTO preset_usage (preset_id, customer_id) SELECT id, customer_id FROM presets WHERE id = %s",
+                            [p],
+                        )
         except Exception as exc:
             errors.append(exc)
 
@@ -186,14 +225,21 @@ def test_reconciliation_in_a_loop_while_the_product_writes_loses_nothing():
             with raw_connect(autocommit=True) as conn:
                 while not stop_drift.is_set():
                     with conn.transaction():
-                        conn.execute("SELECT set_config('pgtrigger.ignore', %s, true)",
-                                     ["{" + ",".join(t.get_pgid(m) for m, t in _counter_triggers()) + "}"])
-                        conn.execute("INSERT INTO projects (customer_id, name) VALUES (%s, 'untracked')", [rng.choice(customers)])
+                        conn.execute(
+                            "SELECT set_config('pgtrigger.ignore', %s, true)",
+                            ["{" + ",".join(t.get_pgid(m) for m, t in _counter_triggers()) + "}"],
+                        )
+                        conn.execute(
+                            "INSERT INTO projects (customer_id, name) VALUES (%s, 'untracked')",
+                            [rng.choice(customers)],
+                        )
                     time.sleep(0.01)
         except Exception as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(s,)) for s in range(3)] + [threading.Thread(target=drifter)]
+    threads = [threading.Thread(target=writer, args=(s,)) for s in range(3)] + [
+        threading.Thread(target=drifter)
+    ]
     for t in threads:
         t.start()
     fixed = 0
@@ -240,7 +286,9 @@ def test_reconciliation_waits_for_a_writer_holding_the_counter_and_counts_its_pr
 
     with raw_connect() as writer:
         with writer.transaction():
-            writer.execute("INSERT INTO projects (customer_id, name) VALUES (%s, 'written meanwhile')", [customer.pk])
+            writer.execute(
+                "INSERT INTO projects (customer_id, name) VALUES (%s, 'written meanwhile')", [customer.pk]
+            )
             reconciliation = threading.Thread(target=reconcile)
             reconciliation.start()
             # Reconciliation is now waiting for the writer's counter row (its trigger updated it).
@@ -266,7 +314,10 @@ def test_a_killed_reconciliation_is_resumed_and_converges():
         Project.objects.bulk_create([Project(customer=c, name="untracked") for c in customers])
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "reconcile_usage", "--apply", "--batch-size", "1"],
-        env=manage_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=manage_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
     while not ReconciliationRun.objects.filter(mode="apply", last_customer_id__isnull=False).exists():
@@ -301,6 +352,7 @@ def test_one_reconciliation_at_a_time():
 
 # --- bad input (SPEC §10) -----------------------------------------------------------------------------
 
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     "args, message",
@@ -310,7 +362,10 @@ def test_one_reconciliation_at_a_time():
         (["usage_discrepancies", "--customer", ""], "no customer with email or id"),
         (["reconcile_usage", "--batch-size", "0"], "must be at least 1"),
         (["reconcile_usage", "--batch-size", "ten"], "expected a whole number"),
-        (["reconcile_usage", "--apply", "--customer", "ffffffff-ffff-ffff-ffff-ffffffffffff"], "no customer with email or id"),
+        (
+            ["reconcile_usage", "--apply", "--customer", "ffffffff-ffff-ffff-ffff-ffffffffffff"],
+            "no customer with email or id",
+        ),
         (["reconcile_usage", "--format", "yaml"], "invalid choice"),
         (["diagnose_customer"], "the following arguments are required"),
         (["diagnose_customer", "nobody@example.com"], "no customer with email or id"),
@@ -334,4 +389,3 @@ def test_unreachable_database_exits_2():
     for command in ("usage_discrepancies", "reconcile_usage", "diagnose_customer x@example.com"):
         result = run_manage(*command.split(), env=env)
         assert result.returncode == 2 and "database unreachable" in result.stderr, command
-

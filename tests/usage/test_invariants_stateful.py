@@ -9,7 +9,15 @@ from django.db import connection
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from tests.referee import assert_invariants
 from usage.models import Customer, Preset, PresetUsage, Project, UsageEvent
@@ -56,11 +64,16 @@ class CounterMachine(RuleBasedStateMachine):
 
     @rule(customer=customers, n=st.integers(1, 5), status=STATUSES)
     def bulk_create_projects(self, customer, n, status):
-        Project.objects.bulk_create([Project(customer_id=customer, name="bulk", status=status) for _ in range(n)])
+        Project.objects.bulk_create(
+            [Project(customer_id=customer, name="bulk", status=status) for _ in range(n)]
+        )
 
     @rule(customer=customers, n=st.integers(1, 5))
     def raw_insert_projects(self, customer, n):
-        sql("INSERT INTO projects (customer_id, name) SELECT %s, 'raw' FROM generate_series(1, %s)", [customer, n])
+        sql(
+            "INSERT INTO projects (customer_id, name) SELECT %s, 'raw' FROM generate_series(1, %s)",
+            [customer, n],
+        )
 
     @rule(project=projects, status=STATUSES)
     def set_status(self, project, status):
@@ -100,7 +113,10 @@ class CounterMachine(RuleBasedStateMachine):
     def bulk_use_preset(self, preset, n):
         p = Preset.objects.get(pk=preset)
         PresetUsage.objects.bulk_create(
-            [PresetUsage(preset=p, customer_id=p.customer_id, used_at=self.now - timedelta(minutes=i)) for i in range(n)]
+            [
+                PresetUsage(preset=p, customer_id=p.customer_id, used_at=self.now - timedelta(minutes=i))
+                for i in range(n)
+            ]
         )
 
     @rule(use=consumes(uses))
@@ -112,11 +128,19 @@ class CounterMachine(RuleBasedStateMachine):
         PresetUsage.objects.filter(pk=use).update(preset_id=preset)
 
     # metered usage
-    @rule(target=events, customer=customers, metric=st.sampled_from(["ai_interaction", "minutes"]),
-          quantity=QUANTITIES, days_ago=DAYS_AGO)
+    @rule(
+        target=events,
+        customer=customers,
+        metric=st.sampled_from(["ai_interaction", "minutes"]),
+        quantity=QUANTITIES,
+        days_ago=DAYS_AGO,
+    )
     def record_event(self, customer, metric, quantity, days_ago):
         return UsageEvent.objects.create(
-            customer_id=customer, metric=metric, quantity=quantity, occurred_at=self.now - timedelta(days=days_ago)
+            customer_id=customer,
+            metric=metric,
+            quantity=quantity,
+            occurred_at=self.now - timedelta(days=days_ago),
         ).pk
 
     @rule(customer=customers, quantity=QUANTITIES, days_ago=DAYS_AGO)

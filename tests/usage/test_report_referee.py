@@ -23,14 +23,27 @@ from hypothesis.stateful import Bundle, invariant, rule, run_state_machine_as_te
 from billing.models import CreditDraw, CreditGrant
 from billing.services.credits import credit_grant
 from tests.conftest import report_rows
-from tests.factories import CustomerFactory, PresetFactory, PresetUsageFactory, ProjectFactory, UsageEventFactory
+from tests.factories import (
+    CustomerFactory,
+    PresetFactory,
+    PresetUsageFactory,
+    ProjectFactory,
+    UsageEventFactory,
+)
 from tests.referee import assert_invariants, from_report, ordered, recount
 from tests.usage.test_invariants_stateful import CounterMachine
 from usage.models import Customer, Preset, Project, UsageEvent
 from usage.services.counters import counter_writes_allowed
 from usage.services.integrity import discrepancy_report, usage_reconcile
 
-CHECKS = {"active_projects", "ai_interactions", "minutes", "preset_usage_count", "preset_last_used_at", "credit_remaining"}
+CHECKS = {
+    "active_projects",
+    "ai_interactions",
+    "minutes",
+    "preset_usage_count",
+    "preset_last_used_at",
+    "credit_remaining",
+}
 
 
 def sql(statement, params=None):
@@ -96,7 +109,9 @@ def plant_every_kind_of_drift() -> dict[str, Customer]:
     UsageEventFactory(customer=c, quantity=1)
     with pgtrigger.ignore("usage.UsageEvent:usage_events_on_insert"):
         UsageEventFactory(customer=c, quantity=2, occurred_at=c.current_period_start - timedelta(days=45))
-        UsageEventFactory(customer=c, metric="minutes", quantity=7, occurred_at=c.current_period_start - timedelta(days=45))
+        UsageEventFactory(
+            customer=c, metric="minutes", quantity=7, occurred_at=c.current_period_start - timedelta(days=45)
+        )
     c = customer("counters-with-no-events")
     ProjectFactory(customer=c)
     current_row(c, ai_interactions_count=3, minutes_used=4)
@@ -184,8 +199,12 @@ class DriftMachine(CounterMachine):
 
     grants = Bundle("grants")
 
-    @rule(customer=CounterMachine.customers, column=st.sampled_from(["active_projects_count", "ai_interactions_count", "minutes_used"]),
-          value=st.integers(-3, 12), days_ago=DAYS_AGO)
+    @rule(
+        customer=CounterMachine.customers,
+        column=st.sampled_from(["active_projects_count", "ai_interactions_count", "minutes_used"]),
+        value=st.integers(-3, 12),
+        days_ago=DAYS_AGO,
+    )
     def drift_a_period_counter(self, customer, column, value, days_ago):
         set_counter(
             f"UPDATE usage_tracking SET {column} = %s WHERE customer_id = %s "
@@ -201,31 +220,55 @@ class DriftMachine(CounterMachine):
     @rule(customer=CounterMachine.customers)
     def untracked_project_delete(self, customer):
         with pgtrigger.ignore("usage.Project:projects_on_delete"):
-            sql("DELETE FROM projects WHERE id = (SELECT id FROM projects WHERE customer_id = %s ORDER BY id LIMIT 1)", [customer])
+            sql(
+                "DELETE FROM projects WHERE id = (SELECT id FROM projects WHERE customer_id = %s ORDER BY id LIMIT 1)",
+                [customer],
+            )
 
-    @rule(customer=CounterMachine.customers, metric=st.sampled_from(["ai_interaction", "minutes"]), quantity=QUANTITIES,
-          days_ago=DAYS_AGO)
+    @rule(
+        customer=CounterMachine.customers,
+        metric=st.sampled_from(["ai_interaction", "minutes"]),
+        quantity=QUANTITIES,
+        days_ago=DAYS_AGO,
+    )
     def untracked_event(self, customer, metric, quantity, days_ago):
         with pgtrigger.ignore("usage.UsageEvent:usage_events_on_insert"):
-            UsageEvent.objects.create(customer_id=customer, metric=metric, quantity=quantity,
-                                      occurred_at=self.now - timedelta(days=days_ago))
+            UsageEvent.objects.create(
+                customer_id=customer,
+                metric=metric,
+                quantity=quantity,
+                occurred_at=self.now - timedelta(days=days_ago),
+            )
 
-    @rule(preset=CounterMachine.presets, count=st.integers(-1, 6), hours=st.one_of(st.none(), st.integers(-48, 48)))
+    @rule(
+        preset=CounterMachine.presets,
+        count=st.integers(-1, 6),
+        hours=st.one_of(st.none(), st.integers(-48, 48)),
+    )
     def drift_a_preset(self, preset, count, hours):
         last_used = None if hours is None else self.now + timedelta(hours=hours)
-        set_counter("UPDATE presets SET usage_count = %s, last_used_at = %s WHERE id = %s", [count, last_used, preset])
+        set_counter(
+            "UPDATE presets SET usage_count = %s, last_used_at = %s WHERE id = %s", [count, last_used, preset]
+        )
 
     @rule(preset=CounterMachine.presets, hours_ago=st.integers(0, 100))
     def untracked_use(self, preset, hours_ago):
         p = Preset.objects.get(pk=preset)
         with pgtrigger.ignore("usage.PresetUsage:preset_usage_on_insert"):
-            sql("INSERT INTO preset_usage (preset_id, customer_id, used_at) VALUES (%s, %s, now() - %s * interval '1 hour')",
-                [p.pk, p.customer_id, hours_ago])
+            sql(
+                "INSERT INTO preset_usage (preset_id, customer_id, used_at) VALUES (%s, %s, now() - %s * interval '1 hour')",
+                [p.pk, p.customer_id, hours_ago],
+            )
 
     @rule(target=grants, customer=CounterMachine.customers, quantity=st.integers(1, 20))
     def grant(self, customer, quantity):
-        return credit_grant(customer=Customer.objects.get(pk=customer), metric="minutes", quantity=quantity,
-                            source="purchase", actor="machine").pk
+        return credit_grant(
+            customer=Customer.objects.get(pk=customer),
+            metric="minutes",
+            quantity=quantity,
+            source="purchase",
+            actor="machine",
+        ).pk
 
     @rule(grant=grants, quantity=st.integers(-3, 6).filter(bool))
     def draw(self, grant, quantity):
@@ -234,12 +277,18 @@ class DriftMachine(CounterMachine):
 
     @rule(a=grants, b=grants, quantity=st.integers(1, 4))
     def draw_from_two_in_one_statement(self, a, b, quantity):
-        sql("INSERT INTO credit_draws (grant_id, customer_id, quantity, drawn_at) "
-            "SELECT id, customer_id, %s, now() FROM credit_grants WHERE id IN (%s, %s)", [quantity, a, b])
+        sql(
+            "INSERT INTO credit_draws (grant_id, customer_id, quantity, drawn_at) "
+            "SELECT id, customer_id, %s, now() FROM credit_grants WHERE id IN (%s, %s)",
+            [quantity, a, b],
+        )
 
     @rule(grant=grants)
     def undo_the_latest_draw(self, grant):
-        sql("DELETE FROM credit_draws WHERE id = (SELECT max(id) FROM credit_draws WHERE grant_id = %s)", [grant])
+        sql(
+            "DELETE FROM credit_draws WHERE id = (SELECT max(id) FROM credit_draws WHERE grant_id = %s)",
+            [grant],
+        )
 
     @rule(grant=grants, remaining=st.integers(-5, 25))
     def drift_a_grant(self, grant, remaining):

@@ -24,7 +24,9 @@ from usage.services.counters import counter_writes_allowed
 pytestmark = pytest.mark.django_db
 
 ACTIVE, ARCHIVED = Project.Status.ACTIVE, Project.Status.ARCHIVED
-GUARDED = r"^usage counters on (usage_tracking|presets) are maintained by triggers and cannot be written directly\n"
+GUARDED = (
+    r"^usage counters on (usage_tracking|presets) are maintained by triggers and cannot be written directly\n"
+)
 
 
 def sql(statement, params=None):
@@ -36,13 +38,16 @@ def sql(statement, params=None):
 def metered(customer, when=None):
     """(ai_interactions_count, minutes_used) of the period row that contains ``when`` (default now)."""
     when = when or timezone.now()
-    row = UsageTracking.objects.filter(
-        customer=customer, period_start__lte=when, period_end__gt=when
-    ).values_list("ai_interactions_count", "minutes_used").first()
+    row = (
+        UsageTracking.objects.filter(customer=customer, period_start__lte=when, period_end__gt=when)
+        .values_list("ai_interactions_count", "minutes_used")
+        .first()
+    )
     return row or (0, 0)
 
 
 # --- I1: active projects -----------------------------------------------------------------------------
+
 
 class TestActiveProjects:
     def test_orm_create_and_delete(self, customer):
@@ -69,9 +74,7 @@ class TestActiveProjects:
 
     def test_bulk_create_update_delete(self):
         customers = CustomerFactory.create_batch(5)
-        Project.objects.bulk_create(
-            [Project(customer=c, name=f"p{i}") for c in customers for i in range(4)]
-        )
+        Project.objects.bulk_create([Project(customer=c, name=f"p{i}") for c in customers for i in range(4)])
         assert [active_count(c) for c in customers] == [4] * 5
         Project.objects.filter(customer__in=customers[:2]).update(status=ARCHIVED)
         assert [active_count(c) for c in customers] == [0, 0, 4, 4, 4]
@@ -80,9 +83,15 @@ class TestActiveProjects:
         assert_invariants()
 
     def test_raw_sql_from_another_service(self, customer):
-        sql("INSERT INTO projects (customer_id, name) SELECT %s, 'raw ' || g FROM generate_series(1, 7) g", [customer.pk])
+        sql(
+            "INSERT INTO projects (customer_id, name) SELECT %s, 'raw ' || g FROM generate_series(1, 7) g",
+            [customer.pk],
+        )
         assert active_count(customer) == 7
-        sql("UPDATE projects SET status = 'archived' WHERE customer_id = %s AND name IN ('raw 1', 'raw 2')", [customer.pk])
+        sql(
+            "UPDATE projects SET status = 'archived' WHERE customer_id = %s AND name IN ('raw 1', 'raw 2')",
+            [customer.pk],
+        )
         assert active_count(customer) == 5
         sql("DELETE FROM projects WHERE customer_id = %s AND name = 'raw 3'", [customer.pk])
         assert active_count(customer) == 4
@@ -108,7 +117,10 @@ class TestActiveProjects:
         ProjectFactory(customer=customer)
         row = UsageTracking.objects.get(customer=customer)
         assert row.active_projects_count == 3
-        assert (row.period_start, row.period_end) == (customer.current_period_start, customer.current_period_end)
+        assert (row.period_start, row.period_end) == (
+            customer.current_period_start,
+            customer.current_period_end,
+        )
         assert row.month == customer.current_period_start.strftime("%Y-%m")
         assert_invariants()
 
@@ -147,6 +159,7 @@ class TestActiveProjects:
 
 # --- I2: metered usage --------------------------------------------------------------------------------
 
+
 class TestMeteredUsage:
     def test_events_sum_into_the_current_period(self, customer):
         UsageEventFactory(customer=customer, quantity=2)
@@ -172,19 +185,26 @@ class TestMeteredUsage:
 
     def test_an_event_exactly_at_the_period_start_counts_in_that_period_only(self, customer):
         start = customer.current_period_start
-        UsageEventFactory(customer=customer, quantity=2, occurred_at=start - timedelta(days=3))  # the previous period
+        UsageEventFactory(
+            customer=customer, quantity=2, occurred_at=start - timedelta(days=3)
+        )  # the previous period
         UsageEventFactory(customer=customer, quantity=1)  # both period rows exist now
         UsageEventFactory(customer=customer, quantity=5, occurred_at=start)  # one event: the fast path
         assert metered(customer, start) == (6, 0)
         assert metered(customer, start - timedelta(microseconds=1)) == (2, 0)
-        UsageEvent.objects.bulk_create([  # several events: the general path
-            UsageEvent(customer=customer, metric="minutes", quantity=q, occurred_at=start) for q in (1, 2)])
+        UsageEvent.objects.bulk_create(
+            [  # several events: the general path
+                UsageEvent(customer=customer, metric="minutes", quantity=q, occurred_at=start) for q in (1, 2)
+            ]
+        )
         assert metered(customer, start) == (6, 3)
         assert metered(customer, start - timedelta(microseconds=1)) == (2, 0)
         assert_invariants()
 
     def test_a_late_event_exactly_where_a_past_period_ends_opens_the_next_period(self, customer):
-        UsageEventFactory(customer=customer, quantity=1, occurred_at=customer.current_period_start - timedelta(days=50))
+        UsageEventFactory(
+            customer=customer, quantity=1, occurred_at=customer.current_period_start - timedelta(days=50)
+        )
         past = UsageTracking.objects.get(customer=customer)
         UsageEventFactory(customer=customer, quantity=3, occurred_at=past.period_end)
         following = UsageTracking.objects.get(customer=customer, period_start=past.period_end)
@@ -212,7 +232,9 @@ class TestMeteredUsage:
         now = timezone.now()
         UsageEvent.objects.bulk_create(
             [
-                UsageEvent(customer=c, metric="ai_interaction", quantity=1, occurred_at=now - timedelta(days=d))
+                UsageEvent(
+                    customer=c, metric="ai_interaction", quantity=1, occurred_at=now - timedelta(days=d)
+                )
                 for c in customers
                 for d in (0, 35, 70)
             ]
@@ -233,9 +255,13 @@ class TestMeteredUsage:
         UsageEventFactory(customer=customer, quantity=10)
         UsageEventFactory(customer=customer, quantity=-3, reason="double-counted import, ticket 4411")
         assert metered(customer) == (7, 0)
-        with raises_sqlstate(IntegrityError, "23514", match="usage_events_quantity_positive_or_reasoned_adjustment"):
+        with raises_sqlstate(
+            IntegrityError, "23514", match="usage_events_quantity_positive_or_reasoned_adjustment"
+        ):
             UsageEventFactory(customer=customer, quantity=-3)
-        with raises_sqlstate(IntegrityError, "23514", match="usage_events_quantity_positive_or_reasoned_adjustment"):
+        with raises_sqlstate(
+            IntegrityError, "23514", match="usage_events_quantity_positive_or_reasoned_adjustment"
+        ):
             UsageEventFactory(customer=customer, quantity=0)
         with raises_sqlstate(IntegrityError, "23514", match="usage_events_metric_valid"):
             UsageEventFactory(customer=customer, metric="tokens")
@@ -253,7 +279,9 @@ class TestMeteredUsage:
     def test_truncate_is_maintained(self, customer):
         UsageEventFactory(customer=customer, quantity=5)
         UsageEventFactory(customer=customer, metric=UsageEvent.Metric.MINUTES, quantity=2)
-        UsageEventFactory(customer=customer, quantity=1, occurred_at=customer.current_period_start - timedelta(days=40))
+        UsageEventFactory(
+            customer=customer, quantity=1, occurred_at=customer.current_period_start - timedelta(days=40)
+        )
         sql("TRUNCATE usage_events")
         assert metered(customer, customer.current_period_start - timedelta(days=40)) == (0, 0)
         assert metered(customer) == (0, 0)
@@ -261,6 +289,7 @@ class TestMeteredUsage:
 
 
 # --- I3: presets (S3) ---------------------------------------------------------------------------------
+
 
 class TestPresets:
     def test_each_use_counts_once_and_moves_last_used_at(self):
@@ -286,8 +315,13 @@ class TestPresets:
     @pytest.mark.django_db(transaction=True)  # TRUNCATE refuses pending deferred FK checks
     def test_bulk_raw_move_and_truncate(self):
         a, b = PresetFactory.create_batch(2)
-        PresetUsage.objects.bulk_create([PresetUsage(preset=a, customer=a.customer, used_at=timezone.now()) for _ in range(4)])
-        sql("INSERT INTO preset_usage (preset_id, customer_id) SELECT %s, %s FROM generate_series(1, 3)", [b.pk, b.customer_id])
+        PresetUsage.objects.bulk_create(
+            [PresetUsage(preset=a, customer=a.customer, used_at=timezone.now()) for _ in range(4)]
+        )
+        sql(
+            "INSERT INTO preset_usage (preset_id, customer_id) SELECT %s, %s FROM generate_series(1, 3)",
+            [b.pk, b.customer_id],
+        )
         moved = PresetUsage.objects.filter(preset=a).order_by("used_at").first()
         PresetUsage.objects.filter(pk=moved.pk).update(preset=b)
         counts = dict(Preset.objects.values_list("pk", "usage_count"))
@@ -307,6 +341,7 @@ class TestPresets:
 
 # --- I5: nothing but the triggers (and reconciliation) writes a counter -------------------------------
 
+
 class TestCountersAreProtected:
     def test_direct_counter_writes_are_refused(self, customer):
         ProjectFactory(customer=customer)
@@ -321,8 +356,10 @@ class TestCountersAreProtected:
                 sql(statement)
         with raises_sqlstate(IntegrityError, "23514", match=GUARDED):
             UsageTracking.objects.create(
-                customer=customer, period_start=timezone.now() - timedelta(days=400),
-                period_end=timezone.now() - timedelta(days=370), month="2025-01",
+                customer=customer,
+                period_start=timezone.now() - timedelta(days=400),
+                period_end=timezone.now() - timedelta(days=370),
+                month="2025-01",
             )
         with raises_sqlstate(IntegrityError, "23514", match=GUARDED):
             Preset.objects.create(customer=customer, name="x", usage_count=5)
@@ -378,8 +415,12 @@ def test_each_write_path_adds_exactly_one(path, customer):
     "write",
     [
         lambda p: PresetUsage.objects.create(preset=p, customer=p.customer),
-        lambda p: PresetUsage.objects.bulk_create([PresetUsage(preset=p, customer=p.customer, used_at=timezone.now())]),
-        lambda p: sql("INSERT INTO preset_usage (preset_id, customer_id) VALUES (%s, %s)", [p.pk, p.customer_id]),
+        lambda p: PresetUsage.objects.bulk_create(
+            [PresetUsage(preset=p, customer=p.customer, used_at=timezone.now())]
+        ),
+        lambda p: sql(
+            "INSERT INTO preset_usage (preset_id, customer_id) VALUES (%s, %s)", [p.pk, p.customer_id]
+        ),
     ],
     ids=["orm_save", "bulk_create", "raw_sql"],
 )
@@ -394,7 +435,9 @@ def test_each_preset_use_adds_exactly_one(write):
 
 def test_events_written_in_every_way_add_exactly_their_quantity(customer):
     UsageEvent.objects.create(customer=customer, metric="minutes", quantity=1)
-    UsageEvent.objects.bulk_create([UsageEvent(customer=customer, metric="minutes", quantity=2, occurred_at=timezone.now())])
+    UsageEvent.objects.bulk_create(
+        [UsageEvent(customer=customer, metric="minutes", quantity=2, occurred_at=timezone.now())]
+    )
     sql("INSERT INTO usage_events (customer_id, metric, quantity) VALUES (%s, 'minutes', 4)", [customer.pk])
     assert metered(customer) == (0, 7)
 

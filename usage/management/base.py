@@ -16,7 +16,9 @@ class OpsCommand(BaseCommand):
         try:
             return super().execute(*args, **options)
         except (OperationalError, InterfaceError) as exc:
-            raise CommandError(f"database unreachable: {str(exc).strip().splitlines()[0]}", returncode=EXIT_USAGE)
+            raise CommandError(
+                f"database unreachable: {str(exc).strip().splitlines()[0]}", returncode=EXIT_USAGE
+            )
         except subprocess.CalledProcessError as exc:  # the embedded server failed to start
             raise CommandError(f"embedded PostgreSQL failed to start: {exc}", returncode=EXIT_USAGE)
         except DatabaseError as exc:

@@ -32,7 +32,9 @@ class _Raw:
             self.out.write(text)
 
 
-def write_report(out, fmt: str, summary: dict, rows, findings, *, title: str = "Discrepancies", extra: dict | None = None):
+def write_report(
+    out, fmt: str, summary: dict, rows, findings, *, title: str = "Discrepancies", extra: dict | None = None
+):
     out = _Raw(out)
     if fmt == "json":
         _json(out, summary, rows, findings, extra or {})
@@ -48,7 +50,9 @@ def _json(out, summary, rows, findings, extra):
         out.write(f", {json.dumps(key)}: " + json.dumps(value, default=plain_value))
     out.write(', "discrepancies": [')
     for i, row in enumerate(rows):
-        out.write(("," if i else "") + "\n  " + json.dumps({k: row[k] for k in ROW_FIELDS}, default=plain_value))
+        out.write(
+            ("," if i else "") + "\n  " + json.dumps({k: row[k] for k in ROW_FIELDS}, default=plain_value)
+        )
     out.write('\n], "findings": [')
     for i, finding in enumerate(findings):
         out.write(("," if i else "") + "\n  " + json.dumps(finding.as_dict(), default=plain_value))
@@ -61,7 +65,9 @@ def _csv(out, rows, findings):
     for row in rows:
         writer.writerow(("discrepancy", *(_cell(row[k]) for k in ROW_FIELDS), ""))
     for f in findings:
-        writer.writerow(("finding", f.check, f.customer_id or "", f.email or "", f.target_id or "", "", "", "", f.detail))
+        writer.writerow(
+            ("finding", f.check, f.customer_id or "", f.email or "", f.target_id or "", "", "", "", f.detail)
+        )
 
 
 def _cell(value):
@@ -83,7 +89,9 @@ def _table(out, summary, rows, findings, title):
     count = 0
     for row in rows:
         if count == 0:
-            out.write(f"  {header[0]:<20} {header[1]:<40} {header[2]:>10} {header[3]:>10} {header[4]:>8}  {header[5]}\n")
+            out.write(
+                f"  {header[0]:<20} {header[1]:<40} {header[2]:>10} {header[3]:>10} {header[4]:>8}  {header[5]}\n"
+            )
         count += 1
         out.write(
             f"  {row['check']:<20} {str(row['email'] or row['customer_id']):<40} {_short(row['tracked']):>10} "

@@ -19,219 +19,583 @@ SQL = Path(__file__).resolve().parent.parent / "sql"
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         BtreeGistExtension(),
         migrations.CreateModel(
-            name='Customer',
+            name="Customer",
             fields=[
-                ('id', models.UUIDField(db_default=usage.models.GenRandomUUID(), default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('email', models.EmailField(max_length=254)),
-                ('name', models.CharField(blank=True, db_default='', default='', max_length=200)),
-                ('current_period_start', models.DateTimeField(db_default=usage.models.MonthStartUTC())),
-                ('current_period_end', models.DateTimeField(db_default=usage.models.NextMonthStartUTC())),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                (
+                    "id",
+                    models.UUIDField(
+                        db_default=usage.models.GenRandomUUID(),
+                        default=uuid.uuid4,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("email", models.EmailField(max_length=254)),
+                ("name", models.CharField(blank=True, db_default="", default="", max_length=200)),
+                ("current_period_start", models.DateTimeField(db_default=usage.models.MonthStartUTC())),
+                ("current_period_end", models.DateTimeField(db_default=usage.models.NextMonthStartUTC())),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
             ],
             options={
-                'db_table': 'customers',
-                'ordering': ['email'],
-                'constraints': [models.UniqueConstraint(django.db.models.functions.text.Lower('email'), name='customers_email_ci_unique'), models.CheckConstraint(condition=models.Q(('current_period_end__gt', models.F('current_period_start'))), name='customers_period_ordered')],
+                "db_table": "customers",
+                "ordering": ["email"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        django.db.models.functions.text.Lower("email"), name="customers_email_ci_unique"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("current_period_end__gt", models.F("current_period_start"))),
+                        name="customers_period_ordered",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Preset',
+            name="Preset",
             fields=[
-                ('id', models.UUIDField(db_default=usage.models.GenRandomUUID(), default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=200)),
-                ('usage_count', models.IntegerField(db_default=0, default=0, editable=False)),
-                ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='presets', to='usage.customer')),
+                (
+                    "id",
+                    models.UUIDField(
+                        db_default=usage.models.GenRandomUUID(),
+                        default=uuid.uuid4,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("usage_count", models.IntegerField(db_default=0, default=0, editable=False)),
+                ("last_used_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="presets",
+                        to="usage.customer",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'presets',
-                'ordering': ['name'],
+                "db_table": "presets",
+                "ordering": ["name"],
             },
             bases=(usage.models.CounterFieldsMixin, models.Model),
         ),
         migrations.CreateModel(
-            name='PresetUsage',
+            name="PresetUsage",
             fields=[
-                ('id', models.UUIDField(db_default=usage.models.GenRandomUUID(), default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('used_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), default=django.utils.timezone.now)),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='preset_uses', to='usage.customer')),
-                ('preset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='uses', to='usage.preset')),
+                (
+                    "id",
+                    models.UUIDField(
+                        db_default=usage.models.GenRandomUUID(),
+                        default=uuid.uuid4,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                (
+                    "used_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(),
+                        default=django.utils.timezone.now,
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="preset_uses",
+                        to="usage.customer",
+                    ),
+                ),
+                (
+                    "preset",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="uses", to="usage.preset"
+                    ),
+                ),
             ],
             options={
-                'db_table': 'preset_usage',
-                'ordering': ['-used_at'],
+                "db_table": "preset_usage",
+                "ordering": ["-used_at"],
             },
         ),
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.UUIDField(db_default=usage.models.GenRandomUUID(), default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=200)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('archived', 'Archived')], db_default='active', default='active', max_length=16)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True, db_default=django.db.models.functions.datetime.Now())),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='projects', to='usage.customer')),
+                (
+                    "id",
+                    models.UUIDField(
+                        db_default=usage.models.GenRandomUUID(),
+                        default=uuid.uuid4,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("archived", "Archived")],
+                        db_default="active",
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
+                (
+                    "updated_at",
+                    models.DateTimeField(auto_now=True, db_default=django.db.models.functions.datetime.Now()),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="projects",
+                        to="usage.customer",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'projects',
-                'ordering': ['-created_at'],
+                "db_table": "projects",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='UsageEvent',
+            name="UsageEvent",
             fields=[
-                ('id', models.UUIDField(db_default=usage.models.GenRandomUUID(), default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('metric', models.CharField(choices=[('ai_interaction', 'AI interactions'), ('minutes', 'Transcription minutes')], max_length=32)),
-                ('quantity', models.DecimalField(decimal_places=3, max_digits=18)),
-                ('occurred_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), default=django.utils.timezone.now)),
-                ('idempotency_key', models.CharField(blank=True, max_length=200, null=True)),
-                ('reason', models.TextField(blank=True, db_default='', default='')),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='usage_events', to='usage.customer')),
+                (
+                    "id",
+                    models.UUIDField(
+                        db_default=usage.models.GenRandomUUID(),
+                        default=uuid.uuid4,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                (
+                    "metric",
+                    models.CharField(
+                        choices=[("ai_interaction", "AI interactions"), ("minutes", "Transcription minutes")],
+                        max_length=32,
+                    ),
+                ),
+                ("quantity", models.DecimalField(decimal_places=3, max_digits=18)),
+                (
+                    "occurred_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(),
+                        default=django.utils.timezone.now,
+                    ),
+                ),
+                ("idempotency_key", models.CharField(blank=True, max_length=200, null=True)),
+                ("reason", models.TextField(blank=True, db_default="", default="")),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="usage_events",
+                        to="usage.customer",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'usage_events',
-                'ordering': ['-occurred_at'],
+                "db_table": "usage_events",
+                "ordering": ["-occurred_at"],
             },
         ),
         migrations.CreateModel(
-            name='UsageTracking',
+            name="UsageTracking",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_start', models.DateTimeField()),
-                ('period_end', models.DateTimeField()),
-                ('month', models.CharField(help_text='YYYY-MM of period_start (UTC)', max_length=7)),
-                ('active_projects_count', models.IntegerField(db_default=0, default=0)),
-                ('ai_interactions_count', models.DecimalField(db_default=0, decimal_places=3, default=0, max_digits=18)),
-                ('minutes_used', models.DecimalField(db_default=0, decimal_places=3, default=0, max_digits=18)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='usage_periods', to='usage.customer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period_start", models.DateTimeField()),
+                ("period_end", models.DateTimeField()),
+                ("month", models.CharField(help_text="YYYY-MM of period_start (UTC)", max_length=7)),
+                ("active_projects_count", models.IntegerField(db_default=0, default=0)),
+                (
+                    "ai_interactions_count",
+                    models.DecimalField(db_default=0, decimal_places=3, default=0, max_digits=18),
+                ),
+                (
+                    "minutes_used",
+                    models.DecimalField(db_default=0, decimal_places=3, default=0, max_digits=18),
+                ),
+                ("updated_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="usage_periods",
+                        to="usage.customer",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'usage period',
-                'db_table': 'usage_tracking',
-                'ordering': ['customer', '-period_start'],
+                "verbose_name": "usage period",
+                "db_table": "usage_tracking",
+                "ordering": ["customer", "-period_start"],
             },
             bases=(usage.models.CounterFieldsMixin, models.Model),
         ),
         # Shared counter functions (reviewable SQL next to this migration), then the triggers.
         migrations.RunSQL((SQL / "0001_counters.sql").read_text(), reverse_sql=migrations.RunSQL.noop),
         pgtrigger.migrations.AddTrigger(
-            model_name='preset',
-            trigger=pgtrigger.compiler.Trigger(name='presets_protect_insert', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (pg_trigger_depth() = 0)', func="\nIF NOT (NEW.usage_count <> 0 OR NEW.last_used_at IS NOT NULL) OR current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\nRAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be written directly', TG_TABLE_NAME\n    USING ERRCODE = 'check_violation',\n          HINT = 'Write the source rows (projects, usage_events, preset_usage), or recount: manage.py reconcile_usage --apply.';\n", hash='595c5cd782b3a6e3da9f927fed9c68eeaa4004dc', operation='INSERT', pgid='pgtrigger_presets_protect_insert_69a36', table='presets', when='BEFORE')),
+            model_name="preset",
+            trigger=pgtrigger.compiler.Trigger(
+                name="presets_protect_insert",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    condition="WHEN (pg_trigger_depth() = 0)",
+                    func="\nIF NOT (NEW.usage_count <> 0 OR NEW.last_used_at IS NOT NULL) OR current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\nRAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be written directly', TG_TABLE_NAME\n    USING ERRCODE = 'check_violation',\n          HINT = 'Write the source rows (projects, usage_events, preset_usage), or recount: manage.py reconcile_usage --apply.';\n",
+                    hash="595c5cd782b3a6e3da9f927fed9c68eeaa4004dc",
+                    operation="INSERT",
+                    pgid="pgtrigger_presets_protect_insert_69a36",
+                    table="presets",
+                    when="BEFORE",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='preset',
-            trigger=pgtrigger.compiler.Trigger(name='presets_protect_update', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (pg_trigger_depth() = 0)', func="\nIF NOT (OLD.usage_count IS DISTINCT FROM NEW.usage_count OR OLD.last_used_at IS DISTINCT FROM NEW.last_used_at) OR current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\nRAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be written directly', TG_TABLE_NAME\n    USING ERRCODE = 'check_violation',\n          HINT = 'Write the source rows (projects, usage_events, preset_usage), or recount: manage.py reconcile_usage --apply.';\n", hash='86b0704df381f2d54dd75636db8ffc9860e3a876', operation='UPDATE', pgid='pgtrigger_presets_protect_update_e1567', table='presets', when='BEFORE')),
+            model_name="preset",
+            trigger=pgtrigger.compiler.Trigger(
+                name="presets_protect_update",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    condition="WHEN (pg_trigger_depth() = 0)",
+                    func="\nIF NOT (OLD.usage_count IS DISTINCT FROM NEW.usage_count OR OLD.last_used_at IS DISTINCT FROM NEW.last_used_at) OR current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\nRAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be written directly', TG_TABLE_NAME\n    USING ERRCODE = 'check_violation',\n          HINT = 'Write the source rows (projects, usage_events, preset_usage), or recount: manage.py reconcile_usage --apply.';\n",
+                    hash="86b0704df381f2d54dd75636db8ffc9860e3a876",
+                    operation="UPDATE",
+                    pgid="pgtrigger_presets_protect_update_e1567",
+                    table="presets",
+                    when="BEFORE",
+                ),
+            ),
         ),
         migrations.AddIndex(
-            model_name='presetusage',
-            index=models.Index(fields=['preset', 'used_at'], name='preset_usage_used_at'),
+            model_name="presetusage",
+            index=models.Index(fields=["preset", "used_at"], name="preset_usage_used_at"),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='presetusage',
-            trigger=pgtrigger.compiler.Trigger(name='preset_usage_on_insert', sql=pgtrigger.compiler.UpsertTriggerSql(func='PERFORM usage_presets_add(\n    array_agg(preset_id ORDER BY preset_id), array_agg(delta ORDER BY preset_id),\n    array_agg(last_used ORDER BY preset_id), array_agg(recount ORDER BY preset_id))\nFROM (SELECT preset_id, count(*)::integer AS delta, max(used_at) AS last_used, false AS recount FROM new_rows GROUP BY preset_id) AS deltas;\nRETURN NULL;', hash='a902630d67ca867df1be4cd7802885b81d02ad47', level='STATEMENT', operation='INSERT', pgid='pgtrigger_preset_usage_on_insert_9937f', referencing='REFERENCING NEW TABLE AS new_rows ', table='preset_usage', when='AFTER')),
+            model_name="presetusage",
+            trigger=pgtrigger.compiler.Trigger(
+                name="preset_usage_on_insert",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM usage_presets_add(\n    array_agg(preset_id ORDER BY preset_id), array_agg(delta ORDER BY preset_id),\n    array_agg(last_used ORDER BY preset_id), array_agg(recount ORDER BY preset_id))\nFROM (SELECT preset_id, count(*)::integer AS delta, max(used_at) AS last_used, false AS recount FROM new_rows GROUP BY preset_id) AS deltas;\nRETURN NULL;",
+                    hash="a902630d67ca867df1be4cd7802885b81d02ad47",
+                    level="STATEMENT",
+                    operation="INSERT",
+                    pgid="pgtrigger_preset_usage_on_insert_9937f",
+                    referencing="REFERENCING NEW TABLE AS new_rows ",
+                    table="preset_usage",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='presetusage',
-            trigger=pgtrigger.compiler.Trigger(name='preset_usage_on_update', sql=pgtrigger.compiler.UpsertTriggerSql(func='PERFORM usage_presets_add(\n    array_agg(preset_id ORDER BY preset_id), array_agg(delta ORDER BY preset_id),\n    array_agg(last_used ORDER BY preset_id), array_agg(recount ORDER BY preset_id))\nFROM (SELECT preset_id, sum(delta)::integer AS delta, max(last_used) AS last_used, bool_or(recount) AS recount\nFROM (SELECT preset_id, -count(*)::integer AS delta, NULL::timestamptz AS last_used, true AS recount FROM old_rows GROUP BY preset_id UNION ALL SELECT preset_id, count(*)::integer AS delta, max(used_at) AS last_used, false AS recount FROM new_rows GROUP BY preset_id) AS moves GROUP BY preset_id) AS deltas;\nRETURN NULL;', hash='58e4a4b6a7f6034234739d33165d181068ce62bf', level='STATEMENT', operation='UPDATE', pgid='pgtrigger_preset_usage_on_update_fb7fb', referencing='REFERENCING OLD TABLE AS old_rows  NEW TABLE AS new_rows ', table='preset_usage', when='AFTER')),
+            model_name="presetusage",
+            trigger=pgtrigger.compiler.Trigger(
+                name="preset_usage_on_update",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM usage_presets_add(\n    array_agg(preset_id ORDER BY preset_id), array_agg(delta ORDER BY preset_id),\n    array_agg(last_used ORDER BY preset_id), array_agg(recount ORDER BY preset_id))\nFROM (SELECT preset_id, sum(delta)::integer AS delta, max(last_used) AS last_used, bool_or(recount) AS recount\nFROM (SELECT preset_id, -count(*)::integer AS delta, NULL::timestamptz AS last_used, true AS recount FROM old_rows GROUP BY preset_id UNION ALL SELECT preset_id, count(*)::integer AS delta, max(used_at) AS last_used, false AS recount FROM new_rows GROUP BY preset_id) AS moves GROUP BY preset_id) AS deltas;\nRETURN NULL;",
+                    hash="58e4a4b6a7f6034234739d33165d181068ce62bf",
+                    level="STATEMENT",
+                    operation="UPDATE",
+                    pgid="pgtrigger_preset_usage_on_update_fb7fb",
+                    referencing="REFERENCING OLD TABLE AS old_rows  NEW TABLE AS new_rows ",
+                    table="preset_usage",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='presetusage',
-            trigger=pgtrigger.compiler.Trigger(name='preset_usage_on_delete', sql=pgtrigger.compiler.UpsertTriggerSql(func='PERFORM usage_presets_add(\n    array_agg(preset_id ORDER BY preset_id), array_agg(delta ORDER BY preset_id),\n    array_agg(last_used ORDER BY preset_id), array_agg(recount ORDER BY preset_id))\nFROM (SELECT preset_id, -count(*)::integer AS delta, NULL::timestamptz AS last_used, true AS recount FROM old_rows GROUP BY preset_id) AS deltas;\nRETURN NULL;', hash='b05524ed0773e7412559d5890b7734ac5d314731', level='STATEMENT', operation='DELETE', pgid='pgtrigger_preset_usage_on_delete_3ace3', referencing='REFERENCING OLD TABLE AS old_rows ', table='preset_usage', when='AFTER')),
+            model_name="presetusage",
+            trigger=pgtrigger.compiler.Trigger(
+                name="preset_usage_on_delete",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM usage_presets_add(\n    array_agg(preset_id ORDER BY preset_id), array_agg(delta ORDER BY preset_id),\n    array_agg(last_used ORDER BY preset_id), array_agg(recount ORDER BY preset_id))\nFROM (SELECT preset_id, -count(*)::integer AS delta, NULL::timestamptz AS last_used, true AS recount FROM old_rows GROUP BY preset_id) AS deltas;\nRETURN NULL;",
+                    hash="b05524ed0773e7412559d5890b7734ac5d314731",
+                    level="STATEMENT",
+                    operation="DELETE",
+                    pgid="pgtrigger_preset_usage_on_delete_3ace3",
+                    referencing="REFERENCING OLD TABLE AS old_rows ",
+                    table="preset_usage",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='presetusage',
-            trigger=pgtrigger.compiler.Trigger(name='preset_usage_on_truncate', sql=pgtrigger.compiler.UpsertTriggerSql(func='UPDATE presets SET usage_count = 0, last_used_at = NULL\nWHERE usage_count <> 0 OR last_used_at IS NOT NULL;\nRETURN NULL;', hash='239f8a646c6428eeae7a4ad7f9b011d12b55f55c', level='STATEMENT', operation='TRUNCATE', pgid='pgtrigger_preset_usage_on_truncate_f45f9', table='preset_usage', when='AFTER')),
+            model_name="presetusage",
+            trigger=pgtrigger.compiler.Trigger(
+                name="preset_usage_on_truncate",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="UPDATE presets SET usage_count = 0, last_used_at = NULL\nWHERE usage_count <> 0 OR last_used_at IS NOT NULL;\nRETURN NULL;",
+                    hash="239f8a646c6428eeae7a4ad7f9b011d12b55f55c",
+                    level="STATEMENT",
+                    operation="TRUNCATE",
+                    pgid="pgtrigger_preset_usage_on_truncate_f45f9",
+                    table="preset_usage",
+                    when="AFTER",
+                ),
+            ),
         ),
         migrations.AddIndex(
-            model_name='project',
-            index=models.Index(condition=models.Q(('status', 'active')), fields=['customer'], name='projects_active_by_cust'),
+            model_name="project",
+            index=models.Index(
+                condition=models.Q(("status", "active")), fields=["customer"], name="projects_active_by_cust"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['active', 'archived'])), name='projects_status_valid'),
+            model_name="project",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["active", "archived"])), name="projects_status_valid"
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='project',
-            trigger=pgtrigger.compiler.Trigger(name='projects_on_insert', sql=pgtrigger.compiler.UpsertTriggerSql(func="PERFORM usage_tracking_add_active(array_agg(customer_id ORDER BY customer_id), array_agg(delta ORDER BY customer_id))\nFROM (SELECT customer_id, count(*)::integer AS delta FROM new_rows WHERE status = 'active' GROUP BY customer_id) AS deltas;\nRETURN NULL;", hash='7436f1b45fa6a63438f79da024e383edb9b5bf68', level='STATEMENT', operation='INSERT', pgid='pgtrigger_projects_on_insert_d05a2', referencing='REFERENCING NEW TABLE AS new_rows ', table='projects', when='AFTER')),
+            model_name="project",
+            trigger=pgtrigger.compiler.Trigger(
+                name="projects_on_insert",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM usage_tracking_add_active(array_agg(customer_id ORDER BY customer_id), array_agg(delta ORDER BY customer_id))\nFROM (SELECT customer_id, count(*)::integer AS delta FROM new_rows WHERE status = 'active' GROUP BY customer_id) AS deltas;\nRETURN NULL;",
+                    hash="7436f1b45fa6a63438f79da024e383edb9b5bf68",
+                    level="STATEMENT",
+                    operation="INSERT",
+                    pgid="pgtrigger_projects_on_insert_d05a2",
+                    referencing="REFERENCING NEW TABLE AS new_rows ",
+                    table="projects",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='project',
-            trigger=pgtrigger.compiler.Trigger(name='projects_on_update', sql=pgtrigger.compiler.UpsertTriggerSql(func="PERFORM usage_tracking_add_active(array_agg(customer_id ORDER BY customer_id), array_agg(delta ORDER BY customer_id))\nFROM (SELECT customer_id, sum(delta)::integer AS delta FROM (\n    SELECT customer_id, -1 AS delta FROM old_rows WHERE status = 'active'\n    UNION ALL\n    SELECT customer_id, 1 AS delta FROM new_rows WHERE status = 'active'\n) AS moves GROUP BY customer_id HAVING sum(delta) <> 0) AS deltas;\nRETURN NULL;", hash='1058d0b33293e756c03bec5b2d06d6775d1f5529', level='STATEMENT', operation='UPDATE', pgid='pgtrigger_projects_on_update_e4eb7', referencing='REFERENCING OLD TABLE AS old_rows  NEW TABLE AS new_rows ', table='projects', when='AFTER')),
+            model_name="project",
+            trigger=pgtrigger.compiler.Trigger(
+                name="projects_on_update",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM usage_tracking_add_active(array_agg(customer_id ORDER BY customer_id), array_agg(delta ORDER BY customer_id))\nFROM (SELECT customer_id, sum(delta)::integer AS delta FROM (\n    SELECT customer_id, -1 AS delta FROM old_rows WHERE status = 'active'\n    UNION ALL\n    SELECT customer_id, 1 AS delta FROM new_rows WHERE status = 'active'\n) AS moves GROUP BY customer_id HAVING sum(delta) <> 0) AS deltas;\nRETURN NULL;",
+                    hash="1058d0b33293e756c03bec5b2d06d6775d1f5529",
+                    level="STATEMENT",
+                    operation="UPDATE",
+                    pgid="pgtrigger_projects_on_update_e4eb7",
+                    referencing="REFERENCING OLD TABLE AS old_rows  NEW TABLE AS new_rows ",
+                    table="projects",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='project',
-            trigger=pgtrigger.compiler.Trigger(name='projects_on_delete', sql=pgtrigger.compiler.UpsertTriggerSql(func="PERFORM usage_tracking_add_active(array_agg(customer_id ORDER BY customer_id), array_agg(delta ORDER BY customer_id))\nFROM (SELECT customer_id, -count(*)::integer AS delta FROM old_rows WHERE status = 'active' GROUP BY customer_id) AS deltas;\nRETURN NULL;", hash='5272337a73bfb5710ef1b297771ac742f4e772ee', level='STATEMENT', operation='DELETE', pgid='pgtrigger_projects_on_delete_32a33', referencing='REFERENCING OLD TABLE AS old_rows ', table='projects', when='AFTER')),
+            model_name="project",
+            trigger=pgtrigger.compiler.Trigger(
+                name="projects_on_delete",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM usage_tracking_add_active(array_agg(customer_id ORDER BY customer_id), array_agg(delta ORDER BY customer_id))\nFROM (SELECT customer_id, -count(*)::integer AS delta FROM old_rows WHERE status = 'active' GROUP BY customer_id) AS deltas;\nRETURN NULL;",
+                    hash="5272337a73bfb5710ef1b297771ac742f4e772ee",
+                    level="STATEMENT",
+                    operation="DELETE",
+                    pgid="pgtrigger_projects_on_delete_32a33",
+                    referencing="REFERENCING OLD TABLE AS old_rows ",
+                    table="projects",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='project',
-            trigger=pgtrigger.compiler.Trigger(name='projects_on_truncate', sql=pgtrigger.compiler.UpsertTriggerSql(func='UPDATE usage_tracking SET active_projects_count = 0, updated_at = now()\nWHERE active_projects_count <> 0 AND period_start <= now() AND period_end > now();\nRETURN NULL;', hash='6f2266c03d8b6022063807f9ee9892c90547c0d9', level='STATEMENT', operation='TRUNCATE', pgid='pgtrigger_projects_on_truncate_aaba3', table='projects', when='AFTER')),
+            model_name="project",
+            trigger=pgtrigger.compiler.Trigger(
+                name="projects_on_truncate",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="UPDATE usage_tracking SET active_projects_count = 0, updated_at = now()\nWHERE active_projects_count <> 0 AND period_start <= now() AND period_end > now();\nRETURN NULL;",
+                    hash="6f2266c03d8b6022063807f9ee9892c90547c0d9",
+                    level="STATEMENT",
+                    operation="TRUNCATE",
+                    pgid="pgtrigger_projects_on_truncate_aaba3",
+                    table="projects",
+                    when="AFTER",
+                ),
+            ),
         ),
         migrations.AddIndex(
-            model_name='usageevent',
-            index=models.Index(fields=['customer', 'metric', 'occurred_at'], name='usage_events_cust_metric_at'),
+            model_name="usageevent",
+            index=models.Index(
+                fields=["customer", "metric", "occurred_at"], name="usage_events_cust_metric_at"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usageevent',
-            constraint=models.CheckConstraint(condition=models.Q(('metric__in', ['ai_interaction', 'minutes'])), name='usage_events_metric_valid'),
+            model_name="usageevent",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("metric__in", ["ai_interaction", "minutes"])),
+                name="usage_events_metric_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usageevent',
-            constraint=models.CheckConstraint(condition=models.Q(('quantity__gt', 0), models.Q(('quantity__lt', 0), models.Q(('reason', ''), _negated=True)), _connector='OR'), name='usage_events_quantity_positive_or_reasoned_adjustment'),
+            model_name="usageevent",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("quantity__gt", 0),
+                    models.Q(("quantity__lt", 0), models.Q(("reason", ""), _negated=True)),
+                    _connector="OR",
+                ),
+                name="usage_events_quantity_positive_or_reasoned_adjustment",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usageevent',
-            constraint=models.UniqueConstraint(fields=('customer', 'idempotency_key'), name='usage_events_idempotency_key_per_customer'),
+            model_name="usageevent",
+            constraint=models.UniqueConstraint(
+                fields=("customer", "idempotency_key"), name="usage_events_idempotency_key_per_customer"
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='usageevent',
-            trigger=pgtrigger.compiler.Trigger(name='usage_events_on_insert', sql=pgtrigger.compiler.UpsertTriggerSql(func="PERFORM usage_tracking_add(\n    array_agg(customer_id ORDER BY customer_id, period_start),\n    array_agg(period_start ORDER BY customer_id, period_start),\n    array_agg(period_end ORDER BY customer_id, period_start),\n    NULL,\n    array_agg(ai ORDER BY customer_id, period_start),\n    array_agg(minutes ORDER BY customer_id, period_start))\nFROM (\nSELECT e.customer_id, p.period_start, p.period_end,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction'), 0) AS ai,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'minutes'), 0) AS minutes\nFROM new_rows AS e\nLEFT JOIN (\n    SELECT c.customer_id, cp.period_start, cp.period_end\n    FROM (SELECT DISTINCT customer_id FROM new_rows) AS c\n    CROSS JOIN LATERAL usage_period_at(c.customer_id, now()) AS cp\n) AS cur ON cur.customer_id = e.customer_id\nCROSS JOIN LATERAL (\n    SELECT cur.period_start, cur.period_end\n    WHERE e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end\n    UNION ALL\n    SELECT q.period_start, q.period_end FROM usage_period_at(e.customer_id, e.occurred_at) AS q\n    WHERE NOT coalesce(e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end, false)\n) AS p\nGROUP BY e.customer_id, p.period_start, p.period_end) AS deltas;\nRETURN NULL;", hash='d9d2fb0038ecf8cfc892274931c27ff71ce8fc50', level='STATEMENT', operation='INSERT', pgid='pgtrigger_usage_events_on_insert_3cb56', referencing='REFERENCING NEW TABLE AS new_rows ', table='usage_events', when='AFTER')),
+            model_name="usageevent",
+            trigger=pgtrigger.compiler.Trigger(
+                name="usage_events_on_insert",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM usage_tracking_add(\n    array_agg(customer_id ORDER BY customer_id, period_start),\n    array_agg(period_start ORDER BY customer_id, period_start),\n    array_agg(period_end ORDER BY customer_id, period_start),\n    NULL,\n    array_agg(ai ORDER BY customer_id, period_start),\n    array_agg(minutes ORDER BY customer_id, period_start))\nFROM (\nSELECT e.customer_id, p.period_start, p.period_end,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction'), 0) AS ai,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'minutes'), 0) AS minutes\nFROM new_rows AS e\nLEFT JOIN (\n    SELECT c.customer_id, cp.period_start, cp.period_end\n    FROM (SELECT DISTINCT customer_id FROM new_rows) AS c\n    CROSS JOIN LATERAL usage_period_at(c.customer_id, now()) AS cp\n) AS cur ON cur.customer_id = e.customer_id\nCROSS JOIN LATERAL (\n    SELECT cur.period_start, cur.period_end\n    WHERE e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end\n    UNION ALL\n    SELECT q.period_start, q.period_end FROM usage_period_at(e.customer_id, e.occurred_at) AS q\n    WHERE NOT coalesce(e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end, false)\n) AS p\nGROUP BY e.customer_id, p.period_start, p.period_end) AS deltas;\nRETURN NULL;",
+                    hash="d9d2fb0038ecf8cfc892274931c27ff71ce8fc50",
+                    level="STATEMENT",
+                    operation="INSERT",
+                    pgid="pgtrigger_usage_events_on_insert_3cb56",
+                    referencing="REFERENCING NEW TABLE AS new_rows ",
+                    table="usage_events",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='usageevent',
-            trigger=pgtrigger.compiler.Trigger(name='usage_events_on_update', sql=pgtrigger.compiler.UpsertTriggerSql(func="PERFORM usage_tracking_add(\n    array_agg(customer_id ORDER BY customer_id, period_start),\n    array_agg(period_start ORDER BY customer_id, period_start),\n    array_agg(period_end ORDER BY customer_id, period_start),\n    NULL,\n    array_agg(ai ORDER BY customer_id, period_start),\n    array_agg(minutes ORDER BY customer_id, period_start))\nFROM (SELECT customer_id, period_start, period_end, sum(ai) AS ai, sum(minutes) AS minutes FROM (\n\nSELECT e.customer_id, p.period_start, p.period_end,\n       -coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction'), 0) AS ai,\n       -coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'minutes'), 0) AS minutes\nFROM old_rows AS e\nLEFT JOIN (\n    SELECT c.customer_id, cp.period_start, cp.period_end\n    FROM (SELECT DISTINCT customer_id FROM old_rows) AS c\n    CROSS JOIN LATERAL usage_period_at(c.customer_id, now()) AS cp\n) AS cur ON cur.customer_id = e.customer_id\nCROSS JOIN LATERAL (\n    SELECT cur.period_start, cur.period_end\n    WHERE e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end\n    UNION ALL\n    SELECT q.period_start, q.period_end FROM usage_period_at(e.customer_id, e.occurred_at) AS q\n    WHERE NOT coalesce(e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end, false)\n) AS p\nGROUP BY e.customer_id, p.period_start, p.period_end\nUNION ALL\n\nSELECT e.customer_id, p.period_start, p.period_end,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction'), 0) AS ai,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'minutes'), 0) AS minutes\nFROM new_rows AS e\nLEFT JOIN (\n    SELECT c.customer_id, cp.period_start, cp.period_end\n    FROM (SELECT DISTINCT customer_id FROM new_rows) AS c\n    CROSS JOIN LATERAL usage_period_at(c.customer_id, now()) AS cp\n) AS cur ON cur.customer_id = e.customer_id\nCROSS JOIN LATERAL (\n    SELECT cur.period_start, cur.period_end\n    WHERE e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end\n    UNION ALL\n    SELECT q.period_start, q.period_end FROM usage_period_at(e.customer_id, e.occurred_at) AS q\n    WHERE NOT coalesce(e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end, false)\n) AS p\nGROUP BY e.customer_id, p.period_start, p.period_end\n) AS moves GROUP BY customer_id, period_start, period_end HAVING sum(ai) <> 0 OR sum(minutes) <> 0) AS deltas;\nRETURN NULL;", hash='9daee27a75b6f0a19f861c954c6b60bfe51ddebd', level='STATEMENT', operation='UPDATE', pgid='pgtrigger_usage_events_on_update_499e7', referencing='REFERENCING OLD TABLE AS old_rows  NEW TABLE AS new_rows ', table='usage_events', when='AFTER')),
+            model_name="usageevent",
+            trigger=pgtrigger.compiler.Trigger(
+                name="usage_events_on_update",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM usage_tracking_add(\n    array_agg(customer_id ORDER BY customer_id, period_start),\n    array_agg(period_start ORDER BY customer_id, period_start),\n    array_agg(period_end ORDER BY customer_id, period_start),\n    NULL,\n    array_agg(ai ORDER BY customer_id, period_start),\n    array_agg(minutes ORDER BY customer_id, period_start))\nFROM (SELECT customer_id, period_start, period_end, sum(ai) AS ai, sum(minutes) AS minutes FROM (\n\nSELECT e.customer_id, p.period_start, p.period_end,\n       -coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction'), 0) AS ai,\n       -coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'minutes'), 0) AS minutes\nFROM old_rows AS e\nLEFT JOIN (\n    SELECT c.customer_id, cp.period_start, cp.period_end\n    FROM (SELECT DISTINCT customer_id FROM old_rows) AS c\n    CROSS JOIN LATERAL usage_period_at(c.customer_id, now()) AS cp\n) AS cur ON cur.customer_id = e.customer_id\nCROSS JOIN LATERAL (\n    SELECT cur.period_start, cur.period_end\n    WHERE e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end\n    UNION ALL\n    SELECT q.period_start, q.period_end FROM usage_period_at(e.customer_id, e.occurred_at) AS q\n    WHERE NOT coalesce(e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end, false)\n) AS p\nGROUP BY e.customer_id, p.period_start, p.period_end\nUNION ALL\n\nSELECT e.customer_id, p.period_start, p.period_end,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction'), 0) AS ai,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'minutes'), 0) AS minutes\nFROM new_rows AS e\nLEFT JOIN (\n    SELECT c.customer_id, cp.period_start, cp.period_end\n    FROM (SELECT DISTINCT customer_id FROM new_rows) AS c\n    CROSS JOIN LATERAL usage_period_at(c.customer_id, now()) AS cp\n) AS cur ON cur.customer_id = e.customer_id\nCROSS JOIN LATERAL (\n    SELECT cur.period_start, cur.period_end\n    WHERE e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end\n    UNION ALL\n    SELECT q.period_start, q.period_end FROM usage_period_at(e.customer_id, e.occurred_at) AS q\n    WHERE NOT coalesce(e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end, false)\n) AS p\nGROUP BY e.customer_id, p.period_start, p.period_end\n) AS moves GROUP BY customer_id, period_start, period_end HAVING sum(ai) <> 0 OR sum(minutes) <> 0) AS deltas;\nRETURN NULL;",
+                    hash="9daee27a75b6f0a19f861c954c6b60bfe51ddebd",
+                    level="STATEMENT",
+                    operation="UPDATE",
+                    pgid="pgtrigger_usage_events_on_update_499e7",
+                    referencing="REFERENCING OLD TABLE AS old_rows  NEW TABLE AS new_rows ",
+                    table="usage_events",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='usageevent',
-            trigger=pgtrigger.compiler.Trigger(name='usage_events_on_delete', sql=pgtrigger.compiler.UpsertTriggerSql(func="PERFORM usage_tracking_add(\n    array_agg(customer_id ORDER BY customer_id, period_start),\n    array_agg(period_start ORDER BY customer_id, period_start),\n    array_agg(period_end ORDER BY customer_id, period_start),\n    NULL,\n    array_agg(ai ORDER BY customer_id, period_start),\n    array_agg(minutes ORDER BY customer_id, period_start))\nFROM (\nSELECT e.customer_id, p.period_start, p.period_end,\n       -coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction'), 0) AS ai,\n       -coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'minutes'), 0) AS minutes\nFROM old_rows AS e\nLEFT JOIN (\n    SELECT c.customer_id, cp.period_start, cp.period_end\n    FROM (SELECT DISTINCT customer_id FROM old_rows) AS c\n    CROSS JOIN LATERAL usage_period_at(c.customer_id, now()) AS cp\n) AS cur ON cur.customer_id = e.customer_id\nCROSS JOIN LATERAL (\n    SELECT cur.period_start, cur.period_end\n    WHERE e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end\n    UNION ALL\n    SELECT q.period_start, q.period_end FROM usage_period_at(e.customer_id, e.occurred_at) AS q\n    WHERE NOT coalesce(e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end, false)\n) AS p\nGROUP BY e.customer_id, p.period_start, p.period_end) AS deltas;\nRETURN NULL;", hash='f0ebd5a74e54b19d850cf8d61d6b3c1bf670a93e', level='STATEMENT', operation='DELETE', pgid='pgtrigger_usage_events_on_delete_b64b3', referencing='REFERENCING OLD TABLE AS old_rows ', table='usage_events', when='AFTER')),
+            model_name="usageevent",
+            trigger=pgtrigger.compiler.Trigger(
+                name="usage_events_on_delete",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="PERFORM usage_tracking_add(\n    array_agg(customer_id ORDER BY customer_id, period_start),\n    array_agg(period_start ORDER BY customer_id, period_start),\n    array_agg(period_end ORDER BY customer_id, period_start),\n    NULL,\n    array_agg(ai ORDER BY customer_id, period_start),\n    array_agg(minutes ORDER BY customer_id, period_start))\nFROM (\nSELECT e.customer_id, p.period_start, p.period_end,\n       -coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction'), 0) AS ai,\n       -coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'minutes'), 0) AS minutes\nFROM old_rows AS e\nLEFT JOIN (\n    SELECT c.customer_id, cp.period_start, cp.period_end\n    FROM (SELECT DISTINCT customer_id FROM old_rows) AS c\n    CROSS JOIN LATERAL usage_period_at(c.customer_id, now()) AS cp\n) AS cur ON cur.customer_id = e.customer_id\nCROSS JOIN LATERAL (\n    SELECT cur.period_start, cur.period_end\n    WHERE e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end\n    UNION ALL\n    SELECT q.period_start, q.period_end FROM usage_period_at(e.customer_id, e.occurred_at) AS q\n    WHERE NOT coalesce(e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end, false)\n) AS p\nGROUP BY e.customer_id, p.period_start, p.period_end) AS deltas;\nRETURN NULL;",
+                    hash="f0ebd5a74e54b19d850cf8d61d6b3c1bf670a93e",
+                    level="STATEMENT",
+                    operation="DELETE",
+                    pgid="pgtrigger_usage_events_on_delete_b64b3",
+                    referencing="REFERENCING OLD TABLE AS old_rows ",
+                    table="usage_events",
+                    when="AFTER",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='usageevent',
-            trigger=pgtrigger.compiler.Trigger(name='usage_events_on_truncate', sql=pgtrigger.compiler.UpsertTriggerSql(func='UPDATE usage_tracking SET ai_interactions_count = 0, minutes_used = 0, updated_at = now()\nWHERE ai_interactions_count <> 0 OR minutes_used <> 0;\nRETURN NULL;', hash='399b5e59549b8dae36279edd193af4be3e140424', level='STATEMENT', operation='TRUNCATE', pgid='pgtrigger_usage_events_on_truncate_899dc', table='usage_events', when='AFTER')),
+            model_name="usageevent",
+            trigger=pgtrigger.compiler.Trigger(
+                name="usage_events_on_truncate",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="UPDATE usage_tracking SET ai_interactions_count = 0, minutes_used = 0, updated_at = now()\nWHERE ai_interactions_count <> 0 OR minutes_used <> 0;\nRETURN NULL;",
+                    hash="399b5e59549b8dae36279edd193af4be3e140424",
+                    level="STATEMENT",
+                    operation="TRUNCATE",
+                    pgid="pgtrigger_usage_events_on_truncate_899dc",
+                    table="usage_events",
+                    when="AFTER",
+                ),
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usagetracking',
-            constraint=models.UniqueConstraint(fields=('customer', 'period_start'), name='usage_tracking_customer_period'),
+            model_name="usagetracking",
+            constraint=models.UniqueConstraint(
+                fields=("customer", "period_start"), name="usage_tracking_customer_period"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usagetracking',
-            constraint=models.CheckConstraint(condition=models.Q(('period_end__gt', models.F('period_start'))), name='usage_tracking_period_ordered'),
+            model_name="usagetracking",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("period_end__gt", models.F("period_start"))),
+                name="usage_tracking_period_ordered",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usagetracking',
-            constraint=models.CheckConstraint(condition=models.Q(('month__regex', '^\\d{4}-\\d{2}$')), name='usage_tracking_month_format'),
+            model_name="usagetracking",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("month__regex", "^\\d{4}-\\d{2}$")), name="usage_tracking_month_format"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usagetracking',
-            constraint=django.contrib.postgres.constraints.ExclusionConstraint(expressions=[('customer', '='), (usage.models.TstzRange('period_start', 'period_end'), '&&')], name='usage_tracking_periods_disjoint'),
+            model_name="usagetracking",
+            constraint=django.contrib.postgres.constraints.ExclusionConstraint(
+                expressions=[("customer", "="), (usage.models.TstzRange("period_start", "period_end"), "&&")],
+                name="usage_tracking_periods_disjoint",
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='usagetracking',
-            trigger=pgtrigger.compiler.Trigger(name='usage_tracking_protect_insert', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (pg_trigger_depth() = 0)', func="\nIF NOT (true) OR current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\nRAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be written directly', TG_TABLE_NAME\n    USING ERRCODE = 'check_violation',\n          HINT = 'Write the source rows (projects, usage_events, preset_usage), or recount: manage.py reconcile_usage --apply.';\n", hash='4cd43d2ede31b7295b8ea5af7a521f237b00c8fc', operation='INSERT', pgid='pgtrigger_usage_tracking_protect_insert_d8c03', table='usage_tracking', when='BEFORE')),
+            model_name="usagetracking",
+            trigger=pgtrigger.compiler.Trigger(
+                name="usage_tracking_protect_insert",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    condition="WHEN (pg_trigger_depth() = 0)",
+                    func="\nIF NOT (true) OR current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\nRAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be written directly', TG_TABLE_NAME\n    USING ERRCODE = 'check_violation',\n          HINT = 'Write the source rows (projects, usage_events, preset_usage), or recount: manage.py reconcile_usage --apply.';\n",
+                    hash="4cd43d2ede31b7295b8ea5af7a521f237b00c8fc",
+                    operation="INSERT",
+                    pgid="pgtrigger_usage_tracking_protect_insert_d8c03",
+                    table="usage_tracking",
+                    when="BEFORE",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='usagetracking',
-            trigger=pgtrigger.compiler.Trigger(name='usage_tracking_protect_update', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (pg_trigger_depth() = 0)', func="\nIF NOT ((OLD.customer_id, OLD.period_start, OLD.period_end, OLD.active_projects_count, OLD.ai_interactions_count, OLD.minutes_used) IS DISTINCT FROM (NEW.customer_id, NEW.period_start, NEW.period_end, NEW.active_projects_count, NEW.ai_interactions_count, NEW.minutes_used)) OR current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\nRAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be written directly', TG_TABLE_NAME\n    USING ERRCODE = 'check_violation',\n          HINT = 'Write the source rows (projects, usage_events, preset_usage), or recount: manage.py reconcile_usage --apply.';\n", hash='3705463212799bd6164574d6a1c5d92c12089752', operation='UPDATE', pgid='pgtrigger_usage_tracking_protect_update_28d1f', table='usage_tracking', when='BEFORE')),
+            model_name="usagetracking",
+            trigger=pgtrigger.compiler.Trigger(
+                name="usage_tracking_protect_update",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    condition="WHEN (pg_trigger_depth() = 0)",
+                    func="\nIF NOT ((OLD.customer_id, OLD.period_start, OLD.period_end, OLD.active_projects_count, OLD.ai_interactions_count, OLD.minutes_used) IS DISTINCT FROM (NEW.customer_id, NEW.period_start, NEW.period_end, NEW.active_projects_count, NEW.ai_interactions_count, NEW.minutes_used)) OR current_setting('billing_ops.recount', true) = 'on' THEN\n    RETURN NEW;\nEND IF;\nRAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be written directly', TG_TABLE_NAME\n    USING ERRCODE = 'check_violation',\n          HINT = 'Write the source rows (projects, usage_events, preset_usage), or recount: manage.py reconcile_usage --apply.';\n",
+                    hash="3705463212799bd6164574d6a1c5d92c12089752",
+                    operation="UPDATE",
+                    pgid="pgtrigger_usage_tracking_protect_update_28d1f",
+                    table="usage_tracking",
+                    when="BEFORE",
+                ),
+            ),
         ),
     ]

@@ -6,68 +6,131 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('usage', '0002_database_level'),
+        ("usage", "0002_database_level"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ReconciliationRun',
+            name="ReconciliationRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('started_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('started_by', models.CharField(help_text='A staff user, or the command that ran it.', max_length=200)),
-                ('mode', models.CharField(choices=[('report', 'Report'), ('apply', 'Apply')], max_length=8)),
-                ('status', models.CharField(choices=[('running', 'Running'), ('completed', 'Completed'), ('failed', 'Failed')], default='running', max_length=16)),
-                ('scope', models.CharField(default='all customers', help_text='All customers, or which ones.', max_length=200)),
-                ('batch_size', models.PositiveIntegerField(blank=True, null=True)),
-                ('last_customer_id', models.UUIDField(blank=True, help_text='Checkpoint: batches up to here are done.', null=True)),
-                ('customers_checked', models.PositiveIntegerField(default=0)),
-                ('customers_with_drift', models.PositiveIntegerField(default=0)),
-                ('discrepancies', models.PositiveIntegerField(default=0)),
-                ('fixed', models.PositiveIntegerField(default=0)),
-                ('summary', models.JSONField(blank=True, default=dict)),
-                ('error', models.TextField(blank=True, default='')),
-                ('resumed_from', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='usage.reconciliationrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "started_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), editable=False
+                    ),
+                ),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "started_by",
+                    models.CharField(help_text="A staff user, or the command that ran it.", max_length=200),
+                ),
+                ("mode", models.CharField(choices=[("report", "Report"), ("apply", "Apply")], max_length=8)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("running", "Running"), ("completed", "Completed"), ("failed", "Failed")],
+                        default="running",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "scope",
+                    models.CharField(
+                        default="all customers", help_text="All customers, or which ones.", max_length=200
+                    ),
+                ),
+                ("batch_size", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "last_customer_id",
+                    models.UUIDField(
+                        blank=True, help_text="Checkpoint: batches up to here are done.", null=True
+                    ),
+                ),
+                ("customers_checked", models.PositiveIntegerField(default=0)),
+                ("customers_with_drift", models.PositiveIntegerField(default=0)),
+                ("discrepancies", models.PositiveIntegerField(default=0)),
+                ("fixed", models.PositiveIntegerField(default=0)),
+                ("summary", models.JSONField(blank=True, default=dict)),
+                ("error", models.TextField(blank=True, default="")),
+                (
+                    "resumed_from",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="usage.reconciliationrun",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'reconciliation_runs',
-                'ordering': ['-started_at', '-id'],
-                'permissions': [('reconcile_selection', 'Can reconcile the counters of selected customers'), ('reconcile_all', 'Can reconcile the counters of every customer')],
+                "db_table": "reconciliation_runs",
+                "ordering": ["-started_at", "-id"],
+                "permissions": [
+                    ("reconcile_selection", "Can reconcile the counters of selected customers"),
+                    ("reconcile_all", "Can reconcile the counters of every customer"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ReconciliationRow',
+            name="ReconciliationRow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('check_name', models.CharField(db_column='check', max_length=32, verbose_name='check')),
-                ('customer_id', models.UUIDField(db_index=True)),
-                ('email', models.CharField(max_length=254)),
-                ('target_id', models.CharField(blank=True, default='', max_length=64)),
-                ('tracked', models.JSONField(null=True)),
-                ('actual', models.JSONField(null=True)),
-                ('difference', models.DecimalField(decimal_places=3, max_digits=20, null=True)),
-                ('after', models.JSONField(blank=True, help_text='The counter after the fix (apply runs).', null=True)),
-                ('fixed', models.BooleanField(default=False)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rows', to='usage.reconciliationrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("check_name", models.CharField(db_column="check", max_length=32, verbose_name="check")),
+                ("customer_id", models.UUIDField(db_index=True)),
+                ("email", models.CharField(max_length=254)),
+                ("target_id", models.CharField(blank=True, default="", max_length=64)),
+                ("tracked", models.JSONField(null=True)),
+                ("actual", models.JSONField(null=True)),
+                ("difference", models.DecimalField(decimal_places=3, max_digits=20, null=True)),
+                (
+                    "after",
+                    models.JSONField(
+                        blank=True, help_text="The counter after the fix (apply runs).", null=True
+                    ),
+                ),
+                ("fixed", models.BooleanField(default=False)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="rows",
+                        to="usage.reconciliationrun",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'reconciliation_run_rows',
-                'ordering': ['run', 'id'],
+                "db_table": "reconciliation_run_rows",
+                "ordering": ["run", "id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='reconciliationrun',
-            constraint=models.CheckConstraint(condition=models.Q(('mode__in', ['report', 'apply'])), name='reconciliation_runs_mode_valid'),
+            model_name="reconciliationrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("mode__in", ["report", "apply"])), name="reconciliation_runs_mode_valid"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='reconciliationrun',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['running', 'completed', 'failed'])), name='reconciliation_runs_status_valid'),
+            model_name="reconciliationrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["running", "completed", "failed"])),
+                name="reconciliation_runs_status_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='reconciliationrow',
-            index=models.Index(fields=['run', 'check_name'], name='reconciliation_rows_run_check'),
+            model_name="reconciliationrow",
+            index=models.Index(fields=["run", "check_name"], name="reconciliation_rows_run_check"),
         ),
     ]

@@ -4,18 +4,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('usage', '0003_reconciliation_runs'),
+        ("usage", "0003_reconciliation_runs"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='usageevent',
-            name='usage_events_cust_metric_at',
+            model_name="usageevent",
+            name="usage_events_cust_metric_at",
         ),
         migrations.AddIndex(
-            model_name='usageevent',
-            index=models.Index(fields=['customer', 'metric', 'occurred_at'], include=('quantity',), name='usage_events_sum_cover'),
+            model_name="usageevent",
+            index=models.Index(
+                fields=["customer", "metric", "occurred_at"],
+                include=("quantity",),
+                name="usage_events_sum_cover",
+            ),
         ),
     ]

@@ -6,7 +6,6 @@ SQL = Path(__file__).resolve().parent.parent / "sql"
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("usage", "0004_usage_events_covering_index"),
     ]

@@ -5,15 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('usage', '0005_usage_tracking_open'),
+        ("usage", "0005_usage_tracking_open"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='usageevent',
-            name='customer',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='usage_events', to='usage.customer'),
+            model_name="usageevent",
+            name="customer",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="usage_events",
+                to="usage.customer",
+            ),
         ),
     ]

@@ -6,18 +6,29 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('usage', '0006_usage_events_one_customer_index'),
+        ("usage", "0006_usage_events_one_customer_index"),
     ]
 
     operations = [
         pgtrigger.migrations.RemoveTrigger(
-            model_name='usageevent',
-            name='usage_events_on_insert',
+            model_name="usageevent",
+            name="usage_events_on_insert",
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='usageevent',
-            trigger=pgtrigger.compiler.Trigger(name='usage_events_on_insert', sql=pgtrigger.compiler.UpsertTriggerSql(func="IF (SELECT count(*) FROM (SELECT 1 FROM new_rows LIMIT 2) AS two) = 1 THEN\n    UPDATE usage_tracking t\n    SET ai_interactions_count = t.ai_interactions_count\n            + CASE WHEN e.metric = 'ai_interaction' THEN e.quantity ELSE 0 END,\n        minutes_used = t.minutes_used + CASE WHEN e.metric = 'minutes' THEN e.quantity ELSE 0 END,\n        updated_at = now()\n    FROM new_rows AS e\n    WHERE t.customer_id = e.customer_id AND t.period_start <= e.occurred_at AND t.period_end > e.occurred_at;\n    IF FOUND THEN\n        RETURN NULL;\n    END IF;\nEND IF;\n\nPERFORM usage_tracking_add(\n    array_agg(customer_id ORDER BY customer_id, period_start),\n    array_agg(period_start ORDER BY customer_id, period_start),\n    array_agg(period_end ORDER BY customer_id, period_start),\n    NULL,\n    array_agg(ai ORDER BY customer_id, period_start),\n    array_agg(minutes ORDER BY customer_id, period_start))\nFROM (\nSELECT e.customer_id, p.period_start, p.period_end,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction'), 0) AS ai,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'minutes'), 0) AS minutes\nFROM new_rows AS e\nLEFT JOIN (\n    SELECT c.customer_id, cp.period_start, cp.period_end\n    FROM (SELECT DISTINCT customer_id FROM new_rows) AS c\n    CROSS JOIN LATERAL usage_period_at(c.customer_id, now()) AS cp\n) AS cur ON cur.customer_id = e.customer_id\nCROSS JOIN LATERAL (\n    SELECT cur.period_start, cur.period_end\n    WHERE e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end\n    UNION ALL\n    SELECT q.period_start, q.period_end FROM usage_period_at(e.customer_id, e.occurred_at) AS q\n    WHERE NOT coalesce(e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end, false)\n) AS p\nGROUP BY e.customer_id, p.period_start, p.period_end) AS deltas;\nRETURN NULL;", hash='6d6cbc1c22d89cf7b77102545b42984ffa48c2a6', level='STATEMENT', operation='INSERT', pgid='pgtrigger_usage_events_on_insert_3cb56', referencing='REFERENCING NEW TABLE AS new_rows ', table='usage_events', when='AFTER')),
+            model_name="usageevent",
+            trigger=pgtrigger.compiler.Trigger(
+                name="usage_events_on_insert",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    func="IF (SELECT count(*) FROM (SELECT 1 FROM new_rows LIMIT 2) AS two) = 1 THEN\n    UPDATE usage_tracking t\n    SET ai_interactions_count = t.ai_interactions_count\n            + CASE WHEN e.metric = 'ai_interaction' THEN e.quantity ELSE 0 END,\n        minutes_used = t.minutes_used + CASE WHEN e.metric = 'minutes' THEN e.quantity ELSE 0 END,\n        updated_at = now()\n    FROM new_rows AS e\n    WHERE t.customer_id = e.customer_id AND t.period_start <= e.occurred_at AND t.period_end > e.occurred_at;\n    IF FOUND THEN\n        RETURN NULL;\n    END IF;\nEND IF;\n\nPERFORM usage_tracking_add(\n    array_agg(customer_id ORDER BY customer_id, period_start),\n    array_agg(period_start ORDER BY customer_id, period_start),\n    array_agg(period_end ORDER BY customer_id, period_start),\n    NULL,\n    array_agg(ai ORDER BY customer_id, period_start),\n    array_agg(minutes ORDER BY customer_id, period_start))\nFROM (\nSELECT e.customer_id, p.period_start, p.period_end,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction'), 0) AS ai,\n       coalesce(sum(e.quantity) FILTER (WHERE e.metric = 'minutes'), 0) AS minutes\nFROM new_rows AS e\nLEFT JOIN (\n    SELECT c.customer_id, cp.period_start, cp.period_end\n    FROM (SELECT DISTINCT customer_id FROM new_rows) AS c\n    CROSS JOIN LATERAL usage_period_at(c.customer_id, now()) AS cp\n) AS cur ON cur.customer_id = e.customer_id\nCROSS JOIN LATERAL (\n    SELECT cur.period_start, cur.period_end\n    WHERE e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end\n    UNION ALL\n    SELECT q.period_start, q.period_end FROM usage_period_at(e.customer_id, e.occurred_at) AS q\n    WHERE NOT coalesce(e.occurred_at >= cur.period_start AND e.occurred_at < cur.period_end, false)\n) AS p\nGROUP BY e.customer_id, p.period_start, p.period_end) AS deltas;\nRETURN NULL;",
+                    hash="6d6cbc1c22d89cf7b77102545b42984ffa48c2a6",
+                    level="STATEMENT",
+                    operation="INSERT",
+                    pgid="pgtrigger_usage_events_on_insert_3cb56",
+                    referencing="REFERENCING NEW TABLE AS new_rows ",
+                    table="usage_events",
+                    when="AFTER",
+                ),
+            ),
         ),
     ]

@@ -23,11 +23,13 @@ from django.utils import timezone
 
 from usage.models import Customer, ReconciliationRun
 from usage.selectors import trigger_health
-from usage.signals import counters_recounted
 from usage.services.counters import counter_writes_allowed
+from usage.signals import counters_recounted
 
 RECONCILE_LOCK = 0x62696C6C  # pg advisory lock key: one reconciliation at a time
-ANOTHER_RUN_ACTIVE = "another reconciliation is running (started {started} by {by}); try again when it has finished"
+ANOTHER_RUN_ACTIVE = (
+    "another reconciliation is running (started {started} by {by}); try again when it has finished"
+)
 UNKNOWN_CUSTOMER = "no customer with email or id {ref!r}"
 
 _DRIFT_TABLE = """
@@ -176,7 +178,11 @@ def _trigger_findings(customer_ids) -> Iterator[Finding]:
     for status in trigger_health():
         if not status.ok:
             yield Finding(
-                "trigger_health", None, None, status.name, f"{status.kind} {status.name}: {status.problem}",
+                "trigger_health",
+                None,
+                None,
+                status.name,
+                f"{status.kind} {status.name}: {status.problem}",
                 "manage.py migrate, then manage.py check_triggers",
             )
 
@@ -315,7 +321,11 @@ class ReportResult:
 
 
 def discrepancy_report(
-    *, customer_ids=None, started_by: str, scope: str = "all customers", emit: Callable[[Scan, list], None] | None = None
+    *,
+    customer_ids=None,
+    started_by: str,
+    scope: str = "all customers",
+    emit: Callable[[Scan, list], None] | None = None,
 ) -> ReportResult:
     """Report every drifted counter and every finding; record the run and its rows.
 
@@ -323,7 +333,9 @@ def discrepancy_report(
     it the rows are returned as a list (for the admin's small selections).
     """
     with transaction.atomic():
-        run = ReconciliationRun.objects.create(started_by=started_by, mode=ReconciliationRun.Mode.REPORT, scope=scope)
+        run = ReconciliationRun.objects.create(
+            started_by=started_by, mode=ReconciliationRun.Mode.REPORT, scope=scope
+        )
         scan = drift_scan(customer_ids)
         found = findings(customer_ids)
         summary = scan_summary(scan)
@@ -342,7 +354,9 @@ def scan_summary(scan: Scan) -> dict:
         "customers_checked": scan.customers_checked,
         "customers_with_drift": scan.customers_with_drift,
         "discrepancies": scan.discrepancies,
-        "metrics": {check: {"tracked": m["tracked"], "actual": m["actual"]} for check, m in scan.metrics.items()},
+        "metrics": {
+            check: {"tracked": m["tracked"], "actual": m["actual"]} for check, m in scan.metrics.items()
+        },
     }
 
 
@@ -350,7 +364,7 @@ def _record_rows(run: ReconciliationRun, *, fixed: bool) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO reconciliation_run_rows "
-            "(run_id, \"check\", customer_id, email, target_id, tracked, actual, difference, after, fixed) "
+            '(run_id, "check", customer_id, email, target_id, tracked, actual, difference, after, fixed) '
             "SELECT %s, d.check_name, d.customer_id, coalesce(c.email, ''), coalesce(d.target_id, ''), "
             "       d.tracked, d.actual, d.difference, CASE WHEN %s THEN d.actual END, %s "
             "FROM pg_temp.usage_drift d LEFT JOIN customers c ON c.id = d.customer_id",
@@ -370,6 +384,7 @@ def _finish(run, scan, summary, *, fixed):
 
 
 # --- reconciliation ------------------------------------------------------------------------------
+
 
 @dataclass
 class ReconcileResult:
@@ -414,14 +429,19 @@ def usage_reconcile(
             interrupted.finished_at = timezone.now()
             interrupted.save(update_fields=["status", "error", "finished_at"])
         run = ReconciliationRun.objects.create(
-            started_by=started_by, mode=ReconciliationRun.Mode.APPLY, scope=scope, batch_size=batch_size,
+            started_by=started_by,
+            mode=ReconciliationRun.Mode.APPLY,
+            scope=scope,
+            batch_size=batch_size,
             resumed_from=interrupted,
         )
         try:
             return _reconcile_batches(run, customer_ids, batch_size, progress)
         except BaseException as exc:
             ReconciliationRun.objects.filter(pk=run.pk).update(
-                status=ReconciliationRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
+                status=ReconciliationRun.Status.FAILED,
+                error=f"{type(exc).__name__}: {exc}",
+                finished_at=timezone.now(),
             )
             raise
 
@@ -431,7 +451,9 @@ def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResu
     with transaction.atomic():
         first = drift_scan(customer_ids)
         customers_checked = first.customers_checked
-        drifted = [str(r[0]) for r in _fetch("SELECT DISTINCT customer_id FROM pg_temp.usage_drift ORDER BY 1")]
+        drifted = [
+            str(r[0]) for r in _fetch("SELECT DISTINCT customer_id FROM pg_temp.usage_drift ORDER BY 1")
+        ]
     batches = [drifted[i : i + batch_size] for i in range(0, len(drifted), batch_size)]
     for n, batch in enumerate(batches, 1):
         _reconcile_batch(run, batch)
@@ -442,7 +464,11 @@ def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResu
     totals["customers_with_drift"] = run.rows.values("customer_id").distinct().count()
     with transaction.atomic():
         after = drift_scan(customer_ids)
-        summary = {**totals, "metrics_before": scan_summary(first)["metrics"], "remaining_drift": after.discrepancies}
+        summary = {
+            **totals,
+            "metrics_before": scan_summary(first)["metrics"],
+            "remaining_drift": after.discrepancies,
+        }
     run.refresh_from_db()
     run.customers_checked = customers_checked
     run.customers_with_drift = totals["customers_with_drift"]
@@ -472,7 +498,9 @@ def _reconcile_batch(run, customer_ids) -> None:
                 _record_rows(run, fixed=True)
                 counters_recounted.send(sender=ReconciliationRun, run=run, rows=changed)
             ReconciliationRun.objects.filter(pk=run.pk).update(
-                discrepancies=F("discrepancies") + found, fixed=F("fixed") + fixed, last_customer_id=customer_ids[-1]
+                discrepancies=F("discrepancies") + found,
+                fixed=F("fixed") + fixed,
+                last_customer_id=customer_ids[-1],
             )
 
 
@@ -584,5 +612,6 @@ class _reconcile_lock:
 
 def customer_recount(*, customer: Customer, started_by: str) -> ReconcileResult:
     """Support's one-click fix: reconcile one customer's counters (recorded as a run)."""
-    return usage_reconcile(customer_ids=[customer.pk], apply=True, started_by=started_by, scope=customer.email)
-
+    return usage_reconcile(
+        customer_ids=[customer.pk], apply=True, started_by=started_by, scope=customer.email
+    )

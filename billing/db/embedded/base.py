@@ -135,7 +135,12 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         )
         name = self.settings_dict["NAME"]
         # The test runner creates its own database through the "postgres" one.
-        if name and name != "postgres" and name not in self._databases_ensured and not name.startswith("test_"):
+        if (
+            name
+            and name != "postgres"
+            and name not in self._databases_ensured
+            and not name.startswith("test_")
+        ):
             _ensure_database(server, name)
             self._databases_ensured.add(name)
         return super().get_connection_params()

@@ -12,15 +12,23 @@ class Command(OpsCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--customers", type=positive_int(3), default=200, help="Population size (>= 3: the S1 cases).")
+        parser.add_argument(
+            "--customers", type=positive_int(3), default=200, help="Population size (>= 3: the S1 cases)."
+        )
         parser.add_argument("--seed", type=int, default=7, help="Random seed: same seed, same data.")
-        parser.add_argument("--if-empty", action="store_true", help="Do nothing when customers already exist.")
+        parser.add_argument(
+            "--if-empty", action="store_true", help="Do nothing when customers already exist."
+        )
 
     def handle(self, *args, customers, seed, if_empty, **options):
         if if_empty and Customer.objects.exists():
             self.stderr.write("Demo data already loaded; keeping it (make clean-db to start over).")
         else:
-            progress = (lambda msg: self.stderr.write(f"  loaded {msg}")) if sys.stderr.isatty() or options["verbosity"] > 1 else None
+            progress = (
+                (lambda msg: self.stderr.write(f"  loaded {msg}"))
+                if sys.stderr.isatty() or options["verbosity"] > 1
+                else None
+            )
             result = demo_data_load(customers=customers, seed=seed, progress=progress)
             self.stderr.write(
                 f"Loaded {result.customers} customers, {result.projects} projects, "
@@ -28,4 +36,6 @@ class Command(OpsCommand):
             )
         username, password = demo_admin_ensure()
         self.stdout.write(f"Admin login: http://127.0.0.1:8000/admin/  user {username}  password {password}")
-        self.stdout.write(f"  (also: support / {password} in the Support group, finance / {password} in Finance)")
+        self.stdout.write(
+            f"  (also: support / {password} in the Support group, finance / {password} in Finance)"
+        )

@@ -26,14 +26,27 @@ class Command(OpsCommand):
         w(f"{c.email}  ({c.name or 'no name'})  id {c.pk}")
         s = d.subscription
         plan = d.plan.name if d.plan else "no plan"
-        w(f"Plan: {plan}" + (f"   subscription: {s.status} via {s.processor} {s.external_subscription_id or ''}".rstrip() if s else "   (no subscription: Free)"))
+        w(
+            f"Plan: {plan}"
+            + (
+                f"   subscription: {s.status} via {s.processor} {s.external_subscription_id or ''}".rstrip()
+                if s
+                else "   (no subscription: Free)"
+            )
+        )
         w(f"Period: {c.current_period_start:%Y-%m-%d %H:%M} to {c.current_period_end:%Y-%m-%d %H:%M} UTC")
         w("")
         w(f"  {'counter':<22} {'tracked':>12} {'actual':>12} {'allowance':>10} {'left':>10}")
         for x in d.counters:
             flag = "  DRIFT" if x.drifted else ""
-            target = "" if x.check.startswith("active") or x.check in ("ai_interactions", "minutes") else f" ({x.target_id[:8]})"
-            w(f"  {(x.label + target):<22} {_s(x.tracked):>12} {_s(x.actual):>12} {_s(x.allowance):>10} {_s(x.left):>10}{flag}")
+            target = (
+                ""
+                if x.check.startswith("active") or x.check in ("ai_interactions", "minutes")
+                else f" ({x.target_id[:8]})"
+            )
+            w(
+                f"  {(x.label + target):<22} {_s(x.tracked):>12} {_s(x.actual):>12} {_s(x.allowance):>10} {_s(x.left):>10}{flag}"
+            )
         if d.findings:
             w("\nFindings:")
             for f in d.findings:
@@ -41,7 +54,9 @@ class Command(OpsCommand):
         if d.runs:
             w("\nRecent reconciliation rows:")
             for r in d.runs:
-                w(f"  run #{r.run_id} {r.run.started_at:%Y-%m-%d %H:%M} by {r.run.started_by}: {r.check_name} {_s(r.tracked)} -> {_s(r.actual)}{' (fixed)' if r.fixed else ''}")
+                w(
+                    f"  run #{r.run_id} {r.run.started_at:%Y-%m-%d %H:%M} by {r.run.started_by}: {r.check_name} {_s(r.tracked)} -> {_s(r.actual)}{' (fixed)' if r.fixed else ''}"
+                )
         if d.audit:
             w("\nAudit log:")
             for a in d.audit:

@@ -28,8 +28,12 @@ class Command(OpsCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--now", type=iso_instant, metavar="ISO-8601",
-                            help="Roll as if it were this instant (catch-up after an outage); default: now.")
+        parser.add_argument(
+            "--now",
+            type=iso_instant,
+            metavar="ISO-8601",
+            help="Roll as if it were this instant (catch-up after an outage); default: now.",
+        )
         parser.add_argument("--batch-size", type=positive_int(), default=500)
 
     def handle(self, *args, now, batch_size, **options):
@@ -40,7 +44,8 @@ class Command(OpsCommand):
             bar.n = done
             bar.refresh()
 
-        rolled = period_roll_due(now=now, actor="manage.py roll_usage_periods", batch_size=batch_size,
-                                 progress=progress)
+        rolled = period_roll_due(
+            now=now, actor="manage.py roll_usage_periods", batch_size=batch_size, progress=progress
+        )
         bar.close()
         self.stdout.write(f"opened {rolled} usage period{'s' if rolled != 1 else ''}")

@@ -21,7 +21,13 @@ class Command(OpsCommand):
     def handle(self, *args, month, format, **options):
         month = resolve_or_exit(month_parse, month)
         out = sys.stdout
-        totals = {"rows": 0, "ai_interactions": 0, "minutes": 0, "ai_from_credit": 0, "minutes_from_credit": 0}
+        totals = {
+            "rows": 0,
+            "ai_interactions": 0,
+            "minutes": 0,
+            "ai_from_credit": 0,
+            "minutes_from_credit": 0,
+        }
         rows = usage_report(month)
         if format == "csv":
             writer = csv.writer(out, lineterminator="\n")
@@ -32,9 +38,13 @@ class Command(OpsCommand):
         if format == "json":
             out.write(json.dumps({"month": month}).rstrip("}") + ', "rows": [')
         else:
-            out.write(f"Usage for periods starting in {month} (allowance: the customer's plan now; - = unlimited)\n\n")
-            out.write(f"{'email':<40} {'plan':<8} {'projects':>8} {'AI used':>10} {'of':>8} {'credit':>7} "
-                      f"{'minutes':>10} {'of':>8} {'credit':>7}\n")
+            out.write(
+                f"Usage for periods starting in {month} (allowance: the customer's plan now; - = unlimited)\n\n"
+            )
+            out.write(
+                f"{'email':<40} {'plan':<8} {'projects':>8} {'AI used':>10} {'of':>8} {'credit':>7} "
+                f"{'minutes':>10} {'of':>8} {'credit':>7}\n"
+            )
         for i, row in enumerate(rows):
             totals["rows"] += 1
             for key in ("ai_interactions", "minutes", "ai_from_credit", "minutes_from_credit"):
@@ -42,14 +52,20 @@ class Command(OpsCommand):
             if format == "json":
                 out.write(("," if i else "") + "\n  " + json.dumps({k: _plain(v) for k, v in row.items()}))
             else:
+
                 def n(v):
                     return "-" if v is None else str(_plain(v))
-                out.write(f"{row['email'][:40]:<40} {row['plan'] or '-':<8} {row['active_projects']:>8} "
-                          f"{n(row['ai_interactions']):>10} {n(row['ai_allowance']):>8} {n(row['ai_from_credit']):>7} "
-                          f"{n(row['minutes']):>10} {n(row['minutes_allowance']):>8} {n(row['minutes_from_credit']):>7}\n")
+
+                out.write(
+                    f"{row['email'][:40]:<40} {row['plan'] or '-':<8} {row['active_projects']:>8} "
+                    f"{n(row['ai_interactions']):>10} {n(row['ai_allowance']):>8} {n(row['ai_from_credit']):>7} "
+                    f"{n(row['minutes']):>10} {n(row['minutes_allowance']):>8} {n(row['minutes_from_credit']):>7}\n"
+                )
         if format == "json":
             out.write('\n], "totals": ' + json.dumps({k: _plain(v) for k, v in totals.items()}) + "}\n")
         else:
-            out.write(f"\n{totals['rows']} usage periods; AI interactions {_plain(totals['ai_interactions'])} "
-                      f"({_plain(totals['ai_from_credit'])} from credit); minutes {_plain(totals['minutes'])} "
-                      f"({_plain(totals['minutes_from_credit'])} from credit)\n")
+            out.write(
+                f"\n{totals['rows']} usage periods; AI interactions {_plain(totals['ai_interactions'])} "
+                f"({_plain(totals['ai_from_credit'])} from credit); minutes {_plain(totals['minutes'])} "
+                f"({_plain(totals['minutes_from_credit'])} from credit)\n"
+            )

@@ -14,7 +14,9 @@ class Command(OpsCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("customer", metavar="EMAIL|ID")
-        parser.add_argument("--to", required=True, metavar="PLAN", help="Target plan code (free, starter, growth, pro).")
+        parser.add_argument(
+            "--to", required=True, metavar="PLAN", help="Target plan code (free, starter, growth, pro)."
+        )
         parser.add_argument("--format", choices=["table", "json"], default="table")
 
     def handle(self, *args, customer, to, format, **options):

@@ -14,7 +14,9 @@ class Command(OpsCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--format", choices=["table", "json"], default="table")
-        parser.add_argument("--database", default="default", choices=list(settings.DATABASES), help="Database alias to check.")
+        parser.add_argument(
+            "--database", default="default", choices=list(settings.DATABASES), help="Database alias to check."
+        )
 
     def handle(self, *args, format, database, **options):
         statuses = trigger_health(using=database)
@@ -32,9 +34,12 @@ class Command(OpsCommand):
         else:
             for s in statuses:
                 where = f" on {s.table}" if s.table else ""
-                self.stdout.write(f"{'ok  ' if s.ok else 'FAIL'}  {s.kind} {s.name}{where}{'' if s.ok else ': ' + s.problem}")
+                self.stdout.write(
+                    f"{'ok  ' if s.ok else 'FAIL'}  {s.kind} {s.name}{where}{'' if s.ok else ': ' + s.problem}"
+                )
             self.stdout.write(
-                f"{len(statuses) - len(broken)}/{len(statuses)} healthy" + ("" if not broken else f", {len(broken)} broken")
+                f"{len(statuses) - len(broken)}/{len(statuses)} healthy"
+                + ("" if not broken else f", {len(broken)} broken")
             )
         if broken:
             raise SystemExit(EXIT_PROBLEM)

@@ -17,8 +17,12 @@ class Command(OpsCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--apply", action="store_true", help="Write the fixes (default: dry run).")
-        parser.add_argument("--customer", action="append", metavar="EMAIL|ID", help="Only this customer (repeatable).")
-        parser.add_argument("--batch-size", type=positive_int(1), default=1000, help="Customers per locked batch.")
+        parser.add_argument(
+            "--customer", action="append", metavar="EMAIL|ID", help="Only this customer (repeatable)."
+        )
+        parser.add_argument(
+            "--batch-size", type=positive_int(1), default=1000, help="Customers per locked batch."
+        )
         parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
 
     def handle(self, *args, apply, customer, batch_size, format, **options):
@@ -28,10 +32,18 @@ class Command(OpsCommand):
         started_by = "manage.py reconcile_usage" + (" --apply" if apply else "")
 
         if not apply:
+
             def emit(scan, findings):
                 summary = scan_summary(scan)
-                write_report(self.stdout, format, summary, scan.rows(), [], title="Would set (dry run; --apply to write)",
-                             extra={"mode": "dry-run"})
+                write_report(
+                    self.stdout,
+                    format,
+                    summary,
+                    scan.rows(),
+                    [],
+                    title="Would set (dry run; --apply to write)",
+                    extra={"mode": "dry-run"},
+                )
 
             usage_reconcile(customer_ids=ids, apply=False, started_by=started_by, scope=scope, emit=emit)
             return
@@ -39,7 +51,11 @@ class Command(OpsCommand):
         bar = _progress_bar(self.stderr)
         try:
             result = usage_reconcile(
-                customer_ids=ids, apply=True, batch_size=batch_size, started_by=started_by, scope=scope,
+                customer_ids=ids,
+                apply=True,
+                batch_size=batch_size,
+                started_by=started_by,
+                scope=scope,
                 progress=bar.update if bar else None,
             )
         except ReconciliationBusy as exc:
@@ -48,14 +64,32 @@ class Command(OpsCommand):
             if bar:
                 bar.close()
         rows = (
-            {"check": r.check_name, "customer_id": str(r.customer_id), "email": r.email, "target_id": r.target_id or None,
-             "tracked": r.tracked, "actual": r.actual, "difference": r.difference}
-            for r in result.run.rows.order_by(Abs("difference").desc(nulls_last=True), "id").iterator(chunk_size=2000)
+            {
+                "check": r.check_name,
+                "customer_id": str(r.customer_id),
+                "email": r.email,
+                "target_id": r.target_id or None,
+                "tracked": r.tracked,
+                "actual": r.actual,
+                "difference": r.difference,
+            }
+            for r in result.run.rows.order_by(Abs("difference").desc(nulls_last=True), "id").iterator(
+                chunk_size=2000
+            )
         )
-        write_report(self.stdout, format, result.summary, rows, [], title=f"Set (run #{result.run.pk})",
-                     extra={"mode": "apply", "run": result.run.pk})
+        write_report(
+            self.stdout,
+            format,
+            result.summary,
+            rows,
+            [],
+            title=f"Set (run #{result.run.pk})",
+            extra={"mode": "apply", "run": result.run.pk},
+        )
         if result.summary["remaining_drift"]:
-            self.stderr.write(f"{result.summary['remaining_drift']} counters drifted again while the run was going; rerun.")
+            self.stderr.write(
+                f"{result.summary['remaining_drift']} counters drifted again while the run was going; rerun."
+            )
             sys.exit(EXIT_PROBLEM)
 
 

@@ -14,7 +14,9 @@ class Command(OpsCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
-        parser.add_argument("--customer", action="append", metavar="EMAIL|ID", help="Only this customer (repeatable).")
+        parser.add_argument(
+            "--customer", action="append", metavar="EMAIL|ID", help="Only this customer (repeatable)."
+        )
         parser.add_argument("--fail-on-drift", action="store_true", help="Exit 1 when anything drifted.")
 
     def handle(self, *args, format, customer, fail_on_drift, **options):
@@ -35,4 +37,3 @@ class Command(OpsCommand):
         unhealthy = any(f.check == "trigger_health" for f in outcome["findings"])
         if fail_on_drift and (outcome["summary"]["discrepancies"] or unhealthy):
             sys.exit(EXIT_PROBLEM)
-
