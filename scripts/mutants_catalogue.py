@@ -529,7 +529,7 @@ MUTANTS = [
     # --- webhooks -----------------------------------------------------------------------------------
     Mutant(
         "same-second-event-ignored",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/effects.py",
         "event.occurred_at < subscription.last_event_at",
         "event.occurred_at <= subscription.last_event_at",
         (WEBHOOKS,),
@@ -537,7 +537,7 @@ MUTANTS = [
     ),
     Mutant(
         "signature-compared-with-eq",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/signatures.py",
         "any(hmac.compare_digest(expected, candidate) for candidate in signatures)",
         "any(expected == candidate for candidate in signatures)",
         (WEBHOOKS,),
@@ -545,7 +545,7 @@ MUTANTS = [
     ),
     Mutant(
         "future-timestamps-accepted",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/signatures.py",
         "if abs(now - int(stamp)) > tolerance:",
         "if now - int(stamp) > tolerance:",
         (WEBHOOKS,),
@@ -553,7 +553,7 @@ MUTANTS = [
     ),
     Mutant(
         "paddle-signed-text",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/signatures.py",
         '"ts", "h1", b":"',
         '"ts", "h1", b"."',
         (WEBHOOKS,),
@@ -561,7 +561,7 @@ MUTANTS = [
     ),
     Mutant(
         "redelivery-processed-again",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/inbox.py",
         "            if event.status != WebhookEvent.Status.FAILED:\n                return Ingested(event, duplicate=True)",
         "            if False:\n                return Ingested(event, duplicate=True)",
         (WEBHOOKS,),
@@ -569,7 +569,7 @@ MUTANTS = [
     ),
     Mutant(
         "tolerance-boundary",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/signatures.py",
         "if abs(now - int(stamp)) > tolerance:",
         "if abs(now - int(stamp)) >= tolerance:",
         (WEBHOOKS,),
@@ -577,7 +577,7 @@ MUTANTS = [
     ),
     Mutant(
         "stripe-unpaid-is-active",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/stripe.py",
         '"unpaid": "past_due"',
         '"unpaid": "active"',
         (WEBHOOKS,),
@@ -585,7 +585,7 @@ MUTANTS = [
     ),
     Mutant(
         "cancel-takes-event-price",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/effects.py",
         'if state.status == "canceled" and subscription:',
         "if False:",
         (WEBHOOKS,),
@@ -593,7 +593,7 @@ MUTANTS = [
     ),
     Mutant(
         "renewal-keeps-past-due",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/effects.py",
         "subscription.status = Subscription.Status.ACTIVE  # paid",
         "pass  # paid",
         (WEBHOOKS,),
@@ -601,7 +601,7 @@ MUTANTS = [
     ),
     Mutant(
         "any-invoice-renews",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/stripe.py",
         'if invoice.get("billing_reason") != "subscription_cycle":',
         "if False:",
         (WEBHOOKS,),
@@ -609,7 +609,7 @@ MUTANTS = [
     ),
     Mutant(
         "unpaid-checkout-grants",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/stripe.py",
         'if session.get("payment_status") != "paid":',
         "if False:",
         (WEBHOOKS,),
@@ -617,7 +617,7 @@ MUTANTS = [
     ),
     Mutant(
         "pack-granted-twice",
-        "billing/services/webhooks.py",
+        "billing/services/webhooks/effects.py",
         "if CreditGrant.objects.filter(external_ref=external_ref).exists():",
         "if False:",
         (WEBHOOKS,),

@@ -1,0 +1,57 @@
+"""Stripe and Paddle webhooks (SPEC §5), one module per part:
+
+- ``signatures``: the HMAC schemes (Stripe "t.body", Paddle "ts:body"), tolerance, rotation;
+- ``envelope``: the fields every delivery carries (event id, type, time);
+- ``processor``: a ``Processor`` bundles one processor's scheme, envelope and handlers;
+- ``stripe`` / ``paddle``: each processor's handlers, reading its objects into shared shapes;
+- ``effects``: what the handlers do to billing (subscriptions, renewals, packs), returning an ``Outcome``;
+- ``inbox``: verify, record once, apply, replay.
+"""
+
+from billing.services.webhooks.envelope import Envelope
+from billing.services.webhooks.inbox import (
+    PROCESSORS,
+    Ingested,
+    webhook_ingest,
+    webhook_receive,
+    webhook_replay,
+)
+from billing.services.webhooks.outcome import Outcome, WebhookFailed, WebhookRejected
+
+SIGNATURE_HEADERS = {name: p.scheme.meta_key for name, p in PROCESSORS.items()}
+
+
+def webhook_secrets(processor: str) -> list[str]:
+    return PROCESSORS[processor].secrets()
+
+
+def signature_verify(processor: str, body: bytes, header: str | None, secrets: list[str], **kwargs) -> None:
+    """Raise WebhookRejected unless the header signs the body with one of the secrets, in time."""
+    PROCESSORS[processor].verify(body, header, secrets, **kwargs)
+
+
+def signature_header(processor: str, body: bytes, secret: str, timestamp: int | None = None) -> str:
+    """The header a processor would send (for tests, the demo and the benchmark)."""
+    return PROCESSORS[processor].sign(body, secret, timestamp)
+
+
+def envelope_parse(processor: str, body: bytes) -> Envelope:
+    return PROCESSORS[processor].parse(body)
+
+
+__all__ = [
+    "PROCESSORS",
+    "SIGNATURE_HEADERS",
+    "Envelope",
+    "Ingested",
+    "Outcome",
+    "WebhookFailed",
+    "WebhookRejected",
+    "envelope_parse",
+    "signature_header",
+    "signature_verify",
+    "webhook_ingest",
+    "webhook_receive",
+    "webhook_replay",
+    "webhook_secrets",
+]

@@ -1,0 +1,215 @@
+"""Effects both processors share: subscriptions kept in step, renewals, paid overage packs.
+
+Handlers (stripe.py, paddle.py) read the processor's object into these shapes; the functions here
+write through the services and return an Outcome, or raise WebhookFailed to store the event failed.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.utils import timezone
+
+from billing.models import AuditLog, CreditGrant, Plan, Subscription, WebhookEvent
+from billing.services.audit import audit_record
+from billing.services.credits import CreditGrantError, credit_grant
+from billing.services.periods import period_renew
+from billing.services.plans import plan_change_validate
+from billing.services.webhooks.envelope import iso_time
+from billing.services.webhooks.outcome import Outcome, WebhookFailed
+from usage.models import Customer
+
+
+def customer_get(customer_id) -> Customer:
+    try:
+        return Customer.objects.get(pk=customer_id)
+    except (Customer.DoesNotExist, ValueError, TypeError):
+        raise WebhookFailed(
+            f"customer id {customer_id!r} in the event's metadata names no customer"
+        ) from None
+
+
+def plan_for_price(processor: str, price_id) -> Plan:
+    field = f"{processor}_price_id"  # Plan.stripe_price_id, Plan.paddle_price_id
+    plan = Plan.objects.filter(**{field: price_id}).first() if price_id else None
+    if plan is None:
+        raise WebhookFailed(
+            f"{processor} price {price_id!r} maps to no plan (set it on the plan in the admin)"
+        )
+    return plan
+
+
+def timestamp(value) -> datetime:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC)
+    parsed = iso_time(value)
+    if parsed is None:
+        raise WebhookFailed(f"timestamp {value!r} is not a time")
+    return parsed
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    external_id: str
+    external_customer: str | None
+    customer_id: str | None
+    price_id: str | None
+    status: str
+    period_start: datetime
+    period_end: datetime
+
+
+def subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str) -> Outcome:
+    """Create or update the subscription from the processor's state, never from an older event."""
+    subscription = (
+        Subscription.objects.select_for_update(of=("self",))
+        .select_related("plan", "customer")
+        .filter(processor=event.processor, external_subscription_id=state.external_id)
+        .first()
+    )
+    if (
+        subscription
+        and subscription.last_event_at
+        and event.occurred_at
+        and event.occurred_at < subscription.last_event_at
+    ):
+        return Outcome.ignored(
+            f"older than the last applied event ({subscription.last_event_at.isoformat()}): subscription unchanged",
+            subscription.customer_id,
+        )
+    if state.status == "canceled" and subscription:
+        plan = subscription.plan  # a cancellation keeps the plan it ends
+    else:
+        plan = plan_for_price(event.processor, state.price_id)
+    if state.period_end <= state.period_start:
+        raise WebhookFailed("the subscription's period is empty")
+    if subscription is None:
+        customer = customer_get(state.customer_id)
+        before = None
+        for old in (
+            Subscription.objects.select_for_update().filter(customer=customer).exclude(status="canceled")
+        ):
+            was = old.status
+            old.status = Subscription.Status.CANCELED
+            old.save(update_fields=["status", "updated_at"])
+            audit_record(
+                actor=actor,
+                action=AuditLog.Action.WEBHOOK_EFFECT,
+                target_type="subscription",
+                target_id=old.pk,
+                customer_id=customer.pk,
+                before={"status": was, "plan": old.plan.code},
+                after={"status": "canceled"},
+                reason=f"replaced by {event.processor} subscription {state.external_id}",
+            )
+        subscription = Subscription(
+            customer=customer, processor=event.processor, external_subscription_id=state.external_id
+        )
+    else:
+        customer = subscription.customer
+        before = _subscription_snapshot(subscription)
+    warning = ""
+    if before is not None and plan != subscription.plan and plan.price < subscription.plan.price:
+        validation = plan_change_validate(customer=customer, target=plan)
+        if not validation.allowed:
+            warning = " Warning: " + " ".join(validation.blocks)
+    subscription.plan = plan
+    subscription.status = state.status
+    subscription.external_customer_id = state.external_customer
+    subscription.current_period_start = state.period_start
+    subscription.current_period_end = state.period_end
+    subscription.last_event_at = event.occurred_at or timezone.now()
+    subscription.save()
+    after = _subscription_snapshot(subscription)
+    if before == after:
+        return Outcome.processed("no change", customer.pk)
+    audit_record(
+        actor=actor,
+        action=AuditLog.Action.WEBHOOK_EFFECT,
+        target_type="subscription",
+        target_id=subscription.pk,
+        customer_id=customer.pk,
+        before=before,
+        after=after,
+        reason=f"{event.event_type} {event.event_id}",
+    )
+    rolled = ""
+    if state.status != "canceled" and period_renew(
+        customer_id=customer.pk, start=state.period_start, end=state.period_end, actor=actor
+    ):
+        rolled = " Opened the usage period from the processor's period."
+    change = "created" if before is None else "updated"
+    return Outcome.processed(
+        f"subscription {state.external_id} {change}: {plan.code}, {state.status}.{rolled}{warning}",
+        customer.pk,
+    )
+
+
+def _subscription_snapshot(s: Subscription) -> dict:
+    return {
+        "plan": s.plan.code,
+        "status": s.status,
+        "period_start": s.current_period_start.isoformat(),
+        "period_end": s.current_period_end.isoformat(),
+    }
+
+
+def renewal_apply(event: WebhookEvent, external_id, start, end, actor: str) -> Outcome:
+    subscription = (
+        Subscription.objects.select_for_update()
+        .filter(processor=event.processor, external_subscription_id=external_id)
+        .first()
+    )
+    if subscription is None:
+        raise WebhookFailed(f"renewal of unknown {event.processor} subscription {external_id!r}")
+    if end <= start:
+        raise WebhookFailed("the renewal's period is empty")
+    before = _subscription_snapshot(subscription)
+    if start > subscription.current_period_start:
+        subscription.current_period_start, subscription.current_period_end = start, end
+        if subscription.status == Subscription.Status.PAST_DUE:
+            subscription.status = Subscription.Status.ACTIVE  # paid
+        subscription.save()
+    opened = period_renew(customer_id=subscription.customer_id, start=start, end=end, actor=actor)
+    after = _subscription_snapshot(subscription)
+    if not opened and before == after:
+        return Outcome.processed(
+            "renewal already applied: usage period unchanged",
+            subscription.customer_id,
+        )
+    audit_record(
+        actor=actor,
+        action=AuditLog.Action.WEBHOOK_EFFECT,
+        target_type="subscription",
+        target_id=subscription.pk,
+        customer_id=subscription.customer_id,
+        before=before,
+        after=after,
+        reason=f"renewal paid ({event.event_id})",
+    )
+    what = "opened the usage period" if opened else "usage period already open"
+    return Outcome.processed(
+        f"renewal [{start.isoformat()}, {end.isoformat()}): {what}",
+        subscription.customer_id,
+    )
+
+
+def credit_purchase(event: WebhookEvent, meta: dict, external_ref: str, actor: str) -> Outcome:
+    customer = customer_get(meta.get("customer_id"))
+    if CreditGrant.objects.filter(external_ref=external_ref).exists():
+        return Outcome.processed(f"credit for {external_ref} already granted", customer.pk)
+    try:
+        grant = credit_grant(
+            customer=customer,
+            metric=meta.get("metric"),
+            quantity=meta.get("quantity"),
+            source=CreditGrant.Source.PURCHASE,
+            actor=actor,
+            reason=f"overage pack paid ({event.event_id})",
+            external_ref=external_ref,
+        )
+    except CreditGrantError as exc:
+        raise WebhookFailed(f"overage pack metadata: {exc}") from None
+    return Outcome.processed(
+        f"granted {grant.granted.normalize():f} {grant.metric} credit",
+        customer.pk,
+    )

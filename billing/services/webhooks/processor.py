@@ -1,0 +1,44 @@
+"""A processor, as the inbox sees it: its signature scheme, its envelope, its handlers."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from billing.models import WebhookEvent
+from billing.services.webhooks.envelope import Envelope, EnvelopeShape, envelope_read
+from billing.services.webhooks.outcome import Outcome, WebhookFailed
+from billing.services.webhooks.signatures import SignatureScheme, signature_header, signature_verify
+
+Handler = Callable[[WebhookEvent, str], Outcome]  # (event, actor) -> outcome
+
+
+@dataclass(frozen=True)
+class Processor:
+    name: str
+    secret_setting: str  # comma-separated secrets (rotation) in this setting
+    scheme: SignatureScheme
+    envelope: EnvelopeShape
+    metadata_key: str  # where our customer id travels: metadata / custom_data
+    handlers: dict[str, Handler]
+    object_in_data: bool  # Stripe nests the object in data.object, Paddle's data is the object
+
+    def secrets(self) -> list[str]:
+        raw = getattr(settings, self.secret_setting)
+        return [s.strip() for s in (raw or "").split(",") if s.strip()]
+
+    def verify(self, body: bytes, header: str | None, secrets: list[str], **kwargs) -> None:
+        signature_verify(self.scheme, body, header, secrets, **kwargs)
+
+    def sign(self, body: bytes, secret: str, timestamp: int | None = None) -> str:
+        return signature_header(self.scheme, body, secret, timestamp)
+
+    def parse(self, body: bytes) -> Envelope:
+        return envelope_read(self.name, self.envelope, body)
+
+    def object(self, event: WebhookEvent) -> dict:
+        data = event.payload["data"]
+        obj = data.get("object") if self.object_in_data else data
+        if not isinstance(obj, dict):
+            raise WebhookFailed("event data has no object")
+        return obj
