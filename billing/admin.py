@@ -135,8 +135,12 @@ class CustomerAdmin(BigTableAdmin):
     @admin.action(description="Discrepancy report for the selected customers", permissions=["view"])
     def discrepancy_report_action(self, request, queryset):
         customers = list(queryset.order_by("email"))
+        # Only a role that may fix counters records its reports as runs; Finance's are read-only (SPEC §7).
         result = discrepancy_report(
-            customer_ids=[c.pk for c in customers], started_by=_actor(request), scope=_scope(customers)
+            customer_ids=[c.pk for c in customers],
+            started_by=_actor(request),
+            scope=_scope(customers),
+            record=self.has_reconcile_permission(request),
         )
         return TemplateResponse(
             request,

@@ -314,7 +314,7 @@ def customer_resolve(ref: str) -> Customer:
 
 @dataclass
 class ReportResult:
-    run: ReconciliationRun
+    run: ReconciliationRun | None  # None: a read-only role's report, not recorded
     summary: dict
     findings: list
     rows: list  # only materialised for small scopes; commands stream instead
@@ -326,21 +326,27 @@ def discrepancy_report(
     started_by: str,
     scope: str = "all customers",
     emit: Callable[[Scan, list], None] | None = None,
+    record: bool = True,
 ) -> ReportResult:
-    """Report every drifted counter and every finding; record the run and its rows.
+    """Report every drifted counter and every finding; record the run and its rows (``record``).
+
+    ``record=False`` is for read-only roles (Finance, SPEC §7): the same report, nothing written.
 
     ``emit(scan, findings)`` is called inside the transaction, while the rows can be streamed; without
     it the rows are returned as a list (for the admin's small selections).
     """
     with transaction.atomic():
-        run = ReconciliationRun.objects.create(
-            started_by=started_by, mode=ReconciliationRun.Mode.REPORT, scope=scope
-        )
+        run = None
+        if record:
+            run = ReconciliationRun.objects.create(
+                started_by=started_by, mode=ReconciliationRun.Mode.REPORT, scope=scope
+            )
         scan = drift_scan(customer_ids)
         found = findings(customer_ids)
         summary = scan_summary(scan)
-        _record_rows(run, fixed=False)
-        _finish(run, scan, summary, fixed=0)
+        if run is not None:
+            _record_rows(run, fixed=False)
+            _finish(run, scan, summary, fixed=0)
         rows = []
         if emit:
             emit(scan, found)
