@@ -147,6 +147,21 @@ class TestActiveProjects:
         assert not Project.objects.exists()
         assert_invariants()
 
+    @pytest.mark.django_db(transaction=True)  # the foreign keys are checked at the commit
+    def test_customer_with_events_deleted_in_raw_sql_takes_every_row_with_it(self):
+        # 0002 makes every usage foreign key cascade; 0006 re-created usage_events' without it, so
+        # the product's raw DELETE of a customer who had used anything failed at the commit.
+        gone, kept = CustomerFactory.create_batch(2)
+        for c in (gone, kept):
+            ProjectFactory(customer=c)
+            UsageEventFactory(customer=c)
+            PresetUsageFactory(preset=PresetFactory(customer=c))
+        sql("DELETE FROM customers WHERE id = %s", [gone.pk])
+        assert set(UsageEvent.objects.values_list("customer_id", flat=True)) == {kept.pk}
+        assert set(UsageTracking.objects.values_list("customer_id", flat=True)) == {kept.pk}
+        assert set(PresetUsage.objects.values_list("customer_id", flat=True)) == {kept.pk}
+        assert_invariants()
+
     @pytest.mark.django_db(transaction=True)  # TRUNCATE refuses pending deferred FK checks
     def test_truncate_is_maintained(self):
         customers = CustomerFactory.create_batch(2)
