@@ -9,7 +9,7 @@ import usage.models
 import uuid
 from django.db import migrations, models
 
-SQL = Path(__file__).resolve().parent.parent / "sql"
+SQL = Path(__file__).resolve().parent / "sql"  # frozen, never edited (SPEC §13; CONTRIBUTING.md)
 
 
 class Migration(migrations.Migration):
