@@ -10,6 +10,7 @@ class BillingConfig(AppConfig):
 
         from django.conf import settings
 
+        from billing import signals  # noqa: F401  (installs billing's SQL functions after migrate)
         from billing.services import audit, credits, findings  # noqa: F401  (audit connects its receivers)
         from usage.selectors import SQL_DIRS
         from usage.services.integrity import finding_provider_register

@@ -5,8 +5,9 @@ exactly once: tests/test_mutants_catalogue.py checks it on every `make test`, so
 silently rot when code moves), its replacement, the tests to run first (a fast subset; survivors then
 face the whole suite) and what the bug would break, in a line.
 
-SQL in usage/sql and billing/sql reaches the test database through the migrations that read those
-files; a mutant of a trigger declaration (usage/triggers.py, billing/triggers.py) is followed by
+SQL functions in usage/sql and billing/sql reach the test database through migrate, which installs
+their current definitions (usage/sql_functions.py); the frozen SQL in migrations/sql through the
+migrations that read it; a mutant of a trigger declaration (usage/triggers.py, billing/triggers.py) is followed by
 `makemigrations`, as a developer would, so the database gets it; the runner checks that every mutant
 of a database-facing file really changed the database's functions, triggers, constraints or roles.
 """
@@ -36,15 +37,13 @@ ROLES = "tests/billing/test_roles.py"
 ADMIN = "tests/usage/test_admin.py"
 ADMIN_INTEGRITY = "tests/billing/test_admin_integrity.py"
 
-COUNTERS_SQL = "usage/sql/0001_counters.sql"
-BILLING_SQL = "billing/sql/0005_billing.sql"
 INTEGRITY_PY = "usage/services/integrity.py"
 
 MUTANTS = [
     # --- usage/sql: the counter functions ---------------------------------------------------------------
     Mutant(
         "period-at-boundary",
-        COUNTERS_SQL,
+        "usage/sql/usage_period_at.sql",
         "IF prev_end > p_at THEN",
         "IF prev_end >= p_at THEN",
         (TRIGGERS,),
@@ -52,7 +51,7 @@ MUTANTS = [
     ),
     Mutant(
         "tracking-add-lock-order",
-        COUNTERS_SQL,
+        "usage/sql/usage_tracking_add.sql",
         "ORDER BY t.customer_id, t.period_start\n        FOR UPDATE OF t;",
         "ORDER BY t.customer_id DESC, t.period_start DESC\n        FOR UPDATE OF t;",
         (CONCURRENCY,),
@@ -60,7 +59,7 @@ MUTANTS = [
     ),
     Mutant(
         "tracking-add-active-lock-order",
-        COUNTERS_SQL,
+        "usage/sql/usage_tracking_add_active.sql",
         "ORDER BY t.customer_id\n        FOR UPDATE;",
         "ORDER BY t.customer_id DESC\n        FOR UPDATE;",
         (CONCURRENCY,),
@@ -68,7 +67,7 @@ MUTANTS = [
     ),
     Mutant(
         "tracking-add-no-explicit-lock",
-        COUNTERS_SQL,
+        "usage/sql/usage_tracking_add.sql",
         "        PERFORM 1\n        FROM usage_tracking t\n"
         "        JOIN unnest(p_customer, p_period_start) AS d(customer_id, period_start)\n"
         "          ON t.customer_id = d.customer_id AND t.period_start = d.period_start\n"
@@ -79,7 +78,7 @@ MUTANTS = [
     ),
     Mutant(
         "tracking-add-one-row-sign",
-        COUNTERS_SQL,
+        "usage/sql/usage_tracking_add.sql",
         "ai_interactions_count = t.ai_interactions_count + coalesce(p_ai[1], 0),",
         "ai_interactions_count = t.ai_interactions_count - coalesce(p_ai[1], 0),",
         (TRIGGERS, STATEFUL),
@@ -87,7 +86,7 @@ MUTANTS = [
     ),
     Mutant(
         "new-row-counts-archived",
-        COUNTERS_SQL,
+        "usage/sql/usage_tracking_add.sql",
         "WHERE p.customer_id = d.customer_id AND p.status = 'active')",
         "WHERE p.customer_id = d.customer_id)",
         (TRIGGERS,),
@@ -95,7 +94,7 @@ MUTANTS = [
     ),
     Mutant(
         "new-row-minutes-metric",
-        COUNTERS_SQL,
+        "usage/sql/usage_tracking_add.sql",
         "e.metric = 'minutes'\n                           AND e.occurred_at >= d.period_start",
         "e.metric = 'ai_interaction'\n                           AND e.occurred_at >= d.period_start",
         (TRIGGERS, STATEFUL),
@@ -103,7 +102,7 @@ MUTANTS = [
     ),
     Mutant(
         "lost-delta-not-raised",
-        COUNTERS_SQL,
+        "usage/sql/usage_tracking_add.sql",
         "IF updated <> expected THEN",
         "IF false THEN",
         (CONCURRENCY,),
@@ -111,7 +110,7 @@ MUTANTS = [
     ),
     Mutant(
         "preset-last-used-backwards",
-        COUNTERS_SQL,
+        "usage/sql/usage_presets_add.sql",
         "last_used_at = greatest(p.last_used_at, p_last_used[1])",
         "last_used_at = p_last_used[1]",
         (TRIGGERS, STATEFUL),
@@ -119,7 +118,7 @@ MUTANTS = [
     ),
     Mutant(
         "preset-no-recount-on-delete",
-        COUNTERS_SQL,
+        "usage/sql/usage_presets_add.sql",
         "WHEN d.recount THEN (SELECT max(u.used_at)",
         "WHEN false THEN (SELECT max(u.used_at)",
         (TRIGGERS,),
@@ -127,7 +126,7 @@ MUTANTS = [
     ),
     Mutant(
         "preset-recount-before-lock",
-        COUNTERS_SQL,
+        "usage/sql/usage_presets_add.sql",
         "PERFORM 1 FROM presets p WHERE p.id = ANY (p_preset) ORDER BY p.id FOR UPDATE;",
         "PERFORM 1;",
         (CONCURRENCY,),
@@ -135,7 +134,7 @@ MUTANTS = [
     ),
     Mutant(
         "preset-count-sign",
-        COUNTERS_SQL,
+        "usage/sql/usage_presets_add.sql",
         "SET usage_count = p.usage_count + d.delta,",
         "SET usage_count = p.usage_count - d.delta,",
         (TRIGGERS,),
@@ -143,7 +142,7 @@ MUTANTS = [
     ),
     Mutant(
         "usage-cascade-dropped",
-        "usage/sql/0002_cascade.sql",
+        "usage/migrations/sql/0002_cascade.sql",
         "'ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED',",
         "'ON DELETE NO ACTION DEFERRABLE INITIALLY DEFERRED',",
         (TRIGGERS,),
@@ -151,7 +150,7 @@ MUTANTS = [
     ),
     Mutant(
         "rollover-gauge-not-carried",
-        "usage/sql/0005_periods.sql",
+        "usage/sql/usage_tracking_open.sql",
         "(SELECT count(*) FROM projects p WHERE p.customer_id = p_customer AND p.status = 'active'),",
         "0,",
         (CONSUME,),
@@ -160,7 +159,7 @@ MUTANTS = [
     # --- billing/sql: credit ledger, rollover, consume ----------------------------------------------------
     Mutant(
         "grant-draw-sign",
-        BILLING_SQL,
+        "billing/sql/billing_credit_grants_add.sql",
         "SET remaining = g.remaining - p_drawn[1] WHERE g.id = p_grant[1];",
         "SET remaining = g.remaining + p_drawn[1] WHERE g.id = p_grant[1];",
         (CONSUME,),
@@ -168,7 +167,7 @@ MUTANTS = [
     ),
     Mutant(
         "grant-bulk-draw-sign",
-        BILLING_SQL,
+        "billing/sql/billing_credit_grants_add.sql",
         "UPDATE credit_grants g SET remaining = g.remaining - d.drawn",
         "UPDATE credit_grants g SET remaining = g.remaining + d.drawn",
         (CONSUME,),
@@ -176,7 +175,7 @@ MUTANTS = [
     ),
     Mutant(
         "renewal-not-idempotent",
-        BILLING_SQL,
+        "billing/sql/billing_period_roll.sql",
         "IF p_start < cur_end THEN\n            RETURN false;",
         "IF p_start < cur_start THEN\n            RETURN false;",
         (WEBHOOKS,),
@@ -184,7 +183,7 @@ MUTANTS = [
     ),
     Mutant(
         "no-lazy-rollover",
-        BILLING_SQL,
+        "billing/sql/billing_period_lock.sql",
         "IF EXISTS (SELECT 1 FROM customers c WHERE c.id = p_customer AND c.current_period_end <= now()) THEN",
         "IF false AND EXISTS (SELECT 1 FROM customers c WHERE c.id = p_customer AND c.current_period_end <= now()) THEN",
         (CONSUME,),
@@ -192,7 +191,7 @@ MUTANTS = [
     ),
     Mutant(
         "period-row-not-locked",
-        BILLING_SQL,
+        "billing/sql/billing_period_lock.sql",
         "WHERE t.customer_id = p_customer AND t.period_start <= now() AND t.period_end > now()\n    FOR UPDATE;\n    IF FOUND THEN",
         "WHERE t.customer_id = p_customer AND t.period_start <= now() AND t.period_end > now();\n    IF FOUND THEN",
         (CONSUME,),
@@ -200,7 +199,7 @@ MUTANTS = [
     ),
     Mutant(
         "rollover-ignores-processor-period",
-        BILLING_SQL,
+        "billing/sql/billing_period_roll.sql",
         "AND s.current_period_start <= p_now AND s.current_period_end > p_now",
         "AND false",
         (CONSUME, WEBHOOKS),
@@ -208,7 +207,7 @@ MUTANTS = [
     ),
     Mutant(
         "allowed-strict",
-        BILLING_SQL,
+        "billing/sql/billing_consume.sql",
         "allowed := v_used + v_amount <= effective_limit;",
         "allowed := v_used + v_amount < effective_limit;",
         (CONSUME,),
@@ -216,7 +215,7 @@ MUTANTS = [
     ),
     Mutant(
         "limit-forgets-drawn-credit",
-        BILLING_SQL,
+        "billing/sql/billing_consume.sql",
         "effective_limit := v_allowance + greatest(v_used - v_allowance, 0) + v_credits;",
         "effective_limit := v_allowance + v_credits;",
         (CONSUME,),
@@ -224,7 +223,7 @@ MUTANTS = [
     ),
     Mutant(
         "draw-latest-expiry-first",
-        BILLING_SQL,
+        "billing/sql/billing_consume.sql",
         "ORDER BY cg.expires_at NULLS LAST, cg.created_at, cg.id",
         "ORDER BY cg.expires_at DESC NULLS LAST, cg.created_at, cg.id",
         (CONSUME,),
@@ -232,7 +231,7 @@ MUTANTS = [
     ),
     Mutant(
         "draw-newest-first",
-        BILLING_SQL,
+        "billing/sql/billing_consume.sql",
         "ORDER BY cg.expires_at NULLS LAST, cg.created_at, cg.id",
         "ORDER BY cg.expires_at NULLS LAST, cg.created_at DESC, cg.id",
         (CONSUME,),
@@ -240,7 +239,7 @@ MUTANTS = [
     ),
     Mutant(
         "credits-of-this-period-only",
-        BILLING_SQL,
+        "billing/sql/billing_consume.sql",
         "FROM credit_grants cg WHERE cg.customer_id = v_customer AND cg.metric = v_metric;",
         "FROM credit_grants cg WHERE cg.customer_id = v_customer AND cg.metric = v_metric "
         "AND cg.created_at >= row_.period_start;",
@@ -249,7 +248,7 @@ MUTANTS = [
     ),
     Mutant(
         "expired-credit-counts",
-        BILLING_SQL,
+        "billing/sql/billing_consume.sql",
         "FILTER (WHERE cg.remaining > 0 AND (cg.expires_at IS NULL OR cg.expires_at > now())), 0),",
         "FILTER (WHERE cg.remaining > 0), 0),",
         (CONSUME,),
@@ -257,7 +256,7 @@ MUTANTS = [
     ),
     Mutant(
         "overdraw-when-already-over",
-        BILLING_SQL,
+        "billing/sql/billing_consume.sql",
         "ELSE greatest(v_used + v_amount - greatest(v_allowance, v_used), 0) END;",
         "ELSE greatest(v_used + v_amount - v_allowance, 0) END;",
         (CONSUME,),
@@ -265,7 +264,7 @@ MUTANTS = [
     ),
     Mutant(
         "retry-with-other-amount",
-        BILLING_SQL,
+        "billing/sql/billing_consume.sql",
         "IF prior.metric <> v_metric OR prior.amount <> v_amount THEN",
         "IF prior.metric <> v_metric THEN",
         (CONSUME,),
@@ -273,7 +272,7 @@ MUTANTS = [
     ),
     Mutant(
         "denial-suggests-dearest-plan",
-        BILLING_SQL,
+        "billing/sql/billing_consume.sql",
         "ORDER BY p.price, p.id LIMIT 1;",
         "ORDER BY p.price DESC, p.id LIMIT 1;",
         (CONSUME,),
@@ -281,7 +280,7 @@ MUTANTS = [
     ),
     Mutant(
         "sql-amount-precision-unchecked",
-        BILLING_SQL,
+        "billing/sql/billing_consume.sql",
         "IF v_amount <> round(v_amount, 3) OR v_amount >= 1e15 THEN",
         "IF v_amount >= 1e15 THEN",
         (CONSUME,),
@@ -289,7 +288,7 @@ MUTANTS = [
     ),
     Mutant(
         "billing-cascade-dropped",
-        "billing/sql/0007_cascade.sql",
+        "billing/migrations/sql/0007_cascade.sql",
         "'ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED',",
         "'ON DELETE NO ACTION DEFERRABLE INITIALLY DEFERRED',",
         (CONSUME,),

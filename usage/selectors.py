@@ -8,14 +8,12 @@ import pgtrigger
 from django.db import connections
 from pgtrigger.core import OUTDATED, UNINSTALLED
 
+from usage.sql_functions import sql_functions
+
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Folders of reviewable SQL whose functions check_triggers compares with the database; other apps
 # (billing) add theirs at start-up, so usage never imports them.
 SQL_DIRS: list[Path] = [SQL_DIR]
-
-_FUNCTION_RE = re.compile(
-    r"CREATE OR REPLACE FUNCTION\s+(?P<name>\w+)\s*\(.*?\bAS \$\$(?P<body>.*?)\$\$", re.S | re.I
-)
 
 
 @dataclass(frozen=True)
@@ -31,14 +29,8 @@ class TriggerStatus:
 
 
 def expected_sql_functions() -> dict[str, str]:
-    """Name -> body of every helper function in the SQL folders, the latest file's definition winning."""
-    functions: dict[str, str] = {}
-    for path in sorted(
-        (p for folder in SQL_DIRS for p in folder.glob("*.sql")), key=lambda p: (p.name, str(p))
-    ):
-        for match in _FUNCTION_RE.finditer(path.read_text()):
-            functions[match["name"]] = match["body"]
-    return functions
+    """Name -> body of every function defined in the SQL folders (their current definitions)."""
+    return {function.name: function.body for folder in SQL_DIRS for function in sql_functions(folder)}
 
 
 def _expected_trigger_body(model, trigger) -> str:
@@ -78,7 +70,7 @@ def trigger_health(using: str = "default") -> list[TriggerStatus]:
         if name not in installed_functions:
             problem = "missing"
         elif installed_functions[name] != body:
-            problem = "differs from the SQL in the code (run migrate, or re-apply the latest .sql file)"
+            problem = "differs from the SQL in the code (run migrate: it installs the current definitions)"
         else:
             problem = ""
         statuses.append(TriggerStatus("function", name, "", problem))

@@ -1,17 +1,18 @@
 """The Django half of the counter sync. Handlers never count (SPEC §4, I5): the triggers did.
 
 After a write they refresh what Django holds (the counters of a preset instance attached to the use
-just written), and after ``migrate`` they warn when an expected trigger or function is missing.
+just written), and after ``migrate`` they install the current definitions of usage's SQL functions.
 """
 
 import logging
+from pathlib import Path
 
 from django.db import connections
 from django.db.models.signals import post_delete, post_migrate, post_save
 from django.dispatch import Signal, receiver
 
 from usage.models import Preset, PresetUsage
-from usage.selectors import trigger_health
+from usage.sql_functions import fully_migrated, sql_functions_install
 
 logger = logging.getLogger("usage")
 
@@ -23,18 +24,17 @@ def refresh_preset_counters(sender, instance, **kwargs):
         preset.refresh_from_db(fields=list(Preset.counter_fields))
 
 
-@receiver(post_migrate, dispatch_uid="usage.warn_missing_triggers")
-def warn_missing_triggers(sender, using="default", **kwargs):
-    if sender.name != "usage" or connections[using].vendor != "postgresql":
+SQL_FOLDER = Path(__file__).resolve().parent / "sql"
+
+
+@receiver(post_migrate, dispatch_uid="usage.install_sql_functions")
+def install_sql_functions(sender, using="default", plan=None, **kwargs):
+    """After ``migrate`` (not ``flush``, which passes no plan), on a fully migrated database."""
+    if sender.name != "usage" or plan is None or connections[using].vendor != "postgresql":
         return
-    for status in trigger_health(using=using):
-        if not status.ok:
-            logger.warning(
-                "counter %s %s: %s; counters will drift until it is fixed",
-                status.kind,
-                status.name,
-                status.problem,
-            )
+    if fully_migrated(using):
+        for name in sql_functions_install(SQL_FOLDER, using=using):
+            logger.info("installed the current definition of SQL function %s", name)
 
 
 # Sent inside the transaction that set counters to their recomputed truth, with the changed rows

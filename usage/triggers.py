@@ -1,7 +1,7 @@
 """Trigger declarations for the counters (SPEC §4), used in the models' ``Meta.triggers``.
 
 Every counter trigger is statement-level with a transition table: the statement's rows are grouped
-into one delta per counter row and handed to the functions of ``usage/sql/0002_counters.sql``. A
+into one delta per counter row and handed to the functions in ``usage/sql/`` (one file each). A
 100,000-row INSERT therefore costs one aggregate and one locked update per customer, not 100,000
 upserts. Function names follow ``pgtrigger_<name>_<hash>``; ``manage.py check_triggers`` checks them.
 """

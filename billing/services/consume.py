@@ -1,6 +1,6 @@
 """Consumption against plan limits (SPEC §5): a thin caller of the SQL function billing_consume.
 
-The whole check-and-consume is one locked step in the database (billing/sql/0005_billing.sql), so
+The whole check-and-consume is one locked step in the database (billing/sql/billing_consume.sql), so
 another service can call it over SQL and get the same answer; this module gives Python callers a
 typed result and turns the function's argument errors into ConsumeError.
 """

@@ -88,8 +88,8 @@ def test_each_kind_of_damage_exits_1_and_names_it(break_it, restore, expected):
 def _reapply_function(name):
     from usage.selectors import SQL_DIR
 
-    # The migration's own SQL file, as a fresh install would apply it.
-    sql((SQL_DIR / "0001_counters.sql").read_text())
+    # Its current definition, as migrate installs it.
+    sql((SQL_DIR / f"{name}.sql").read_text())
 
 
 def test_bad_arguments_exit_2():

@@ -1,0 +1,80 @@
+"""SQL functions defined once and installed by every ``migrate`` (SPEC §13; CONTRIBUTING.md).
+
+``<app>/sql/<name>.sql`` holds the current definition of one function (``CREATE OR REPLACE FUNCTION
+<name>``). After every ``migrate`` that leaves the database fully migrated, each app's post_migrate
+handler calls :func:`sql_functions_install` with its folder: a function whose body, or whose file,
+differs from what the database holds is replaced; the others are left alone, so a second migrate
+does nothing. Migrations never read these folders (they read their own frozen copies in
+``migrations/sql/``), so a definition is edited in place and reaches every database, whatever
+commit it was migrated at.
+
+The file's fingerprint is stored as the function's comment: a change outside the body (volatility,
+return type) is seen too. A changed argument list is a new function to PostgreSQL: drop the old
+signature in a migration.
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.db import connections, transaction
+from django.db.migrations.executor import MigrationExecutor
+
+_DEFINITION_RE = re.compile(
+    r"CREATE OR REPLACE FUNCTION\s+(?P<name>\w+)\s*\(.*?\bAS \$\$(?P<body>.*?)\$\$", re.S | re.I
+)
+
+
+@dataclass(frozen=True)
+class SqlFunction:
+    name: str
+    text: str  # the whole file: comment and CREATE OR REPLACE FUNCTION statement
+    body: str  # between the $$ quotes, as pg_proc.prosrc holds it
+
+    @property
+    def fingerprint(self) -> str:
+        return "billing-ops sql sha256:" + hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def sql_functions(folder: Path) -> list[SqlFunction]:
+    """The definitions in ``folder``, one per ``<name>.sql`` file, by name."""
+    functions = []
+    for path in sorted(folder.glob("*.sql")):
+        text = path.read_text()
+        matches = list(_DEFINITION_RE.finditer(text))
+        if len(matches) != 1 or matches[0]["name"] != path.stem:
+            raise ValueError(f"{path} must define exactly one function, named {path.stem}")
+        functions.append(SqlFunction(path.stem, text, matches[0]["body"]))
+    return functions
+
+
+def fully_migrated(using: str = "default") -> bool:
+    """No migration left to apply: the tables every definition refers to are there."""
+    executor = MigrationExecutor(connections[using])
+    return not executor.migration_plan(executor.loader.graph.leaf_nodes())
+
+
+def sql_functions_install(folder: Path, *, using: str = "default") -> list[str]:
+    """Install every definition of ``folder`` that differs from the database; the names installed."""
+    installed = []
+    connection = connections[using]
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        for function in sql_functions(folder):
+            cursor.execute(
+                "SELECT p.prosrc, obj_description(p.oid, 'pg_proc') FROM pg_proc p "
+                "WHERE p.proname = %s AND p.pronamespace = current_schema()::regnamespace",
+                [function.name],
+            )
+            if (function.body, function.fingerprint) in cursor.fetchall():
+                continue
+            cursor.execute(function.text)
+            cursor.execute(
+                "SELECT p.oid::regprocedure::text FROM pg_proc p "
+                "WHERE p.proname = %s AND p.prosrc = %s AND p.pronamespace = current_schema()::regnamespace",
+                [function.name, function.body],
+            )
+            (signature,) = cursor.fetchone()
+            cursor.execute(f"COMMENT ON FUNCTION {signature} IS '{function.fingerprint}'")  # hex: no quoting
+            installed.append(function.name)
+    return installed
