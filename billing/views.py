@@ -6,15 +6,28 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from billing.services.webhooks import SIGNATURE_HEADERS, WebhookRejected, webhook_receive
+from billing.services.webhooks import MAX_BODY_BYTES, SIGNATURE_HEADERS, WebhookRejected, webhook_receive
 
 log = logging.getLogger("billing.webhooks")
+
+
+def _content_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
 
 
 def _endpoint(processor: str):
     @csrf_exempt
     @require_POST
     def receive(request):
+        # Before reading the body: a declared size beyond the bound is refused unread.
+        if _content_length(request) > MAX_BODY_BYTES:
+            log.warning(
+                "rejected %s webhook from %s: body too large", processor, request.META.get("REMOTE_ADDR")
+            )
+            return JsonResponse({"error": f"body larger than {MAX_BODY_BYTES:,} bytes"}, status=413)
         try:
             ingested = webhook_receive(
                 processor, request.body, request.META.get(SIGNATURE_HEADERS[processor])

@@ -8,7 +8,7 @@
 - ``inbox``: verify, record once, apply, replay.
 """
 
-from billing.services.webhooks.envelope import Envelope
+from billing.services.webhooks.envelope import MAX_BODY_BYTES, Envelope
 from billing.services.webhooks.inbox import (
     PROCESSORS,
     Ingested,
@@ -40,6 +40,7 @@ def envelope_parse(processor: str, body: bytes) -> Envelope:
 
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "PROCESSORS",
     "SIGNATURE_HEADERS",
     "Envelope",

@@ -5,27 +5,40 @@ write through the services and return an Outcome, or raise WebhookFailed to stor
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from uuid import UUID
 
 from django.utils import timezone
 
 from billing.models import AuditLog, CreditGrant, Plan, Subscription, WebhookEvent
 from billing.services.audit import audit_record
-from billing.services.credits import CreditGrantError, credit_grant
+from billing.services.credits import BAD_QUANTITY, CreditGrantError, credit_grant
 from billing.services.periods import period_renew
 from billing.services.plans import plan_change_validate
-from billing.services.webhooks.envelope import iso_time
+from billing.services.webhooks.fields import Fields
 from billing.services.webhooks.outcome import Outcome, WebhookFailed
 from usage.models import Customer
 
+MAX_PACK_QUANTITY = 10**12  # a pack is far smaller; the column holds 10**15
+
 
 def customer_get(customer_id) -> Customer:
+    """Our customer named in the event's metadata (a UUID string, as we put it there)."""
     try:
-        return Customer.objects.get(pk=customer_id)
-    except (Customer.DoesNotExist, ValueError, TypeError):
-        raise WebhookFailed(
-            f"customer id {customer_id!r} in the event's metadata names no customer"
-        ) from None
+        pk = UUID(customer_id) if isinstance(customer_id, str) and len(customer_id) <= 36 else None
+    except ValueError:
+        pk = None
+    if pk is None:
+        shown = (
+            repr(customer_id)[:60]
+            if isinstance(customer_id, str)
+            else f"of type {type(customer_id).__name__}"
+        )
+        raise WebhookFailed(f"customer id {shown} in the event's metadata is not a customer id (a UUID)")
+    customer = Customer.objects.filter(pk=pk).first()
+    if customer is None:
+        raise WebhookFailed(f"customer id {customer_id!r} in the event's metadata names no customer")
+    return customer
 
 
 def plan_for_price(processor: str, price_id) -> Plan:
@@ -36,15 +49,6 @@ def plan_for_price(processor: str, price_id) -> Plan:
             f"{processor} price {price_id!r} maps to no plan (set it on the plan in the admin)"
         )
     return plan
-
-
-def timestamp(value) -> datetime:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=UTC)
-    parsed = iso_time(value)
-    if parsed is None:
-        raise WebhookFailed(f"timestamp {value!r} is not a time")
-    return parsed
 
 
 @dataclass(frozen=True)
@@ -193,15 +197,23 @@ def renewal_apply(event: WebhookEvent, external_id, start, end, actor: str) -> O
     )
 
 
-def credit_purchase(event: WebhookEvent, meta: dict, external_ref: str, actor: str) -> Outcome:
-    customer = customer_get(meta.get("customer_id"))
+def credit_purchase(event: WebhookEvent, meta: Fields, external_ref: str, actor: str) -> Outcome:
+    """A paid overage pack: its metadata names the customer, the metric and the quantity."""
+    customer = customer_get(meta.raw("customer_id"))
+    metric = meta.text("metric", max_length=50)
+    quantity = meta.raw("quantity")
+    if isinstance(quantity, bool) or not isinstance(quantity, str | int) or len(str(quantity)) > 40:
+        raise WebhookFailed(f"{meta.path}.quantity: expected a number as a string")
+    parsed = meta.decimal("quantity") if str(quantity).strip() else None
+    if parsed is None or not 0 < parsed < MAX_PACK_QUANTITY:  # 1e30 or 1E+5000 before any arithmetic
+        raise WebhookFailed(f"overage pack metadata: {BAD_QUANTITY.format(quantity=quantity)}")
     if CreditGrant.objects.filter(external_ref=external_ref).exists():
         return Outcome.processed(f"credit for {external_ref} already granted", customer.pk)
     try:
         grant = credit_grant(
             customer=customer,
-            metric=meta.get("metric"),
-            quantity=meta.get("quantity"),
+            metric=metric,
+            quantity=quantity,
             source=CreditGrant.Source.PURCHASE,
             actor=actor,
             reason=f"overage pack paid ({event.event_id})",

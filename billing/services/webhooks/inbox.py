@@ -66,6 +66,12 @@ def webhook_ingest(envelope: Envelope) -> Ingested:
                 payload=envelope.payload,
             )
             event._state.adding = False
+            if envelope.problem:  # genuine, but not applicable as sent: kept failed, with why
+                event.error = envelope.problem
+                event.processed_at = timezone.now()
+                event.save(update_fields=["error", "processed_at"])
+                log.warning("%s event %s stored failed: %s", event.processor, event.event_id, event.error)
+                return Ingested(event, duplicate=False)
         else:
             # A redelivery: wait for the first delivery to commit, then look at what it did.
             event = WebhookEvent.objects.select_for_update().get(
@@ -74,6 +80,9 @@ def webhook_ingest(envelope: Envelope) -> Ingested:
             if event.status != WebhookEvent.Status.FAILED:
                 return Ingested(event, duplicate=True)
             event.attempts += 1
+            if envelope.problem:  # still not applicable as sent; a person's replay may apply it
+                event.save(update_fields=["attempts"])
+                return Ingested(event, duplicate=False)
         _process(event)
     return Ingested(event, duplicate=False)
 
@@ -94,6 +103,8 @@ def _process(event: WebhookEvent, replayed_by: str | None = None) -> None:
     handler = processor.handlers.get(event.event_type)
     try:
         with transaction.atomic():  # a savepoint: a failed effect leaves no partial change
+            if event.occurred_at is None:
+                processor.envelope.occurred_at(event.payload)  # raises when present but wrong
             if handler is None:
                 outcome = Outcome.ignored("event type not handled")
             else:

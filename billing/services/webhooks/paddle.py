@@ -6,9 +6,9 @@ from billing.services.webhooks.effects import (
     credit_purchase,
     renewal_apply,
     subscription_sync,
-    timestamp,
 )
 from billing.services.webhooks.envelope import PADDLE_ENVELOPE
+from billing.services.webhooks.fields import Fields
 from billing.services.webhooks.outcome import Outcome, WebhookFailed
 from billing.services.webhooks.processor import Processor
 from billing.services.webhooks.signatures import PADDLE_SCHEME
@@ -23,45 +23,44 @@ PADDLE_STATUS = {
 
 
 def subscription_changed(event: WebhookEvent, actor: str) -> Outcome:
-    sub = PADDLE.object(event)
-    status = PADDLE_STATUS.get(sub.get("status"))
+    sub = PADDLE.fields(event)
+    status = PADDLE_STATUS.get(sub.text("status"))
     if status is None:
-        raise WebhookFailed(f"unknown Paddle subscription status {sub.get('status')!r}")
-    items = sub.get("items") or [{}]
-    period = sub.get("current_billing_period") or {}
-    if status == "canceled" and not period:
-        period = {"starts_at": sub.get("started_at"), "ends_at": sub.get("canceled_at")}
+        raise WebhookFailed(f"unknown Paddle subscription status {sub.raw('status')!r}")
+    items = sub.objects("items")
+    item = items[0] if items else Fields({}, "data.items[0]")
+    if sub.has("current_billing_period") or status != "canceled":
+        period = sub.obj("current_billing_period", required=True)
+        start, end = period.iso_time("starts_at"), period.iso_time("ends_at")
+    else:
+        start, end = sub.iso_time("started_at"), sub.iso_time("canceled_at")
     state = SubscriptionState(
-        external_id=str(sub.get("id") or ""),
-        external_customer=sub.get("customer_id"),
-        customer_id=(sub.get("custom_data") or {}).get("customer_id"),
-        price_id=((items[0] if isinstance(items[0], dict) else {}).get("price") or {}).get("id"),
+        external_id=sub.text("id"),
+        external_customer=sub.text("customer_id", required=False),
+        customer_id=sub.obj("custom_data").raw("customer_id"),
+        price_id=item.obj("price").text("id", required=False),
         status=status,
-        period_start=timestamp(period.get("starts_at")),
-        period_end=timestamp(period.get("ends_at")),
+        period_start=start,
+        period_end=end,
     )
-    if not state.external_id:
-        raise WebhookFailed("subscription has no id")
     return subscription_sync(event, state, actor)
 
 
 def transaction_completed(event: WebhookEvent, actor: str) -> Outcome:
-    txn = PADDLE.object(event)
-    meta = txn.get("custom_data") or {}
-    if txn.get("subscription_id"):
-        if txn.get("origin") != "subscription_recurring":
-            return Outcome.ignored(f"first payment of a subscription ({txn.get('origin')!r})")
-        period = txn.get("billing_period") or {}
+    txn = PADDLE.fields(event)
+    meta = txn.obj("custom_data")
+    subscription_id = txn.text("subscription_id", required=False)
+    if subscription_id:
+        origin = txn.raw("origin")
+        if origin != "subscription_recurring":
+            return Outcome.ignored(f"first payment of a subscription ({origin!r})")
+        period = txn.obj("billing_period", required=True)
         return renewal_apply(
-            event,
-            txn["subscription_id"],
-            timestamp(period.get("starts_at")),
-            timestamp(period.get("ends_at")),
-            actor,
+            event, subscription_id, period.iso_time("starts_at"), period.iso_time("ends_at"), actor
         )
-    if "metric" not in meta:
+    if not meta.has("metric"):
         return Outcome.ignored("one-off purchase that is not an overage pack")
-    return credit_purchase(event, meta, f"paddle:{txn.get('id')}", actor)
+    return credit_purchase(event, meta, f"paddle:{txn.text('id')}", actor)
 
 
 PADDLE = Processor(

@@ -7,6 +7,7 @@ from django.conf import settings
 
 from billing.models import WebhookEvent
 from billing.services.webhooks.envelope import Envelope, EnvelopeShape, envelope_read
+from billing.services.webhooks.fields import Fields
 from billing.services.webhooks.outcome import Outcome, WebhookFailed
 from billing.services.webhooks.signatures import SignatureScheme, signature_header, signature_verify
 
@@ -42,3 +43,7 @@ class Processor:
         if not isinstance(obj, dict):
             raise WebhookFailed("event data has no object")
         return obj
+
+    def fields(self, event: WebhookEvent) -> Fields:
+        """The event's object, for typed reads."""
+        return Fields(self.object(event), "data.object" if self.object_in_data else "data")

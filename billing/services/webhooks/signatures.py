@@ -29,6 +29,12 @@ class SignatureScheme:
 
 STRIPE_SCHEME = SignatureScheme("Stripe-Signature", ",", "t", "v1", b".")
 PADDLE_SCHEME = SignatureScheme("Paddle-Signature", ";", "ts", "h1", b":")
+MAX_HEADER_LENGTH = 2048
+
+
+def _is_stamp(value: str) -> bool:
+    """Unix seconds: ASCII digits, and few of them (int() of 5,000 digits is refused, slowly)."""
+    return value.isascii() and value.isdigit() and len(value) <= 12
 
 
 def _header_pairs(header: str, separator: str) -> list[tuple[str, str]]:
@@ -53,10 +59,13 @@ def signature_verify(
     """Raise WebhookRejected unless one signature in the header matches one secret, in time."""
     if not header:
         raise WebhookRejected(f"missing {scheme.header} header")
+    if len(header) > MAX_HEADER_LENGTH:  # before any work: a few signatures fit in far less
+        raise WebhookRejected(f"{scheme.header} header longer than {MAX_HEADER_LENGTH} characters")
     pairs = _header_pairs(header, scheme.separator)
     stamps = [v for k, v in pairs if k == scheme.timestamp_key]
-    signatures = [v for k, v in pairs if k == scheme.signature_key]
-    if len(stamps) != 1 or not stamps[0].isdigit() or not signatures:
+    # compare_digest takes ASCII only; a non-ASCII candidate cannot match a hex digest anyway.
+    signatures = [v for k, v in pairs if k == scheme.signature_key and v.isascii()]
+    if len(stamps) != 1 or not _is_stamp(stamps[0]) or not signatures:
         raise WebhookRejected("malformed signature header")
     stamp = stamps[0]
     now = time.time() if now is None else now

@@ -6,9 +6,9 @@ from billing.services.webhooks.effects import (
     credit_purchase,
     renewal_apply,
     subscription_sync,
-    timestamp,
 )
 from billing.services.webhooks.envelope import STRIPE_ENVELOPE
+from billing.services.webhooks.fields import Fields
 from billing.services.webhooks.outcome import Outcome, WebhookFailed
 from billing.services.webhooks.processor import Processor
 from billing.services.webhooks.signatures import STRIPE_SCHEME
@@ -26,54 +26,53 @@ STRIPE_STATUS = {
 
 
 def subscription_changed(event: WebhookEvent, actor: str) -> Outcome:
-    sub = STRIPE.object(event)
-    items = (sub.get("items") or {}).get("data") or [{}]
-    item = items[0] if isinstance(items[0], dict) else {}
-    status = (
-        "canceled"
-        if event.event_type == "customer.subscription.deleted"
-        else STRIPE_STATUS.get(sub.get("status"))
-    )
-    if status is None:
-        raise WebhookFailed(f"unknown Stripe subscription status {sub.get('status')!r}")
-    start = sub.get("current_period_start", item.get("current_period_start"))
-    end = sub.get("current_period_end", item.get("current_period_end"))
+    sub = STRIPE.fields(event)
+    items = sub.obj("items").objects("data")
+    item = items[0] if items else Fields({}, "data.object.items.data[0]")
+    if event.event_type == "customer.subscription.deleted":
+        status = "canceled"
+    else:
+        status = STRIPE_STATUS.get(sub.text("status"))
+        if status is None:
+            raise WebhookFailed(f"unknown Stripe subscription status {sub.raw('status')!r}")
+    # Before 2025-03-31 the period is the subscription's; since, each item carries its own.
+    periodic = sub if sub.has("current_period_start") else item
     state = SubscriptionState(
-        external_id=str(sub.get("id") or ""),
-        external_customer=sub.get("customer"),
-        customer_id=(sub.get("metadata") or {}).get("customer_id"),
-        price_id=(item.get("price") or {}).get("id"),
+        external_id=sub.text("id"),
+        external_customer=sub.text("customer", required=False),
+        customer_id=sub.obj("metadata").raw("customer_id"),
+        price_id=item.obj("price").text("id", required=False),
         status=status,
-        period_start=timestamp(start),
-        period_end=timestamp(end),
+        period_start=periodic.unix_time("current_period_start"),
+        period_end=periodic.unix_time("current_period_end"),
     )
-    if not state.external_id:
-        raise WebhookFailed("subscription has no id")
     return subscription_sync(event, state, actor)
 
 
 def invoice_paid(event: WebhookEvent, actor: str) -> Outcome:
-    invoice = STRIPE.object(event)
-    if invoice.get("billing_reason") != "subscription_cycle":
-        return Outcome.ignored(f"invoice for {invoice.get('billing_reason')!r}, not a renewal")
-    parent = ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
-    external_id = invoice.get("subscription") or parent
-    lines = (invoice.get("lines") or {}).get("data") or []
-    period = (lines[0].get("period") if lines and isinstance(lines[0], dict) else None) or {}
-    return renewal_apply(
-        event, external_id, timestamp(period.get("start")), timestamp(period.get("end")), actor
-    )
+    invoice = STRIPE.fields(event)
+    reason = invoice.text("billing_reason", required=False)
+    if reason != "subscription_cycle":
+        return Outcome.ignored(f"invoice for {reason!r}, not a renewal")
+    external_id = invoice.text("subscription", required=False) or invoice.obj("parent").obj(
+        "subscription_details"
+    ).text("subscription", required=False)
+    lines = invoice.obj("lines").objects("data")
+    if not lines:
+        raise WebhookFailed("data.object.lines.data: the invoice has no lines")
+    period = lines[0].obj("period", required=True)
+    return renewal_apply(event, external_id, period.unix_time("start"), period.unix_time("end"), actor)
 
 
 def checkout_completed(event: WebhookEvent, actor: str) -> Outcome:
-    session = STRIPE.object(event)
-    meta = session.get("metadata") or {}
-    if session.get("mode") != "payment" or "metric" not in meta:
+    session = STRIPE.fields(event)
+    meta = session.obj("metadata")
+    if session.raw("mode") != "payment" or not meta.has("metric"):
         return Outcome.ignored("checkout for something other than an overage pack")
-    if session.get("payment_status") != "paid":
-        return Outcome.ignored(f"checkout not paid ({session.get('payment_status')!r})")
-    ref = f"stripe:{session.get('payment_intent') or session.get('id')}"
-    return credit_purchase(event, meta, ref, actor)
+    if session.raw("payment_status") != "paid":
+        return Outcome.ignored(f"checkout not paid ({session.raw('payment_status')!r})")
+    ref = session.text("payment_intent", required=False) or session.text("id")
+    return credit_purchase(event, meta, f"stripe:{ref}", actor)
 
 
 STRIPE = Processor(
