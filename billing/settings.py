@@ -125,6 +125,10 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", 0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# `pgtrigger install` installs billing-ops' triggers and never drops others: in an adopted database
+# the product's own django-pgtrigger triggers (pgtrigger_*) are not ours to prune (issue 13).
+PGTRIGGER_PRUNE_ON_INSTALL = False
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]

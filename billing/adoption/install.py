@@ -1,0 +1,151 @@
+"""``manage.py adopt`` and ``adopt --uninstall`` (SPEC §2): add billing-ops to a product database, and
+take it out again, leaving the product's tables, rows, keys, indexes and triggers as they were.
+
+Adoption only adds, in one transaction (a failure leaves nothing behind), in an order that works:
+what the preflight lists as "adds" (btree_gist, then columns with defaults, the constraints the
+counters need, their indexes), the counter functions, billing-ops' own usage tables, the counter
+triggers (only billing-ops' own: nothing is pruned), the usage migrations recorded as applied (their
+tables exist: the product's), then ``migrate`` for billing-ops' own apps. The catalog as it was is
+kept in ``billing_ops_adoption`` for the uninstall. The product's own counter triggers would count
+the same rows twice: adoption refuses them unless told to drop them (the uninstall restores them).
+"""
+
+import json
+import re
+
+import pgtrigger
+from django.apps import apps
+from django.core.management import call_command
+from django.db import connections, transaction
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
+
+from billing.adoption import PRODUCT_MODELS
+from billing.adoption.catalog import catalog_snapshot
+from billing.adoption.preflight import ADDS, ADOPTION_TABLE, BLOCKER, Preflight, adoption_preflight
+from usage.selectors import SQL_DIR
+
+NOT_ADOPTED = "this database was not adopted (no billing_ops_adoption table): nothing to uninstall"
+_FUNCTION_RE = re.compile(r"CREATE OR REPLACE FUNCTION\s+(?P<name>\w+)\s*\(.*?\$\$.*?\$\$[^;]*;", re.S | re.I)
+
+
+class AdoptionRefused(Exception):
+    def __init__(self, preflight: Preflight):
+        super().__init__("the database is not ready for adoption")
+        self.preflight = preflight
+
+
+class NotAdopted(Exception):
+    pass
+
+
+def _is_counter_trigger(item) -> bool:
+    return item.kind == BLOCKER and item.subject.startswith("trigger ") and "counters of" in item.problem
+
+
+def counter_functions_sql() -> list[str]:
+    """The CREATE OR REPLACE FUNCTION statements of usage's SQL, the latest file's definition winning."""
+    latest: dict[str, str] = {}
+    for path in sorted(SQL_DIR.glob("*.sql")):
+        for match in _FUNCTION_RE.finditer(path.read_text()):
+            latest[match["name"]] = match[0]
+    return list(latest.values())
+
+
+def adoption_install(*, drop_product_counter_triggers: bool = False, using: str = "default") -> Preflight:
+    preflight = adoption_preflight(using=using)
+    blockers = [
+        i
+        for i in preflight.items
+        if i.kind == BLOCKER and not (drop_product_counter_triggers and _is_counter_trigger(i))
+    ]
+    if blockers:
+        raise AdoptionRefused(preflight)
+    connection = connections[using]
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        before = catalog_snapshot(cursor)
+        cursor.execute(
+            f"CREATE TABLE {ADOPTION_TABLE} (adopted_at timestamptz NOT NULL DEFAULT now(), "
+            "catalog jsonb NOT NULL, dropped_triggers jsonb NOT NULL)"
+        )
+        adds = [i for i in preflight.items if i.kind == ADDS]
+        for item in sorted(adds, key=lambda i: not i.subject.startswith("extension ")):
+            cursor.execute(item.fix)
+        dropped = _drop_product_counter_triggers(cursor, preflight) if drop_product_counter_triggers else []
+        cursor.execute(
+            f"INSERT INTO {ADOPTION_TABLE} (catalog, dropped_triggers) VALUES (%s, %s)",
+            [json.dumps(before), json.dumps(dropped)],
+        )
+        for statement in counter_functions_sql():
+            cursor.execute(statement)
+        product = set(PRODUCT_MODELS)
+        with connection.schema_editor(atomic=False) as editor:
+            for model in apps.get_app_config("usage").get_models():
+                if model not in product and model._meta.managed:
+                    editor.create_model(model)
+        for model, trigger in pgtrigger.registered():
+            if model in product:
+                trigger.install(model, database=using)
+        recorder = MigrationRecorder(connection)
+        recorder.ensure_schema()
+        for app, name in sorted(MigrationLoader(connection).graph.nodes):
+            if app == "usage":
+                recorder.record_applied(app, name)
+        call_command("migrate", database=using, interactive=False, verbosity=0)
+    return preflight
+
+
+def _drop_product_counter_triggers(cursor, preflight: Preflight) -> list[str]:
+    dropped = []
+    for item in preflight.items:
+        if _is_counter_trigger(item):
+            name, table = re.fullmatch(r"trigger (\S+) on (\S+)", item.subject).groups()
+            cursor.execute(
+                "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t WHERE t.tgname = %s AND t.tgrelid = %s::regclass",
+                [name, table],
+            )
+            dropped.append(cursor.fetchone()[0])
+            cursor.execute(f'DROP TRIGGER "{name}" ON "{table}"')
+    return dropped
+
+
+def adoption_uninstall(*, using: str = "default") -> None:
+    """Remove exactly what adoption added (the catalog diff) and restore the product's triggers."""
+    connection = connections[using]
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [ADOPTION_TABLE])
+        if not cursor.fetchone()[0]:
+            raise NotAdopted(NOT_ADOPTED)
+        cursor.execute(f"SELECT catalog, dropped_triggers FROM {ADOPTION_TABLE}")
+        before, dropped = cursor.fetchone()
+        if isinstance(before, str):
+            before, dropped = json.loads(before), json.loads(dropped)
+        now = catalog_snapshot(cursor)
+        tables = {row[0] for row in before["tables"]}
+
+        def added(kind):
+            was = {json.dumps(row) for row in before[kind]}
+            return [row for row in now[kind] if json.dumps(row) not in was]
+
+        for table, name, _definition, _enabled in added("triggers"):
+            if table in tables:
+                cursor.execute(f'DROP TRIGGER IF EXISTS "{name}" ON "{table}"')
+        for table, name, _definition in added("constraints"):
+            if table in tables:
+                cursor.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT IF EXISTS "{name}"')
+        for table, name, _definition in added("indexes"):
+            if table in tables:
+                cursor.execute(f'DROP INDEX IF EXISTS "{name}"')
+        for table, column, *_ in added("columns"):
+            if table in tables and [table, column] not in [r[:2] for r in before["columns"]]:
+                cursor.execute(f'ALTER TABLE "{table}" DROP COLUMN IF EXISTS "{column}"')
+        for (table,) in added("tables"):
+            cursor.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
+        for (sequence,) in added("sequences"):
+            cursor.execute(f'DROP SEQUENCE IF EXISTS "{sequence}" CASCADE')
+        for name, arguments, _source in added("functions"):
+            cursor.execute(f'DROP FUNCTION IF EXISTS "{name}"({arguments}) CASCADE')
+        for (extension,) in added("extensions"):
+            cursor.execute(f'DROP EXTENSION IF EXISTS "{extension}"')
+        for definition in dropped:
+            cursor.execute(definition)

@@ -1,0 +1,397 @@
+"""``manage.py adopt --check``: what stands between a product database and billing-ops (SPEC §2).
+
+Read-only (it runs in a READ ONLY transaction). Every item says what is wrong and how to fix it; an
+item is either a blocker (the product, its owner or a superuser must act first), or something
+``manage.py adopt`` adds itself (additive: a column with a default, a constraint, an extension, an
+index), or a note. The database is ready when there is no blocker.
+"""
+
+import re
+from dataclasses import asdict, dataclass
+
+import pgtrigger
+from django.apps import apps
+from django.contrib.postgres.constraints import ExclusionConstraint
+from django.db import connections, models, transaction
+
+from billing.adoption import PRODUCT_MODELS
+from usage.selectors import SQL_DIR, expected_sql_functions
+
+BLOCKER, ADDS, NOTE = "blocker", "adds", "note"
+MIN_SERVER_VERSION = 140000  # SPEC §2: PostgreSQL >= 14
+ADOPTION_TABLE = "billing_ops_adoption"  # what adoption added, for --uninstall
+
+# Type families the counters accept for a column declared with the key's type.
+_TYPE_FAMILIES = {
+    "uuid": {"uuid"},
+    "timestamp with time zone": {"timestamp with time zone"},
+    "numeric": {"numeric"},
+    "integer": {"integer", "bigint"},
+    "bigint": {"bigint", "integer"},
+    "varchar": {"character varying", "text"},
+    "text": {"text", "character varying"},
+}
+_WRITES = r"(?:UPDATE|INSERT\s+INTO)\s+(?:ONLY\s+)?(?:\w+\.)?{table}\b"
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str  # BLOCKER, ADDS or NOTE
+    subject: str  # the table, column, constraint, trigger... it is about
+    problem: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class Preflight:
+    items: list[Item]
+    server_version: str
+    role: str
+
+    @property
+    def ready(self) -> bool:
+        return not any(i.kind == BLOCKER for i in self.items)
+
+    def as_dict(self) -> dict:
+        return {
+            "ready": self.ready,
+            "server_version": self.server_version,
+            "role": self.role,
+            "blockers": sum(i.kind == BLOCKER for i in self.items),
+            "adds": sum(i.kind == ADDS for i in self.items),
+            "items": [asdict(i) for i in self.items],
+        }
+
+
+def base_type(sql_type: str) -> str:
+    return sql_type.split("(")[0].strip()
+
+
+def our_trigger_names() -> dict[str, str]:
+    """pgid -> table of every trigger billing-ops declares."""
+    return {trigger.get_pgid(model): model._meta.db_table for model, trigger in pgtrigger.registered()}
+
+
+def usage_functions() -> dict[str, str]:
+    """Name -> body of the counter functions adoption installs (usage's SQL, the latest definition)."""
+    names = set()
+    for path in SQL_DIR.glob("*.sql"):
+        names |= set(re.findall(r"CREATE OR REPLACE FUNCTION\s+(\w+)", path.read_text(), re.I))
+    return {name: body for name, body in expected_sql_functions().items() if name in names}
+
+
+def _tables(cursor) -> dict[str, dict]:
+    cursor.execute(
+        "SELECT c.relname, c.oid, pg_get_userbyid(c.relowner), pg_has_role(current_user, c.relowner, 'USAGE'), "
+        "has_table_privilege(c.oid, 'SELECT') "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+    )
+    return {
+        name: {"oid": oid, "owner": owner, "owned": owned, "readable": readable}
+        for name, oid, owner, owned, readable in cursor.fetchall()
+    }
+
+
+def _columns(cursor, oid: int) -> dict[str, str]:
+    cursor.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
+        [oid],
+    )
+    return dict(cursor.fetchall())
+
+
+def _collect_sql(connection, action) -> str:
+    """The DDL Django's schema editor would run for ``action(editor)``, without running it."""
+    with connection.schema_editor(collect_sql=True, atomic=False) as editor:
+        action(editor)
+    return "; ".join(s.rstrip(";") for s in editor.collected_sql) + ";"
+
+
+def _has_unique(cursor, oid: int, columns: list[str]) -> bool:
+    cursor.execute(
+        "SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_index i "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL "
+        "GROUP BY i.indexrelid",
+        [oid],
+    )
+    return sorted(columns) in [row[0] for row in cursor.fetchall()]
+
+
+def _has_exclusion(cursor, oid: int, column: str) -> bool:
+    cursor.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s AND contype = 'x'", [oid]
+    )
+    return any(re.search(rf"\b{column}\b\s+WITH\s+=", row[0]) for row in cursor.fetchall())
+
+
+def adoption_preflight(*, using: str = "default") -> Preflight:
+    connection = connections[using]
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        cursor.execute("SET TRANSACTION READ ONLY")
+        cursor.execute(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
+            "current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), current_schema(), "
+            "has_schema_privilege(current_schema(), 'CREATE')"
+        )
+        version, version_num, role, superuser, schema, can_create = cursor.fetchone()
+        items = _preflight_items(connection, cursor, version_num, role, superuser, schema, can_create)
+    return Preflight(items=items, server_version=version, role=role)
+
+
+def _preflight_items(connection, cursor, version_num, role, superuser, schema, can_create) -> list[Item]:
+    items: list[Item] = []
+    if version_num < MIN_SERVER_VERSION:
+        items.append(
+            Item(BLOCKER, "server", f"PostgreSQL {version_num} is older than 14", "Upgrade to 14 or later.")
+        )
+    if not can_create:
+        items.append(
+            Item(
+                BLOCKER,
+                f"schema {schema}",
+                f"role {role} cannot create objects in schema {schema}",
+                f"GRANT CREATE ON SCHEMA {schema} TO {role}; (as the schema's owner)",
+            )
+        )
+    tables = _tables(cursor)
+    if ADOPTION_TABLE in tables:
+        items.append(
+            Item(
+                NOTE,
+                "adoption",
+                "this database is already adopted",
+                "manage.py adopt --uninstall removes it.",
+            )
+        )
+        return items
+    for model in PRODUCT_MODELS:
+        items += _product_table_items(connection, cursor, model, tables, role, superuser)
+    items += _extension_items(cursor, superuser)
+    items += _own_object_items(cursor, tables)
+    items += _trigger_items(cursor)
+    return items
+
+
+def _product_table_items(connection, cursor, model, tables, role, superuser) -> list[Item]:
+    table = model._meta.db_table
+    if table not in tables:
+        columns = ", ".join(f"{f.column} {f.db_type(connection)}" for f in model._meta.concrete_fields)
+        return [
+            Item(
+                BLOCKER,
+                table,
+                f"table {table} is missing: billing-ops counts from it ({columns})",
+                f"Create {table} or rename the product's table to {table}; adopt never renames product "
+                "tables (a name mapping is not supported yet).",
+            )
+        ]
+    items = []
+    info = tables[table]
+    if not (superuser or info["owned"]):
+        items.append(
+            Item(
+                BLOCKER,
+                table,
+                f"owned by {info['owner']}, not by {role}: adding constraints and triggers needs the owner",
+                f"Run adopt connected as {info['owner']}, or GRANT {info['owner']} TO {role}; "
+                "(adopt as the owner; the app may connect as another role afterwards).",
+            )
+        )
+    found = _columns(cursor, info["oid"])
+    for field in model._meta.concrete_fields:
+        needed = field.db_type(connection)
+        if field.column not in found:
+            if field.null or field.has_db_default():
+                sql = _collect_sql(connection, lambda editor, f=field: editor.add_field(model, f))
+                items.append(Item(ADDS, f"{table}.{field.column}", f"column missing ({needed})", sql))
+            else:
+                items.append(
+                    Item(
+                        BLOCKER,
+                        f"{table}.{field.column}",
+                        f"column missing ({needed}, no default billing-ops could fill it with)",
+                        f"Add {table}.{field.column} {needed} and fill it; adopt never renames product columns "
+                        "(a name mapping is not supported yet).",
+                    )
+                )
+        elif base_type(found[field.column]) not in _TYPE_FAMILIES.get(base_type(needed), {base_type(needed)}):
+            items.append(
+                Item(
+                    BLOCKER,
+                    f"{table}.{field.column}",
+                    f"type {found[field.column]}, billing-ops needs {needed}",
+                    f"ALTER TABLE {table} ALTER COLUMN {field.column} TYPE {needed}; "
+                    "(adopt never retypes a product column)",
+                )
+            )
+    # Whether the rows allow the missing constraints needs reading them: the owner's run will tell.
+    if info["readable"] and all(f.column in found for f in model._meta.concrete_fields):
+        items += _constraint_items(connection, cursor, model, info["oid"])
+    return items
+
+
+def _constraint_items(connection, cursor, model, oid) -> list[Item]:
+    """The constraints the counters and consume rely on: adopt adds them unless the rows break them."""
+    table, items = model._meta.db_table, []
+    for constraint in model._meta.constraints:
+        if isinstance(constraint, models.UniqueConstraint) and constraint.fields and not constraint.condition:
+            columns = [model._meta.get_field(name).column for name in constraint.fields]
+            if _has_unique(cursor, oid, columns):
+                continue
+            cursor.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE "
+                + " AND ".join(f"{c} IS NOT NULL" for c in columns)
+                + f" GROUP BY {', '.join(columns)} HAVING count(*) > 1) AS twice"
+            )
+            broken = cursor.fetchone()[0]
+            example = f"SELECT {', '.join(columns)}, count(*) FROM {table} GROUP BY 1{', 2' * (len(columns) > 1)} HAVING count(*) > 1"
+        elif isinstance(constraint, ExclusionConstraint):
+            if _has_exclusion(cursor, oid, "customer_id"):
+                continue
+            # The one exclusion billing-ops declares: a customer's periods never overlap.
+            overlap = (
+                f"FROM {table} a JOIN {table} b ON a.customer_id = b.customer_id AND a.ctid < b.ctid "
+                "AND tstzrange(a.period_start, a.period_end) && tstzrange(b.period_start, b.period_end)"
+            )
+            cursor.execute(f"SELECT count(*) {overlap}")
+            broken = cursor.fetchone()[0]
+            example = f"SELECT a.customer_id, a.period_start, b.period_start {overlap}"
+        else:
+            continue  # CHECKs and expression indexes: the product's own rules, left to it
+        if broken:
+            items.append(
+                Item(
+                    BLOCKER,
+                    f"{table} {constraint.name}",
+                    f"constraint missing, and {broken} group(s) of rows break it",
+                    f"Merge or delete those rows ({example}), then adopt adds it.",
+                )
+            )
+            continue
+        sql = _collect_sql(connection, lambda editor, c=constraint: editor.add_constraint(model, c))
+        items.append(
+            Item(
+                ADDS,
+                f"{table} {constraint.name}",
+                "constraint missing (migrate --fake-initial never creates it): without it concurrent "
+                "first writes can create the same row twice",
+                sql,
+            )
+        )
+    for index in model._meta.indexes:
+        cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s AND relkind = 'i'", [index.name])
+        if not cursor.fetchone():
+            sql = _collect_sql(connection, lambda editor, i=index: editor.add_index(model, i))
+            items.append(Item(ADDS, f"{table} {index.name}", "index the counters read with is missing", sql))
+    return items
+
+
+def _extension_items(cursor, superuser) -> list[Item]:
+    cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'btree_gist'")
+    if cursor.fetchone():
+        return []
+    cursor.execute("SELECT bool_or(trusted) FROM pg_available_extension_versions WHERE name = 'btree_gist'")
+    trusted = cursor.fetchone()[0]
+    if trusted is None:
+        return [
+            Item(
+                BLOCKER,
+                "extension btree_gist",
+                "not available on this server (the disjoint-periods constraint needs it)",
+                "Install PostgreSQL's contrib package on the server.",
+            )
+        ]
+    cursor.execute("SELECT has_database_privilege(current_database(), 'CREATE')")
+    if superuser or (trusted and cursor.fetchone()[0]):
+        return [
+            Item(ADDS, "extension btree_gist", "not installed", "CREATE EXTENSION IF NOT EXISTS btree_gist;")
+        ]
+    return [
+        Item(
+            BLOCKER,
+            "extension btree_gist",
+            "not installed, and this role cannot install it",
+            "As a superuser (or the database owner): CREATE EXTENSION btree_gist;",
+        )
+    ]
+
+
+def _own_object_items(cursor, tables) -> list[Item]:
+    """Tables and functions billing-ops creates must not exist already as the product's."""
+    items = []
+    product = {m._meta.db_table for m in PRODUCT_MODELS}
+    for model in apps.get_models(include_auto_created=True):
+        table = model._meta.db_table
+        if table in tables and table not in product and model._meta.managed:
+            items.append(
+                Item(
+                    BLOCKER,
+                    table,
+                    f"table {table} exists, and billing-ops creates a table of that name",
+                    f"Rename or move the product's {table} (another schema, or DATABASE_URL's options=-csearch_path=...).",
+                )
+            )
+    cursor.execute(
+        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = current_schema() AND p.proname = ANY(%s)",
+        [list(usage_functions())],
+    )
+    for (name,) in cursor.fetchall():
+        items.append(
+            Item(
+                BLOCKER,
+                f"function {name}",
+                "a function of that name exists; adoption would replace it",
+                f"Rename the product's {name}().",
+            )
+        )
+    return items
+
+
+def _trigger_items(cursor) -> list[Item]:
+    """The product's triggers: those that write our counters, and pgtrigger_* names."""
+    ours = our_trigger_names()
+    counters = {m._meta.db_table for m in PRODUCT_MODELS if getattr(m, "counter_fields", ())}
+    cursor.execute(
+        "SELECT t.tgname, c.relname, p.prosrc FROM pg_trigger t "
+        "JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_proc p ON p.oid = t.tgfoid "
+        "WHERE NOT t.tgisinternal AND n.nspname = current_schema() ORDER BY c.relname, t.tgname"
+    )
+    items = []
+    for name, table, source in cursor.fetchall():
+        if name in ours:
+            items.append(
+                Item(
+                    BLOCKER,
+                    f"trigger {name} on {table}",
+                    "a trigger with the name of one of billing-ops' exists",
+                    f"ALTER TRIGGER {name} ON {table} RENAME TO product_{name.removeprefix('pgtrigger_')};",
+                )
+            )
+            continue
+        written = sorted(t for t in counters if re.search(_WRITES.format(table=t), source, re.I))
+        if written:
+            items.append(
+                Item(
+                    BLOCKER,
+                    f"trigger {name} on {table}",
+                    f"the product's own trigger writes the counters of {', '.join(written)}: billing-ops' "
+                    "triggers would count the same rows again",
+                    "Run adopt --drop-product-counter-triggers (it drops them in the transaction that "
+                    "installs billing-ops' triggers; adopt --uninstall restores them), or drop it yourself.",
+                )
+            )
+        elif name.startswith("pgtrigger_"):
+            items.append(
+                Item(
+                    NOTE,
+                    f"trigger {name} on {table}",
+                    "a django-pgtrigger trigger of the product's",
+                    "Kept: adopt installs only billing-ops' triggers, and `pgtrigger install` no longer prunes.",
+                )
+            )
+    return items
