@@ -172,6 +172,7 @@ def _preflight_items(connection, cursor, version_num, role, superuser, schema, c
     items += _extension_items(cursor, superuser)
     items += _own_object_items(cursor, tables)
     items += _trigger_items(cursor)
+    items += _counter_writing_function_items(cursor)
     return items
 
 
@@ -392,6 +393,30 @@ def _trigger_items(cursor) -> list[Item]:
                     f"trigger {name} on {table}",
                     "a django-pgtrigger trigger of the product's",
                     "Kept: adopt installs only billing-ops' triggers, and `pgtrigger install` no longer prunes.",
+                )
+            )
+    return items
+
+
+def _counter_writing_function_items(cursor) -> list[Item]:
+    """The product's functions (not triggers) that write counters: refused once adopted (SPEC §4, I5)."""
+    counters = {m._meta.db_table for m in PRODUCT_MODELS if getattr(m, "counter_fields", ())}
+    cursor.execute(
+        "SELECT p.proname, p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = current_schema() AND p.prorettype <> 'trigger'::regtype "
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') ORDER BY 1"
+    )
+    items = []
+    for name, source in cursor.fetchall():
+        written = sorted(t for t in counters if re.search(_WRITES.format(table=t), source or "", re.I))
+        if written:
+            items.append(
+                Item(
+                    NOTE,
+                    f"function {name}",
+                    f"writes the counters of {', '.join(written)}: once adopted, those writes are refused",
+                    "Change the product to write the source rows (usage_events, projects, preset_usage) "
+                    "or call billing_consume(); billing-ops' triggers count them.",
                 )
             )
     return items

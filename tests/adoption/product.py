@@ -188,6 +188,11 @@ BEGIN
     RETURN NEW;
 END $$;
 CREATE TRIGGER on_preset_used AFTER INSERT ON preset_usage FOR EACH ROW EXECUTE FUNCTION increment_preset_usage();
+-- The product's counter code, called over Supabase's RPC.
+CREATE FUNCTION increment_ai_usage(p_user uuid) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO usage_tracking (user_id, month, ai_interactions) VALUES (p_user, to_char(now(), 'YYYY-MM'), 1)
+    ON CONFLICT (user_id, month) DO UPDATE SET ai_interactions = usage_tracking.ai_interactions + 1;
+$$;
 """
 
 SUPABASE_DATA = """

@@ -138,6 +138,9 @@ def test_check_refuses_the_supabase_shape_naming_each_gap(supabase_db):
         "trigger on_preset_used on preset_usage",
     }
     assert "table customers is missing" in by_subject(doc, "blocker")["customers"]["problem"]
+    assert by_subject(doc, "note")["function increment_ai_usage"]["problem"] == (
+        "writes the counters of usage_tracking: once adopted, those writes are refused"
+    )
 
 
 def test_check_writes_nothing(exact_db):
