@@ -22,8 +22,9 @@ import time
 from common import ROOT, fresh_bench_schema, log  # sets up Django on the benchmark database
 from django.db import connection, transaction
 
+from billing.ops.checks import drift_scan
+from billing.ops.integrity import discrepancy_report, usage_reconcile
 from usage.models import PresetUsage, Project, UsageEvent
-from usage.services.integrity import discrepancy_report, drift_scan, usage_reconcile
 
 SOURCE_TRIGGERS = [
     (m._meta.db_table, t.get_pgid(m)) for m in (Project, UsageEvent, PresetUsage) for t in m._meta.triggers

@@ -16,18 +16,18 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from billing.models import AuditLog, CreditDraw, CreditGrant, Plan, Subscription, WebhookEvent
+from billing.ops.diagnosis import customer_diagnose
+from billing.ops.integrity import ReconciliationBusy, customer_recount, discrepancy_report, usage_reconcile
 from billing.services.credits import (
     GOODWILL_NEEDS_REASON,
     CreditGrantError,
     credit_grant,
     credit_quantity_parse,
 )
-from billing.services.diagnosis import customer_diagnose
 from billing.services.plans import PlanChangeBlocked, plan_change_validate, subscription_change_plan
 from billing.services.webhooks import webhook_replay
 from usage.admin import BigTableAdmin, PresetInline, ReadOnlyAdmin, UsageTrackingInline
 from usage.models import Customer
-from usage.services.integrity import ReconciliationBusy, customer_recount, discrepancy_report, usage_reconcile
 
 RECONCILE_PERMISSION = "usage.reconcile_selection"
 VALIDATE_PERMISSION = "billing.view_plan"

@@ -7,7 +7,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 @register(Tags.database)
 def counter_triggers_installed(app_configs, databases=None, **kwargs):
-    from usage.selectors import trigger_health
+    from billing.ops.checks import trigger_health
 
     warnings = []
     for alias in databases or []:

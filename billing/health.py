@@ -11,7 +11,7 @@ from django.db import DatabaseError
 from django.http import JsonResponse
 from django.views.decorators.http import require_safe
 
-from usage.selectors import trigger_health
+from billing.ops.checks import trigger_health
 
 log = logging.getLogger("billing.health")
 

@@ -1,10 +1,13 @@
 """Reads several billing callers share."""
 
+from pathlib import Path
+
 from django.db.models import Q
 
 from billing.models import Plan, Subscription
 
 DEFAULT_PLAN_CODE = Plan.Code.FREE  # a customer with no live subscription is on Free
+SQL_DIR = Path(__file__).resolve().parent / "sql"  # billing's SQL functions, one current definition each
 
 
 def live_subscription(customer):

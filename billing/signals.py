@@ -5,18 +5,16 @@ Registered after usage's handlers (INSTALLED_APPS order), so the warning sees bo
 """
 
 import logging
-from pathlib import Path
 
 from django.db import connections
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
-from usage.selectors import trigger_health
+from billing.ops.checks import trigger_health
+from billing.selectors import SQL_DIR
 from usage.sql_functions import fully_migrated, sql_functions_install
 
 logger = logging.getLogger("billing")
-
-SQL_FOLDER = Path(__file__).resolve().parent / "sql"
 
 
 @receiver(post_migrate, dispatch_uid="billing.install_sql_functions")
@@ -25,7 +23,7 @@ def install_sql_functions(sender, using="default", plan=None, **kwargs):
         return
     if not fully_migrated(using):
         return
-    for name in sql_functions_install(SQL_FOLDER, using=using):
+    for name in sql_functions_install(SQL_DIR, using=using):
         logger.info("installed the current definition of SQL function %s", name)
     for status in trigger_health(using=using):
         if not status.ok:

@@ -28,8 +28,8 @@ class Mutant:
 TRIGGERS = "tests/usage/test_triggers.py"
 STATEFUL = "tests/usage/test_invariants_stateful.py"
 CONCURRENCY = "tests/usage/test_concurrency.py"
-INTEGRITY = "tests/usage/test_integrity.py"
-REFEREE = "tests/usage/test_report_referee.py"
+INTEGRITY = "tests/billing/ops/test_integrity.py"
+REFEREE = "tests/billing/ops/test_report_referee.py"
 CONSUME = "tests/billing/test_consume.py"
 WEBHOOKS = "tests/billing/test_webhooks.py"
 PLANS = "tests/billing/test_plans.py"
@@ -37,7 +37,6 @@ ROLES = "tests/billing/test_roles.py"
 ADMIN = "tests/usage/test_admin.py"
 ADMIN_INTEGRITY = "tests/billing/test_admin_integrity.py"
 
-INTEGRITY_PY = "usage/services/integrity.py"
 
 MUTANTS = [
     # --- usage/sql: the counter functions ---------------------------------------------------------------
@@ -386,11 +385,11 @@ MUTANTS = [
     # --- the report and reconciliation ------------------------------------------------------------------
     Mutant(
         "recount-before-lock",
-        INTEGRITY_PY,
+        "billing/ops/integrity.py",
         "            _fetch(group.lock_sql, [customer_ids])\n"
         "            # A later statement than the lock: its snapshot sees every write committed before it.\n"
-        "            scan = drift_scan(customer_ids, [group])",
-        "            scan = drift_scan(customer_ids, [group])\n"
+        "            scan = drift_scan(customer_ids, groups=(group,))",
+        "            scan = drift_scan(customer_ids, groups=(group,))\n"
         "            # A later statement than the lock: its snapshot sees every write committed before it.\n"
         "            _fetch(group.lock_sql, [customer_ids])",
         (INTEGRITY,),
@@ -398,7 +397,7 @@ MUTANTS = [
     ),
     Mutant(
         "reconcile-lock-without-for-update",
-        INTEGRITY_PY,
+        "usage/services/drift.py",
         'ORDER BY customer_id, period_start FOR UPDATE",',
         'ORDER BY customer_id, period_start",',
         (INTEGRITY,),
@@ -406,7 +405,7 @@ MUTANTS = [
     ),
     Mutant(
         "report-active-one-direction",
-        INTEGRITY_PY,
+        "usage/services/drift.py",
         "FROM per WHERE tracked <> actual OR {everything}\n)\nSELECT 'active_projects'",
         "FROM per WHERE tracked < actual OR {everything}\n)\nSELECT 'active_projects'",
         (INTEGRITY, REFEREE),
@@ -414,7 +413,7 @@ MUTANTS = [
     ),
     Mutant(
         "report-metered-one-direction",
-        INTEGRITY_PY,
+        "usage/services/drift.py",
         "FROM per WHERE tracked <> actual OR {everything}\n)\nSELECT check_name",
         "FROM per WHERE tracked > actual OR {everything}\n)\nSELECT check_name",
         (INTEGRITY, REFEREE),
@@ -422,7 +421,7 @@ MUTANTS = [
     ),
     Mutant(
         "report-ignores-uncounted-events",
-        INTEGRITY_PY,
+        "usage/services/drift.py",
         "WHERE s.row_id IS NULL AND m.actual <> 0",
         "WHERE false AND m.actual <> 0",
         (INTEGRITY, REFEREE),
@@ -430,7 +429,7 @@ MUTANTS = [
     ),
     Mutant(
         "report-presets-one-direction",
-        INTEGRITY_PY,
+        "usage/services/drift.py",
         "FROM per WHERE usage_count <> n OR {everything}",
         "FROM per WHERE usage_count < n OR {everything}",
         (REFEREE,),
@@ -438,7 +437,7 @@ MUTANTS = [
     ),
     Mutant(
         "report-last-used-one-direction",
-        INTEGRITY_PY,
+        "usage/services/drift.py",
         "FROM per WHERE last_used_at IS DISTINCT FROM last_used OR {everything}",
         "FROM per WHERE last_used_at < last_used OR {everything}",
         (REFEREE,),
@@ -446,7 +445,7 @@ MUTANTS = [
     ),
     Mutant(
         "fix-skips-missing-rows",
-        INTEGRITY_PY,
+        "usage/services/drift.py",
         '"SELECT usage_tracking_add_active(array_agg(customer_id), array_fill(0, ARRAY[count(*)::int])) "',
         '"SELECT array_agg(customer_id), array_fill(0, ARRAY[count(*)::int]) "',
         (INTEGRITY,),
@@ -454,7 +453,7 @@ MUTANTS = [
     ),
     Mutant(
         "fix-presets-to-tracked",
-        INTEGRITY_PY,
+        "usage/services/drift.py",
         "\"UPDATE presets p SET usage_count = (d.actual #>> '{}')::integer FROM pg_temp.usage_drift d \"",
         "\"UPDATE presets p SET usage_count = (d.tracked #>> '{}')::integer FROM pg_temp.usage_drift d \"",
         (REFEREE,),
@@ -462,7 +461,7 @@ MUTANTS = [
     ),
     Mutant(
         "two-reconciliations-at-once",
-        INTEGRITY_PY,
+        "billing/ops/integrity.py",
         'if not _scalar("SELECT pg_try_advisory_lock(%s)", [RECONCILE_LOCK]):',
         'if not _scalar("SELECT true OR pg_try_advisory_lock(%s)", [RECONCILE_LOCK]):',
         (INTEGRITY,),
@@ -470,7 +469,7 @@ MUTANTS = [
     ),
     Mutant(
         "report-credit-one-direction",
-        "billing/services/credits.py",
+        "billing/ops/checks.py",
         "FROM per WHERE tracked <> actual OR {everything}",
         "FROM per WHERE tracked > actual OR {everything}",
         (REFEREE, CONSUME),

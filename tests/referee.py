@@ -1,7 +1,7 @@
 """The tests' own referee for the counter invariants I1-I4 (SPEC §4).
 
 A plain recount written for the tests, sharing no code with what it judges: not the discrepancy
-report (usage/services/integrity.py, billing/services/credits.py), not the triggers, not usage/sql or
+report (usage/services/drift.py, billing/ops/checks.py), not the triggers, not usage/sql or
 billing/sql. It reads raw rows with plain SELECTs (no aggregate, no join, no function of ours) and
 recounts them in Python, one invariant at a time, so a blind spot in the report's SQL cannot hide
 the same drift from the trigger tests. Its findings carry the report's check names (SPEC §6) so the

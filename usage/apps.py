@@ -6,4 +6,4 @@ class UsageConfig(AppConfig):
     verbose_name = "Usage"
 
     def ready(self):
-        from usage import checks, signals  # noqa: F401  (registers the handlers and the trigger check)
+        from usage import signals  # noqa: F401  (registers the handlers)

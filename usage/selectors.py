@@ -1,6 +1,9 @@
-"""Reads that several callers share: the health of the counter triggers and functions (SPEC §4, §6)."""
+"""Reads that several callers share: a customer by reference, the health of the counter triggers and
+functions (SPEC §4, §6)."""
 
 import re
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,12 +11,24 @@ import pgtrigger
 from django.db import connections
 from pgtrigger.core import OUTDATED, UNINSTALLED
 
+from usage.models import Customer
 from usage.sql_functions import sql_functions
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-# Folders of reviewable SQL whose functions check_triggers compares with the database; other apps
-# (billing) add theirs at start-up, so usage never imports them.
-SQL_DIRS: list[Path] = [SQL_DIR]
+UNKNOWN_CUSTOMER = "no customer with email or id {ref!r}"
+
+
+def customer_resolve(ref: str) -> Customer:
+    """A customer by id or by email (any case); ValueError with a clear message when there is none."""
+    ref = (ref or "").strip()
+    try:
+        return Customer.objects.get(pk=uuid.UUID(ref))
+    except (ValueError, Customer.DoesNotExist):
+        pass
+    customer = Customer.objects.filter(email__iexact=ref).first() if ref else None
+    if customer is None:
+        raise ValueError(UNKNOWN_CUSTOMER.format(ref=ref))
+    return customer
 
 
 @dataclass(frozen=True)
@@ -28,9 +43,9 @@ class TriggerStatus:
         return not self.problem
 
 
-def expected_sql_functions() -> dict[str, str]:
+def expected_sql_functions(sql_folders: Iterable[Path] = (SQL_DIR,)) -> dict[str, str]:
     """Name -> body of every function defined in the SQL folders (their current definitions)."""
-    return {function.name: function.body for folder in SQL_DIRS for function in sql_functions(folder)}
+    return {function.name: function.body for folder in sql_folders for function in sql_functions(folder)}
 
 
 def _expected_trigger_body(model, trigger) -> str:
@@ -40,8 +55,11 @@ def _expected_trigger_body(model, trigger) -> str:
     return match["body"]
 
 
-def trigger_health(using: str = "default") -> list[TriggerStatus]:
-    """Every expected trigger and function: present, enabled, and identical to the code's SQL."""
+def trigger_health(using: str = "default", sql_folders: Iterable[Path] = (SQL_DIR,)) -> list[TriggerStatus]:
+    """Every declared trigger, and every function of ``sql_folders``: present, enabled, current.
+
+    usage checks its own functions by default; billing passes its folder too (billing/ops/checks.py).
+    """
     statuses = []
     with connections[using].cursor() as cursor:
         cursor.execute(
@@ -66,7 +84,7 @@ def trigger_health(using: str = "default") -> list[TriggerStatus]:
             problem = ""
         statuses.append(TriggerStatus("trigger", trigger.name, table, problem))
 
-    for name, body in sorted(expected_sql_functions().items()):
+    for name, body in sorted(expected_sql_functions(sql_folders).items()):
         if name not in installed_functions:
             problem = "missing"
         elif installed_functions[name] != body:

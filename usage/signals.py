@@ -5,13 +5,13 @@ just written), and after ``migrate`` they install the current definitions of usa
 """
 
 import logging
-from pathlib import Path
 
 from django.db import connections
 from django.db.models.signals import post_delete, post_migrate, post_save
-from django.dispatch import Signal, receiver
+from django.dispatch import receiver
 
 from usage.models import Preset, PresetUsage
+from usage.selectors import SQL_DIR
 from usage.sql_functions import fully_migrated, sql_functions_install
 
 logger = logging.getLogger("usage")
@@ -24,19 +24,11 @@ def refresh_preset_counters(sender, instance, **kwargs):
         preset.refresh_from_db(fields=list(Preset.counter_fields))
 
 
-SQL_FOLDER = Path(__file__).resolve().parent / "sql"
-
-
 @receiver(post_migrate, dispatch_uid="usage.install_sql_functions")
 def install_sql_functions(sender, using="default", plan=None, **kwargs):
     """After ``migrate`` (not ``flush``, which passes no plan), on a fully migrated database."""
     if sender.name != "usage" or plan is None or connections[using].vendor != "postgresql":
         return
     if fully_migrated(using):
-        for name in sql_functions_install(SQL_FOLDER, using=using):
+        for name in sql_functions_install(SQL_DIR, using=using):
             logger.info("installed the current definition of SQL function %s", name)
-
-
-# Sent inside the transaction that set counters to their recomputed truth, with the changed rows
-# (dicts as the discrepancy report streams them), so a listener's record commits with the fix.
-counters_recounted = Signal()

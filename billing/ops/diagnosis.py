@@ -2,13 +2,13 @@
 
 from dataclasses import dataclass, field
 
-from django.db import transaction
 from django.utils import timezone
 
 from billing.models import AuditLog, CreditGrant, WebhookEvent
+from billing.ops.checks import drift_rows
+from billing.ops.findings import findings
 from billing.selectors import customer_plan, live_subscription
 from usage.models import ReconciliationRow, UsageTracking
-from usage.services.integrity import drift_scan, findings
 
 COUNTER_LABELS = {
     "active_projects": "active projects",
@@ -143,9 +143,7 @@ def customer_diagnose(*, customer) -> Diagnosis:
     """Plan, period, every counter beside its truth, allowance left, findings, history, the fix."""
     plan = customer_plan(customer)
     subscription = live_subscription(customer)
-    with transaction.atomic():
-        scan = drift_scan([customer.pk], everything=True)
-        rows = list(scan.rows())
+    rows = drift_rows([customer.pk], everything=True)
     now = timezone.now()
     current = UsageTracking.objects.filter(
         customer=customer, period_start__lte=now, period_end__gt=now

@@ -1,11 +1,53 @@
-"""Billing findings for the discrepancy report (SPEC §6): not counter drift, but wrong all the same.
-
-Registered with usage's report from BillingConfig.ready(), so usage never imports billing.
+"""Findings for the discrepancy report and the diagnosis (SPEC §6): not counter drift, but wrong all
+the same. ``findings()`` composes them: trigger health, over limit, stale periods, failed webhooks.
 """
+
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from django.db import connection
 
-from usage.services.integrity import Finding
+from billing.ops.checks import trigger_health
+
+
+@dataclass
+class Finding:
+    """Something wrong that is not counter drift: over a limit, a stale period, a broken trigger."""
+
+    check: str
+    customer_id: str | None
+    email: str | None
+    target_id: str | None
+    detail: str
+    fix: str = ""
+
+    def as_dict(self):
+        return {k: getattr(self, k) for k in ("check", "customer_id", "email", "target_id", "detail", "fix")}
+
+
+def findings(customer_ids=None) -> list[Finding]:
+    """Every finding in scope (None: every customer), in this order."""
+    return [
+        *unhealthy_triggers(),
+        *over_limit(customer_ids),
+        *stale_period(customer_ids),
+        *failed_webhook(customer_ids),
+    ]
+
+
+def unhealthy_triggers() -> Iterator[Finding]:
+    """Database-wide, so listed whatever the scope."""
+    for status in trigger_health():
+        if not status.ok:
+            yield Finding(
+                "trigger_health",
+                None,
+                None,
+                status.name,
+                f"{status.kind} {status.name}: {status.problem}",
+                "manage.py migrate, then manage.py check_triggers",
+            )
+
 
 # Customers without a live subscription count as Free (billing.selectors.DEFAULT_PLAN_CODE).
 _OVER_LIMIT = """

@@ -2,11 +2,8 @@
 
 from collections import defaultdict
 
-from django.dispatch import receiver
-
 from billing.models import AuditLog
 from usage.models import ReconciliationRun
-from usage.signals import counters_recounted
 
 
 def audit_record(
@@ -32,9 +29,11 @@ def audit_record(
     )
 
 
-@receiver(counters_recounted, sender=ReconciliationRun, dispatch_uid="billing.audit_recount")
-def audit_recount(sender, run, rows, **kwargs):
-    """One audit row per customer whose counters a reconciliation (or a Recount click) set."""
+def audit_recount(*, run: ReconciliationRun, rows: list[dict]) -> None:
+    """One audit row per customer whose counters a reconciliation (or a Recount click) set.
+
+    Called by reconciliation inside the transaction of the fix (billing/ops/integrity.py).
+    """
     per_customer = defaultdict(lambda: ({}, {}))
     for row in rows:
         key = row["check"] if row["target_id"] is None else f"{row['check']}:{row['target_id']}"

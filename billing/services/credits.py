@@ -1,4 +1,4 @@
-"""Overage credit (SPEC §3, §5): grants, and the credit_remaining check of the discrepancy report (I4).
+"""Overage credit (SPEC §3, §5): grants (their credit_remaining check is in billing/ops/checks.py, I4).
 
 A grant is a ledger row: ``remaining`` starts at ``granted`` and only the triggers on credit_draws move
 it (billing/triggers.py). Consume draws from it (billing_consume in billing/sql). Support grants
@@ -7,12 +7,11 @@ goodwill with a reason; a paid overage pack grants a purchase from its webhook. 
 
 from decimal import Decimal, InvalidOperation
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from billing.models import AuditLog, CreditGrant
 from billing.services.audit import audit_record
 from usage.models import UsageEvent
-from usage.services.integrity import CheckGroup, check_group_register
 
 METRICS = {m.value: m.label for m in UsageEvent.Metric}
 BAD_METRIC = "unknown metric {metric!r}; metrics are: {metrics}"
@@ -83,44 +82,3 @@ def credit_grant(
             reason=reason or f"{source} credit",
         )
     return grant
-
-
-# --- I4 in the discrepancy report and reconciliation ----------------------------------------------
-
-_CREDIT_REMAINING = """
-WITH per AS (
-    SELECT g.customer_id, g.id::text AS target_id, g.remaining AS tracked, g.granted - coalesce(d.drawn, 0) AS actual
-    FROM credit_grants g
-    LEFT JOIN (SELECT grant_id, sum(quantity) AS drawn FROM credit_draws WHERE true {scope_draws} GROUP BY grant_id) d
-           ON d.grant_id = g.id
-    WHERE true {scope_grants}
-), drifted AS (
-    INSERT INTO pg_temp.usage_drift
-    SELECT 'credit_remaining', customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
-    FROM per WHERE tracked <> actual OR {everything}
-)
-SELECT 'credit_remaining', count(*), coalesce(sum(tracked), 0), coalesce(sum(actual), 0) FROM per
-"""
-
-
-def _fix_credit_remaining() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE credit_grants g SET remaining = (d.actual #>> '{}')::numeric FROM pg_temp.usage_drift d "
-            "WHERE d.check_name = 'credit_remaining' AND g.id = d.target_id::uuid"
-        )
-        return cursor.rowcount
-
-
-CREDIT_CHECKS = CheckGroup(
-    "credit_grants",
-    ("credit_remaining",),
-    (_CREDIT_REMAINING,),
-    "SELECT 1 FROM credit_grants WHERE customer_id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE",
-    _fix_credit_remaining,
-    scope_columns={"scope_draws": "customer_id", "scope_grants": "g.customer_id"},
-)
-
-
-def credit_checks_register() -> None:
-    check_group_register(CREDIT_CHECKS)

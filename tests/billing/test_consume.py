@@ -588,9 +588,9 @@ class TestCredits:
     def test_credit_remaining_drift_is_reported_and_reconciled(self):
         from django.db import transaction
 
+        from billing.ops.integrity import usage_reconcile
         from tests.conftest import report_rows
         from usage.services.counters import counter_writes_allowed
-        from usage.services.integrity import usage_reconcile
 
         plans = plans_ensure()
         Plan.objects.filter(pk=plans["free"].pk).update(minutes_per_period=0)

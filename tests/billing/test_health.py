@@ -8,8 +8,8 @@ import logging
 import pytest
 from django.db import connection
 
+from billing.ops.checks import trigger_health
 from usage.models import Project
-from usage.selectors import trigger_health
 
 pytestmark = pytest.mark.django_db
 

@@ -3,9 +3,9 @@
 import pytest
 from django.db import connection
 
-from billing.signals import SQL_FOLDER as BILLING_SQL
+from billing.selectors import SQL_DIR as BILLING_SQL
 from tests.conftest import run_manage
-from usage.signals import SQL_FOLDER as USAGE_SQL
+from usage.selectors import SQL_DIR as USAGE_SQL
 from usage.sql_functions import sql_functions, sql_functions_install
 
 

@@ -2,8 +2,8 @@ import json
 
 from django.conf import settings
 
-from usage.management.base import EXIT_PROBLEM, OpsCommand
-from usage.selectors import trigger_health
+from billing.management.base import EXIT_PROBLEM, OpsCommand
+from billing.ops.checks import trigger_health
 
 
 class Command(OpsCommand):

@@ -1,7 +1,7 @@
 import sys
 
+from billing.management.base import OpsCommand, positive_int
 from billing.services.demo import demo_admin_ensure, demo_data_load
-from usage.management.base import OpsCommand, positive_int
 from usage.models import Customer
 
 

@@ -1,8 +1,8 @@
 import json
 
-from billing.services.diagnosis import customer_diagnose
-from usage.management.base import OpsCommand, resolve_or_exit
-from usage.services.integrity import customer_resolve
+from billing.management.base import OpsCommand, resolve_or_exit
+from billing.ops.diagnosis import customer_diagnose
+from usage.selectors import customer_resolve
 
 
 class Command(OpsCommand):

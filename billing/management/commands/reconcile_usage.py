@@ -3,9 +3,11 @@ import sys
 from django.core.management.base import CommandError
 from django.db.models.functions import Abs
 
-from usage.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand, positive_int, resolve_or_exit
-from usage.management.output import write_report
-from usage.services.integrity import ReconciliationBusy, customer_resolve, scan_summary, usage_reconcile
+from billing.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand, positive_int, resolve_or_exit
+from billing.management.output import write_report
+from billing.ops.integrity import ReconciliationBusy, usage_reconcile
+from usage.selectors import customer_resolve
+from usage.services.drift import scan_summary
 
 
 class Command(OpsCommand):

@@ -4,8 +4,8 @@ import sys
 from django.utils.dateparse import parse_datetime
 from tqdm import tqdm
 
+from billing.management.base import OpsCommand, positive_int
 from billing.services.periods import period_roll_due
-from usage.management.base import OpsCommand, positive_int
 
 
 def iso_instant(value):

@@ -1,8 +1,10 @@
 import sys
 
-from usage.management.base import EXIT_PROBLEM, OpsCommand, resolve_or_exit
-from usage.management.output import write_report
-from usage.services.integrity import customer_resolve, discrepancy_report, scan_summary
+from billing.management.base import EXIT_PROBLEM, OpsCommand, resolve_or_exit
+from billing.management.output import write_report
+from billing.ops.integrity import discrepancy_report
+from usage.selectors import customer_resolve
+from usage.services.drift import scan_summary
 
 
 class Command(OpsCommand):

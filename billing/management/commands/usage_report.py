@@ -2,9 +2,9 @@ import csv
 import json
 import sys
 
-from billing.services.reports import REPORT_FIELDS, month_parse, usage_report
-from usage.management.base import OpsCommand, resolve_or_exit
-from usage.management.output import plain_value
+from billing.management.base import OpsCommand, resolve_or_exit
+from billing.management.output import plain_value
+from billing.ops.usage_report import REPORT_FIELDS, month_parse, usage_report
 
 
 def _plain(value):

@@ -1,9 +1,9 @@
 import json
 import sys
 
+from billing.management.base import EXIT_PROBLEM, OpsCommand, resolve_or_exit
 from billing.services.plans import plan_change_validate, plan_resolve
-from usage.management.base import EXIT_PROBLEM, OpsCommand, resolve_or_exit
-from usage.services.integrity import customer_resolve
+from usage.selectors import customer_resolve
 
 
 class Command(OpsCommand):

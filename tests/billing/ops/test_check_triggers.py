@@ -5,9 +5,9 @@ import json
 import pytest
 from django.db import connection
 
+from billing.ops.checks import trigger_health
 from tests.conftest import manage_env, run_manage
 from usage.models import Project, UsageTracking
-from usage.selectors import trigger_health
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pgtrigger
 import pytest
 
+from billing.ops.integrity import RECONCILE_LOCK, discrepancy_report, usage_reconcile
 from tests.conftest import ROOT, active_count, blocked_by, manage_env, plant_s1, raw_connect, run_manage
 from tests.factories import (
     CustomerFactory,
@@ -23,7 +24,6 @@ from tests.factories import (
 from tests.referee import assert_invariants
 from usage.models import ReconciliationRun, UsageTracking
 from usage.services.counters import counter_writes_allowed
-from usage.services.integrity import RECONCILE_LOCK, discrepancy_report, usage_reconcile
 
 
 def by_check_and_email(rows):

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, invariant, rule, run_state_machine_as_test
 
 from billing.models import CreditDraw, CreditGrant
+from billing.ops.integrity import discrepancy_report, usage_reconcile
 from billing.services.credits import credit_grant
 from tests.conftest import report_rows
 from tests.factories import (
@@ -34,7 +35,6 @@ from tests.referee import assert_invariants, from_report, ordered, recount
 from tests.usage.test_invariants_stateful import CounterMachine
 from usage.models import Customer, Preset, Project, UsageEvent
 from usage.services.counters import counter_writes_allowed
-from usage.services.integrity import discrepancy_report, usage_reconcile
 
 CHECKS = {
     "active_projects",

@@ -1,0 +1,319 @@
+"""The checks of usage's own counters (SPEC §6): set-based SQL, one pass per check, plain functions.
+
+Each check compares one kind of counter with its source of truth for every row in scope and writes
+only the rows that differ into a temporary table (``pg_temp.usage_drift``), returning its totals in
+the same pass. Rows are then streamed from that table sorted by the size of the difference, so the
+Python side holds a summary, never a row per customer.
+
+Checks come in groups (``CheckGroup``): the counters one lock statement covers, their checks and
+their fix. ``USAGE_CHECK_GROUPS`` are usage's; the layer above passes them, with its own, to
+``drift_scan``: the report, reconciliation and diagnosis are composed in billing/ops.
+"""
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import connection
+
+_DRIFT_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS usage_drift (
+    check_name text NOT NULL,
+    customer_id uuid NOT NULL,
+    target_id text,
+    tracked jsonb,
+    actual jsonb,
+    difference numeric
+) ON COMMIT DROP
+"""
+
+# Each statement: (per-target comparison) -> drifted rows into usage_drift, totals per check out.
+# {scope} filters customer ids: "" for everyone, or "AND {col} = ANY(%(ids)s)".
+_ACTIVE_PROJECTS = """
+WITH per AS (
+    SELECT c.id AS customer_id, t.id::text AS target_id,
+           coalesce(t.active_projects_count, 0) AS tracked, coalesce(a.n, 0) AS actual
+    FROM customers c
+    LEFT JOIN usage_tracking t
+           ON t.customer_id = c.id AND t.period_start <= now() AND t.period_end > now()
+    LEFT JOIN (SELECT customer_id, count(*) AS n FROM projects
+               WHERE status = 'active' {scope_projects} GROUP BY customer_id) a
+           ON a.customer_id = c.id
+    WHERE true {scope_customers}
+), drifted AS (
+    INSERT INTO pg_temp.usage_drift
+    SELECT 'active_projects', customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
+    FROM per WHERE tracked <> actual OR {everything}
+)
+SELECT 'active_projects', count(*), coalesce(sum(tracked), 0), coalesce(sum(actual), 0) FROM per
+"""
+
+# Events find their period row through width_bucket() over the customer's period starts: one hash
+# join of events with one row per customer, exact for periods that start at any instant.
+_METERED = """
+WITH periods AS (
+    SELECT customer_id, array_agg(period_start ORDER BY period_start) AS starts,
+           array_agg(period_end ORDER BY period_start) AS ends, array_agg(id ORDER BY period_start) AS ids
+    FROM usage_tracking WHERE true {scope_tracking} GROUP BY customer_id
+), bucketed AS (
+    SELECT e.customer_id, e.metric, e.quantity, e.occurred_at, p.ends, p.ids,
+           width_bucket(e.occurred_at, p.starts) AS b
+    FROM usage_events e LEFT JOIN periods p ON p.customer_id = e.customer_id
+    WHERE true {scope_events}
+), sums AS (  -- both metrics in one pass, one row per period row (or per customer outside every period)
+    SELECT customer_id,
+           CASE WHEN b > 0 AND occurred_at < ends[b] THEN ids[b] END AS row_id,
+           coalesce(sum(quantity) FILTER (WHERE metric = 'ai_interaction'), 0) AS ai,
+           coalesce(sum(quantity) FILTER (WHERE metric = 'minutes'), 0) AS minutes
+    FROM bucketed GROUP BY 1, 2
+), per AS (
+    SELECT m.check_name, t.customer_id, t.id::text AS target_id, m.tracked, m.actual
+    FROM usage_tracking t
+    LEFT JOIN sums s ON s.row_id = t.id
+    CROSS JOIN LATERAL (VALUES ('ai_interactions', t.ai_interactions_count, coalesce(s.ai, 0)),
+                               ('minutes', t.minutes_used, coalesce(s.minutes, 0))) AS m(check_name, tracked, actual)
+    WHERE true {scope_tracking_t}
+    UNION ALL  -- source rows with no counter row: events outside every period row
+    SELECT m.check_name, s.customer_id, NULL, 0, m.actual
+    FROM sums s
+    CROSS JOIN LATERAL (VALUES ('ai_interactions', s.ai), ('minutes', s.minutes)) AS m(check_name, actual)
+    WHERE s.row_id IS NULL AND m.actual <> 0
+), drifted AS (
+    INSERT INTO pg_temp.usage_drift
+    SELECT check_name, customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
+    FROM per WHERE tracked <> actual OR {everything}
+)
+SELECT check_name, count(*), coalesce(sum(tracked), 0), coalesce(sum(actual), 0) FROM per GROUP BY check_name
+"""
+
+_PRESETS = """
+WITH per AS (
+    SELECT p.customer_id, p.id::text AS target_id, p.usage_count, p.last_used_at,
+           coalesce(u.n, 0) AS n, u.last_used
+    FROM presets p
+    LEFT JOIN (SELECT preset_id, count(*) AS n, max(used_at) AS last_used FROM preset_usage
+               WHERE true {scope_uses} GROUP BY preset_id) u ON u.preset_id = p.id
+    WHERE true {scope_presets}
+), drifted_count AS (
+    INSERT INTO pg_temp.usage_drift
+    SELECT 'preset_usage_count', customer_id, target_id, to_jsonb(usage_count), to_jsonb(n), n - usage_count
+    FROM per WHERE usage_count <> n OR {everything}
+), drifted_last AS (
+    INSERT INTO pg_temp.usage_drift
+    SELECT 'preset_last_used_at', customer_id, target_id, to_jsonb(last_used_at), to_jsonb(last_used),
+           extract(epoch FROM last_used - last_used_at)
+    FROM per WHERE last_used_at IS DISTINCT FROM last_used OR {everything}
+)
+SELECT 'preset_usage_count', count(*), coalesce(sum(usage_count), 0), coalesce(sum(n), 0) FROM per
+UNION ALL
+SELECT 'preset_last_used_at', count(*), count(last_used_at), count(last_used) FROM per
+"""
+
+
+_SCOPE_COLUMNS = {
+    "scope_customers": "c.id",
+    "scope_projects": "customer_id",
+    "scope_tracking": "customer_id",
+    "scope_tracking_t": "t.customer_id",
+    "scope_events": "e.customer_id",
+    "scope_uses": "preset_id IN (SELECT id FROM presets WHERE customer_id = ANY(%(ids)s::uuid[]))",
+    "scope_presets": "p.customer_id",
+}
+
+
+def _scoped(sql: str, ids, everything: bool = False, columns: dict | None = None) -> str:
+    """Fill a check's {scope_*} placeholders: nothing for everyone, else a filter on the customer ids.
+
+    A column given as a full condition (containing "%(ids)s") is used as it is.
+    """
+    cols = {**_SCOPE_COLUMNS, **(columns or {})}
+    flag = {"everything": "true" if everything else "false"}
+    if ids is None:
+        return sql.format(**{k: "" for k in cols}, **flag)
+    filled = {k: f"AND {v}" if "%(ids)s" in v else f"AND {v} = ANY(%(ids)s::uuid[])" for k, v in cols.items()}
+    return sql.format(**filled, **flag)
+
+
+@dataclass
+class Scan:
+    """The drifted rows of one scope, held in pg_temp.usage_drift for the enclosing transaction."""
+
+    customers_checked: int = 0
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def customers_with_drift(self) -> int:
+        return _scalar("SELECT count(DISTINCT customer_id) FROM pg_temp.usage_drift")
+
+    @property
+    def discrepancies(self) -> int:
+        return _scalar("SELECT count(*) FROM pg_temp.usage_drift")
+
+    def rows(self, chunk_size: int = 2000) -> Iterator[dict]:
+        """Drifted counters, largest difference first, streamed through a server-side cursor."""
+        with connection.chunked_cursor() as cursor:
+            cursor.execute(
+                "SELECT d.check_name, d.customer_id, c.email, d.target_id, d.tracked, d.actual, d.difference "
+                "FROM pg_temp.usage_drift d LEFT JOIN customers c ON c.id = d.customer_id "
+                "ORDER BY abs(d.difference) DESC NULLS LAST, d.check_name, d.customer_id"
+            )
+            while batch := cursor.fetchmany(chunk_size):
+                for check, customer_id, email, target_id, tracked, actual, difference in batch:
+                    yield {
+                        "check": check,
+                        "customer_id": str(customer_id),
+                        "email": email,
+                        "target_id": target_id,
+                        "tracked": _plain(tracked),
+                        "actual": _plain(actual),
+                        "difference": _plain(difference),
+                    }
+
+
+def _plain(value):
+    if isinstance(value, str):
+        try:
+            value = json.loads(value, parse_float=Decimal)
+        except ValueError:
+            return value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _scalar(sql, params=None):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()[0]
+
+
+@dataclass(frozen=True)
+class CheckGroup:
+    """Counters that one lock statement covers: their checks, the lock, and the fix.
+
+    Reconciliation fixes each group in its own transaction (the triggers lock the groups' tables
+    separately, so holding one group's rows while waiting for another's could deadlock with a product
+    transaction that writes both). ``statements`` write drifted rows into pg_temp.usage_drift and
+    return (check, rows, tracked, actual); ``fix()`` sets the drifted rows of its checks to the truth
+    and returns how many it set; ``scope_columns`` adds {scope_*} placeholders for other tables.
+    """
+
+    name: str
+    checks: tuple[str, ...]
+    statements: tuple[str, ...]
+    lock_sql: str
+    fix: Callable[[], int]
+    scope_columns: dict = field(default_factory=dict)
+
+
+def drift_scan(customer_ids=None, *, groups: tuple[CheckGroup, ...], everything: bool = False) -> Scan:
+    """Run the checks of ``groups`` over the scope (inside the caller's transaction).
+
+    ``everything`` keeps the counters that match as well (difference 0): one customer's diagnosis
+    shows every counter beside its truth, computed by the same SQL as the report.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("drift_scan() must run inside transaction.atomic(): its table lives until commit")
+    ids = [str(i) for i in customer_ids] if customer_ids is not None else None
+    scan = Scan()
+    with connection.cursor() as cursor:
+        cursor.execute(_DRIFT_TABLE)
+        cursor.execute("TRUNCATE pg_temp.usage_drift")
+        for group in groups:
+            for sql in group.statements:
+                cursor.execute(_scoped(sql, ids, everything, group.scope_columns), {"ids": ids})
+                for check, n, tracked, actual in cursor.fetchall():
+                    scan.metrics[check] = {"rows": n, "tracked": _plain(tracked), "actual": _plain(actual)}
+                    if check == "active_projects":
+                        scan.customers_checked = n
+            for check in group.checks:
+                scan.metrics.setdefault(check, {"rows": 0, "tracked": 0, "actual": 0})
+    return scan
+
+
+def scan_summary(scan: Scan) -> dict:
+    return {
+        "customers_checked": scan.customers_checked,
+        "customers_with_drift": scan.customers_with_drift,
+        "discrepancies": scan.discrepancies,
+        "metrics": {
+            check: {"tracked": m["tracked"], "actual": m["actual"]} for check, m in scan.metrics.items()
+        },
+    }
+
+
+def _fix_tracking() -> int:
+    fixed = 0
+    with connection.cursor() as cursor:
+        for check, column in (
+            ("active_projects", "active_projects_count"),
+            ("ai_interactions", "ai_interactions_count"),
+            ("minutes", "minutes_used"),
+        ):
+            cursor.execute(
+                f"UPDATE usage_tracking t SET {column} = (d.actual #>> '{{}}')::numeric, updated_at = now() "
+                "FROM pg_temp.usage_drift d "
+                "WHERE d.check_name = %s AND d.target_id IS NOT NULL AND t.id = d.target_id::bigint",
+                [check],
+            )
+            fixed += cursor.rowcount
+        # Counters with no row: open the row; it is created from the source tables' truth.
+        cursor.execute(
+            "SELECT usage_tracking_add_active(array_agg(customer_id), array_fill(0, ARRAY[count(*)::int])) "
+            "FROM (SELECT DISTINCT customer_id FROM pg_temp.usage_drift "
+            "      WHERE check_name = 'active_projects' AND target_id IS NULL) m"
+        )
+        cursor.execute(
+            "SELECT count(*) FROM pg_temp.usage_drift WHERE check_name = 'active_projects' AND target_id IS NULL"
+        )
+        fixed += cursor.fetchone()[0]
+        cursor.execute(
+            "WITH missing AS ("
+            "  SELECT DISTINCT e.customer_id, p.period_start, p.period_end FROM usage_events e"
+            "  CROSS JOIN LATERAL usage_period_at(e.customer_id, e.occurred_at) p"
+            "  WHERE e.customer_id IN (SELECT customer_id FROM pg_temp.usage_drift"
+            "                          WHERE check_name IN ('ai_interactions', 'minutes') AND target_id IS NULL)"
+            "    AND NOT EXISTS (SELECT 1 FROM usage_tracking t WHERE t.customer_id = e.customer_id"
+            "                    AND e.occurred_at >= t.period_start AND e.occurred_at < t.period_end))"
+            "SELECT usage_tracking_add(array_agg(customer_id ORDER BY customer_id, period_start),"
+            "  array_agg(period_start ORDER BY customer_id, period_start),"
+            "  array_agg(period_end ORDER BY customer_id, period_start), NULL, NULL, NULL) FROM missing"
+        )
+        cursor.execute(
+            "SELECT count(*) FROM pg_temp.usage_drift WHERE check_name IN ('ai_interactions', 'minutes') "
+            "AND target_id IS NULL"
+        )
+        fixed += cursor.fetchone()[0]
+    return fixed
+
+
+def _fix_presets() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE presets p SET usage_count = (d.actual #>> '{}')::integer FROM pg_temp.usage_drift d "
+            "WHERE d.check_name = 'preset_usage_count' AND p.id = d.target_id::uuid"
+        )
+        fixed = cursor.rowcount
+        cursor.execute(
+            "UPDATE presets p SET last_used_at = (d.actual #>> '{}')::timestamptz FROM pg_temp.usage_drift d "
+            "WHERE d.check_name = 'preset_last_used_at' AND p.id = d.target_id::uuid"
+        )
+        return fixed + cursor.rowcount
+
+
+TRACKING_CHECKS = CheckGroup(
+    "usage_tracking",
+    ("active_projects", "ai_interactions", "minutes"),
+    (_ACTIVE_PROJECTS, _METERED),
+    "SELECT 1 FROM usage_tracking WHERE customer_id = ANY(%s::uuid[]) ORDER BY customer_id, period_start FOR UPDATE",
+    _fix_tracking,
+)
+PRESET_CHECKS = CheckGroup(
+    "presets",
+    ("preset_usage_count", "preset_last_used_at"),
+    (_PRESETS,),
+    "SELECT 1 FROM presets WHERE customer_id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE",
+    _fix_presets,
+)
+USAGE_CHECK_GROUPS = (TRACKING_CHECKS, PRESET_CHECKS)
