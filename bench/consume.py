@@ -62,7 +62,7 @@ def main():
     total = args.clients * args.calls
     fresh_bench_schema()
 
-    from billing.services.demo import plans_ensure
+    from demo.data import plans_ensure
 
     plans_ensure()
     with psycopg_connect() as conn:

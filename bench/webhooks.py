@@ -22,8 +22,8 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from billing import webhook_payloads as wp
 from billing.services.webhooks import signature_header
+from demo import webhook_payloads as wp
 
 SECRET = "whsec_bench"
 
@@ -42,7 +42,7 @@ def main():
     settings.ALLOWED_HOSTS = ["*"]
 
     from billing.models import AuditLog, CreditGrant, Subscription, WebhookEvent
-    from billing.services.demo import plans_ensure
+    from demo.data import plans_ensure
     from usage.models import Customer
 
     plans = plans_ensure()

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "pgtrigger",
     "usage",
     "billing",
+    "demo",  # demo data and its command only: no production path imports it
 ]
 
 MIDDLEWARE = [

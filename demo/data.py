@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pgtrigger
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -20,8 +19,6 @@ from usage.models import Customer, Preset, PresetUsage, Project, UsageEvent, Usa
 from usage.services.counters import counter_writes_allowed
 
 DEMO_DOMAIN = "demo.billing-ops.test"
-ADMIN_USERNAME = "admin"
-ADMIN_PASSWORD = "billing-ops-demo"
 
 PLANS = [
     # code, name, price (cents), projects, AI interactions, minutes (None = unlimited)
@@ -72,31 +69,6 @@ def plans_ensure() -> dict[str, Plan]:
             ),
         )
     return plans
-
-
-def demo_admin_ensure() -> tuple[str, str]:
-    """The demo's logins: a superuser, plus one Support and one Finance user to try the roles.
-
-    Passwords are reset on every run so the printed login always works.
-    """
-    from django.contrib.auth.models import Group
-
-    User = get_user_model()
-    for username, superuser, group in (
-        (ADMIN_USERNAME, True, None),
-        ("support", False, "Support"),
-        ("finance", False, "Finance"),
-    ):
-        user, _ = User.objects.get_or_create(
-            username=username, defaults={"email": f"{username}@{DEMO_DOMAIN}"}
-        )
-        user.is_staff = True
-        user.is_superuser = superuser
-        user.set_password(ADMIN_PASSWORD)
-        user.save()
-        if group:
-            user.groups.set(Group.objects.filter(name=group))
-    return ADMIN_USERNAME, ADMIN_PASSWORD
 
 
 @transaction.atomic
@@ -260,10 +232,10 @@ SCENARIOS = {
 
 def scenarios_plant(*, plans: dict) -> int:
     """The billing scenarios (SPEC §9 S5-S8), written through the same services the product uses."""
-    from billing import webhook_payloads as wp
     from billing.services.consume import consume
     from billing.services.credits import credit_grant
     from billing.services.webhooks import envelope_parse, webhook_ingest
+    from demo import webhook_payloads as wp
 
     made = {}
     for key, (email, name) in SCENARIOS.items():

@@ -120,7 +120,7 @@ def customer(db):
 
 def plant_s1(prefix="s1"):
     """The three S1 customers (SPEC §9), planted the way the demo plants them."""
-    from billing.services.demo import plans_ensure, s1_plant
+    from demo.data import plans_ensure, s1_plant
 
     return s1_plant(
         free_plan=plans_ensure()["free"],

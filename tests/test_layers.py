@@ -1,4 +1,5 @@
-"""Layers (SPEC §3): usage never imports the layer above; control flows the way the imports do."""
+"""Layers (SPEC §3): usage never imports the layer above, control flows the way the imports do, and
+no production module imports the demo."""
 
 import ast
 
@@ -28,3 +29,12 @@ def test_usage_defines_no_signal_and_no_registry_for_the_layer_above():
         text = path.read_text()
         assert "Signal(" not in text, path
         assert "_register(" not in text, path
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted([*(ROOT / "usage").rglob("*.py"), *(ROOT / "billing").rglob("*.py")]),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_no_production_module_imports_the_demo(path):
+    assert [m for m in _imports(path) if m == "demo" or m.startswith("demo.")] == []

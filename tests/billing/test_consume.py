@@ -18,9 +18,9 @@ from billing.services.credits import (
     CreditGrantError,
     credit_grant,
 )
-from billing.services.demo import plans_ensure
 from billing.services.periods import period_roll_due
 from billing.services.projects import ProjectLimitReached, project_create
+from demo.data import plans_ensure
 from tests.conftest import blocked_by, raises_sqlstate, raw_connect, run_manage
 from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory
 from tests.referee import assert_invariants

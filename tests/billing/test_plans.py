@@ -6,7 +6,6 @@ import pytest
 from django.urls import reverse
 
 from billing.models import AuditLog, Subscription
-from billing.services.demo import plans_ensure
 from billing.services.plans import (
     BLOCK_ACTIVE_PROJECTS,
     OVERRIDE_NEEDS_SUPERUSER,
@@ -14,6 +13,7 @@ from billing.services.plans import (
     plan_change_validate,
     subscription_change_plan,
 )
+from demo.data import plans_ensure
 from tests.conftest import plant_s1, run_manage
 from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory
 

@@ -9,10 +9,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from billing import webhook_payloads as wp
 from billing.models import AuditLog, CreditGrant, Plan, Subscription, WebhookEvent
-from billing.services.demo import plans_ensure
 from billing.services.webhooks import signature_header
+from demo import webhook_payloads as wp
+from demo.data import plans_ensure
 from tests.factories import CustomerFactory
 from usage.models import UsageTracking
 

@@ -8,8 +8,8 @@ from django.core.management import call_command
 
 from billing.models import CreditGrant, Plan, Subscription, WebhookEvent
 from billing.ops.findings import findings
-from billing.services.demo import S1_MISSING_ROW, S1_PHANTOM_THREE, S1_SIX_PROJECTS, SCENARIOS
 from billing.services.plans import plan_change_validate
+from demo.data import S1_MISSING_ROW, S1_PHANTOM_THREE, S1_SIX_PROJECTS, SCENARIOS
 from tests.conftest import run_manage
 from tests.referee import recount
 from usage.models import Customer

@@ -1,7 +1,8 @@
 import sys
 
 from billing.management.base import OpsCommand, positive_int
-from billing.services.demo import demo_admin_ensure, demo_data_load
+from demo.data import demo_data_load
+from demo.logins import demo_admin_ensure
 from usage.models import Customer
 
 

@@ -9,7 +9,7 @@ import pytest
 from billing.models import Plan, Subscription
 from billing.services.consume import consume
 from billing.services.credits import credit_grant
-from billing.services.demo import plans_ensure
+from demo.data import plans_ensure
 from tests.conftest import run_manage
 from tests.factories import CustomerFactory, ProjectFactory
 
