@@ -112,7 +112,7 @@ def populated(db):
     """The demo's population (every plan, credits, webhooks, scenarios), S1 drift and a recorded run."""
     call_command("demo_data", "--customers", "12", "--seed", "5", verbosity=0)
     plant_s1(prefix="extra")
-    from usage.services.integrity import discrepancy_report
+    from billing.ops.integrity import discrepancy_report
 
     discrepancy_report(started_by="cron", scope="all customers")
 
