@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from billing import webhook_payloads as wp
 from billing.models import WebhookEvent
-from billing.services.demo import plans_ensure
 from billing.services.webhooks import signature_header
+from demo import webhook_payloads as wp
+from demo.data import plans_ensure
 from tests.billing.test_webhooks import PADDLE_SECRET, STRIPE_SECRET, post, state
 from tests.factories import CustomerFactory
 
