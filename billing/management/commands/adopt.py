@@ -4,7 +4,7 @@ from django.core.management.base import CommandError
 
 from billing.adoption.install import AdoptionRefused, NotAdopted, adoption_install, adoption_uninstall
 from billing.adoption.preflight import ADDS, BLOCKER, adoption_preflight
-from usage.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand
+from billing.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand
 
 LABELS = {BLOCKER: "BLOCKER", ADDS: "adds", "note": "note"}
 
