@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pgtrigger
-from django.db import connections
+from django.apps import apps
+from django.contrib.postgres.constraints import ExclusionConstraint
+from django.db import connections, models
 from pgtrigger.core import OUTDATED, UNINSTALLED
 
 from usage.models import Customer
@@ -55,6 +57,45 @@ def _expected_trigger_body(model, trigger) -> str:
     return match["body"]
 
 
+def row_constraints(model) -> list:
+    """The unique and exclusion constraints of ``model`` that keep one counter or event row per key.
+
+    ``migrate --fake-initial`` (and a product's own DDL) can leave them out without a word: then two
+    concurrent first writes of a period insert two usage_tracking rows, and a retried consume two events.
+    """
+    return [
+        c
+        for c in model._meta.constraints
+        if isinstance(c, ExclusionConstraint)
+        or (isinstance(c, models.UniqueConstraint) and c.fields and not c.condition)
+    ]
+
+
+def row_constraint_present(cursor, model, constraint) -> bool:
+    """Whether the table has this constraint or an equivalent one under another name.
+
+    Unique: a unique index on exactly these columns, without predicate or expressions. Exclusion:
+    an exclusion constraint whose first element is the same column compared with ``=``.
+    """
+    table = model._meta.db_table
+    if isinstance(constraint, ExclusionConstraint):
+        column = model._meta.get_field(constraint.expressions[0][0]).column
+        cursor.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'x'",
+            [table],
+        )
+        return any(re.search(rf'"?\b{column}\b"?\s+WITH\s+=', row[0]) for row in cursor.fetchall())
+    columns = sorted(model._meta.get_field(name).column for name in constraint.fields)
+    cursor.execute(
+        "SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_index i "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL "
+        "GROUP BY i.indexrelid",
+        [table],
+    )
+    return columns in [row[0] for row in cursor.fetchall()]
+
+
 def trigger_health(using: str = "default", sql_folders: Iterable[Path] = (SQL_DIR,)) -> list[TriggerStatus]:
     """Every declared trigger, and every function of ``sql_folders``: present, enabled, current.
 
@@ -83,6 +124,15 @@ def trigger_health(using: str = "default", sql_folders: Iterable[Path] = (SQL_DI
         else:
             problem = ""
         statuses.append(TriggerStatus("trigger", trigger.name, table, problem))
+
+    with connections[using].cursor() as cursor:
+        for model in apps.get_app_config("usage").get_models():
+            for constraint in row_constraints(model):
+                present = row_constraint_present(cursor, model, constraint)
+                problem = (
+                    "" if present else "missing (manage.py adopt --check prints the statement that adds it)"
+                )
+                statuses.append(TriggerStatus("constraint", constraint.name, model._meta.db_table, problem))
 
     for name, body in sorted(expected_sql_functions(sql_folders).items()):
         if name not in installed_functions:

@@ -11,11 +11,10 @@ from dataclasses import asdict, dataclass
 
 import pgtrigger
 from django.apps import apps
-from django.contrib.postgres.constraints import ExclusionConstraint
 from django.db import connections, models, transaction
 
 from billing.adoption import PRODUCT_MODELS
-from usage.selectors import SQL_DIR, expected_sql_functions
+from usage.selectors import SQL_DIR, expected_sql_functions, row_constraint_present, row_constraints
 
 BLOCKER, ADDS, NOTE = "blocker", "adds", "note"
 MIN_SERVER_VERSION = 140000  # SPEC §2: PostgreSQL >= 14
@@ -107,24 +106,6 @@ def _collect_sql(connection, action) -> str:
     with connection.schema_editor(collect_sql=True, atomic=False) as editor:
         action(editor)
     return "; ".join(s.rstrip(";") for s in editor.collected_sql) + ";"
-
-
-def _has_unique(cursor, oid: int, columns: list[str]) -> bool:
-    cursor.execute(
-        "SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_index i "
-        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-        "WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL "
-        "GROUP BY i.indexrelid",
-        [oid],
-    )
-    return sorted(columns) in [row[0] for row in cursor.fetchall()]
-
-
-def _has_exclusion(cursor, oid: int, column: str) -> bool:
-    cursor.execute(
-        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s AND contype = 'x'", [oid]
-    )
-    return any(re.search(rf"\b{column}\b\s+WITH\s+=", row[0]) for row in cursor.fetchall())
 
 
 def adoption_preflight(*, using: str = "default") -> Preflight:
@@ -237,21 +218,19 @@ def _product_table_items(connection, cursor, model, tables, role, superuser) -> 
 def _constraint_items(connection, cursor, model, oid) -> list[Item]:
     """The constraints the counters and consume rely on: adopt adds them unless the rows break them."""
     table, items = model._meta.db_table, []
-    for constraint in model._meta.constraints:
-        if isinstance(constraint, models.UniqueConstraint) and constraint.fields and not constraint.condition:
+    for constraint in row_constraints(model):
+        if row_constraint_present(cursor, model, constraint):
+            continue
+        if isinstance(constraint, models.UniqueConstraint):
             columns = [model._meta.get_field(name).column for name in constraint.fields]
-            if _has_unique(cursor, oid, columns):
-                continue
             cursor.execute(
                 f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE "
                 + " AND ".join(f"{c} IS NOT NULL" for c in columns)
                 + f" GROUP BY {', '.join(columns)} HAVING count(*) > 1) AS twice"
             )
             broken = cursor.fetchone()[0]
-            example = f"SELECT {', '.join(columns)}, count(*) FROM {table} GROUP BY 1{', 2' * (len(columns) > 1)} HAVING count(*) > 1"
-        elif isinstance(constraint, ExclusionConstraint):
-            if _has_exclusion(cursor, oid, "customer_id"):
-                continue
+            example = f"SELECT {', '.join(columns)}, count(*) FROM {table} GROUP BY {', '.join(columns)} HAVING count(*) > 1"
+        else:
             # The one exclusion billing-ops declares: a customer's periods never overlap.
             overlap = (
                 f"FROM {table} a JOIN {table} b ON a.customer_id = b.customer_id AND a.ctid < b.ctid "
@@ -260,8 +239,6 @@ def _constraint_items(connection, cursor, model, oid) -> list[Item]:
             cursor.execute(f"SELECT count(*) {overlap}")
             broken = cursor.fetchone()[0]
             example = f"SELECT a.customer_id, a.period_start, b.period_start {overlap}"
-        else:
-            continue  # CHECKs and expression indexes: the product's own rules, left to it
         if broken:
             items.append(
                 Item(

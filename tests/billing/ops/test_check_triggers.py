@@ -70,8 +70,17 @@ def test_healthy_database_exits_0_and_lists_everything():
             ),
             "projects_on_delete on projects: function body edited",
         ),
+        (
+            # What `migrate --fake-initial` leaves on a product's own usage_tracking (issue 13, finding 6).
+            lambda: sql("ALTER TABLE usage_tracking DROP CONSTRAINT usage_tracking_customer_period"),
+            lambda: sql(
+                "ALTER TABLE usage_tracking ADD CONSTRAINT usage_tracking_customer_period "
+                "UNIQUE (customer_id, period_start)"
+            ),
+            "FAIL  constraint usage_tracking_customer_period on usage_tracking: missing",
+        ),
     ],
-    ids=["disabled", "dropped", "function-edited", "trigger-function-edited"],
+    ids=["disabled", "dropped", "function-edited", "trigger-function-edited", "constraint-missing"],
 )
 def test_each_kind_of_damage_exits_1_and_names_it(break_it, restore, expected):
     break_it()
