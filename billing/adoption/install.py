@@ -24,9 +24,9 @@ from billing.adoption import PRODUCT_MODELS
 from billing.adoption.catalog import catalog_snapshot
 from billing.adoption.preflight import ADDS, ADOPTION_TABLE, BLOCKER, Preflight, adoption_preflight
 from usage.selectors import SQL_DIR
+from usage.sql_functions import sql_functions_install
 
 NOT_ADOPTED = "this database was not adopted (no billing_ops_adoption table): nothing to uninstall"
-_FUNCTION_RE = re.compile(r"CREATE OR REPLACE FUNCTION\s+(?P<name>\w+)\s*\(.*?\$\$.*?\$\$[^;]*;", re.S | re.I)
 
 
 class AdoptionRefused(Exception):
@@ -41,15 +41,6 @@ class NotAdopted(Exception):
 
 def _is_counter_trigger(item) -> bool:
     return item.kind == BLOCKER and item.subject.startswith("trigger ") and "counters of" in item.problem
-
-
-def counter_functions_sql() -> list[str]:
-    """The CREATE OR REPLACE FUNCTION statements of usage's SQL, the latest file's definition winning."""
-    latest: dict[str, str] = {}
-    for path in sorted(SQL_DIR.glob("*.sql")):
-        for match in _FUNCTION_RE.finditer(path.read_text()):
-            latest[match["name"]] = match[0]
-    return list(latest.values())
 
 
 def adoption_install(*, drop_product_counter_triggers: bool = False, using: str = "default") -> Preflight:
@@ -76,8 +67,7 @@ def adoption_install(*, drop_product_counter_triggers: bool = False, using: str 
             f"INSERT INTO {ADOPTION_TABLE} (catalog, dropped_triggers) VALUES (%s, %s)",
             [json.dumps(before), json.dumps(dropped)],
         )
-        for statement in counter_functions_sql():
-            cursor.execute(statement)
+        sql_functions_install(SQL_DIR, using=using)
         product = set(PRODUCT_MODELS)
         with connection.schema_editor(atomic=False) as editor:
             for model in apps.get_app_config("usage").get_models():
