@@ -9,6 +9,7 @@ import re
 import threading
 import time
 
+import psycopg
 import pytest
 
 from billing.adoption.catalog import catalog_snapshot
@@ -374,3 +375,26 @@ def test_uninstall_restores_the_catalog_and_the_product_s_own_write_paths(exact_
     assert exact_db.sql(
         "SELECT p.usage_count FROM presets p JOIN customers c ON c.id = p.customer_id WHERE c.email = 'user4@product.example'"
     ) == [(count + 1,)]
+
+
+def test_the_product_s_own_role_keeps_writing_and_counting_after_adoption(exact_db):
+    """Adopt as the owner; the product keeps connecting as its own role with its own grants."""
+    exact_db.sql(
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}; "
+        f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE}"
+    )
+    assert exact_db.manage("adopt", "--drop-product-counter-triggers").returncode == 0
+    assert exact_db.manage("reconcile_usage", "--apply").returncode == 0
+    exact_db.sql(
+        """
+        INSERT INTO customers (email) VALUES ('app@product.example');
+        INSERT INTO projects (customer_id, name) SELECT id, 'a' FROM customers WHERE email LIKE 'app@%';
+        INSERT INTO usage_events (customer_id, metric, quantity) SELECT id, 'minutes', 2.5 FROM customers;
+        INSERT INTO preset_usage (preset_id, customer_id) SELECT id, customer_id FROM presets;
+        UPDATE projects SET status = 'archived' WHERE name = 'p2';
+        """,
+        role=APP_ROLE,
+    )
+    assert recount_drift(exact_db) == []
+    with pytest.raises(psycopg.errors.CheckViolation):
+        exact_db.sql("UPDATE presets SET usage_count = usage_count + 1", role=APP_ROLE)
