@@ -11,7 +11,6 @@ the same rows twice: adoption refuses them unless told to drop them (the uninsta
 """
 
 import json
-import re
 
 import pgtrigger
 from django.apps import apps
@@ -22,11 +21,14 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from billing.adoption import PRODUCT_MODELS
 from billing.adoption.catalog import catalog_snapshot
-from billing.adoption.preflight import ADDS, ADOPTION_TABLE, BLOCKER, Preflight, adoption_preflight
+from billing.adoption.preflight import ADDS, ADOPTION_TABLE, Preflight, adoption_preflight
 from usage.selectors import SQL_DIR
 from usage.sql_functions import sql_functions_install
 
 NOT_ADOPTED = "this database was not adopted (no billing_ops_adoption table): nothing to uninstall"
+ALREADY_ADOPTED = (
+    "this database is already adopted: nothing to do (`manage.py migrate` upgrades billing-ops in it)"
+)
 
 
 class AdoptionRefused(Exception):
@@ -39,18 +41,15 @@ class NotAdopted(Exception):
     pass
 
 
-def _is_counter_trigger(item) -> bool:
-    return item.kind == BLOCKER and item.subject.startswith("trigger ") and "counters of" in item.problem
+class AlreadyAdopted(Exception):
+    pass
 
 
 def adoption_install(*, drop_product_counter_triggers: bool = False, using: str = "default") -> Preflight:
-    preflight = adoption_preflight(using=using)
-    blockers = [
-        i
-        for i in preflight.items
-        if i.kind == BLOCKER and not (drop_product_counter_triggers and _is_counter_trigger(i))
-    ]
-    if blockers:
+    preflight = adoption_preflight(drop_product_counter_triggers=drop_product_counter_triggers, using=using)
+    if preflight.adopted:
+        raise AlreadyAdopted(ALREADY_ADOPTED)
+    if not preflight.ready:
         raise AdoptionRefused(preflight)
     connection = connections[using]
     with transaction.atomic(using=using), connection.cursor() as cursor:
@@ -60,9 +59,15 @@ def adoption_install(*, drop_product_counter_triggers: bool = False, using: str 
             "catalog jsonb NOT NULL, dropped_triggers jsonb NOT NULL)"
         )
         adds = [i for i in preflight.items if i.kind == ADDS]
+        dropped = []
         for item in sorted(adds, key=lambda i: not i.subject.startswith("extension ")):
+            if item.trigger:  # the product's own counter trigger: kept for the uninstall
+                cursor.execute(
+                    "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = %s AND tgrelid = %s::regclass",
+                    [item.trigger, item.table],
+                )
+                dropped.append(cursor.fetchone()[0])
             cursor.execute(item.fix)
-        dropped = _drop_product_counter_triggers(cursor, preflight) if drop_product_counter_triggers else []
         cursor.execute(
             f"INSERT INTO {ADOPTION_TABLE} (catalog, dropped_triggers) VALUES (%s, %s)",
             [json.dumps(before), json.dumps(dropped)],
@@ -83,20 +88,6 @@ def adoption_install(*, drop_product_counter_triggers: bool = False, using: str 
                 recorder.record_applied(app, name)
         call_command("migrate", database=using, interactive=False, verbosity=0)
     return preflight
-
-
-def _drop_product_counter_triggers(cursor, preflight: Preflight) -> list[str]:
-    dropped = []
-    for item in preflight.items:
-        if _is_counter_trigger(item):
-            name, table = re.fullmatch(r"trigger (\S+) on (\S+)", item.subject).groups()
-            cursor.execute(
-                "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t WHERE t.tgname = %s AND t.tgrelid = %s::regclass",
-                [name, table],
-            )
-            dropped.append(cursor.fetchone()[0])
-            cursor.execute(f'DROP TRIGGER "{name}" ON "{table}"')
-    return dropped
 
 
 def adoption_uninstall(*, using: str = "default") -> None:

@@ -40,6 +40,8 @@ class Item:
     subject: str  # the table, column, constraint, trigger... it is about
     problem: str
     fix: str
+    trigger: str = ""  # a product trigger the item is about, and its table
+    table: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ class Preflight:
     @property
     def ready(self) -> bool:
         return not any(i.kind == BLOCKER for i in self.items)
+
+    @property
+    def adopted(self) -> bool:
+        return any(i.subject == "adoption" for i in self.items)
 
     def as_dict(self) -> dict:
         return {
@@ -106,7 +112,7 @@ def _collect_sql(connection, action) -> str:
     return "; ".join(s.rstrip(";") for s in editor.collected_sql) + ";"
 
 
-def adoption_preflight(*, using: str = "default") -> Preflight:
+def adoption_preflight(*, drop_product_counter_triggers: bool = False, using: str = "default") -> Preflight:
     connection = connections[using]
     with transaction.atomic(using=using), connection.cursor() as cursor:
         cursor.execute("SET TRANSACTION READ ONLY")
@@ -117,6 +123,9 @@ def adoption_preflight(*, using: str = "default") -> Preflight:
         )
         version, version_num, role, superuser, schema, can_create = cursor.fetchone()
         items = _preflight_items(connection, cursor, version_num, role, superuser, schema, can_create)
+        if not any(i.subject == "adoption" for i in items):
+            items += _trigger_items(cursor, drop_product_counter_triggers)
+            items += _counter_writing_function_items(cursor)
     return Preflight(items=items, server_version=version, role=role)
 
 
@@ -150,8 +159,6 @@ def _preflight_items(connection, cursor, version_num, role, superuser, schema, c
         items += _product_table_items(connection, cursor, model, tables, role, superuser)
     items += _extension_items(cursor, superuser)
     items += _own_object_items(cursor, tables)
-    items += _trigger_items(cursor)
-    items += _counter_writing_function_items(cursor)
     return items
 
 
@@ -327,7 +334,7 @@ def _own_object_items(cursor, tables) -> list[Item]:
     return items
 
 
-def _trigger_items(cursor) -> list[Item]:
+def _trigger_items(cursor, drop_product_counter_triggers: bool) -> list[Item]:
     """The product's triggers: those that write our counters, and pgtrigger_* names."""
     ours = our_trigger_names()
     counters = {m._meta.db_table for m in PRODUCT_MODELS if getattr(m, "counter_fields", ())}
@@ -350,7 +357,19 @@ def _trigger_items(cursor) -> list[Item]:
             )
             continue
         written = sorted(t for t in counters if re.search(_WRITES.format(table=t), source, re.I))
-        if written:
+        if written and drop_product_counter_triggers:
+            items.append(
+                Item(
+                    ADDS,
+                    f"trigger {name} on {table}",
+                    f"the product's own trigger writes the counters of {', '.join(written)}: adopt drops it "
+                    "in the transaction that installs billing-ops' triggers (adopt --uninstall restores it)",
+                    f'DROP TRIGGER "{name}" ON "{table}";',
+                    trigger=name,
+                    table=table,
+                )
+            )
+        elif written:
             items.append(
                 Item(
                     BLOCKER,
@@ -359,6 +378,8 @@ def _trigger_items(cursor) -> list[Item]:
                     "triggers would count the same rows again",
                     "Run adopt --drop-product-counter-triggers (it drops them in the transaction that "
                     "installs billing-ops' triggers; adopt --uninstall restores them), or drop it yourself.",
+                    trigger=name,
+                    table=table,
                 )
             )
         elif name.startswith("pgtrigger_"):

@@ -43,7 +43,11 @@ def catalog(db) -> dict:
 
 
 def preflight(db, role=OWNER) -> tuple[int, dict]:
-    result = db.manage("adopt", "--check", "--format", "json", role=role)
+    return preflight_args(db, role=role)
+
+
+def preflight_args(db, *args, role=OWNER) -> tuple[int, dict]:
+    result = db.manage("adopt", "--check", "--format", "json", *args, role=role)
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -398,3 +402,29 @@ def test_the_product_s_own_role_keeps_writing_and_counting_after_adoption(exact_
     assert recount_drift(exact_db) == []
     with pytest.raises(psycopg.errors.CheckViolation):
         exact_db.sql("UPDATE presets SET usage_count = usage_count + 1", role=APP_ROLE)
+
+
+def test_check_with_the_drop_flag_lists_the_drop_and_is_ready(exact_db):
+    code, doc = preflight_args(exact_db, "--drop-product-counter-triggers")
+    assert code == 0
+    assert by_subject(doc, "adds")["trigger preset_usage_count_up on preset_usage"]["fix"] == (
+        'DROP TRIGGER "preset_usage_count_up" ON "preset_usage";'
+    )
+
+
+def test_adopt_twice_does_nothing_the_second_time(exact_db):
+    assert exact_db.manage("adopt", "--drop-product-counter-triggers").returncode == 0
+    before = catalog(exact_db)
+    again = exact_db.manage("adopt", "--drop-product-counter-triggers")
+    assert again.returncode == 0
+    assert (
+        again.stdout.strip()
+        == "this database is already adopted: nothing to do (`manage.py migrate` upgrades billing-ops in it)"
+    )
+    assert catalog(exact_db) == before
+
+
+def test_check_and_uninstall_together_is_bad_input(exact_db):
+    result = exact_db.manage("adopt", "--check", "--uninstall")
+    assert result.returncode == 2
+    assert "not allowed with argument" in result.stderr and "Traceback" not in result.stderr

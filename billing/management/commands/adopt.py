@@ -2,7 +2,13 @@ import json
 
 from django.core.management.base import CommandError
 
-from billing.adoption.install import AdoptionRefused, NotAdopted, adoption_install, adoption_uninstall
+from billing.adoption.install import (
+    AdoptionRefused,
+    AlreadyAdopted,
+    NotAdopted,
+    adoption_install,
+    adoption_uninstall,
+)
 from billing.adoption.preflight import ADDS, BLOCKER, adoption_preflight
 from billing.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand
 
@@ -49,13 +55,16 @@ class Command(OpsCommand):
             )
             return
         if check:
-            result = adoption_preflight()
+            result = adoption_preflight(drop_product_counter_triggers=drop_product_counter_triggers)
             self._print(result, format)
             if not result.ready:
                 raise SystemExit(EXIT_PROBLEM)
             return
         try:
             result = adoption_install(drop_product_counter_triggers=drop_product_counter_triggers)
+        except AlreadyAdopted as exc:
+            self.stdout.write(str(exc))
+            return
         except AdoptionRefused as refused:
             self._print(refused.preflight, format)
             self.stderr.write(
