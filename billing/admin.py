@@ -14,6 +14,7 @@ from django.db.models.functions import Lower
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 
 from billing.models import AuditLog, CreditDraw, CreditGrant, Plan, Subscription, WebhookEvent
 from billing.ops.diagnosis import customer_diagnose
@@ -25,7 +26,7 @@ from billing.services.credits import (
     credit_quantity_parse,
 )
 from billing.services.plans import PlanChangeBlocked, plan_change_validate, subscription_change_plan
-from billing.services.webhooks import webhook_replay
+from billing.services.webhooks import PROCESSORS, webhook_replay
 from usage.admin import BigTableAdmin, PresetInline, ReadOnlyAdmin, UsageTrackingInline
 from usage.models import Customer
 
@@ -391,6 +392,9 @@ class CreditGrantAdmin(BigTableAdmin):
         pass  # the draws are the ledger's, nothing to save from the add form
 
 
+API_VERSION_UNEXPECTED = "an API version the handlers were not written for: check what it changed"
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyAdmin):
     """The inbox. Failed events keep their error; replay one once its cause is fixed."""
@@ -402,10 +406,11 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "event_id",
         "status",
         "outcome",
-        "error",
         "attempts",
+        "last_error",
+        "api_version_shown",
     )
-    list_filter = ("status", "processor", "event_type")
+    list_filter = ("status", "retry_expected", "processor", "event_type")
     search_fields = ("=event_id", "=customer_id")
     search_help_text = "Exact event id or customer id."
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
@@ -413,6 +418,20 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
     def has_replay_permission(self, request):
         return request.user.has_perm("billing.replay_webhookevent")
+
+    @admin.display(description="last error")
+    def last_error(self, event):
+        if not event.error:
+            return "—"
+        if event.retry_expected:  # the processor delivers it again; a person steps in if that never helps
+            return f"{event.error} (waiting for the processor's retry)"
+        return event.error
+
+    @admin.display(description="API version", ordering="api_version")
+    def api_version_shown(self, event):
+        if PROCESSORS[event.processor].api_version_unexpected(event.api_version):
+            return format_html('<strong title="{}">⚠ {}</strong>', API_VERSION_UNEXPECTED, event.api_version)
+        return event.api_version or "—"
 
     @admin.action(description="Replay selected failed events", permissions=["replay"])
     def replay_failed(self, request, queryset):

@@ -192,16 +192,35 @@ class CreditGrant(CounterFieldsMixin, models.Model):
 class CreditDraw(models.Model):
     """The ledger of what usage drew from each grant; credit_grants.remaining is derived from it."""
 
+    class Kind(models.TextChoices):
+        USAGE = "usage"  # consume drew it for usage beyond the allowance
+        REFUND = "refund"  # the pack was refunded: what was left is taken back
+        CHARGEBACK = "chargeback"  # the pack's payment was disputed: what was left is taken back
+
+    TAKE_BACK_KINDS = (Kind.REFUND, Kind.CHARGEBACK)
+
     grant = models.ForeignKey(CreditGrant, on_delete=models.CASCADE, related_name="draws")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
     usage_event_id = models.UUIDField(null=True, blank=True, help_text="The usage event that drew it.")
     quantity = models.DecimalField(max_digits=18, decimal_places=3)
+    kind = models.CharField(
+        max_length=16,
+        choices=Kind.choices,
+        default=Kind.USAGE,
+        db_default=Kind.USAGE,
+        help_text="What took the credit: usage, or a refund or chargeback of the pack (finance sums these).",
+    )
     drawn_at = models.DateTimeField(db_default=Now())
 
     class Meta:
         db_table = "credit_draws"
         ordering = ["-drawn_at"]
-        constraints = [models.CheckConstraint(condition=~Q(quantity=0), name="credit_draws_quantity_nonzero")]
+        constraints = [
+            models.CheckConstraint(condition=~Q(quantity=0), name="credit_draws_quantity_nonzero"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["usage", "refund", "chargeback"]), name="credit_draws_kind_valid"
+            ),
+        ]
         indexes = [models.Index(fields=["grant"], include=["quantity"], name="credit_draws_by_grant")]
         triggers = triggers.credit_draw_triggers()
 
@@ -258,6 +277,19 @@ class WebhookEvent(models.Model):
     )
     error = models.TextField(blank=True, default="")
     attempts = models.PositiveIntegerField(default=1)
+    retry_expected = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Failed because something it needs is not there yet: answered non-2xx, "
+        "so the processor delivers it again.",
+    )
+    api_version = models.CharField(
+        max_length=40,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The processor's API version of the payload.",
+    )
     payload = models.JSONField()
 
     class Meta:

@@ -39,9 +39,10 @@ def _endpoint(processor: str):
             log.error("%s webhook: %s", processor, exc)
             return JsonResponse({"error": "webhook endpoint not configured"}, status=503)
         event = ingested.event
-        return JsonResponse(
-            {"event_id": event.event_id, "status": event.status, "duplicate": ingested.duplicate}
-        )
+        answer = {"event_id": event.event_id, "status": event.status, "duplicate": ingested.duplicate}
+        if ingested.retry:  # something it needs is not there yet: non-2xx, so the processor retries
+            return JsonResponse({**answer, "retry": True, "error": event.error}, status=409)
+        return JsonResponse(answer)
 
     receive.__name__ = f"{processor}_webhook"
     return receive

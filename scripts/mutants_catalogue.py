@@ -584,7 +584,7 @@ MUTANTS = [
     Mutant(
         "cancel-takes-event-price",
         "billing/services/webhooks/effects.py",
-        'if state.status == "canceled" and subscription:',
+        "if ending and subscription:  # a cancellation keeps the plan and the period it ends",
         "if False:",
         (WEBHOOKS,),
         "a cancellation needs its price to map to a plan (fails when the price was retired)",

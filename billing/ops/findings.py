@@ -131,13 +131,17 @@ def stale_period(customer_ids=None):
 _FAILED_WEBHOOKS = """
 SELECT w.customer_id, c.email, w.processor, w.event_type, w.event_id, w.received_at, w.error
 FROM webhook_events w LEFT JOIN customers c ON c.id = w.customer_id
-WHERE w.status = 'failed' {scope}
+WHERE w.status = 'failed' AND (NOT w.retry_expected OR w.received_at < now() - interval '3 days') {scope}
 ORDER BY w.received_at
 """
 
 
 def failed_webhook(customer_ids=None):
-    """Events we could not apply: the processor thinks they are done, our state disagrees until replayed."""
+    """Events we could not apply and that need a person: the processor thinks they are done.
+
+    An event that failed for something not there yet was answered non-2xx, so the processor delivers
+    it again (Stripe and Paddle retry for about three days): a person is needed only once it stops.
+    """
     if customer_ids is None:
         scope, params = "", {}
     else:

@@ -4,7 +4,9 @@
 - ``envelope``: the fields every delivery carries (event id, type, time);
 - ``processor``: a ``Processor`` bundles one processor's scheme, envelope and handlers;
 - ``stripe`` / ``paddle``: each processor's handlers, reading its objects into shared shapes;
+- ``fields``: typed reads of the processor's objects (no 500 from outside input);
 - ``effects``: what the handlers do to billing (subscriptions, renewals, packs), returning an ``Outcome``;
+- ``refunds``: a refunded or disputed pack's credit taken back, as a ledger entry;
 - ``inbox``: verify, record once, apply, replay.
 """
 
@@ -16,7 +18,7 @@ from billing.services.webhooks.inbox import (
     webhook_receive,
     webhook_replay,
 )
-from billing.services.webhooks.outcome import Outcome, WebhookFailed, WebhookRejected
+from billing.services.webhooks.outcome import Outcome, WebhookFailed, WebhookNotYet, WebhookRejected
 
 SIGNATURE_HEADERS = {name: p.scheme.meta_key for name, p in PROCESSORS.items()}
 
@@ -47,6 +49,7 @@ __all__ = [
     "Ingested",
     "Outcome",
     "WebhookFailed",
+    "WebhookNotYet",
     "WebhookRejected",
     "envelope_parse",
     "signature_header",

@@ -16,7 +16,7 @@ from billing.services.credits import BAD_QUANTITY, CreditGrantError, credit_gran
 from billing.services.periods import period_renew
 from billing.services.plans import plan_change_validate
 from billing.services.webhooks.fields import Fields
-from billing.services.webhooks.outcome import Outcome, WebhookFailed
+from billing.services.webhooks.outcome import Outcome, WebhookFailed, WebhookNotYet
 from usage.models import Customer
 
 MAX_PACK_QUANTITY = 10**12  # a pack is far smaller; the column holds 10**15
@@ -37,33 +37,49 @@ def customer_get(customer_id) -> Customer:
         raise WebhookFailed(f"customer id {shown} in the event's metadata is not a customer id (a UUID)")
     customer = Customer.objects.filter(pk=pk).first()
     if customer is None:
-        raise WebhookFailed(f"customer id {customer_id!r} in the event's metadata names no customer")
+        raise WebhookNotYet(f"customer id {customer_id!r} in the event's metadata names no customer (yet)")
     return customer
 
 
-def plan_for_price(processor: str, price_id) -> Plan:
+def plan_for_prices(processor: str, price_ids: tuple[str, ...]) -> Plan:
+    """The plan of the first item whose price a plan carries (add-ons and metered prices carry none)."""
     field = f"{processor}_price_id"  # Plan.stripe_price_id, Plan.paddle_price_id
-    plan = Plan.objects.filter(**{field: price_id}).first() if price_id else None
-    if plan is None:
-        raise WebhookFailed(
-            f"{processor} price {price_id!r} maps to no plan (set it on the plan in the admin)"
-        )
-    return plan
+    plans = (
+        {getattr(p, field): p for p in Plan.objects.filter(**{f"{field}__in": price_ids})}
+        if price_ids
+        else {}
+    )
+    for price_id in price_ids:
+        if price_id in plans:
+            return plans[price_id]
+    if len(price_ids) <= 1:
+        shown = repr(price_ids[0]) if price_ids else "None"
+        raise WebhookFailed(f"{processor} price {shown} maps to no plan (set it on the plan in the admin)")
+    shown = ", ".join(repr(p) for p in price_ids)
+    raise WebhookFailed(f"{processor} prices {shown}: none maps to a plan (set it on the plan in the admin)")
 
 
 @dataclass(frozen=True)
 class SubscriptionState:
+    """A subscription as the processor's event describes it."""
+
     external_id: str
     external_customer: str | None
-    customer_id: str | None
-    price_id: str | None
-    status: str
-    period_start: datetime
-    period_end: datetime
+    customer_id: object  # our customer id from the metadata, checked by customer_get
+    price_ids: tuple[str, ...]  # every item's price, in the processor's order
+    status: str  # ours: Subscription.Status
+    period_start: datetime | None  # None: the event carries no period (a pause, a cancellation)
+    period_end: datetime | None
+    creation: bool = False  # a .created event: never overwrites a subscription we already have
+    note: str = ""  # said in the outcome (a pause, kept as canceled)
 
 
 def subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str) -> Outcome:
-    """Create or update the subscription from the processor's state, never from an older event."""
+    """Create or update the subscription from the processor's state, never from an older event.
+
+    Events of the same second are ordered by what they say: a .created never overwrites a
+    subscription already known. A cancellation or a pause keeps the period (and the plan) it ends.
+    """
     subscription = (
         Subscription.objects.select_for_update(of=("self",))
         .select_related("plan", "customer")
@@ -80,11 +96,23 @@ def subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str)
             f"older than the last applied event ({subscription.last_event_at.isoformat()}): subscription unchanged",
             subscription.customer_id,
         )
-    if state.status == "canceled" and subscription:
-        plan = subscription.plan  # a cancellation keeps the plan it ends
+    if subscription and state.creation:
+        return Outcome.ignored(
+            f"subscription {state.external_id} already known: a {event.event_type} never overwrites it",
+            subscription.customer_id,
+        )
+    ending = state.status == Subscription.Status.CANCELED
+    if ending and subscription:  # a cancellation keeps the plan and the period it ends
+        plan = subscription.plan
+        start, end = subscription.current_period_start, subscription.current_period_end
     else:
-        plan = plan_for_price(event.processor, state.price_id)
-    if state.period_end <= state.period_start:
+        plan = plan_for_prices(event.processor, state.price_ids)
+        if state.period_start is None or state.period_end is None:
+            raise WebhookNotYet(
+                f"subscription {state.external_id} is not known here yet and the event carries no period"
+            )
+        start, end = state.period_start, state.period_end
+    if end <= start:
         raise WebhookFailed("the subscription's period is empty")
     if subscription is None:
         customer = customer_get(state.customer_id)
@@ -119,8 +147,8 @@ def subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str)
     subscription.plan = plan
     subscription.status = state.status
     subscription.external_customer_id = state.external_customer
-    subscription.current_period_start = state.period_start
-    subscription.current_period_end = state.period_end
+    subscription.current_period_start = start
+    subscription.current_period_end = end
     subscription.last_event_at = event.occurred_at or timezone.now()
     subscription.save()
     after = _subscription_snapshot(subscription)
@@ -137,13 +165,11 @@ def subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str)
         reason=f"{event.event_type} {event.event_id}",
     )
     rolled = ""
-    if state.status != "canceled" and period_renew(
-        customer_id=customer.pk, start=state.period_start, end=state.period_end, actor=actor
-    ):
+    if not ending and period_renew(customer_id=customer.pk, start=start, end=end, actor=actor):
         rolled = " Opened the usage period from the processor's period."
     change = "created" if before is None else "updated"
     return Outcome.processed(
-        f"subscription {state.external_id} {change}: {plan.code}, {state.status}.{rolled}{warning}",
+        f"subscription {state.external_id} {change}: {plan.code}, {state.status}.{state.note}{rolled}{warning}",
         customer.pk,
     )
 
@@ -157,14 +183,16 @@ def _subscription_snapshot(s: Subscription) -> dict:
     }
 
 
-def renewal_apply(event: WebhookEvent, external_id, start, end, actor: str) -> Outcome:
+def renewal_apply(
+    event: WebhookEvent, external_id: str, start: datetime, end: datetime, actor: str
+) -> Outcome:
     subscription = (
         Subscription.objects.select_for_update()
         .filter(processor=event.processor, external_subscription_id=external_id)
         .first()
     )
-    if subscription is None:
-        raise WebhookFailed(f"renewal of unknown {event.processor} subscription {external_id!r}")
+    if subscription is None:  # the renewal came before its subscription: the processor retries
+        raise WebhookNotYet(f"renewal of unknown {event.processor} subscription {external_id!r}")
     if end <= start:
         raise WebhookFailed("the renewal's period is empty")
     before = _subscription_snapshot(subscription)

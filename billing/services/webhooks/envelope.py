@@ -31,7 +31,8 @@ class Envelope:
     event_type: str
     occurred_at: datetime | None
     payload: dict
-    problem: str = ""  # set when the event is genuine but cannot be applied as sent: stored failed
+    problem: str = ""
+    api_version: str = ""  # set when the event is genuine but cannot be applied as sent: stored failed
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class EnvelopeShape:
     type_key: str
     time_key: str
     parse_time: Callable[[object, str], datetime]
+    version_key: str | None = None  # where the payload says its API version, if it does
 
     def occurred_at(self, payload: dict) -> datetime | None:
         """When the processor created the event; WebhookFailed when the field is there but wrong."""
@@ -49,7 +51,7 @@ class EnvelopeShape:
         return None if value is None else self.parse_time(value, self.time_key)
 
 
-STRIPE_ENVELOPE = EnvelopeShape("id", "type", "created", unix_seconds)
+STRIPE_ENVELOPE = EnvelopeShape("id", "type", "created", unix_seconds, version_key="api_version")
 PADDLE_ENVELOPE = EnvelopeShape("event_id", "event_type", "occurred_at", rfc3339)
 
 
@@ -104,7 +106,9 @@ def body_parse(body: bytes) -> dict:
     return payload
 
 
-def envelope_read(processor: str, shape: EnvelopeShape, body: bytes) -> Envelope:
+def envelope_read(
+    processor: str, shape: EnvelopeShape, body: bytes, *, refusal: Callable[[dict], str | None] | None = None
+) -> Envelope:
     payload = body_parse(body)
     event_id, event_type = payload.get(shape.id_key), payload.get(shape.type_key)
     for key, value, limit in ((shape.id_key, event_id, 200), (shape.type_key, event_type, 100)):
@@ -116,8 +120,12 @@ def envelope_read(processor: str, shape: EnvelopeShape, body: bytes) -> Envelope
             or _UNSTORABLE_CHAR.search(value)
         ):
             raise WebhookRejected(f"missing or invalid {key!r}")
+    if refusal is not None and (why := refusal(payload)):
+        raise WebhookRejected(why)
     if not isinstance(payload.get("data"), dict):
         raise WebhookRejected("missing 'data' object")
+    version = payload.get(shape.version_key) if shape.version_key else None
+    version = version if isinstance(version, str) and len(version) <= 40 and version.isprintable() else ""
     problem = ""
     if _UNSTORABLE_ESCAPE.search(body) and _UNSTORABLE_CHAR.search(json.dumps(payload, ensure_ascii=False)):
         payload = _storable(payload)
@@ -129,4 +137,4 @@ def envelope_read(processor: str, shape: EnvelopeShape, body: bytes) -> Envelope
         occurred = shape.occurred_at(payload)
     except WebhookFailed as exc:
         occurred, problem = None, problem or str(exc)
-    return Envelope(processor, event_id, event_type, occurred, payload, problem)
+    return Envelope(processor, event_id, event_type, occurred, payload, problem, version)

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from billing.models import WebhookEvent
 from billing.services.webhooks.envelope import Envelope
-from billing.services.webhooks.outcome import Outcome, WebhookFailed
+from billing.services.webhooks.outcome import Outcome, WebhookFailed, WebhookNotYet
 from billing.services.webhooks.paddle import PADDLE
 from billing.services.webhooks.processor import Processor
 from billing.services.webhooks.stripe import STRIPE
@@ -34,6 +34,11 @@ class Ingested:
     event: WebhookEvent
     duplicate: bool
 
+    @property
+    def retry(self) -> bool:
+        """Failed for something not there yet: answer non-2xx so the processor delivers it again."""
+        return self.event.status == WebhookEvent.Status.FAILED and self.event.retry_expected
+
 
 def webhook_ingest(envelope: Envelope) -> Ingested:
     """Record and apply one verified event, once (see the module docstring)."""
@@ -41,14 +46,15 @@ def webhook_ingest(envelope: Envelope) -> Ingested:
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO webhook_events (processor, event_id, event_type, occurred_at, received_at, status, "
-                "customer_id, outcome, error, attempts, payload) "
-                "VALUES (%s, %s, %s, %s, now(), 'failed', NULL, '', 'not processed yet', 1, %s) "
+                "customer_id, outcome, error, attempts, retry_expected, api_version, payload) "
+                "VALUES (%s, %s, %s, %s, now(), 'failed', NULL, '', 'not processed yet', 1, false, %s, %s) "
                 "ON CONFLICT (processor, event_id) DO NOTHING RETURNING id, received_at",
                 [
                     envelope.processor,
                     envelope.event_id,
                     envelope.event_type,
                     envelope.occurred_at,
+                    envelope.api_version,
                     json.dumps(envelope.payload),
                 ],
             )
@@ -63,6 +69,7 @@ def webhook_ingest(envelope: Envelope) -> Ingested:
                 received_at=inserted[1],
                 status=WebhookEvent.Status.FAILED,
                 attempts=1,
+                api_version=envelope.api_version,
                 payload=envelope.payload,
             )
             event._state.adding = False
@@ -110,13 +117,24 @@ def _process(event: WebhookEvent, replayed_by: str | None = None) -> None:
             else:
                 outcome = handler(event, _actor(event, replayed_by))
         event.status, event.outcome, event.error = outcome.status, outcome.message, ""
-        event.customer_id = outcome.customer_id
+        event.customer_id, event.retry_expected = outcome.customer_id, False
     except WebhookFailed as exc:
         event.status, event.error = WebhookEvent.Status.FAILED, str(exc)
+        event.retry_expected = isinstance(exc, WebhookNotYet)
         event.customer_id = event.customer_id or _named_customer(processor, event)
         log.warning("%s event %s (%s) failed: %s", event.processor, event.event_id, event.event_type, exc)
     event.processed_at = timezone.now()
-    event.save(update_fields=["status", "outcome", "error", "customer_id", "attempts", "processed_at"])
+    event.save(
+        update_fields=[
+            "status",
+            "outcome",
+            "error",
+            "customer_id",
+            "attempts",
+            "retry_expected",
+            "processed_at",
+        ]
+    )
 
 
 def _named_customer(processor: Processor, event: WebhookEvent):

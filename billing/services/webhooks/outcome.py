@@ -11,7 +11,18 @@ class WebhookRejected(Exception):
 
 
 class WebhookFailed(Exception):
-    """A genuine event that cannot be applied: stored as failed, with this message, for replay."""
+    """A genuine event that cannot be applied: stored as failed, with this message, for replay.
+
+    A permanent failure (a price no plan carries, a field of the wrong type) answers 200: the
+    processor redelivering it cannot help, a person fixes the cause and replays it.
+    """
+
+
+class WebhookNotYet(WebhookFailed):
+    """A failure because something the event needs is not there yet (its subscription, its customer).
+
+    Answered non-2xx so the processor redelivers it; stored failed meanwhile, attempts counted.
+    """
 
 
 @dataclass(frozen=True)

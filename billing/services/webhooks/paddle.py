@@ -1,6 +1,12 @@
-"""Paddle Billing's notifications: subscriptions, and completed transactions (renewals, packs)."""
+"""Paddle Billing's notifications: subscriptions, completed transactions (renewals, packs), adjustments.
 
-from billing.models import WebhookEvent
+Payload shapes follow Paddle's webhook reference: ``subscription.*`` carry the whole subscription
+entity (``current_billing_period`` is null once paused or canceled), ``transaction.completed`` the
+transaction with its ``origin`` (``subscription_recurring`` for a renewal, ``subscription_charge``
+for a one-off charge on a subscription), ``adjustment.*`` a refund or chargeback of a transaction.
+"""
+
+from billing.models import CreditDraw, Subscription, WebhookEvent
 from billing.services.webhooks.effects import (
     SubscriptionState,
     credit_purchase,
@@ -9,39 +15,42 @@ from billing.services.webhooks.effects import (
 )
 from billing.services.webhooks.envelope import PADDLE_ENVELOPE
 from billing.services.webhooks.fields import Fields
-from billing.services.webhooks.outcome import Outcome, WebhookFailed
+from billing.services.webhooks.outcome import Outcome, WebhookFailed, WebhookNotYet
 from billing.services.webhooks.processor import Processor
+from billing.services.webhooks.refunds import pack_take_back
 from billing.services.webhooks.signatures import PADDLE_SCHEME
 
 PADDLE_STATUS = {
     "trialing": "trialing",
     "active": "active",
     "past_due": "past_due",
-    "paused": "past_due",
+    "paused": "canceled",  # not paid for while paused: no paid plan; subscription.resumed brings it back
     "canceled": "canceled",
 }
+TAKE_BACK_ACTIONS = {"refund": CreditDraw.Kind.REFUND, "chargeback": CreditDraw.Kind.CHARGEBACK}
 
 
 def subscription_changed(event: WebhookEvent, actor: str) -> Outcome:
     sub = PADDLE.fields(event)
-    status = PADDLE_STATUS.get(sub.text("status"))
+    paddle_status = sub.text("status")
+    status = PADDLE_STATUS.get(paddle_status)
     if status is None:
         raise WebhookFailed(f"unknown Paddle subscription status {sub.raw('status')!r}")
-    items = sub.objects("items")
-    item = items[0] if items else Fields({}, "data.items[0]")
-    if sub.has("current_billing_period") or status != "canceled":
-        period = sub.obj("current_billing_period", required=True)
-        start, end = period.iso_time("starts_at"), period.iso_time("ends_at")
-    else:
-        start, end = sub.iso_time("started_at"), sub.iso_time("canceled_at")
+    price_ids = tuple(
+        p for item in sub.objects("items") if (p := item.obj("price").text("id", required=False))
+    )
+    period = sub.obj("current_billing_period")  # null when paused or canceled: the period is kept
+    has_period = period.has("starts_at") or period.has("ends_at")
     state = SubscriptionState(
         external_id=sub.text("id"),
         external_customer=sub.text("customer_id", required=False),
         customer_id=sub.obj("custom_data").raw("customer_id"),
-        price_id=item.obj("price").text("id", required=False),
+        price_ids=price_ids,
         status=status,
-        period_start=start,
-        period_end=end,
+        period_start=period.iso_time("starts_at") if has_period else None,
+        period_end=period.iso_time("ends_at") if has_period else None,
+        creation=event.event_type == "subscription.created",
+        note=" Paused at Paddle: no paid plan while paused." if paddle_status == "paused" else "",
     )
     return subscription_sync(event, state, actor)
 
@@ -50,17 +59,44 @@ def transaction_completed(event: WebhookEvent, actor: str) -> Outcome:
     txn = PADDLE.fields(event)
     meta = txn.obj("custom_data")
     subscription_id = txn.text("subscription_id", required=False)
-    if subscription_id:
-        origin = txn.raw("origin")
-        if origin != "subscription_recurring":
-            return Outcome.ignored(f"first payment of a subscription ({origin!r})")
+    origin = txn.raw("origin")
+    if subscription_id and origin == "subscription_recurring":
         period = txn.obj("billing_period", required=True)
         return renewal_apply(
             event, subscription_id, period.iso_time("starts_at"), period.iso_time("ends_at"), actor
         )
+    if subscription_id and origin != "subscription_charge":
+        return Outcome.ignored(f"payment of a subscription change ({origin!r}), not a renewal or a pack")
     if not meta.has("metric"):
         return Outcome.ignored("one-off purchase that is not an overage pack")
+    if subscription_id and not meta.has("customer_id"):
+        # A one-off charge on a subscription: the customer is the subscription's.
+        meta = Fields({**meta.data, "customer_id": _subscription_customer(subscription_id)}, meta.path)
     return credit_purchase(event, meta, f"paddle:{txn.text('id')}", actor)
+
+
+def _subscription_customer(external_id: str) -> str:
+    customer_id = (
+        Subscription.objects.filter(processor="paddle", external_subscription_id=external_id)
+        .values_list("customer_id", flat=True)
+        .first()
+    )
+    if customer_id is None:
+        raise WebhookNotYet(f"one-off charge on unknown paddle subscription {external_id!r}")
+    return str(customer_id)
+
+
+def adjustment(event: WebhookEvent, actor: str) -> Outcome:
+    """adjustment.created / .updated: a refund or chargeback takes a pack back once approved."""
+    adj = PADDLE.fields(event)
+    action = adj.text("action")
+    kind = TAKE_BACK_ACTIONS.get(action)
+    if kind is None:
+        return Outcome.ignored(f"adjustment {action!r}: takes nothing back")
+    status = adj.text("status")
+    if status != "approved":
+        return Outcome.ignored(f"{action} {status!r}: taken back once approved (adjustment.updated)")
+    return pack_take_back(event, external_ref=f"paddle:{adj.text('transaction_id')}", kind=kind, actor=actor)
 
 
 PADDLE = Processor(
@@ -74,6 +110,12 @@ PADDLE = Processor(
         "subscription.created": subscription_changed,
         "subscription.updated": subscription_changed,
         "subscription.canceled": subscription_changed,
+        "subscription.paused": subscription_changed,
+        "subscription.resumed": subscription_changed,
+        "subscription.activated": subscription_changed,
+        "subscription.past_due": subscription_changed,
         "transaction.completed": transaction_completed,
+        "adjustment.created": adjustment,
+        "adjustment.updated": adjustment,
     },
 )

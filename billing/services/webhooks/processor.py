@@ -23,6 +23,10 @@ class Processor:
     metadata_key: str  # where our customer id travels: metadata / custom_data
     handlers: dict[str, Handler]
     object_in_data: bool  # Stripe nests the object in data.object, Paddle's data is the object
+    # The API versions (first, last; ISO dates) the handlers were written for; () = unversioned.
+    api_versions: tuple[str, str] | tuple[()] = ()
+    # A body that parses but is not an event this endpoint can apply: why (400), or None.
+    refusal: Callable[[dict], str | None] | None = None
 
     def secrets(self) -> list[str]:
         raw = getattr(settings, self.secret_setting)
@@ -35,7 +39,14 @@ class Processor:
         return signature_header(self.scheme, body, secret, timestamp)
 
     def parse(self, body: bytes) -> Envelope:
-        return envelope_read(self.name, self.envelope, body)
+        return envelope_read(self.name, self.envelope, body, refusal=self.refusal)
+
+    def api_version_unexpected(self, version: str) -> bool:
+        """True when the event's API version is outside those the handlers were written for."""
+        if not self.api_versions or not version:
+            return False
+        first, last = self.api_versions
+        return not first <= version[:10] <= last
 
     def object(self, event: WebhookEvent) -> dict:
         data = event.payload["data"]

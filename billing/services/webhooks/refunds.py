@@ -1,0 +1,45 @@
+"""Refunds and chargebacks of overage packs (SPEC §5): what is left of the pack's credit is taken back.
+
+The take-back is a ledger entry (a ``credit_draws`` row of kind refund or chargeback, no usage event),
+so ``remaining`` stays derived from the ledger (I4) and finance can sum what was refunded; what usage
+had already drawn stays drawn and is shown in the audit row and the outcome.
+"""
+
+from django.db.models import Sum
+
+from billing.models import AuditLog, CreditDraw, CreditGrant, WebhookEvent
+from billing.services.audit import audit_record
+from billing.services.webhooks.outcome import Outcome
+
+
+def pack_take_back(event: WebhookEvent, *, external_ref: str, kind: str, actor: str) -> Outcome:
+    """Take back what is left of the pack paid by ``external_ref``; once per grant."""
+    grant = CreditGrant.objects.select_for_update().filter(external_ref=external_ref).first()
+    if grant is None:
+        return Outcome.ignored(f"{kind} of {external_ref}, which bought no overage pack")
+    taken = CreditDraw.objects.filter(grant=grant, kind__in=CreditDraw.TAKE_BACK_KINDS).aggregate(
+        n=Sum("quantity")
+    )["n"]
+    if taken is not None:
+        return Outcome.processed(
+            f"the pack paid by {external_ref} was already taken back ({taken.normalize():f})",
+            grant.customer_id,
+        )
+    left, used = grant.remaining, grant.granted - grant.remaining
+    if left > 0:
+        CreditDraw.objects.create(grant=grant, customer_id=grant.customer_id, quantity=left, kind=kind)
+    audit_record(
+        actor=actor,
+        action=AuditLog.Action.WEBHOOK_EFFECT,
+        target_type="credit_grant",
+        target_id=grant.pk,
+        customer_id=grant.customer_id,
+        before={"remaining": str(left), "used": str(used)},
+        after={"remaining": "0", "taken_back": str(left), "used": str(used)},
+        reason=f"pack {kind} ({event.event_type} {event.event_id})",
+    )
+    return Outcome.processed(
+        f"{kind}: took back {left.normalize():f} {grant.metric} credit left of "
+        f"{grant.granted.normalize():f}; {used.normalize():f} had already been used",
+        grant.customer_id,
+    )
