@@ -8,11 +8,11 @@ from uuid import uuid4
 import pytest
 from django.utils import timezone
 
-from billing import webhook_payloads as wp
 from billing.models import AuditLog, CreditDraw, CreditGrant, Subscription, WebhookEvent
-from billing.services.demo import plans_ensure
-from billing.services.findings import failed_webhook
+from billing.ops.findings import failed_webhook
 from billing.services.webhooks import webhook_replay
+from demo import webhook_payloads as wp
+from demo.data import plans_ensure
 from tests.billing.test_webhooks import PADDLE_SECRET, STRIPE_SECRET, post, state
 from tests.factories import CustomerFactory
 
