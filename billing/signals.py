@@ -11,7 +11,7 @@ from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
 from billing.ops.checks import trigger_health
-from billing.selectors import SQL_DIR
+from billing.selectors import sql_definitions
 from usage.sql_functions import fully_migrated, sql_functions_install
 
 logger = logging.getLogger("billing")
@@ -23,7 +23,7 @@ def install_sql_functions(sender, using="default", plan=None, **kwargs):
         return
     if not fully_migrated(using):
         return
-    for name in sql_functions_install(SQL_DIR, using=using):
+    for name in sql_functions_install(sql_definitions(), using=using):
         logger.info("installed the current definition of SQL function %s", name)
     for status in trigger_health(using=using):
         if not status.ok:

@@ -338,9 +338,12 @@ def scenarios_plant(*, plans: dict) -> int:
     return len(made)
 
 
+_STEPS = ("customers", "projects", "preset uses", "usage events")
+
+
 def _tick(progress, what, n):
     if progress:
-        progress(f"{n} {what}")
+        progress(_STEPS.index(what) + 1, len(_STEPS))
 
 
 def _slug(rng):

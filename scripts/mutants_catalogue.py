@@ -191,8 +191,8 @@ MUTANTS = [
     Mutant(
         "period-row-not-locked",
         "billing/sql/billing_period_lock.sql",
-        "WHERE t.customer_id = p_customer AND t.period_start <= now() AND t.period_end > now()\n    FOR UPDATE;\n    IF FOUND THEN",
-        "WHERE t.customer_id = p_customer AND t.period_start <= now() AND t.period_end > now();\n    IF FOUND THEN",
+        "WHERE t.customer_id = p_customer AND usage_period_current(t.period_start, t.period_end)\n    FOR UPDATE;\n    IF FOUND THEN",
+        "WHERE t.customer_id = p_customer AND usage_period_current(t.period_start, t.period_end);\n    IF FOUND THEN",
         (CONSUME,),
         "consume and project creation check without the period-row lock: overshoot under concurrency",
     ),

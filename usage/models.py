@@ -14,6 +14,7 @@ from django.db.models import Func, Q
 from django.db.models.functions import Lower, Now
 from django.utils import timezone
 
+from usage import metrics as catalogue
 from usage import triggers
 
 
@@ -151,9 +152,9 @@ class PresetUsage(models.Model):
 class UsageEvent(models.Model):
     """Metered usage, append-only. A correction is a negative event that names its reason."""
 
-    class Metric(models.TextChoices):
-        AI_INTERACTION = "ai_interaction", "AI interactions"
-        MINUTES = "minutes", "Transcription minutes"
+    class Metric(models.TextChoices):  # the metered metrics of the catalogue (usage/metrics.py)
+        AI_INTERACTION = catalogue.AI_INTERACTIONS.code, catalogue.AI_INTERACTIONS.title
+        MINUTES = catalogue.MINUTES.code, catalogue.MINUTES.title
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
     # No index of its own: usage_events_sum_cover starts with customer_id (one index less per insert).

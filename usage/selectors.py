@@ -11,13 +11,30 @@ import pgtrigger
 from django.apps import apps
 from django.contrib.postgres.constraints import ExclusionConstraint
 from django.db import connections, models
+from django.db.models import BooleanField, F, Func
 from pgtrigger.core import OUTDATED, UNINSTALLED
 
-from usage.models import Customer
-from usage.sql_functions import sql_functions
+from usage.metrics import metrics_sql_function
+from usage.models import Customer, UsageTracking
+from usage.sql_functions import SqlFunction, sql_functions
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 UNKNOWN_CUSTOMER = "no customer with email or id {ref!r}"
+
+
+class PeriodCurrent(Func):
+    """The SQL definition of "the current period" (usage/sql/usage_period_current.sql), for querysets."""
+
+    function = "usage_period_current"
+    output_field = BooleanField()
+
+    def __init__(self, start="period_start", end="period_end"):
+        super().__init__(F(start), F(end))
+
+
+def current_period(customer: Customer) -> UsageTracking | None:
+    """The customer's usage_tracking row of the current period, if it is open."""
+    return UsageTracking.objects.filter(PeriodCurrent(), customer=customer).first()
 
 
 def customer_resolve(ref: str) -> Customer:
@@ -45,9 +62,14 @@ class TriggerStatus:
         return not self.problem
 
 
-def expected_sql_functions(sql_folders: Iterable[Path] = (SQL_DIR,)) -> dict[str, str]:
-    """Name -> body of every function defined in the SQL folders (their current definitions)."""
-    return {function.name: function.body for folder in sql_folders for function in sql_functions(folder)}
+def sql_definitions() -> list[SqlFunction]:
+    """usage's SQL functions, current definitions: usage/sql/*.sql and the generated catalogue."""
+    return [*sql_functions(SQL_DIR), metrics_sql_function()]
+
+
+def expected_sql_functions(definitions: Iterable[SqlFunction] | None = None) -> dict[str, str]:
+    """Name -> body of every function defined (usage's by default)."""
+    return {function.name: function.body for function in definitions or sql_definitions()}
 
 
 def _expected_trigger_body(model, trigger) -> str:
@@ -96,8 +118,10 @@ def row_constraint_present(cursor, model, constraint) -> bool:
     return columns in [row[0] for row in cursor.fetchall()]
 
 
-def trigger_health(using: str = "default", sql_folders: Iterable[Path] = (SQL_DIR,)) -> list[TriggerStatus]:
-    """Every declared trigger, and every function of ``sql_folders``: present, enabled, current.
+def trigger_health(
+    using: str = "default", definitions: Iterable[SqlFunction] | None = None
+) -> list[TriggerStatus]:
+    """Every declared trigger, and every function of ``definitions``: present, enabled, current.
 
     usage checks its own functions by default; billing passes its folder too (billing/ops/checks.py).
     """
@@ -134,7 +158,7 @@ def trigger_health(using: str = "default", sql_folders: Iterable[Path] = (SQL_DI
                 )
                 statuses.append(TriggerStatus("constraint", constraint.name, model._meta.db_table, problem))
 
-    for name, body in sorted(expected_sql_functions(sql_folders).items()):
+    for name, body in sorted(expected_sql_functions(definitions).items()):
         if name not in installed_functions:
             problem = "missing"
         elif installed_functions[name] != body:

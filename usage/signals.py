@@ -11,7 +11,7 @@ from django.db.models.signals import post_delete, post_migrate, post_save
 from django.dispatch import receiver
 
 from usage.models import Preset, PresetUsage
-from usage.selectors import SQL_DIR
+from usage.selectors import sql_definitions
 from usage.sql_functions import fully_migrated, sql_functions_install
 
 logger = logging.getLogger("usage")
@@ -30,5 +30,5 @@ def install_sql_functions(sender, using="default", plan=None, **kwargs):
     if sender.name != "usage" or plan is None or connections[using].vendor != "postgresql":
         return
     if fully_migrated(using):
-        for name in sql_functions_install(SQL_DIR, using=using):
+        for name in sql_functions_install(sql_definitions(), using=using):
             logger.info("installed the current definition of SQL function %s", name)

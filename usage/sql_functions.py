@@ -1,8 +1,9 @@
 """SQL functions defined once and installed by every ``migrate`` (SPEC §13; CONTRIBUTING.md).
 
 ``<app>/sql/<name>.sql`` holds the current definition of one function (``CREATE OR REPLACE FUNCTION
-<name>``). After every ``migrate`` that leaves the database fully migrated, each app's post_migrate
-handler calls :func:`sql_functions_install` with its folder: a function whose body, or whose file,
+<name>``); a few are generated from Python (``usage_metrics()`` from usage/metrics.py). After every
+``migrate`` that leaves the database fully migrated, each app's post_migrate handler calls
+:func:`sql_functions_install` with its definitions (``sql_definitions()`` of its selectors): a function whose body, or whose file,
 differs from what the database holds is replaced; the others are left alone, so a second migrate
 does nothing. Migrations never read these folders (they read their own frozen copies in
 ``migrations/sql/``), so a definition is edited in place and reaches every database, whatever
@@ -15,6 +16,7 @@ signature in a migration.
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +57,12 @@ def fully_migrated(using: str = "default") -> bool:
     return not executor.migration_plan(executor.loader.graph.leaf_nodes())
 
 
-def sql_functions_install(folder: Path, *, using: str = "default") -> list[str]:
-    """Install every definition of ``folder`` that differs from the database; the names installed."""
+def sql_functions_install(functions: Iterable[SqlFunction], *, using: str = "default") -> list[str]:
+    """Install every definition that differs from the database; the names installed."""
     installed = []
     connection = connections[using]
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        for function in sql_functions(folder):
+        for function in functions:
             cursor.execute(
                 "SELECT p.prosrc, obj_description(p.oid, 'pg_proc') FROM pg_proc p "
                 "WHERE p.proname = %s AND p.pronamespace = current_schema()::regnamespace",

@@ -94,7 +94,7 @@ def project_triggers():
             pgtrigger.Truncate,
             """
 UPDATE usage_tracking SET active_projects_count = 0, updated_at = now()
-WHERE active_projects_count <> 0 AND period_start <= now() AND period_end > now();
+WHERE active_projects_count <> 0 AND usage_period_current(period_start, period_end);
 """,
         ),
     ]

@@ -2,6 +2,8 @@
 
 import argparse
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, InterfaceError, OperationalError
@@ -46,3 +48,28 @@ def resolve_or_exit(resolve, value):
         return resolve(value)
     except ValueError as exc:
         raise CommandError(str(exc), returncode=EXIT_USAGE)
+
+
+@contextmanager
+def progress_bar(stderr, *, unit: str, desc: str) -> Iterator[Callable[[int, int], None] | None]:
+    """The commands' one progress display: a bar on stderr when it is a terminal, nothing in cron.
+
+    Yields ``update(done, total)`` for a service's ``progress`` argument, or None off a terminal.
+    """
+    stream = getattr(stderr, "_out", stderr)
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit=unit, file=stream, desc=desc)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()

@@ -7,13 +7,17 @@ import csv
 import json
 from decimal import Decimal
 
+from usage.numbers import number_plain
+
 ROW_FIELDS = ("check", "customer_id", "email", "target_id", "tracked", "actual", "difference")
 
 
 def plain_value(value):
-    """A JSON/CSV-ready value: whole Decimals as int, others as float, times as ISO 8601, the rest as text."""
+    """A JSON/CSV-ready value: numbers by number_plain, times as ISO 8601, None as None, the rest as text."""
+    if value is None or isinstance(value, (int, float, str)):
+        return value
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        return number_plain(value)
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)

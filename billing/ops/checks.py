@@ -7,8 +7,8 @@ folders. usage knows nothing of billing: this module passes usage's functions wh
 
 from django.db import connection, transaction
 
-from billing.selectors import SQL_DIR as BILLING_SQL
-from usage.selectors import SQL_DIR as USAGE_SQL
+from billing import selectors as billing_selectors
+from usage import selectors as usage_selectors
 from usage.selectors import TriggerStatus
 from usage.selectors import trigger_health as _trigger_health
 from usage.services.drift import USAGE_CHECK_GROUPS, CheckGroup, Scan
@@ -52,7 +52,6 @@ CREDIT_CHECKS = CheckGroup(
 
 
 CHECK_GROUPS: tuple[CheckGroup, ...] = (*USAGE_CHECK_GROUPS, CREDIT_CHECKS)
-SQL_FOLDERS = (USAGE_SQL, BILLING_SQL)
 
 
 def drift_scan(customer_ids=None, *, groups=CHECK_GROUPS, everything: bool = False) -> Scan:
@@ -68,4 +67,5 @@ def drift_rows(customer_ids=None, *, everything: bool = False) -> list[dict]:
 
 def trigger_health(using: str = "default") -> list[TriggerStatus]:
     """Every trigger, and every function of usage's and billing's SQL: present, enabled, current."""
-    return _trigger_health(using=using, sql_folders=SQL_FOLDERS)
+    definitions = [*usage_selectors.sql_definitions(), *billing_selectors.sql_definitions()]
+    return _trigger_health(using=using, definitions=definitions)

@@ -2,26 +2,21 @@
 
 from dataclasses import dataclass, field
 
-from django.utils import timezone
-
 from billing.models import AuditLog, CreditGrant, WebhookEvent
 from billing.ops.checks import drift_rows
 from billing.ops.findings import findings
-from billing.selectors import customer_plan, live_subscription
-from usage.models import ReconciliationRow, UsageTracking
+from billing.selectors import customer_plan, live_subscription, plan_allowance
+from usage.metrics import BY_CHECK as METRICS_BY_CHECK
+from usage.metrics import METRICS
+from usage.models import ReconciliationRow
+from usage.selectors import current_period
 
+# Every check, in the order the page shows them: the catalogue's metrics first, by their labels.
 COUNTER_LABELS = {
-    "active_projects": "active projects",
-    "ai_interactions": "AI interactions",
-    "minutes": "transcription minutes",
+    **{metric.check: metric.label for metric in METRICS},
     "preset_usage_count": "preset uses",
     "preset_last_used_at": "preset last used",
     "credit_remaining": "credit remaining",
-}
-ALLOWANCE_FIELDS = {
-    "active_projects": "max_active_projects",
-    "ai_interactions": "ai_interactions_per_period",
-    "minutes": "minutes_per_period",
 }
 
 
@@ -144,15 +139,13 @@ def customer_diagnose(*, customer) -> Diagnosis:
     plan = customer_plan(customer)
     subscription = live_subscription(customer)
     rows = drift_rows([customer.pk], everything=True)
-    now = timezone.now()
-    current = UsageTracking.objects.filter(
-        customer=customer, period_start__lte=now, period_end__gt=now
-    ).first()
+    current = current_period(customer)
     counters = []
     for row in sorted(rows, key=lambda r: (list(COUNTER_LABELS).index(r["check"]), str(r["target_id"]))):
         # Metered counters: the current period's row only; earlier periods are history.
         history = current and row["target_id"] not in (None, str(current.pk))
-        if row["check"] in ("ai_interactions", "minutes") and history and row["tracked"] == row["actual"]:
+        metric = METRICS_BY_CHECK.get(row["check"])
+        if metric and metric.metered and history and row["tracked"] == row["actual"]:
             continue
         line = CounterLine(
             row["check"],
@@ -162,9 +155,8 @@ def customer_diagnose(*, customer) -> Diagnosis:
             row["actual"],
             row["difference"],
         )
-        allowance_field = ALLOWANCE_FIELDS.get(row["check"])
-        if plan and allowance_field and (current is None or row["target_id"] in (None, str(current.pk))):
-            line.allowance = getattr(plan, allowance_field)
+        if plan and metric and (current is None or row["target_id"] in (None, str(current.pk))):
+            line.allowance = plan_allowance(plan, metric)
             if line.allowance is not None and isinstance(line.actual, (int, float)):
                 line.left = line.allowance - line.actual
         counters.append(line)

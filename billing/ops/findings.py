@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from django.db import connection
 
 from billing.ops.checks import trigger_health
+from usage.metrics import ACTIVE_PROJECTS
+from usage.metrics import BY_CODE as METRICS_BY_CODE
+from usage.numbers import number_plain
 
 
 @dataclass
@@ -49,30 +52,29 @@ def unhealthy_triggers() -> Iterator[Finding]:
             )
 
 
-# Customers without a live subscription count as Free (billing.selectors.DEFAULT_PLAN_CODE).
+# The live plan (billing_live_plan) and each metric's allowance (billing_plan_allowance, through the
+# catalogue usage_metrics()): the same definitions billing_consume uses.
 _OVER_LIMIT = """
-WITH live AS (
-    SELECT DISTINCT ON (customer_id) customer_id, plan_id FROM subscriptions
-    WHERE status <> 'canceled' ORDER BY customer_id, created_at DESC
-)
-SELECT c.id, c.email, pl.name, metric, used, allowance
+SELECT c.id, c.email, pl.name, m.code, u.used, u.allowance
 FROM customers c
-LEFT JOIN live s ON s.customer_id = c.id
-JOIN plans pl ON pl.id = coalesce(s.plan_id, (SELECT id FROM plans WHERE code = 'free'))
-JOIN usage_tracking t ON t.customer_id = c.id AND t.period_start <= now() AND t.period_end > now()
+CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
+JOIN plans pl ON pl.id = lp.plan_id
+JOIN usage_tracking t ON t.customer_id = c.id AND usage_period_current(t.period_start, t.period_end)
 LEFT JOIN LATERAL (  -- metered usage beyond the allowance that overage credit paid for is not over
-    SELECT coalesce(sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction'), 0) AS ai,
-           coalesce(sum(d.quantity) FILTER (WHERE g.metric = 'minutes'), 0) AS minutes
-    FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
-    WHERE d.customer_id = c.id AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+    SELECT jsonb_object_agg(per.metric, per.drawn) AS drawn FROM (
+        SELECT g.metric, sum(d.quantity) AS drawn
+        FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
+        WHERE d.customer_id = c.id AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+        GROUP BY g.metric
+    ) AS per
 ) AS credited ON true
-CROSS JOIN LATERAL (VALUES
-    ('active projects', t.active_projects_count::numeric, pl.max_active_projects::numeric),
-    ('AI interactions', t.ai_interactions_count, pl.ai_interactions_per_period + credited.ai),
-    ('transcription minutes', t.minutes_used, pl.minutes_per_period + credited.minutes)
-) AS m(metric, used, allowance)
-WHERE allowance IS NOT NULL AND used > allowance {scope}
-ORDER BY used / nullif(allowance, 0) DESC NULLS FIRST
+CROSS JOIN usage_metrics() AS m
+CROSS JOIN LATERAL (
+    SELECT (to_jsonb(t) ->> m.counter)::numeric AS used,
+           billing_plan_allowance(pl, m.code) + coalesce((credited.drawn ->> m.code)::numeric, 0) AS allowance
+) AS u
+WHERE u.allowance IS NOT NULL AND u.used > u.allowance {scope}
+ORDER BY u.used / nullif(u.allowance, 0) DESC NULLS FIRST
 """
 
 _STALE_PERIOD = """
@@ -80,8 +82,10 @@ SELECT c.id, c.email, 'customer' AS what, c.current_period_end
 FROM customers c WHERE c.current_period_end <= now() {scope}
 UNION ALL
 SELECT c.id, c.email, s.processor || ' subscription', s.current_period_end
-FROM subscriptions s JOIN customers c ON c.id = s.customer_id
-WHERE s.status <> 'canceled' AND s.current_period_end <= now() {scope}
+FROM customers c
+CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
+JOIN subscriptions s ON s.id = lp.subscription_id
+WHERE s.current_period_end <= now() {scope}
 """
 
 
@@ -95,12 +99,13 @@ def over_limit(customer_ids=None):
     scope, params = _scope(customer_ids)
     with connection.cursor() as cursor:
         cursor.execute(_OVER_LIMIT.format(scope=scope), params)
-        for customer_id, email, plan, metric, used, allowance in cursor.fetchall():
-            used_n, allowance_n = _n(used), _n(allowance)
+        for customer_id, email, plan, code, used, allowance in cursor.fetchall():
+            used_n, allowance_n = number_plain(used), number_plain(allowance)
             percent = f"{used / allowance * 100:.0f} %" if allowance else "no allowance"
+            metric = METRICS_BY_CODE[code]
             fix = (
                 f"archive {used_n - allowance_n} project(s) or move to a bigger plan"
-                if metric == "active projects"
+                if metric is ACTIVE_PROJECTS
                 else "sell an overage pack or move to a bigger plan"
             )
             yield Finding(
@@ -108,7 +113,7 @@ def over_limit(customer_ids=None):
                 str(customer_id),
                 email,
                 None,
-                f"{used_n} / {allowance_n} {metric} ({percent}) on {plan}",
+                f"{used_n} / {allowance_n} {metric.label} ({percent}) on {plan}",
                 fix,
             )
 
@@ -157,7 +162,3 @@ def failed_webhook(customer_ids=None):
                 f"{processor} {event_type} received {received:%Y-%m-%d %H:%M} UTC failed: {error}",
                 "fix the cause, then replay it: admin > Webhook events > Replay selected failed events",
             )
-
-
-def _n(value):
-    return int(value) if value == int(value) else float(value)

@@ -26,17 +26,13 @@ REPORT_FIELDS = (
 )
 
 _REPORT = """
-WITH live AS (
-    SELECT DISTINCT ON (customer_id) customer_id, plan_id FROM subscriptions
-    WHERE status <> 'canceled' ORDER BY customer_id, created_at DESC
-)
 SELECT c.id, c.email, pl.code, t.period_start, t.period_end, t.active_projects_count,
-       t.ai_interactions_count, pl.ai_interactions_per_period, coalesce(dr.ai, 0),
-       t.minutes_used, pl.minutes_per_period, coalesce(dr.minutes, 0)
+       t.ai_interactions_count, billing_plan_allowance(pl, 'ai_interaction')::bigint, coalesce(dr.ai, 0),
+       t.minutes_used, billing_plan_allowance(pl, 'minutes')::bigint, coalesce(dr.minutes, 0)
 FROM usage_tracking t
 JOIN customers c ON c.id = t.customer_id
-LEFT JOIN live s ON s.customer_id = c.id
-LEFT JOIN plans pl ON pl.id = coalesce(s.plan_id, (SELECT id FROM plans WHERE code = 'free'))
+CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
+LEFT JOIN plans pl ON pl.id = lp.plan_id
 LEFT JOIN LATERAL (
     SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
            sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes

@@ -11,9 +11,9 @@ from django.db import transaction
 
 from billing.models import AuditLog, CreditGrant
 from billing.services.audit import audit_record
-from usage.models import UsageEvent
+from usage.metrics import METERED
 
-METRICS = {m.value: m.label for m in UsageEvent.Metric}
+METRICS = {m.code: m.title for m in METERED}  # the catalogue's metered metrics (usage/metrics.py)
 BAD_METRIC = "unknown metric {metric!r}; metrics are: {metrics}"
 BAD_QUANTITY = "credit must be a positive number with at most 3 decimals, not {quantity!r}"
 GOODWILL_NEEDS_REASON = "a goodwill grant needs a reason (it is audited)"

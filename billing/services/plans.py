@@ -13,9 +13,11 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from billing.models import AuditLog, Plan, Subscription
-from billing.selectors import customer_plan, live_subscription
+from billing.selectors import customer_plan, live_subscription, plan_allowance
 from billing.services.audit import audit_record
+from usage.metrics import METERED
 from usage.models import Project, UsageEvent
+from usage.numbers import number_plain
 
 BLOCK_ACTIVE_PROJECTS = "Archive {excess} project{s} before moving to {plan}: it allows {limit}, the customer has {active} active."
 WARN_METERED = (
@@ -74,11 +76,6 @@ def _direction(current: Plan | None, target: Plan) -> str:
     return "downgrade"
 
 
-def _number(value):
-    value = Decimal(value or 0)
-    return int(value) if value == value.to_integral_value() else float(value)
-
-
 def plan_change_validate(*, customer, target: Plan) -> PlanChangeValidation:
     current = customer_plan(customer)
     result = PlanChangeValidation(customer, current, target, _direction(current, target))
@@ -99,18 +96,18 @@ def plan_change_validate(*, customer, target: Plan) -> PlanChangeValidation:
         )
 
     start, end = customer.current_period_start, customer.current_period_end
-    for metric, label, allowance in (
-        (UsageEvent.Metric.AI_INTERACTION, "AI interactions", target.ai_interactions_per_period),
-        (UsageEvent.Metric.MINUTES, "Transcription minutes", target.minutes_per_period),
-    ):
+    for metric in METERED:
+        allowance = plan_allowance(target, metric)
         if allowance is None:
             continue
         used = UsageEvent.objects.filter(
-            customer=customer, metric=metric, occurred_at__gte=start, occurred_at__lt=end
+            customer=customer, metric=metric.code, occurred_at__gte=start, occurred_at__lt=end
         ).aggregate(used=Sum("quantity"))["used"] or Decimal(0)
         if used > allowance:
             result.warnings.append(
-                WARN_METERED.format(metric=label, used=_number(used), plan=target.name, allowance=allowance)
+                WARN_METERED.format(
+                    metric=metric.title, used=number_plain(used), plan=target.name, allowance=allowance
+                )
             )
     return result
 

@@ -29,7 +29,7 @@ DECLARE
     v_next_allowance numeric;
     grant_ record;
 BEGIN
-    IF v_metric IS NULL OR v_metric NOT IN ('ai_interaction', 'minutes') THEN
+    IF v_metric IS NULL OR NOT EXISTS (SELECT 1 FROM usage_metrics() m WHERE m.code = v_metric AND m.metered) THEN
         RAISE EXCEPTION 'unknown metric %; metrics are ai_interaction and minutes', coalesce(quote_literal(v_metric), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -70,22 +70,15 @@ BEGIN
         END IF;
     END IF;
 
-    SELECT s.status, s.plan_id INTO v_status, v_plan_id
-    FROM subscriptions s
-    WHERE s.customer_id = v_customer AND s.status <> 'canceled'
-    ORDER BY s.created_at DESC LIMIT 1;
-    IF NOT FOUND THEN
-        v_status := 'none';  -- no live subscription: the Free plan
-    END IF;
-    SELECT p.* INTO pl FROM plans p WHERE (v_plan_id IS NULL AND p.code = 'free') OR p.id = v_plan_id;
+    SELECT lp.subscription_status, lp.plan_id INTO v_status, v_plan_id FROM billing_live_plan(v_customer) lp;
+    SELECT p.* INTO pl FROM plans p WHERE p.id = v_plan_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'customer % has no live subscription and there is no free plan', v_customer
             USING ERRCODE = 'no_data_found';
     END IF;
 
-    v_label := CASE v_metric WHEN 'ai_interaction' THEN 'AI interactions' ELSE 'transcription minutes' END;
-    v_allowance := CASE v_metric WHEN 'ai_interaction' THEN pl.ai_interactions_per_period ELSE pl.minutes_per_period END;
-    v_used := CASE v_metric WHEN 'ai_interaction' THEN row_.ai_interactions_count ELSE row_.minutes_used END;
+    SELECT m.label, (to_jsonb(row_) ->> m.counter)::numeric INTO v_label, v_used FROM usage_metrics() m WHERE m.code = v_metric;
+    v_allowance := billing_plan_allowance(pl, v_metric);
     SELECT coalesce(sum(cg.remaining) FILTER (WHERE cg.remaining > 0 AND (cg.expires_at IS NULL OR cg.expires_at > now())), 0),
            count(*) > 0
     INTO v_credits, v_granted_ever
@@ -133,11 +126,9 @@ BEGIN
         credits_remaining := v_credits;
         -- What to do: the cheapest plan with a larger allowance for this metric, or a credit pack.
         SELECT * INTO v_next FROM plans p
-        WHERE coalesce(CASE v_metric WHEN 'ai_interaction' THEN p.ai_interactions_per_period ELSE p.minutes_per_period END,
-                       'Infinity'::numeric) > v_allowance
+        WHERE coalesce(billing_plan_allowance(p, v_metric), 'Infinity'::numeric) > v_allowance
         ORDER BY p.price, p.id LIMIT 1;
-        v_next_allowance := CASE v_metric WHEN 'ai_interaction' THEN v_next.ai_interactions_per_period
-                                          ELSE v_next.minutes_per_period END;
+        v_next_allowance := billing_plan_allowance(v_next, v_metric);
         message := format('Denied: %s of %s %s used this period on %s (allowance %s)%s; %s more would exceed it. %s',
             trim_scale(v_used), trim_scale(effective_limit), v_label, pl.name, trim_scale(v_allowance),
             CASE WHEN NOT v_granted_ever THEN ', and no overage credit'

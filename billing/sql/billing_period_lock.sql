@@ -12,7 +12,7 @@ BEGIN
         PERFORM billing_period_roll(p_customer, now(), 'consume (lazy rollover)');
     END IF;
     SELECT * INTO row_ FROM usage_tracking t
-    WHERE t.customer_id = p_customer AND t.period_start <= now() AND t.period_end > now()
+    WHERE t.customer_id = p_customer AND usage_period_current(t.period_start, t.period_end)
     FOR UPDATE;
     IF FOUND THEN
         RETURN row_;
@@ -20,7 +20,7 @@ BEGIN
     SELECT p.period_start, p.period_end INTO p_start, p_end FROM usage_period_at(p_customer, now()) AS p;
     PERFORM usage_tracking_open(p_customer, p_start, p_end);
     SELECT * INTO row_ FROM usage_tracking t
-    WHERE t.customer_id = p_customer AND t.period_start <= now() AND t.period_end > now()
+    WHERE t.customer_id = p_customer AND usage_period_current(t.period_start, t.period_end)
     FOR UPDATE;
     RETURN row_;
 END;

@@ -29,10 +29,9 @@ BEGIN
         END IF;
         -- A processor subscription's period, when it holds p_now (from its last webhook).
         SELECT greatest(s.current_period_start, cur_end), s.current_period_end INTO p_start, p_end
-        FROM subscriptions s
-        WHERE s.customer_id = p_customer AND s.status <> 'canceled' AND s.processor <> 'manual'
-          AND s.current_period_start <= p_now AND s.current_period_end > p_now
-        ORDER BY s.created_at DESC LIMIT 1;
+        FROM billing_live_plan(p_customer) AS lp JOIN subscriptions s ON s.id = lp.subscription_id
+        WHERE s.processor <> 'manual'
+          AND s.current_period_start <= p_now AND s.current_period_end > p_now;
     ELSE
         renewal := true;
         IF p_end IS NULL OR p_end <= p_start THEN

@@ -20,7 +20,7 @@ def test_a_migrated_database_holds_every_current_definition_and_a_new_install_ch
     for folder in (USAGE_SQL, BILLING_SQL):
         for function in sql_functions(folder):
             assert installed_body(function.name) == function.body
-        assert sql_functions_install(folder) == []
+        assert sql_functions_install(sql_functions(folder)) == []
 
 
 @pytest.mark.django_db
@@ -30,19 +30,19 @@ def test_a_definition_that_differs_from_the_database_is_installed_again():
             "CREATE OR REPLACE FUNCTION billing_credit_grants_add(p_grant uuid[], p_drawn numeric[]) "
             "RETURNS void LANGUAGE plpgsql AS $$ BEGIN END; $$"
         )
-    assert sql_functions_install(BILLING_SQL) == ["billing_credit_grants_add"]
+    assert sql_functions_install(sql_functions(BILLING_SQL)) == ["billing_credit_grants_add"]
     (current,) = [f for f in sql_functions(BILLING_SQL) if f.name == "billing_credit_grants_add"]
     assert installed_body("billing_credit_grants_add") == current.body
-    assert sql_functions_install(BILLING_SQL) == []
+    assert sql_functions_install(sql_functions(BILLING_SQL)) == []
 
 
 @pytest.mark.django_db
 def test_a_comment_only_change_to_the_file_is_installed_too(tmp_path):
     (original,) = [f for f in sql_functions(USAGE_SQL) if f.name == "usage_presets_add"]
     (tmp_path / "usage_presets_add.sql").write_text("-- reworded\n" + original.text)
-    assert sql_functions_install(tmp_path) == ["usage_presets_add"]
-    assert sql_functions_install(tmp_path) == []
-    assert sql_functions_install(USAGE_SQL) == ["usage_presets_add"]
+    assert sql_functions_install(sql_functions(tmp_path)) == ["usage_presets_add"]
+    assert sql_functions_install(sql_functions(tmp_path)) == []
+    assert sql_functions_install(sql_functions(USAGE_SQL)) == ["usage_presets_add"]
 
 
 @pytest.mark.parametrize(

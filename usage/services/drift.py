@@ -17,6 +17,9 @@ from decimal import Decimal
 
 from django.db import connection
 
+from usage.metrics import METRICS
+from usage.numbers import number_plain
+
 _DRIFT_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS usage_drift (
     check_name text NOT NULL,
@@ -36,7 +39,7 @@ WITH per AS (
            coalesce(t.active_projects_count, 0) AS tracked, coalesce(a.n, 0) AS actual
     FROM customers c
     LEFT JOIN usage_tracking t
-           ON t.customer_id = c.id AND t.period_start <= now() AND t.period_end > now()
+           ON t.customer_id = c.id AND usage_period_current(t.period_start, t.period_end)
     LEFT JOIN (SELECT customer_id, count(*) AS n FROM projects
                WHERE status = 'active' {scope_projects} GROUP BY customer_id) a
            ON a.customer_id = c.id
@@ -177,9 +180,7 @@ def _plain(value):
             value = json.loads(value, parse_float=Decimal)
         except ValueError:
             return value
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
+    return number_plain(value)
 
 
 def _scalar(sql, params=None):
@@ -246,11 +247,7 @@ def scan_summary(scan: Scan) -> dict:
 def _fix_tracking() -> int:
     fixed = 0
     with connection.cursor() as cursor:
-        for check, column in (
-            ("active_projects", "active_projects_count"),
-            ("ai_interactions", "ai_interactions_count"),
-            ("minutes", "minutes_used"),
-        ):
+        for check, column in ((metric.check, metric.counter) for metric in METRICS):
             cursor.execute(
                 f"UPDATE usage_tracking t SET {column} = (d.actual #>> '{{}}')::numeric, updated_at = now() "
                 "FROM pg_temp.usage_drift d "

@@ -18,7 +18,7 @@ BEGIN
     IF cardinality(p_customer) = 1 THEN
         UPDATE usage_tracking t
         SET active_projects_count = t.active_projects_count + p_delta[1], updated_at = now()
-        WHERE t.customer_id = p_customer[1] AND t.period_start <= now() AND t.period_end > now();
+        WHERE t.customer_id = p_customer[1] AND usage_period_current(t.period_start, t.period_end);
         IF FOUND THEN
             RETURN;
         END IF;
@@ -26,7 +26,7 @@ BEGIN
         rest_delta := p_delta;
     ELSE
         PERFORM 1 FROM usage_tracking t
-        WHERE t.customer_id = ANY (p_customer) AND t.period_start <= now() AND t.period_end > now()
+        WHERE t.customer_id = ANY (p_customer) AND usage_period_current(t.period_start, t.period_end)
         ORDER BY t.customer_id
         FOR UPDATE;
 
@@ -34,7 +34,7 @@ BEGIN
             UPDATE usage_tracking t
             SET active_projects_count = t.active_projects_count + d.delta, updated_at = now()
             FROM unnest(p_customer, p_delta) AS d(customer_id, delta)
-            WHERE t.customer_id = d.customer_id AND t.period_start <= now() AND t.period_end > now()
+            WHERE t.customer_id = d.customer_id AND usage_period_current(t.period_start, t.period_end)
             RETURNING t.customer_id
         )
         SELECT array_agg(d.customer_id), array_agg(d.delta) INTO rest_customer, rest_delta

@@ -3,7 +3,14 @@ import sys
 from django.core.management.base import CommandError
 from django.db.models.functions import Abs
 
-from billing.management.base import EXIT_PROBLEM, EXIT_USAGE, OpsCommand, positive_int, resolve_or_exit
+from billing.management.base import (
+    EXIT_PROBLEM,
+    EXIT_USAGE,
+    OpsCommand,
+    positive_int,
+    progress_bar,
+    resolve_or_exit,
+)
 from billing.management.output import write_report
 from billing.ops.integrity import ReconciliationBusy, usage_reconcile
 from usage.selectors import customer_resolve
@@ -50,21 +57,18 @@ class Command(OpsCommand):
             usage_reconcile(customer_ids=ids, apply=False, started_by=started_by, scope=scope, emit=emit)
             return
 
-        bar = _progress_bar(self.stderr)
         try:
-            result = usage_reconcile(
-                customer_ids=ids,
-                apply=True,
-                batch_size=batch_size,
-                started_by=started_by,
-                scope=scope,
-                progress=bar.update if bar else None,
-            )
+            with progress_bar(self.stderr, unit="batch", desc="reconciling") as progress:
+                result = usage_reconcile(
+                    customer_ids=ids,
+                    apply=True,
+                    batch_size=batch_size,
+                    started_by=started_by,
+                    scope=scope,
+                    progress=progress,
+                )
         except ReconciliationBusy as exc:
             raise CommandError(str(exc), returncode=EXIT_USAGE)
-        finally:
-            if bar:
-                bar.close()
         rows = (
             {
                 "check": r.check_name,
@@ -93,23 +97,3 @@ class Command(OpsCommand):
                 f"{result.summary['remaining_drift']} counters drifted again while the run was going; rerun."
             )
             sys.exit(EXIT_PROBLEM)
-
-
-class _Bar:
-    def __init__(self, stream):
-        from tqdm import tqdm
-
-        self.tqdm = tqdm(total=None, unit="batch", file=stream, desc="reconciling")
-
-    def update(self, done, total):
-        self.tqdm.total = total
-        self.tqdm.n = done
-        self.tqdm.refresh()
-
-    def close(self):
-        self.tqdm.close()
-
-
-def _progress_bar(stderr):
-    stream = getattr(stderr, "_out", stderr)
-    return _Bar(stream) if hasattr(stream, "isatty") and stream.isatty() else None

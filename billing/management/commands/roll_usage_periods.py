@@ -1,10 +1,8 @@
 import argparse
-import sys
 
 from django.utils.dateparse import parse_datetime
-from tqdm import tqdm
 
-from billing.management.base import OpsCommand, positive_int
+from billing.management.base import OpsCommand, positive_int, progress_bar
 from billing.services.periods import period_roll_due
 
 
@@ -37,15 +35,8 @@ class Command(OpsCommand):
         parser.add_argument("--batch-size", type=positive_int(), default=500)
 
     def handle(self, *args, now, batch_size, **options):
-        bar = tqdm(total=0, unit="customer", disable=not sys.stderr.isatty(), file=sys.stderr)
-
-        def progress(done, due):
-            bar.total = due
-            bar.n = done
-            bar.refresh()
-
-        rolled = period_roll_due(
-            now=now, actor="manage.py roll_usage_periods", batch_size=batch_size, progress=progress
-        )
-        bar.close()
+        with progress_bar(self.stderr, unit="customer", desc="rolling") as progress:
+            rolled = period_roll_due(
+                now=now, actor="manage.py roll_usage_periods", batch_size=batch_size, progress=progress
+            )
         self.stdout.write(f"opened {rolled} usage period{'s' if rolled != 1 else ''}")

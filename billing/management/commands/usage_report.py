@@ -7,10 +7,6 @@ from billing.management.output import plain_value
 from billing.ops.usage_report import REPORT_FIELDS, month_parse, usage_report
 
 
-def _plain(value):
-    return value if value is None or isinstance(value, (int, float, str)) else plain_value(value)
-
-
 class Command(OpsCommand):
     help = "Usage per customer for the usage periods that started in a month: used, allowance, drawn from credit."
 
@@ -33,7 +29,7 @@ class Command(OpsCommand):
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(REPORT_FIELDS)
             for row in rows:
-                writer.writerow(["" if row[k] is None else _plain(row[k]) for k in REPORT_FIELDS])
+                writer.writerow(["" if row[k] is None else plain_value(row[k]) for k in REPORT_FIELDS])
             return
         if format == "json":
             out.write(json.dumps({"month": month}).rstrip("}") + ', "rows": [')
@@ -50,11 +46,13 @@ class Command(OpsCommand):
             for key in ("ai_interactions", "minutes", "ai_from_credit", "minutes_from_credit"):
                 totals[key] += row[key] or 0
             if format == "json":
-                out.write(("," if i else "") + "\n  " + json.dumps({k: _plain(v) for k, v in row.items()}))
+                out.write(
+                    ("," if i else "") + "\n  " + json.dumps({k: plain_value(v) for k, v in row.items()})
+                )
             else:
 
                 def n(v):
-                    return "-" if v is None else str(_plain(v))
+                    return "-" if v is None else str(plain_value(v))
 
                 out.write(
                     f"{row['email'][:40]:<40} {row['plan'] or '-':<8} {row['active_projects']:>8} "
@@ -62,10 +60,10 @@ class Command(OpsCommand):
                     f"{n(row['minutes']):>10} {n(row['minutes_allowance']):>8} {n(row['minutes_from_credit']):>7}\n"
                 )
         if format == "json":
-            out.write('\n], "totals": ' + json.dumps({k: _plain(v) for k, v in totals.items()}) + "}\n")
+            out.write('\n], "totals": ' + json.dumps({k: plain_value(v) for k, v in totals.items()}) + "}\n")
         else:
             out.write(
-                f"\n{totals['rows']} usage periods; AI interactions {_plain(totals['ai_interactions'])} "
-                f"({_plain(totals['ai_from_credit'])} from credit); minutes {_plain(totals['minutes'])} "
-                f"({_plain(totals['minutes_from_credit'])} from credit)\n"
+                f"\n{totals['rows']} usage periods; AI interactions {plain_value(totals['ai_interactions'])} "
+                f"({plain_value(totals['ai_from_credit'])} from credit); minutes {plain_value(totals['minutes'])} "
+                f"({plain_value(totals['minutes_from_credit'])} from credit)\n"
             )

@@ -1,6 +1,4 @@
-import sys
-
-from billing.management.base import OpsCommand, positive_int
+from billing.management.base import OpsCommand, positive_int, progress_bar
 from demo.data import demo_data_load
 from demo.logins import demo_admin_ensure
 from usage.models import Customer
@@ -25,12 +23,8 @@ class Command(OpsCommand):
         if if_empty and Customer.objects.exists():
             self.stderr.write("Demo data already loaded; keeping it (make clean-db to start over).")
         else:
-            progress = (
-                (lambda msg: self.stderr.write(f"  loaded {msg}"))
-                if sys.stderr.isatty() or options["verbosity"] > 1
-                else None
-            )
-            result = demo_data_load(customers=customers, seed=seed, progress=progress)
+            with progress_bar(self.stderr, unit="step", desc="loading demo data") as progress:
+                result = demo_data_load(customers=customers, seed=seed, progress=progress)
             self.stderr.write(
                 f"Loaded {result.customers} customers, {result.projects} projects, "
                 f"{result.preset_uses} preset uses, {result.events} usage events."
