@@ -36,9 +36,11 @@ serve: $(STAMP)
 	exec $(BIN)/gunicorn
 
 # Lint: ruff's checks and its formatter (pyproject.toml, [tool.ruff]); `make format` applies both.
+# Then mypy with django-stubs on the services and selectors ([tool.mypy]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pgtrigger
 from django.apps import apps
@@ -72,10 +73,13 @@ def expected_sql_functions(definitions: Iterable[SqlFunction] | None = None) -> 
     return {function.name: function.body for function in definitions or sql_definitions()}
 
 
-def _expected_trigger_body(model, trigger) -> str:
+def _expected_trigger_body(
+    model: Any, trigger: pgtrigger.Trigger
+) -> str:  # a model class (pgtrigger types it as an instance)
     pgid = trigger.get_pgid(model)
     sql = str(trigger.compile(model).sql)
     match = re.search(rf"FUNCTION {pgid}\(\)\s*RETURNS TRIGGER AS \$\$(?P<body>.*?)\$\$", sql, re.S)
+    assert match, f"pgtrigger compiled no function for {pgid}"
     return match["body"]
 
 
@@ -147,7 +151,7 @@ def trigger_health(
             problem = "function body edited outside migrations (run pgtrigger install)"
         else:
             problem = ""
-        statuses.append(TriggerStatus("trigger", trigger.name, table, problem))
+        statuses.append(TriggerStatus("trigger", trigger.name or pgid, table, problem))
 
     with connections[using].cursor() as cursor:
         for model in apps.get_app_config("usage").get_models():

@@ -1,5 +1,6 @@
 """The audit log's writers (SPEC §5): one row per change, committed with the change."""
 
+import uuid
 from collections import defaultdict
 
 from billing.models import AuditLog
@@ -11,10 +12,10 @@ def audit_record(
     actor: str,
     action: str,
     target_type: str,
-    target_id,
-    customer_id=None,
-    before=None,
-    after=None,
+    target_id: object,
+    customer_id: uuid.UUID | str | None = None,
+    before: dict | None = None,
+    after: dict | None = None,
     reason: str = "",
 ) -> AuditLog:
     return AuditLog.objects.create(
@@ -34,7 +35,7 @@ def audit_recount(*, run: ReconciliationRun, rows: list[dict]) -> None:
 
     Called by reconciliation inside the transaction of the fix (billing/ops/integrity.py).
     """
-    per_customer = defaultdict(lambda: ({}, {}))
+    per_customer: defaultdict[tuple[str, str], tuple[dict, dict]] = defaultdict(lambda: ({}, {}))
     for row in rows:
         key = row["check"] if row["target_id"] is None else f"{row['check']}:{row['target_id']}"
         before, after = per_customer[(row["customer_id"], row["email"])]

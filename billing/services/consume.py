@@ -32,7 +32,9 @@ class ConsumeResult:
     message: str
 
 
-def consume(*, customer_id, metric: str, amount, idempotency_key: str | None = None) -> ConsumeResult:
+def consume(
+    *, customer_id: uuid.UUID | str, metric: str, amount: object, idempotency_key: str | None = None
+) -> ConsumeResult:
     """Check and consume ``amount`` of ``metric`` for the customer, in its own transaction."""
     try:
         customer_id = uuid.UUID(str(customer_id))

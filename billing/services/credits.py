@@ -5,6 +5,7 @@ it (billing/triggers.py). Consume draws from it (billing_consume in billing/sql)
 goodwill with a reason; a paid overage pack grants a purchase from its webhook. Both are audited.
 """
 
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from django.db import transaction
@@ -12,6 +13,7 @@ from django.db import transaction
 from billing.models import AuditLog, CreditGrant
 from billing.services.audit import audit_record
 from usage.metrics import METERED
+from usage.models import Customer
 
 METRICS = {m.code: m.title for m in METERED}  # the catalogue's metered metrics (usage/metrics.py)
 BAD_METRIC = "unknown metric {metric!r}; metrics are: {metrics}"
@@ -23,7 +25,7 @@ class CreditGrantError(ValueError):
     pass
 
 
-def credit_quantity_parse(quantity) -> Decimal:
+def credit_quantity_parse(quantity: object) -> Decimal:
     try:
         value = Decimal(str(quantity).strip())
     except (InvalidOperation, ValueError):
@@ -35,13 +37,13 @@ def credit_quantity_parse(quantity) -> Decimal:
 
 def credit_grant(
     *,
-    customer,
+    customer: Customer,
     metric: str,
-    quantity,
+    quantity: object,
     source: str,
     actor: str,
     reason: str = "",
-    expires_at=None,
+    expires_at: datetime | None = None,
     external_ref: str | None = None,
 ) -> CreditGrant:
     """Grant credit, audited in the same transaction. Bad input raises CreditGrantError, writing nothing."""

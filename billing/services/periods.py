@@ -5,6 +5,7 @@ period once: cron and a webhook racing, or a redelivered renewal, open one perio
 restart, the active-projects gauge carries over, credit grants are untouched; each opening is audited.
 """
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 
@@ -51,7 +52,7 @@ def period_roll_due(
             progress(rolled, due)
 
 
-def period_renew(*, customer_id, start: datetime, end: datetime, actor: str) -> bool:
+def period_renew(*, customer_id: uuid.UUID | str, start: datetime, end: datetime, actor: str) -> bool:
     """A processor's renewal of [start, end): opens that period unless it is open already."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT billing_period_roll(%s, now(), %s, %s, %s)", [customer_id, actor, start, end])

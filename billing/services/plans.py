@@ -16,7 +16,7 @@ from billing.models import AuditLog, Plan, Subscription
 from billing.selectors import customer_plan, live_subscription, plan_allowance
 from billing.services.audit import audit_record
 from usage.metrics import METERED
-from usage.models import Project, UsageEvent
+from usage.models import Customer, Project, UsageEvent
 from usage.numbers import number_plain
 
 BLOCK_ACTIVE_PROJECTS = "Archive {excess} project{s} before moving to {plan}: it allows {limit}, the customer has {active} active."
@@ -32,7 +32,7 @@ UNKNOWN_PLAN = "no plan {code!r}; plans are: {codes}"
 
 @dataclass
 class PlanChangeValidation:
-    customer: object
+    customer: Customer
     current: Plan | None
     target: Plan
     direction: str  # "upgrade", "downgrade" or "same"
@@ -76,7 +76,7 @@ def _direction(current: Plan | None, target: Plan) -> str:
     return "downgrade"
 
 
-def plan_change_validate(*, customer, target: Plan) -> PlanChangeValidation:
+def plan_change_validate(*, customer: Customer, target: Plan) -> PlanChangeValidation:
     current = customer_plan(customer)
     result = PlanChangeValidation(customer, current, target, _direction(current, target))
     if result.direction == "same":
@@ -114,7 +114,7 @@ def plan_change_validate(*, customer, target: Plan) -> PlanChangeValidation:
 
 @transaction.atomic
 def subscription_change_plan(
-    *, customer, target: Plan, actor: str, override_reason: str = "", is_superuser: bool = False
+    *, customer: Customer, target: Plan, actor: str, override_reason: str = "", is_superuser: bool = False
 ) -> PlanChangeValidation:
     """Move the customer to ``target``; refused while blocked unless a superuser overrides with a reason."""
     validation = plan_change_validate(customer=customer, target=target)

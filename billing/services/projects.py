@@ -10,7 +10,7 @@ from django.db.models import Q
 
 from billing.models import Plan
 from billing.selectors import customer_plan
-from usage.models import Project
+from usage.models import Customer, Project
 
 AT_LIMIT = (
     "Cannot create a project: {active} of {limit} active projects on {plan}. "
@@ -22,7 +22,7 @@ class ProjectLimitReached(Exception):
     pass
 
 
-def project_create(*, customer, name: str) -> Project:
+def project_create(*, customer: Customer, name: str) -> Project:
     name = (name or "").strip()
     if not name:
         raise ValueError("a project needs a name")
@@ -31,7 +31,7 @@ def project_create(*, customer, name: str) -> Project:
             cursor.execute("SELECT 1 FROM billing_period_lock(%s)", [customer.pk])
         plan = customer_plan(customer)
         limit = plan.max_active_projects if plan else None
-        if limit is not None:
+        if plan is not None and limit is not None:
             active = Project.objects.filter(customer=customer, status=Project.Status.ACTIVE).count()
             if active >= limit:
                 bigger = (

@@ -1,12 +1,13 @@
 """The one sanctioned way around the counter guard (SPEC §4, I5)."""
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.db import connections
 
 
 @contextmanager
-def counter_writes_allowed(using: str = "default"):
+def counter_writes_allowed(using: str = "default") -> Iterator[None]:
     """Let the current transaction write derived counters directly.
 
     Only reconciliation (counters set to the recomputed truth under lock) and the planting of

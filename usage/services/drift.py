@@ -11,7 +11,7 @@ their fix. ``USAGE_CHECK_GROUPS`` are usage's; the layer above passes them, with
 """
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -125,7 +125,7 @@ _SCOPE_COLUMNS = {
 }
 
 
-def _scoped(sql: str, ids, everything: bool = False, columns: dict | None = None) -> str:
+def _scoped(sql: str, ids: list[str] | None, everything: bool = False, columns: dict | None = None) -> str:
     """Fill a check's {scope_*} placeholders: nothing for everyone, else a filter on the customer ids.
 
     A column given as a full condition (containing "%(ids)s") is used as it is.
@@ -208,7 +208,9 @@ class CheckGroup:
     scope_columns: dict = field(default_factory=dict)
 
 
-def drift_scan(customer_ids=None, *, groups: tuple[CheckGroup, ...], everything: bool = False) -> Scan:
+def drift_scan(
+    customer_ids: Iterable | None = None, *, groups: tuple[CheckGroup, ...], everything: bool = False
+) -> Scan:
     """Run the checks of ``groups`` over the scope (inside the caller's transaction).
 
     ``everything`` keeps the counters that match as well (difference 0): one customer's diagnosis
