@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo serve test lint format bench mutants install dbshell lock clean-db
+.PHONY: demo serve test lint format bench mutants install dbshell lock clean-db schema
 
 $(STAMP): requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/triggers.py
 	$(BIN)/python bench/consume.py
 	$(BIN)/python bench/webhooks.py
+
+# Schema diagram of the models (django-extensions graph_models): docs/schema.dot always, and
+# docs/schema.svg when Graphviz's `dot` is installed (apt-get install graphviz).
+schema: $(STAMP)
+	mkdir -p docs
+	DEBUG=on $(BIN)/python manage.py graph_models usage billing --group-models --dot -o docs/schema.dot
+	@sed -i '/^  \/\/ Created: /d' docs/schema.dot  # no timestamp: the file only changes with the models
+	if command -v dot >/dev/null; then dot -Tsvg docs/schema.dot -o docs/schema.svg; else echo "no Graphviz: docs/schema.dot only"; fi
 
 dbshell: $(STAMP)
 	$(BIN)/python manage.py dbshell

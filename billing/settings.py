@@ -174,3 +174,13 @@ WEBHOOK_TOLERANCE_SECONDS = env.int("WEBHOOK_TOLERANCE_SECONDS", default=300)
 LOGGING = logging_config()
 # Python's warnings (WhiteNoise's "No directory at" STATIC_ROOT, say) as log records, not bare lines.
 logging.captureWarnings(True)
+
+# `manage.py shell_plus` (django-extensions) for support: every model, plus the operations they use
+# (README, "A shell for support").
+SHELL_PLUS_IMPORTS = [
+    "from usage.selectors import customer_resolve, current_period",
+    "from billing.selectors import customer_plan, live_subscription",
+    "from billing.ops.checks import drift_rows, trigger_health",
+    "from billing.ops.diagnosis import customer_diagnose",
+    "from billing.ops.findings import findings",
+]
