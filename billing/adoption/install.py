@@ -22,7 +22,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from billing.adoption import PRODUCT_MODELS
 from billing.adoption.catalog import catalog_snapshot
 from billing.adoption.preflight import ADDS, ADOPTION_TABLE, Preflight, adoption_preflight
-from usage.selectors import SQL_DIR
+from usage.selectors import sql_definitions
 from usage.sql_functions import sql_functions_install
 
 NOT_ADOPTED = "this database was not adopted (no billing_ops_adoption table): nothing to uninstall"
@@ -72,7 +72,7 @@ def adoption_install(*, drop_product_counter_triggers: bool = False, using: str 
             f"INSERT INTO {ADOPTION_TABLE} (catalog, dropped_triggers) VALUES (%s, %s)",
             [json.dumps(before), json.dumps(dropped)],
         )
-        sql_functions_install(SQL_DIR, using=using)
+        sql_functions_install(sql_definitions(), using=using)
         product = set(PRODUCT_MODELS)
         with connection.schema_editor(atomic=False) as editor:
             for model in apps.get_app_config("usage").get_models():

@@ -14,8 +14,7 @@ from django.apps import apps
 from django.db import connections, models, transaction
 
 from billing.adoption import PRODUCT_MODELS
-from usage.selectors import SQL_DIR, row_constraint_present, row_constraints
-from usage.sql_functions import sql_functions
+from usage.selectors import expected_sql_functions, row_constraint_present, row_constraints, sql_definitions
 
 BLOCKER, ADDS, NOTE = "blocker", "adds", "note"
 MIN_SERVER_VERSION = 140000  # SPEC §2: PostgreSQL >= 14
@@ -78,9 +77,9 @@ def our_trigger_names() -> dict[str, str]:
     return {trigger.get_pgid(model): model._meta.db_table for model, trigger in pgtrigger.registered()}
 
 
-def usage_functions() -> list[str]:
-    """The counter functions adoption installs (usage's SQL folder)."""
-    return [function.name for function in sql_functions(SQL_DIR)]
+def usage_functions() -> dict[str, str]:
+    """Name -> body of the counter functions adoption installs (usage's SQL, current definitions)."""
+    return expected_sql_functions(sql_definitions())
 
 
 def _tables(cursor) -> dict[str, dict]:

@@ -7,7 +7,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("usage", "0008_usage_events_cascade"),
+        ("usage", "0009_adopted_tables_kept"),
     ]
 
     operations = [
