@@ -297,6 +297,8 @@ def main() -> int:
             "DATABASE_URL": database_url(),
             "PYTHONPATH": str(tree / "scripts"),
             "PYTHONDONTWRITEBYTECODE": "1",
+            # The copy has no .git: tests/test_upgrades.py reads the earlier commit from the checkout's.
+            "GIT_DIR": str(ROOT / ".git"),
         }  # no .pyc: a mutant and its restore can share an mtime second
 
         log(f"baseline: the whole suite on the unmutated tree ({len(mutants)} mutants to follow)")
