@@ -83,7 +83,7 @@ def _expected_trigger_body(
     return match["body"]
 
 
-def row_constraints(model) -> list:
+def row_constraints(model: type[models.Model]) -> list[models.BaseConstraint]:
     """The unique and exclusion constraints of ``model`` that keep one counter or event row per key.
 
     ``migrate --fake-initial`` (and a product's own DDL) can leave them out without a word: then two
@@ -97,7 +97,13 @@ def row_constraints(model) -> list:
     ]
 
 
-def row_constraint_present(cursor, model, constraint) -> bool:
+def _column(model: type[models.Model], name: Any) -> str:
+    field = model._meta.get_field(str(name))
+    assert isinstance(field, models.Field)
+    return str(field.column)
+
+
+def row_constraint_present(cursor: Any, model: type[models.Model], constraint: models.BaseConstraint) -> bool:
     """Whether the table has this constraint or an equivalent one under another name.
 
     Unique: a unique index on exactly these columns, without predicate or expressions. Exclusion:
@@ -105,13 +111,14 @@ def row_constraint_present(cursor, model, constraint) -> bool:
     """
     table = model._meta.db_table
     if isinstance(constraint, ExclusionConstraint):
-        column = model._meta.get_field(constraint.expressions[0][0]).column
+        column = _column(model, constraint.expressions[0][0])
         cursor.execute(
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'x'",
             [table],
         )
         return any(re.search(rf'"?\b{column}\b"?\s+WITH\s+=', row[0]) for row in cursor.fetchall())
-    columns = sorted(model._meta.get_field(name).column for name in constraint.fields)
+    assert isinstance(constraint, models.UniqueConstraint)
+    columns = sorted(_column(model, name) for name in constraint.fields)
     cursor.execute(
         "SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_index i "
         "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
@@ -154,13 +161,15 @@ def trigger_health(
         statuses.append(TriggerStatus("trigger", trigger.name or pgid, table, problem))
 
     with connections[using].cursor() as cursor:
-        for model in apps.get_app_config("usage").get_models():
-            for constraint in row_constraints(model):
-                present = row_constraint_present(cursor, model, constraint)
+        for usage_model in apps.get_app_config("usage").get_models():
+            for constraint in row_constraints(usage_model):
+                present = row_constraint_present(cursor, usage_model, constraint)
                 problem = (
                     "" if present else "missing (manage.py adopt --check prints the statement that adds it)"
                 )
-                statuses.append(TriggerStatus("constraint", constraint.name, model._meta.db_table, problem))
+                statuses.append(
+                    TriggerStatus("constraint", constraint.name, usage_model._meta.db_table, problem)
+                )
 
     for name, body in sorted(expected_sql_functions(definitions).items()):
         if name not in installed_functions:
