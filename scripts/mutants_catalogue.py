@@ -560,8 +560,8 @@ MUTANTS = [
     Mutant(
         "redelivery-processed-again",
         "billing/services/webhooks/inbox.py",
-        "            if event.status != WebhookEvent.Status.FAILED:\n                return Ingested(event, duplicate=True)",
-        "            if False:\n                return Ingested(event, duplicate=True)",
+        "    if event.status != WebhookEvent.Status.FAILED:\n        return event, True",
+        "    if False:\n        return event, True",
         (WEBHOOKS,),
         "a redelivered event is applied again",
     ),

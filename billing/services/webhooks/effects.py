@@ -106,7 +106,15 @@ def subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str)
         plan = subscription.plan
         start, end = subscription.current_period_start, subscription.current_period_end
     else:
-        plan = plan_for_prices(event.processor, state.price_ids)
+        current = subscription.plan if subscription else None
+        if (
+            current
+            and state.price_ids
+            and getattr(current, f"{event.processor}_price_id") == state.price_ids[0]
+        ):
+            plan = current  # the first item is still the plan's: no lookup
+        else:
+            plan = plan_for_prices(event.processor, state.price_ids)
         if state.period_start is None or state.period_end is None:
             raise WebhookNotYet(
                 f"subscription {state.external_id} is not known here yet and the event carries no period"
@@ -165,7 +173,12 @@ def subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str)
         reason=f"{event.event_type} {event.event_id}",
     )
     rolled = ""
-    if not ending and period_renew(customer_id=customer.pk, start=start, end=end, actor=actor):
+    # The period opened when it was first stored: only a new period (or subscription) opens one.
+    new_period = before is None or (before["period_start"], before["period_end"]) != (
+        after["period_start"],
+        after["period_end"],
+    )
+    if not ending and new_period and period_renew(customer_id=customer.pk, start=start, end=end, actor=actor):
         rolled = " Opened the usage period from the processor's period."
     change = "created" if before is None else "updated"
     return Outcome.processed(

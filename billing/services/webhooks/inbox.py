@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.utils import timezone
 
 from billing.models import WebhookEvent
 from billing.services.webhooks.envelope import Envelope
@@ -40,101 +39,189 @@ class Ingested:
         return self.event.status == WebhookEvent.Status.FAILED and self.event.retry_expected
 
 
+_CLAIM = (
+    "INSERT INTO webhook_events (processor, event_id, event_type, occurred_at, received_at, status, "
+    "customer_id, outcome, error, attempts, retry_expected, api_version, payload) "
+    "VALUES (%s, %s, %s, %s, now(), 'failed', NULL, '', 'not processed yet', 1, false, %s, %s) "
+    "ON CONFLICT (processor, event_id) DO NOTHING RETURNING id, received_at"
+)
+_RECORD = (
+    "UPDATE webhook_events SET status = %s, outcome = %s, error = %s, customer_id = %s, attempts = %s, "
+    "retry_expected = %s, processed_at = now() WHERE id = %s RETURNING processed_at"
+)
+
+
 def webhook_ingest(envelope: Envelope) -> Ingested:
-    """Record and apply one verified event, once (see the module docstring)."""
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO webhook_events (processor, event_id, event_type, occurred_at, received_at, status, "
-                "customer_id, outcome, error, attempts, retry_expected, api_version, payload) "
-                "VALUES (%s, %s, %s, %s, now(), 'failed', NULL, '', 'not processed yet', 1, false, %s, %s) "
-                "ON CONFLICT (processor, event_id) DO NOTHING RETURNING id, received_at",
-                [
-                    envelope.processor,
-                    envelope.event_id,
-                    envelope.event_type,
-                    envelope.occurred_at,
-                    envelope.api_version,
-                    json.dumps(envelope.payload),
-                ],
-            )
-            inserted = cursor.fetchone()
-        if inserted:
-            event = WebhookEvent(
-                pk=inserted[0],
-                processor=envelope.processor,
-                event_id=envelope.event_id,
-                event_type=envelope.event_type,
-                occurred_at=envelope.occurred_at,
-                received_at=inserted[1],
-                status=WebhookEvent.Status.FAILED,
-                attempts=1,
-                api_version=envelope.api_version,
-                payload=envelope.payload,
-            )
-            event._state.adding = False
-            if envelope.problem:  # genuine, but not applicable as sent: kept failed, with why
-                event.error = envelope.problem
-                event.processed_at = timezone.now()
-                event.save(update_fields=["error", "processed_at"])
-                log.warning("%s event %s stored failed: %s", event.processor, event.event_id, event.error)
-                return Ingested(event, duplicate=False)
-        else:
-            # A redelivery: wait for the first delivery to commit, then look at what it did.
-            event = WebhookEvent.objects.select_for_update().get(
-                processor=envelope.processor, event_id=envelope.event_id
-            )
-            if event.status != WebhookEvent.Status.FAILED:
+    """Record and apply one verified event, once (see the module docstring).
+
+    The usual delivery costs one transaction: claim the inbox row (the unique key serializes parallel
+    deliveries of one event), apply the effect, record the outcome. A failing effect rolls that whole
+    transaction back and a second one stores the event failed: no savepoint on the usual path.
+    """
+    if PROCESSORS[envelope.processor].handlers.get(envelope.event_type) is None and not envelope.problem:
+        stored = _store_ignored(envelope)  # one statement, no transaction around it
+        if stored is not None:
+            return stored
+    try:
+        with transaction.atomic():
+            event, duplicate = _claim(envelope)
+            if duplicate:
                 return Ingested(event, duplicate=True)
-            event.attempts += 1
-            if envelope.problem:  # still not applicable as sent; a person's replay may apply it
-                event.save(update_fields=["attempts"])
+            if envelope.problem:  # genuine, but not applicable as sent: kept failed, with why
+                _failed(event, envelope.problem, retry=False)
                 return Ingested(event, duplicate=False)
-        _process(event)
+            _record(event, _apply(event))
+        return Ingested(event, duplicate=False)
+    except WebhookFailed as exc:
+        with transaction.atomic():
+            event, duplicate = _claim(envelope)
+            if duplicate:  # a parallel delivery applied it meanwhile
+                return Ingested(event, duplicate=True)
+            _failed(event, str(exc), retry=isinstance(exc, WebhookNotYet))
+        return Ingested(event, duplicate=False)
+
+
+_IGNORED = (
+    "INSERT INTO webhook_events (processor, event_id, event_type, occurred_at, received_at, processed_at, "
+    "status, customer_id, outcome, error, attempts, retry_expected, api_version, payload) "
+    "VALUES (%s, %s, %s, %s, now(), now(), 'ignored', NULL, %s, '', 1, false, %s, %s) "
+    "ON CONFLICT (processor, event_id) DO NOTHING RETURNING id, received_at"
+)
+NOT_HANDLED = "event type not handled"
+
+
+def _store_ignored(envelope: Envelope) -> Ingested | None:
+    """An event type with no handler: its inbox row, final at once. None when the row exists already."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _IGNORED,
+            [
+                envelope.processor,
+                envelope.event_id,
+                envelope.event_type,
+                envelope.occurred_at,
+                NOT_HANDLED,
+                envelope.api_version,
+                json.dumps(envelope.payload),
+            ],
+        )
+        inserted = cursor.fetchone()
+    if inserted is None:
+        return None  # a redelivery: the usual path finds what the first delivery did
+    event = WebhookEvent(
+        pk=inserted[0],
+        processor=envelope.processor,
+        event_id=envelope.event_id,
+        event_type=envelope.event_type,
+        occurred_at=envelope.occurred_at,
+        received_at=inserted[1],
+        processed_at=inserted[1],
+        status=WebhookEvent.Status.IGNORED,
+        outcome=NOT_HANDLED,
+        attempts=1,
+        api_version=envelope.api_version,
+        payload=envelope.payload,
+    )
+    event._state.adding = False
     return Ingested(event, duplicate=False)
+
+
+def _claim(envelope: Envelope) -> tuple[WebhookEvent, bool]:
+    """The inbox row, inserted or locked; duplicate when an earlier delivery already applied it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM,
+            [
+                envelope.processor,
+                envelope.event_id,
+                envelope.event_type,
+                envelope.occurred_at,
+                envelope.api_version,
+                json.dumps(envelope.payload),
+            ],
+        )
+        inserted = cursor.fetchone()
+    if inserted:
+        event = WebhookEvent(
+            pk=inserted[0],
+            processor=envelope.processor,
+            event_id=envelope.event_id,
+            event_type=envelope.event_type,
+            occurred_at=envelope.occurred_at,
+            received_at=inserted[1],
+            status=WebhookEvent.Status.FAILED,
+            attempts=1,
+            api_version=envelope.api_version,
+            payload=envelope.payload,
+        )
+        event._state.adding = False
+        return event, False
+    # A redelivery: wait for the first delivery to commit, then look at what it did.
+    event = WebhookEvent.objects.select_for_update().get(
+        processor=envelope.processor, event_id=envelope.event_id
+    )
+    if event.status != WebhookEvent.Status.FAILED:
+        return event, True
+    event.attempts += 1
+    return event, False
 
 
 def webhook_replay(event: WebhookEvent, *, actor: str) -> WebhookEvent:
     """Apply a failed event again (from the admin, once its cause is fixed)."""
-    with transaction.atomic():
-        event = WebhookEvent.objects.select_for_update().get(pk=event.pk)
-        if event.status != WebhookEvent.Status.FAILED:
-            raise ValueError(f"event {event.event_id} is {event.status}; only failed events are replayed")
-        event.attempts += 1
-        _process(event, replayed_by=actor)
+    try:
+        with transaction.atomic():
+            event = WebhookEvent.objects.select_for_update().get(pk=event.pk)
+            if event.status != WebhookEvent.Status.FAILED:
+                raise ValueError(f"event {event.event_id} is {event.status}; only failed events are replayed")
+            event.attempts += 1
+            _record(event, _apply(event, replayed_by=actor))
+    except WebhookFailed as exc:
+        with transaction.atomic():
+            event = WebhookEvent.objects.select_for_update().get(pk=event.pk)
+            event.attempts += 1
+            _failed(event, str(exc), retry=isinstance(exc, WebhookNotYet))
     return event
 
 
-def _process(event: WebhookEvent, replayed_by: str | None = None) -> None:
+def _apply(event: WebhookEvent, replayed_by: str | None = None) -> Outcome:
+    """The event's effect, through its processor's handler; WebhookFailed when it cannot be applied."""
     processor = PROCESSORS[event.processor]
+    if event.occurred_at is None:
+        processor.envelope.occurred_at(event.payload)  # raises when present but wrong
     handler = processor.handlers.get(event.event_type)
-    try:
-        with transaction.atomic():  # a savepoint: a failed effect leaves no partial change
-            if event.occurred_at is None:
-                processor.envelope.occurred_at(event.payload)  # raises when present but wrong
-            if handler is None:
-                outcome = Outcome.ignored("event type not handled")
-            else:
-                outcome = handler(event, _actor(event, replayed_by))
-        event.status, event.outcome, event.error = outcome.status, outcome.message, ""
-        event.customer_id, event.retry_expected = outcome.customer_id, False
-    except WebhookFailed as exc:
-        event.status, event.error = WebhookEvent.Status.FAILED, str(exc)
-        event.retry_expected = isinstance(exc, WebhookNotYet)
-        event.customer_id = event.customer_id or _named_customer(processor, event)
-        log.warning("%s event %s (%s) failed: %s", event.processor, event.event_id, event.event_type, exc)
-    event.processed_at = timezone.now()
-    event.save(
-        update_fields=[
-            "status",
-            "outcome",
-            "error",
-            "customer_id",
-            "attempts",
-            "retry_expected",
-            "processed_at",
-        ]
-    )
+    if handler is None:
+        return Outcome.ignored(NOT_HANDLED)
+    return handler(event, _actor(event, replayed_by))
+
+
+def _record(event: WebhookEvent, outcome: Outcome) -> None:
+    event.status, event.outcome, event.error = outcome.status, outcome.message, ""
+    event.customer_id, event.retry_expected = outcome.customer_id, False
+    _save(event)
+
+
+def _failed(event: WebhookEvent, error: str, *, retry: bool) -> None:
+    event.status, event.error, event.retry_expected = WebhookEvent.Status.FAILED, error, retry
+    event.customer_id = event.customer_id or _named_customer(PROCESSORS[event.processor], event)
+    log.warning("%s event %s (%s) failed: %s", event.processor, event.event_id, event.event_type, error)
+    _save(event)
+
+
+def _save(event: WebhookEvent) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD,
+            [
+                event.status,
+                event.outcome,
+                event.error,
+                event.customer_id,
+                event.attempts,
+                event.retry_expected,
+                event.pk,
+            ],
+        )
+        event.processed_at = cursor.fetchone()[0]
 
 
 def _named_customer(processor: Processor, event: WebhookEvent):
