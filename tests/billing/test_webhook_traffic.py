@@ -682,3 +682,75 @@ def test_the_inbox_keeps_the_api_version_and_the_admin_flags_unexpected_ones_and
         in page
     )
     assert '<td class="field-attempts">2</td>' in page
+
+
+# --- exactly once, in parallel, on the one-transaction path --------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["pack", "ignored type", "renewal not there yet"])
+def test_four_parallel_deliveries_of_one_event_apply_it_once(live_server, kind):
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from billing.services.webhooks import signature_header
+
+    plans_ensure()
+    customer = CustomerFactory()
+    if kind == "pack":
+        payload = stripe_event(
+            "checkout.session.completed",
+            wp.stripe_pack_checkout(customer_id=customer.pk, metric="minutes", quantity=40),
+            created=_now(),
+        )
+    elif kind == "ignored type":
+        payload = stripe_event("charge.succeeded", {"id": "ch_par", "object": "charge"}, created=_now())
+    else:
+        payload = stripe_event(
+            "invoice.paid",
+            wp.stripe_invoice_paid(
+                sub_id="sub_par_missing",
+                start=_now(),
+                end=_now() + timedelta(days=30),
+                price_id="price_demo_growth",
+            ),
+            created=_now(),
+        )
+    data = wp.body(payload)
+    barrier, answers, errors = threading.Barrier(4), [], []
+
+    def deliver():
+        request = urllib.request.Request(
+            f"{live_server.url}/webhooks/stripe/",
+            data=data,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Stripe-Signature": signature_header("stripe", data, STRIPE_SECRET),
+            },
+        )
+        try:
+            barrier.wait(timeout=30)
+            with urllib.request.urlopen(request, timeout=60) as response:
+                answers.append(response.status)
+        except urllib.error.HTTPError as exc:
+            answers.append(exc.code)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not errors, errors
+    stored = WebhookEvent.objects.get()
+    if kind == "pack":
+        assert answers == [200] * 4 and CreditGrant.objects.get(customer=customer).granted == 40
+        assert AuditLog.objects.filter(action="credit_grant").count() == 1
+    elif kind == "ignored type":
+        assert answers == [200] * 4 and stored.status == "ignored"
+    else:  # each delivery is an attempt the processor made; none wrote anything else
+        assert answers == [409] * 4 and (stored.status, stored.attempts) == ("failed", 4)
+        assert not AuditLog.objects.exists()
