@@ -399,16 +399,17 @@ API_VERSION_UNEXPECTED = "an API version the handlers were not written for: chec
 class WebhookEventAdmin(ReadOnlyAdmin):
     """The inbox. Failed events keep their error; replay one once its cause is fixed."""
 
+    # What support reads first comes first: at 1,400 px the last columns scroll.
     list_display = (
         "received_at",
-        "processor",
         "event_type",
-        "event_id",
         "status",
-        "outcome",
         "attempts",
         "last_error",
+        "outcome",
         "api_version_shown",
+        "processor",
+        "event_id",
     )
     list_filter = ("status", "retry_expected", "processor", "event_type")
     search_fields = ("=event_id", "=customer_id")
