@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from billing.finance import admin as finance_admin  # noqa: F401  (the usage-periods list finance drills into)
 from billing.models import AuditLog, CreditDraw, CreditGrant, Plan, Subscription, WebhookEvent
 from billing.ops.diagnosis import customer_diagnose
 from billing.ops.integrity import ReconciliationBusy, customer_recount, discrepancy_report, usage_reconcile

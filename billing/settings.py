@@ -87,6 +87,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "billing.finance.views.finance_context",
             ],
         },
     },
@@ -123,6 +124,15 @@ else:
         }
     }
 DATABASES["default"].setdefault("CONN_MAX_AGE", 0)
+# A streaming read replica for the finance pages and exports (SPEC §12). Its test database mirrors the
+# default one (the same server), so the suite exercises the alias without a second server.
+if env("DATABASE_REPLICA_URL", default=""):
+    DATABASES["replica"] = database_from_url(env("DATABASE_REPLICA_URL"))
+    DATABASES["replica"].setdefault("CONN_MAX_AGE", 0)
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+FINANCE_DATABASE = "replica" if "replica" in DATABASES else "default"
+# Money on the pages: plans' prices are integer minor units of this currency.
+BILLING_CURRENCY = env("BILLING_CURRENCY", default="USD")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

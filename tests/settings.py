@@ -20,3 +20,7 @@ SECURE_HSTS_SECONDS = 0
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True  # look files up when asked: no scan of every app's files per test client
+
+# The finance pages' read-replica alias (SPEC §12) on the same server: its test database mirrors the
+# default one. FINANCE_DATABASE stays "default"; tests/billing/test_finance_replica.py points it here.
+DATABASES.setdefault("replica", {**DATABASES["default"], "TEST": {"MIRROR": "default"}})  # noqa: F405

@@ -8,7 +8,7 @@ million-customer month never sits in memory. "Month" is the month the usage peri
 import re
 from collections.abc import Iterator
 
-from django.db import connection
+from django.db import connections
 
 REPORT_FIELDS = (
     "customer_id",
@@ -25,10 +25,16 @@ REPORT_FIELDS = (
     "minutes_from_credit",
 )
 
-_REPORT = """
-SELECT c.id, c.email, pl.code, t.period_start, t.period_end, t.active_projects_count,
-       t.ai_interactions_count, billing_plan_allowance(pl, 'ai_interaction')::bigint, coalesce(dr.ai, 0),
-       t.minutes_used, billing_plan_allowance(pl, 'minutes')::bigint, coalesce(dr.minutes, 0)
+# One row per usage period that started in the month; finance's pages aggregate this same statement
+# (billing/finance/selectors.py), so the page, its CSV and this command cannot disagree.
+REPORT_ROWS_SQL = """
+SELECT c.id AS customer_id, c.email, pl.code AS plan, t.period_start, t.period_end,
+       t.active_projects_count AS active_projects,
+       t.ai_interactions_count AS ai_interactions,
+       billing_plan_allowance(pl, 'ai_interaction')::bigint AS ai_allowance,
+       coalesce(dr.ai, 0) AS ai_from_credit,
+       t.minutes_used AS minutes, billing_plan_allowance(pl, 'minutes')::bigint AS minutes_allowance,
+       coalesce(dr.minutes, 0) AS minutes_from_credit
 FROM usage_tracking t
 JOIN customers c ON c.id = t.customer_id
 CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
@@ -39,21 +45,23 @@ LEFT JOIN LATERAL (
     FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
     WHERE d.customer_id = c.id AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
 ) AS dr ON true
-WHERE t.month = %s
-ORDER BY c.email, t.period_start
+WHERE t.month = %(month)s
 """
+
+_REPORT = REPORT_ROWS_SQL + "ORDER BY c.email, t.period_start\n"
 
 
 def month_parse(value: str) -> str:
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value or ""):
+    # Years 1000-9999: "0000-01" is no month anyone bills (and no date Python or a chart can hold).
+    if not re.fullmatch(r"[1-9]\d{3}-(0[1-9]|1[0-2])", value or ""):
         raise ValueError(f"month must be YYYY-MM (e.g. 2026-11), not {value!r}")
     return value
 
 
-def usage_report(month: str, chunk_size: int = 2000) -> Iterator[dict]:
+def usage_report(month: str, chunk_size: int = 2000, using: str = "default") -> Iterator[dict]:
     month = month_parse(month)
-    with connection.chunked_cursor() as cursor:
-        cursor.execute(_REPORT, [month])
+    with connections[using].chunked_cursor() as cursor:
+        cursor.execute(_REPORT, {"month": month})
         while batch := cursor.fetchmany(chunk_size):
             for row in batch:
                 yield dict(zip(REPORT_FIELDS, row, strict=True))

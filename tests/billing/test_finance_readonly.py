@@ -64,10 +64,11 @@ def finance_session(client) -> list[tuple[str, str, int]]:
             continue
         seen.add(url)
         response = client.get(url)
+        body = b"".join(response.streaming_content) if response.streaming else response.content  # exports run
         log.append(("GET", url, response.status_code))
         if response.status_code != 200 or "html" not in response.get("Content-Type", ""):
             continue
-        html = response.content.decode()
+        html = body.decode()
         for href in HREF.findall(html):
             target = urljoin(url, unescape(href))
             parts = urlsplit(target)
@@ -132,6 +133,10 @@ def test_a_finance_session_writes_nothing_anywhere(populated, staff_client):
     assert "/admin/usage/customer/" in visited and "/admin/billing/creditgrant/" in visited
     assert any("/change/" in url for url in visited)
     assert ("POST", "/admin/usage/customer/ discrepancy_report_action", 200) in log
+    # Finance's own pages, their exports and the drill-down, reached from the dashboard.
+    for page in ("usage/", "usage.csv", "over-limit/", "over-limit.csv", "credit/", "credit.csv", "trends/"):
+        assert any(url.startswith(f"/admin/finance/{page}") for url in visited), page
+    assert any(url.startswith("/admin/usage/usagetracking/?") and "plan=" in url for url in visited)
 
 
 def test_finance_sees_its_discrepancy_report_is_not_recorded(staff_client, populated):

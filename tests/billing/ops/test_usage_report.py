@@ -55,7 +55,7 @@ def test_month_report_shows_usage_allowance_and_credit_in_every_format():
     assert json.loads(empty.stdout)["rows"] == []
 
 
-@pytest.mark.parametrize("month", ["2026-13", "2026-1", "november", ""])
+@pytest.mark.parametrize("month", ["2026-13", "2026-1", "november", "", "0000-01"])
 def test_bad_month_exits_2_without_traceback(month):
     result = run_manage("usage_report", "--month", month)
     assert result.returncode == 2 and "YYYY-MM" in result.stderr and "Traceback" not in result.stderr

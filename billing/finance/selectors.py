@@ -1,0 +1,387 @@
+"""Finance's reads. Each page is one or two set-based statements over usage_tracking (the per-period
+counters) and the credit ledger (credit_grants, credit_draws), never over raw usage events, so a page
+costs the same handful of queries at a thousand customers or a million (SPEC §7, §11).
+
+They read from ``settings.FINANCE_DATABASE``: the streaming replica when DATABASE_REPLICA_URL is set
+(SPEC §12), else the primary. Nothing here writes, not even a temporary table (a replica refuses both).
+
+"Month" means what ``usage_report --month`` means: the usage periods that started in that month. The
+usage page aggregates the command's own statement (REPORT_ROWS_SQL), so they cannot disagree.
+"""
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import connections
+
+from billing.models import Plan
+from billing.services.reports import REPORT_FIELDS, REPORT_ROWS_SQL, month_parse, usage_report
+
+__all__ = ["REPORT_FIELDS", "month_parse", "usage_report"]
+
+# The metered metrics and the gauge, as the report's columns name them: (key, label, unit, whole).
+# TODO(h8's metric catalogue): read these from the single catalogue once it lands.
+METRICS = (
+    ("ai", "AI interactions", "interactions", True),
+    ("minutes", "Transcription minutes", "minutes", False),
+)
+LEDGER_METRICS = {"ai_interaction": "AI interactions", "minutes": "Transcription minutes"}
+CREDIT_SOURCES = {"purchase": "Purchased", "goodwill": "Goodwill"}
+
+
+PLAN_CODE = re.compile(r"[a-z0-9_-]{1,32}")
+
+
+def finance_database() -> str:
+    return getattr(settings, "FINANCE_DATABASE", "default")
+
+
+def _fetchall(sql: str, params: dict) -> list[tuple]:
+    with connections[finance_database()].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    year, mon = (int(part) for part in month_parse(month).split("-"))
+    start = datetime(year, mon, 1, tzinfo=UTC)
+    end = datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def month_shift(month: str, months: int) -> str:
+    year, mon = (int(part) for part in month_parse(month).split("-"))
+    index = year * 12 + mon - 1 + months
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def last_full_month(today: date | None = None) -> str:
+    today = today or datetime.now(UTC).date()
+    return (today.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+
+
+def plan_parse(code: str | None) -> Plan | None:
+    """The plan a filter names, or None for every plan; ValueError naming the plans otherwise."""
+    if not code:
+        return None
+    # A code is short and plain: anything else (a NUL byte PostgreSQL cannot take) is no plan.
+    plan = (
+        Plan.objects.using(finance_database()).filter(code=code).first()
+        if PLAN_CODE.fullmatch(code)
+        else None
+    )
+    if plan is None:
+        codes = ", ".join(Plan.objects.using(finance_database()).values_list("code", flat=True))
+        raise ValueError(f"no plan {code!r}; the plans are: {codes}")
+    return plan
+
+
+# --- usage by month and plan ---------------------------------------------------------------------
+
+
+@dataclass
+class MetricTotals:
+    used: Decimal = Decimal(0)
+    allowance: Decimal | None = Decimal(0)  # None: unlimited for at least one period
+    overage: Decimal = Decimal(0)  # usage beyond the allowance, period by period
+    from_credit: Decimal = Decimal(0)  # what overage credit paid for
+
+
+@dataclass
+class PlanUsage:
+    plan: str | None  # code; None for customers with no plan at all
+    name: str
+    price: int | None  # minor units a month
+    periods: int = 0
+    active_projects: int = 0
+    metrics: dict = field(default_factory=dict)  # key -> MetricTotals
+
+    def add(self, other: "PlanUsage") -> None:
+        self.periods += other.periods
+        self.active_projects += other.active_projects
+        for key, totals in other.metrics.items():
+            mine = self.metrics.setdefault(key, MetricTotals())
+            mine.used += totals.used
+            mine.overage += totals.overage
+            mine.from_credit += totals.from_credit
+            mine.allowance = (
+                None
+                if mine.allowance is None or totals.allowance is None
+                else mine.allowance + totals.allowance
+            )
+
+
+_BY_PLAN = f"""
+SELECT r.plan, count(*), coalesce(sum(r.active_projects), 0),
+       coalesce(sum(r.ai_interactions), 0),
+       CASE WHEN bool_or(r.ai_allowance IS NULL) THEN NULL ELSE sum(r.ai_allowance) END,
+       coalesce(sum(greatest(r.ai_interactions - r.ai_allowance, 0)), 0),
+       coalesce(sum(r.ai_from_credit), 0),
+       coalesce(sum(r.minutes), 0),
+       CASE WHEN bool_or(r.minutes_allowance IS NULL) THEN NULL ELSE sum(r.minutes_allowance) END,
+       coalesce(sum(greatest(r.minutes - r.minutes_allowance, 0)), 0),
+       coalesce(sum(r.minutes_from_credit), 0)
+FROM ({REPORT_ROWS_SQL}) r
+WHERE %(plan)s::text IS NULL OR r.plan = %(plan)s
+GROUP BY r.plan
+"""
+
+
+def usage_by_plan(month: str, plan: Plan | None = None) -> tuple[list[PlanUsage], PlanUsage]:
+    """Per plan (cheapest first) and in total: periods, projects, and per metric used, allowance,
+    overage and credit drawn, for the usage periods that started in ``month``."""
+    month = month_parse(month)
+    plans = {p.code: p for p in Plan.objects.using(finance_database()).order_by("price", "code")}
+    found = {}
+    for code, periods, projects, *numbers in _fetchall(
+        _BY_PLAN, {"month": month, "plan": plan.code if plan else None}
+    ):
+        known = plans.get(code)
+        row = PlanUsage(code, known.name if known else "(no plan)", known.price if known else None)
+        row.periods, row.active_projects = periods, projects
+        for (key, *_), chunk in zip(METRICS, (numbers[0:4], numbers[4:8]), strict=True):
+            row.metrics[key] = MetricTotals(*chunk)
+        found[code] = row
+    order = [code for code in plans if code in found] + [code for code in found if code not in plans]
+    rows = [found[code] for code in order]
+    total = PlanUsage(None, "All plans", None, metrics={key: MetricTotals() for key, *_ in METRICS})
+    for row in rows:
+        total.add(row)
+    return rows, total
+
+
+def usage_rows(month: str, plan: Plan | None = None) -> Iterator[dict]:
+    """The command's rows (one per usage period), optionally one plan's: the CSV streams these."""
+    for row in usage_report(month, using=finance_database()):
+        if plan is None or row["plan"] == plan.code:
+            yield row
+
+
+# --- over-limit customers ------------------------------------------------------------------------
+
+# Current period, tracked counters; metered usage that overage credit paid for is not over (as the
+# over_limit finding). "Since": the first of the unbroken run of periods, up to this one, over the
+# same limit (the per-period counters against the plan now; subscriptions keep no plan history).
+_OVER_LIMIT = """
+WITH live AS (
+    SELECT DISTINCT ON (customer_id) customer_id, plan_id FROM subscriptions
+    WHERE status <> 'canceled' ORDER BY customer_id, created_at DESC
+), periods AS (
+    SELECT t.customer_id, t.period_start, t.period_end, t.active_projects_count, t.ai_interactions_count,
+           t.minutes_used, coalesce(dr.ai, 0) AS ai_credit, coalesce(dr.minutes, 0) AS minutes_credit
+    FROM usage_tracking t
+    LEFT JOIN LATERAL (
+        SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
+               sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
+        FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
+        WHERE d.customer_id = t.customer_id AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+    ) AS dr ON true
+), over AS (
+    SELECT c.id AS customer_id, c.email, pl.code AS plan, pl.name AS plan_name, m.metric, m.used,
+           m.allowance, m.credit, t.period_start, t.period_end
+    FROM usage_tracking t
+    JOIN customers c ON c.id = t.customer_id
+    LEFT JOIN live s ON s.customer_id = c.id
+    JOIN plans pl ON pl.id = coalesce(s.plan_id, (SELECT id FROM plans WHERE code = 'free'))
+    JOIN periods p ON p.customer_id = t.customer_id AND p.period_start = t.period_start
+    CROSS JOIN LATERAL (VALUES
+        ('active_projects', t.active_projects_count::numeric, pl.max_active_projects::numeric, 0::numeric),
+        ('ai', t.ai_interactions_count, pl.ai_interactions_per_period::numeric, p.ai_credit),
+        ('minutes', t.minutes_used, pl.minutes_per_period::numeric, p.minutes_credit)
+    ) AS m(metric, used, allowance, credit)
+    WHERE t.period_start <= now() AND t.period_end > now()
+      AND m.allowance IS NOT NULL AND m.used > m.allowance + m.credit
+)
+SELECT o.customer_id, o.email, o.plan, o.plan_name, o.metric, o.used, o.allowance, o.credit,
+       o.used - o.allowance - o.credit AS excess, o.period_start, since.period_start AS since
+FROM over o
+LEFT JOIN LATERAL (
+    SELECT min(run.period_start) AS period_start FROM (
+        SELECT p.period_start,
+               bool_and(CASE o.metric
+                   WHEN 'active_projects' THEN p.active_projects_count > o.allowance
+                   WHEN 'ai' THEN p.ai_interactions_count > o.allowance + p.ai_credit
+                   ELSE p.minutes_used > o.allowance + p.minutes_credit END)
+                   OVER (ORDER BY p.period_start DESC) AS unbroken
+        FROM periods p WHERE p.customer_id = o.customer_id AND p.period_start <= o.period_start
+    ) run WHERE run.unbroken
+) since ON true
+ORDER BY (o.used - o.allowance - o.credit) / greatest(o.allowance, 1) DESC, o.email, o.metric
+"""
+
+LIMIT_LABELS = {
+    "active_projects": "Active projects",
+    "ai": "AI interactions",
+    "minutes": "Transcription minutes",
+}
+
+
+@dataclass
+class OverLimit:
+    customer_id: str
+    email: str
+    plan: str
+    plan_name: str
+    metric: str
+    used: Decimal
+    allowance: Decimal
+    credit: Decimal  # overage credit drawn this period (raises the limit it paid for)
+    excess: Decimal
+    period_start: datetime
+    since: datetime
+
+    @property
+    def limit_label(self) -> str:
+        return LIMIT_LABELS[self.metric]
+
+    @property
+    def percent(self) -> int:
+        return round(self.used / max(self.allowance + self.credit, 1) * 100)
+
+
+def over_limit_customers(limit: int | None = None) -> list[OverLimit]:
+    sql = _OVER_LIMIT + (f"LIMIT {int(limit)}" if limit else "")
+    return [OverLimit(str(r[0]), *r[1:]) for r in _fetchall(sql, {})]
+
+
+def over_limit_stream(chunk_size: int = 2000) -> Iterator[OverLimit]:
+    """Every over-limit line, through a server-side cursor (the CSV export)."""
+    with connections[finance_database()].chunked_cursor() as cursor:
+        cursor.execute(_OVER_LIMIT, {})
+        while batch := cursor.fetchmany(chunk_size):
+            for r in batch:
+                yield OverLimit(str(r[0]), *r[1:])
+
+
+# --- overage credit sold and consumed, by month --------------------------------------------------
+
+# Activity in each month, per source and metric: granted (new grants), drawn (by usage), refunded
+# (taken back by a ledger entry that is not usage: a refund or chargeback), expired (what was left on
+# grants that expired that month), and left at the month's end (the running balance).
+_CREDIT_BY_MONTH = """
+WITH months AS (
+    SELECT generate_series(%(first)s::timestamptz, %(last)s::timestamptz, interval '1 month') AS month
+), kinds AS (
+    SELECT s.source, m.metric FROM (VALUES ('purchase'), ('goodwill')) s(source)
+    CROSS JOIN (VALUES ('ai_interaction'), ('minutes')) m(metric)
+), moves AS (
+    SELECT date_trunc('month', created_at, 'UTC') AS month, source, metric,
+           granted, 0::numeric AS drawn, 0::numeric AS refunded, 0::numeric AS expired
+    FROM credit_grants WHERE created_at < %(end)s
+    UNION ALL
+    SELECT date_trunc('month', d.drawn_at, 'UTC'), g.source, g.metric, 0,
+           CASE WHEN d.usage_event_id IS NOT NULL THEN d.quantity ELSE 0 END,
+           CASE WHEN d.usage_event_id IS NULL THEN d.quantity ELSE 0 END, 0
+    FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id WHERE d.drawn_at < %(end)s
+    UNION ALL
+    SELECT date_trunc('month', expires_at, 'UTC'), source, metric, 0, 0, 0, remaining
+    FROM credit_grants WHERE expires_at <= least(%(now)s, %(end)s) AND remaining > 0
+), per AS (
+    SELECT month, source, metric, sum(granted) AS granted, sum(drawn) AS drawn, sum(refunded) AS refunded,
+           sum(expired) AS expired
+    FROM moves GROUP BY 1, 2, 3
+), before AS (
+    SELECT source, metric, sum(granted - drawn - refunded - expired) AS balance
+    FROM per WHERE month < %(first)s GROUP BY 1, 2
+)
+SELECT to_char(mo.month AT TIME ZONE 'UTC', 'YYYY-MM'), k.source, k.metric,
+       coalesce(p.granted, 0), coalesce(p.drawn, 0), coalesce(p.refunded, 0), coalesce(p.expired, 0),
+       coalesce(b.balance, 0) + sum(coalesce(p.granted - p.drawn - p.refunded - p.expired, 0))
+           OVER (PARTITION BY k.source, k.metric ORDER BY mo.month)
+FROM months mo CROSS JOIN kinds k
+LEFT JOIN per p ON p.month = mo.month AND p.source = k.source AND p.metric = k.metric
+LEFT JOIN before b ON b.source = k.source AND b.metric = k.metric
+ORDER BY mo.month, k.source, k.metric
+"""
+
+CREDIT_FIELDS = ("month", "source", "metric", "granted", "drawn", "refunded", "expired", "left")
+
+
+@dataclass
+class CreditMonth:
+    month: str
+    source: str
+    metric: str
+    granted: Decimal
+    drawn: Decimal
+    refunded: Decimal
+    expired: Decimal
+    left: Decimal
+
+    @property
+    def source_label(self) -> str:
+        return CREDIT_SOURCES.get(self.source, self.source)
+
+    @property
+    def metric_label(self) -> str:
+        return LEDGER_METRICS.get(self.metric, self.metric)
+
+
+def credit_by_month(first: str, last: str, now: datetime | None = None) -> list[CreditMonth]:
+    """Credit activity per month from ``first`` to ``last`` (YYYY-MM, inclusive), per source and metric.
+
+    ``now`` (the clock, passed in): grants that expired before it count as expired."""
+    start, _ = month_bounds(first)
+    last_start, end = month_bounds(last)
+    if last_start < start:
+        raise ValueError(f"the months run backwards: {first} is after {last}")
+    now = now or datetime.now(UTC)
+    rows = _fetchall(_CREDIT_BY_MONTH, {"first": start, "last": last_start, "end": end, "now": now})
+    return [CreditMonth(*row) for row in rows]
+
+
+# --- trends --------------------------------------------------------------------------------------
+
+_USAGE_TREND = """
+WITH live AS (
+    SELECT DISTINCT ON (customer_id) customer_id, plan_id FROM subscriptions
+    WHERE status <> 'canceled' ORDER BY customer_id, created_at DESC
+)
+SELECT t.month, pl.code, sum(t.ai_interactions_count), sum(t.minutes_used)
+FROM usage_tracking t
+LEFT JOIN live s ON s.customer_id = t.customer_id
+LEFT JOIN plans pl ON pl.id = coalesce(s.plan_id, (SELECT id FROM plans WHERE code = 'free'))
+WHERE t.month >= %(first)s AND t.month <= %(last)s
+GROUP BY 1, 2
+"""
+
+
+def usage_trend(last: str, months: int = 12) -> dict:
+    """{"months": [...], "series": {metric key: {plan code: [used per month]}}} over ``months`` months."""
+    first = month_shift(last, -(months - 1))
+    axis = [month_shift(first, i) for i in range(months)]
+    series = {key: {} for key, *_ in METRICS}
+    for month, plan, ai, minutes in _fetchall(_USAGE_TREND, {"first": first, "last": last}):
+        for key, value in (("ai", ai), ("minutes", minutes)):
+            series[key].setdefault(plan, [Decimal(0)] * months)[axis.index(month)] = value
+    return {"months": axis, "series": series}
+
+
+_DRIFT_TREND = """
+SELECT to_char(date_trunc('week', started_at, 'UTC') AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+       coalesce(sum(discrepancies), 0),
+       coalesce(sum(fixed) FILTER (WHERE mode = 'apply'), 0),
+       count(*) FILTER (WHERE mode = 'report'), count(*) FILTER (WHERE mode = 'apply')
+FROM reconciliation_runs
+WHERE started_at >= %(since)s AND status = 'completed'
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def drift_trend(weeks: int = 12, now: datetime | None = None) -> list[dict]:
+    """Per week (Monday, UTC), from the run history: drifted counters found (by reports, and by the
+    scan each reconciliation starts with) and set right by reconciliations; quiet weeks as zeros."""
+    now = now or datetime.now(UTC)
+    monday = (now - timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+    first = monday - timedelta(weeks=weeks - 1)
+    found = {row[0]: row[1:] for row in _fetchall(_DRIFT_TREND, {"since": first})}
+    out = []
+    for i in range(weeks):
+        week = (first + timedelta(weeks=i)).strftime("%Y-%m-%d")
+        drifted, fixed, reports, applies = found.get(week, (0, 0, 0, 0))
+        out.append({"week": week, "found": drifted, "fixed": fixed, "reports": reports, "applies": applies})
+    return out

@@ -1,0 +1,310 @@
+"""Finance's pages (SPEC §7 "Finance", §9 S10): the numbers equal `usage_report --month`, the CSV and the
+credit ledger; only Finance and superusers read them; bad input is a 400 with the reason, never a 500."""
+
+import csv
+import io
+import json
+import re
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from billing.finance.selectors import last_full_month, month_bounds, month_shift
+from billing.models import CreditDraw, CreditGrant
+from billing.services.credits import credit_grant
+from billing.services.demo import (
+    S1_MISSING_ROW,
+    S1_PHANTOM_THREE,
+    S1_SIX_PROJECTS,
+    SCENARIOS,
+    demo_data_load,
+    plans_ensure,
+)
+from billing.templatetags.finance import money_text, quantity_text
+from usage.models import Customer
+from usage.services.integrity import usage_reconcile
+
+pytestmark = pytest.mark.django_db
+
+THIS_MONTH = month_shift(last_full_month(), 1)
+METRIC_COLUMNS = {  # page field -> (command/CSV key, CSV header)
+    "active_projects": ("active_projects", "Active projects"),
+    "ai_used": ("ai_interactions", "AI interactions used"),
+    "ai_from_credit": ("ai_from_credit", "AI interactions paid from credit"),
+    "minutes_used": ("minutes", "Transcription minutes used"),
+    "minutes_from_credit": ("minutes_from_credit", "Transcription minutes paid from credit"),
+}
+ROW = re.compile(r'<tr data-plan="([^"]+)">(.*?)</tr>', re.S)
+CELL = re.compile(r'data-field="([^"]+)" data-value="([^"]*)"')
+
+
+@pytest.fixture
+def demo(db):
+    demo_data_load(customers=16, seed=11)  # the demo's population and scenarios, without its logins
+
+
+@pytest.fixture
+def finance(staff_client):
+    return staff_client("fay", "Finance")
+
+
+def page_numbers(html: str) -> dict:
+    """{plan code or "total": {field: Decimal or None}} from the usage table's data-value cells."""
+    return {
+        plan: {field: Decimal(value) if value else None for field, value in CELL.findall(cells)}
+        for plan, cells in ROW.findall(html)
+    }
+
+
+def command_numbers(month: str, capsys) -> tuple[dict, dict]:
+    capsys.readouterr()
+    call_command("usage_report", "--month", month, "--format", "json")
+    document = json.loads(capsys.readouterr().out)
+    per_plan: dict = defaultdict(lambda: defaultdict(Decimal))
+    unlimited = defaultdict(set)
+    for row in document["rows"]:
+        plan = per_plan[row["plan"] or "none"]
+        plan["periods"] += 1
+        for field, (key, _) in METRIC_COLUMNS.items():
+            plan[field] += Decimal(str(row[key]))
+        for metric, used, allowance in (
+            ("ai", row["ai_interactions"], row["ai_allowance"]),
+            ("minutes", row["minutes"], row["minutes_allowance"]),
+        ):
+            if allowance is None:
+                unlimited[row["plan"]].add(metric)
+            else:
+                plan[f"{metric}_allowance"] += Decimal(str(allowance))
+                plan[f"{metric}_overage"] += max(Decimal(str(used)) - Decimal(str(allowance)), Decimal(0))
+    for code, metrics in unlimited.items():
+        for metric in metrics:
+            per_plan[code][f"{metric}_allowance"] = None
+    return {code: dict(v) for code, v in per_plan.items()}, document["totals"]
+
+
+def csv_rows(response) -> list[dict]:
+    assert response.streaming and response["Content-Type"].startswith("text/csv")
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
+
+
+@pytest.mark.parametrize("month", [THIS_MONTH, last_full_month()])
+def test_usage_by_plan_equals_the_command_and_the_csv(demo, finance, capsys, month):
+    html = finance.get("/admin/finance/usage/", {"month": month}).content.decode()
+    page = page_numbers(html)
+    expected, totals = command_numbers(month, capsys)
+    assert expected, "the demo has usage periods in this month"
+    assert set(page) == set(expected) | {"total"}
+    for code, numbers in expected.items():
+        for field, value in numbers.items():
+            assert page[code][field] == value, (code, field)
+    assert page["total"]["periods"] == totals["rows"]
+    assert page["total"]["ai_used"] == Decimal(str(totals["ai_interactions"]))
+    assert page["total"]["minutes_from_credit"] == Decimal(str(totals["minutes_from_credit"]))
+
+    rows = csv_rows(finance.get("/admin/finance/usage.csv", {"month": month}))
+    assert len(rows) == totals["rows"]
+    by_plan: dict = defaultdict(lambda: defaultdict(Decimal))
+    for row in rows:
+        for field, (_, header) in METRIC_COLUMNS.items():
+            by_plan[row["Plan"]][field] += Decimal(row[header])  # exact decimals, no separators
+    for code, numbers in by_plan.items():
+        for field, value in numbers.items():
+            assert page[code][field] == value, (code, field)
+
+
+def test_s5_overage_shows_as_over_and_from_credit_with_people_formatting(demo, finance):
+    html = finance.get("/admin/finance/usage/", {"month": THIS_MONTH}).content.decode()
+    starter = page_numbers(html)["starter"]
+    assert starter["minutes_from_credit"] >= 20  # S5: 620 of 600 minutes, 20 drawn from its pack
+    assert starter["minutes_overage"] >= 20
+    assert "$19.00" in html  # Starter's price, with its currency
+    visible = re.sub(r'data-value="[^"]*"', "", html)  # exact values for machines; text for people
+    assert ".000" not in visible
+    assert quantity_text(Decimal("1234567.000")) == "1,234,567"
+    assert quantity_text(Decimal("12.500")) == "12.5"
+    assert quantity_text(None) == "unlimited"
+    assert money_text(1990000) == "$19,900.00"
+
+
+def test_one_plan_and_its_drilldown_to_the_customers(demo, finance):
+    html = finance.get("/admin/finance/usage/", {"month": THIS_MONTH, "plan": "starter"}).content.decode()
+    assert set(page_numbers(html)) == {"starter", "total"}
+    link = re.search(r'<tr data-plan="starter">\s*<th scope="row"><a href="([^"]+)"', html).group(1)
+    assert link == f"/admin/usage/usagetracking/?month={THIS_MONTH}&amp;plan=starter"
+    listing = finance.get(link.replace("&amp;", "&")).content.decode()
+    s5 = SCENARIOS["s5"][0]
+    assert s5 in listing  # a Starter customer
+    assert SCENARIOS["s7"][0] not in listing  # a Growth customer
+    free = finance.get("/admin/usage/usagetracking/", {"month": THIS_MONTH, "plan": "free"}).content.decode()
+    assert S1_SIX_PROJECTS in free and s5 not in free
+    for bad in ("\x00", "unknown"):
+        nothing = finance.get("/admin/usage/usagetracking/", {"month": THIS_MONTH, "plan": bad})
+        assert nothing.status_code == 200 and s5 not in nothing.content.decode()
+
+
+def test_over_limit_lists_who_which_limit_by_how_much_and_since_when(demo, finance):
+    usage_reconcile(apply=True, started_by="test")  # S1: the counters made true first
+    html = finance.get("/admin/finance/over-limit/").content.decode()
+    six = re.search(
+        rf'<tr data-email="{re.escape(S1_SIX_PROJECTS)}" data-limit="active_projects">(.*?)</tr>', html, re.S
+    )
+    assert six, "S1's six-project Free customer is over its project limit"
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", six.group(1), re.S)
+    assert cells[1:7] == ["Free", "Active projects", "6", "1", "0", "5"] and cells[7] == "600 %"
+    assert "this period" in cells[8]
+    assert S1_MISSING_ROW in html and S1_PHANTOM_THREE not in html  # 2 of 1; the phantom has none
+    rows = csv_rows(finance.get("/admin/finance/over-limit.csv"))
+    line = next(r for r in rows if r["Customer email"] == S1_SIX_PROJECTS)
+    assert (line["Limit"], line["Used this period"], line["Over by"]) == ("Active projects", "6", "5")
+    assert len(rows) == html.count("<tr data-email=")
+
+
+def test_over_since_is_the_first_of_the_unbroken_run_of_periods_over(demo, finance):
+    usage_reconcile(apply=True, started_by="test")
+    six = Customer.objects.get(email=S1_SIX_PROJECTS)
+    from usage.models import UsageTracking
+    from usage.services.counters import counter_writes_allowed
+
+    with counter_writes_allowed():
+        for back, projects in ((1, 4), (2, 1)):  # last month over (4 of 1), the month before not
+            month = month_shift(six.current_period_start.strftime("%Y-%m"), -back)
+            start, end = month_bounds(month)
+            UsageTracking.objects.create(
+                customer=six, period_start=start, period_end=end, month=month, active_projects_count=projects
+            )
+    rows = csv_rows(finance.get("/admin/finance/over-limit.csv"))
+    line = next(r for r in rows if r["Customer email"] == S1_SIX_PROJECTS)
+    assert line["Over since (period start, UTC)"].startswith(month_shift(THIS_MONTH, -1))
+
+
+def test_credit_page_equals_the_ledger(demo, finance):
+    customer = Customer.objects.get(email=SCENARIOS["goodwill"][0])
+    now = timezone.now()
+    expired = credit_grant(
+        customer=customer,
+        metric="minutes",
+        quantity="12.5",
+        source="purchase",
+        actor="test",
+        expires_at=now + timedelta(seconds=1),
+    )
+    refunded = credit_grant(customer=customer, metric="minutes", quantity=40, source="purchase", actor="test")
+    CreditDraw.objects.create(grant=refunded, customer=customer, quantity=Decimal(40))  # taken back: no usage
+    CreditGrant.objects.filter(pk=expired.pk).update(expires_at=now - timedelta(seconds=1))
+
+    rows = csv_rows(finance.get("/admin/finance/credit.csv", {"month": THIS_MONTH}))
+    assert len(rows) == 12 * 4
+    this = {(r["Credit source"], r["Metric"]): r for r in rows if r["Month"] == THIS_MONTH}
+    grants = CreditGrant.objects.all()
+    for source, label in (("purchase", "Purchased"), ("goodwill", "Goodwill")):
+        for metric, metric_label in (
+            ("minutes", "Transcription minutes"),
+            ("ai_interaction", "AI interactions"),
+        ):
+            line = this[(label, metric_label)]
+            mine = grants.filter(source=source, metric=metric)
+            draws = CreditDraw.objects.filter(grant__in=mine)
+            assert Decimal(line["Granted"]) == sum((g.granted for g in mine), Decimal(0))
+            assert Decimal(line["Drawn by usage"]) == sum(
+                (d.quantity for d in draws if d.usage_event_id), Decimal(0)
+            )
+            assert Decimal(line["Refunded or taken back"]) == sum(
+                (d.quantity for d in draws if not d.usage_event_id), Decimal(0)
+            )
+            live = [g for g in mine if g.expires_at is None or g.expires_at > now]
+            assert Decimal(line["Left at month end"]) == sum((g.remaining for g in live), Decimal(0))
+    purchased = this[("Purchased", "Transcription minutes")]
+    assert (purchased["Expired unused"], purchased["Refunded or taken back"]) == ("12.5", "40")
+    assert Decimal(purchased["Left at month end"]) == 30  # S5's pack: 50 bought, 20 drawn
+
+    html = finance.get("/admin/finance/credit/", {"month": THIS_MONTH}).content.decode()
+    assert "12.5" in html and "Goodwill" in html and "Purchased" in html and ".000" not in html
+
+
+def test_trends_draw_svg_charts_with_their_tables_and_no_outside_resource(demo, finance):
+    usage_reconcile(apply=True, started_by="test")  # S1's three counters: found and fixed this week
+    html = finance.get("/admin/finance/trends/").content.decode()
+    assert html.count("<svg") - html.count('class="base-svgs"') >= 3
+    for chart in ("chart-ai", "chart-minutes", "chart-drift"):
+        assert f'id="{chart}"' in html
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
+    week = re.findall(
+        r'<tr data-week="[^"]+"><td>[^<]+</td><td class="num">(\d+)</td><td class="num">(\d+)</td>', html
+    )
+    assert week[-1] == ("3", "3")  # this week: 3 drifted counters found, 3 fixed
+    month_row = re.search(rf'<tr data-month="{THIS_MONTH}">(.*?)</tr>', html, re.S).group(1)
+    assert "<td" in month_row
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "message"),
+    [
+        ("/admin/finance/usage/", {"month": "garbage"}, "Month must be YYYY-MM"),
+        ("/admin/finance/usage/", {"month": "0000-01"}, "Month must be YYYY-MM"),
+        ("/admin/finance/usage/", {"month": "2026-13"}, "Month must be YYYY-MM"),
+        ("/admin/finance/usage/", {"plan": "unknown"}, "No plan &#x27;unknown&#x27;; the plans are: free"),
+        ("/admin/finance/credit/", {"month": "2026-1"}, "Month must be YYYY-MM"),
+        ("/admin/finance/trends/", {"month": "x" * 5000}, "Month must be YYYY-MM"),
+        ("/admin/finance/usage.csv", {"month": "0000-01"}, "Month must be YYYY-MM"),
+        ("/admin/finance/usage.csv", {"plan": "\x00"}, "No plan"),
+        ("/admin/finance/usage/", {"plan": "\x00", "month": "\x00"}, "No plan"),
+        ("/admin/finance/credit.csv", {"month": "2026-00"}, "Month must be YYYY-MM"),
+    ],
+)
+def test_bad_input_is_a_400_that_says_why(finance, url, params, message):
+    plans_ensure()
+    response = finance.get(url, params)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+
+
+def test_only_finance_and_superusers_read_the_pages_and_nobody_posts(
+    demo, finance, staff_client, admin_client, client
+):
+    support = staff_client("sam", "Support")
+    pages = [
+        "/admin/finance/usage/",
+        "/admin/finance/usage.csv",
+        "/admin/finance/over-limit/",
+        "/admin/finance/over-limit.csv",
+        "/admin/finance/credit/",
+        "/admin/finance/credit.csv",
+        "/admin/finance/trends/",
+    ]
+    for url in pages:
+        assert finance.get(url).status_code == 200, url
+        assert admin_client.get(url).status_code == 200, url
+        assert support.get(url).status_code == 403, url
+        anonymous = client.get(url)
+        assert anonymous.status_code == 302 and anonymous.url.startswith("/admin/login/"), url
+        assert finance.post(url).status_code == 405, url
+    assert 'id="finance-module"' in finance.get("/admin/").content.decode()
+    assert 'id="finance-module"' in admin_client.get("/admin/").content.decode()
+    assert 'id="finance-module"' not in support.get("/admin/").content.decode()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"/admin/finance/usage/?month={THIS_MONTH}",
+        "/admin/finance/over-limit/",
+        "/admin/finance/credit/",
+        "/admin/finance/trends/",
+        f"/admin/usage/usagetracking/?month={THIS_MONTH}&plan=starter",
+    ],
+)
+def test_queries_per_page_are_few_and_do_not_grow_with_customers(finance, url):
+    counts = []
+    for customers in (3, 30):
+        demo_data_load(customers=customers, seed=customers)
+        with CaptureQueriesContext(connection) as queries:
+            assert finance.get(url).status_code == 200
+        counts.append(len(queries))
+        Customer.objects.all().delete()
+    assert counts[0] == counts[1] and counts[1] <= 12, counts
