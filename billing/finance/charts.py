@@ -19,15 +19,16 @@ COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#0
 
 
 def _nice_max(value: Decimal) -> Decimal:
-    """The top of the axis: 1, 2 or 5 times a power of ten, at or above the largest value."""
-    value = Decimal(value)
-    if value <= 0:
-        return Decimal(1)
-    power = Decimal(10) ** (len(str(int(value))) - 1)
-    for step in (1, 2, 5, 10):
-        if value <= step * power:
-            return step * power
-    return 10 * power
+    """The top of the axis: four grid steps of 1, 2 or 5 times a power of ten (at least 1 each), so
+    every tick is a round number at or above the largest value."""
+    raw = max(Decimal(value), Decimal(0)) / 4
+    step = Decimal(1)
+    while step < raw:
+        for factor in (2, Decimal("2.5"), 2):  # 1 -> 2 -> 5 -> 10 -> 20 ...
+            step *= factor
+            if step >= raw:
+                break
+    return step * 4
 
 
 def _short(label: str) -> str:

@@ -236,8 +236,10 @@ def credit_page(request):
     first, last, error = _credit_months(request)
     rows = selectors.credit_by_month(first, last)
     months = {}
-    for row in rows:
-        months.setdefault(row.month, []).append(row)
+    for row in rows:  # every month listed; only the lines with activity or a balance shown
+        lines = months.setdefault(row.month, [])
+        if any((row.granted, row.drawn, row.refunded, row.expired, row.left)):
+            lines.append(row)
     totals = {}
     for row in rows:
         key = (row.source_label, row.metric_label)
@@ -295,12 +297,18 @@ def credit_csv(request):
 def trends_page(request):
     month, error = _month_arg(request, current=True)
     trend = selectors.usage_trend(month)
-    plan_names = dict(Plan.objects.using(selectors.finance_database()).values_list("code", "name"))
+    plans = list(
+        Plan.objects.using(selectors.finance_database()).order_by("price", "code").values_list("code", "name")
+    )
+    order = {code: i for i, (code, _) in enumerate(plans)}
+    plan_names = dict(plans)
     usage_charts = []
     for key, label, unit, _whole in selectors.METRICS:
         series = {
             plan_names.get(code, code or "(no plan)"): values
-            for code, values in sorted(trend["series"][key].items(), key=lambda kv: str(kv[0]))
+            for code, values in sorted(
+                trend["series"][key].items(), key=lambda kv: order.get(kv[0], len(order))
+            )
         }
         usage_charts.append(
             {
