@@ -219,6 +219,12 @@ class UsageTracking(CounterFieldsMixin, models.Model):
         db_table = "usage_tracking"
         ordering = ["customer", "-period_start"]
         verbose_name = "usage period"
+        indexes = [
+            # Finance's month (usage_report --month, the finance pages) and the current periods (the
+            # over-limit page: period_end > now()) without a scan of every period ever recorded.
+            models.Index(fields=["month", "customer"], name="usage_tracking_month"),
+            models.Index(fields=["period_end"], name="usage_tracking_period_end"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["customer", "period_start"], name="usage_tracking_customer_period"

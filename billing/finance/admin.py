@@ -6,7 +6,9 @@ whole table on every page load (STYLE.md, "At scale").
 """
 
 from django.contrib import admin
+from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, Q
+from django.utils.functional import cached_property
 
 from billing.finance.selectors import last_full_month, month_parse, month_shift
 from billing.models import Plan, Subscription
@@ -14,6 +16,16 @@ from usage.admin import UsageTrackingAdmin as BaseUsageTrackingAdmin
 from usage.models import UsageTracking
 
 MONTH_CHOICES = 24
+COUNT_CAP = 10_000
+
+
+class CappedCountPaginator(Paginator):
+    """A filtered month of a million customers is counted up to COUNT_CAP rows, not to the end: the
+    pages past it are reached by narrowing the filter (a plan, a search), as nobody pages that far."""
+
+    @cached_property
+    def count(self):
+        return self.object_list[: COUNT_CAP + 1].count()
 
 
 class MonthFilter(admin.SimpleListFilter):
@@ -67,3 +79,4 @@ admin.site.unregister(UsageTracking)
 @admin.register(UsageTracking)
 class UsageTrackingAdmin(BaseUsageTrackingAdmin):
     list_filter = (MonthFilter, PlanFilter)
+    paginator = CappedCountPaginator

@@ -170,16 +170,6 @@ _OVER_LIMIT = """
 WITH live AS (
     SELECT DISTINCT ON (customer_id) customer_id, plan_id FROM subscriptions
     WHERE status <> 'canceled' ORDER BY customer_id, created_at DESC
-), periods AS (
-    SELECT t.customer_id, t.period_start, t.period_end, t.active_projects_count, t.ai_interactions_count,
-           t.minutes_used, coalesce(dr.ai, 0) AS ai_credit, coalesce(dr.minutes, 0) AS minutes_credit
-    FROM usage_tracking t
-    LEFT JOIN LATERAL (
-        SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
-               sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
-        FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
-        WHERE d.customer_id = t.customer_id AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
-    ) AS dr ON true
 ), over AS (
     SELECT c.id AS customer_id, c.email, pl.code AS plan, pl.name AS plan_name, m.metric, m.used,
            m.allowance, m.credit, t.period_start, t.period_end
@@ -187,31 +177,44 @@ WITH live AS (
     JOIN customers c ON c.id = t.customer_id
     LEFT JOIN live s ON s.customer_id = c.id
     JOIN plans pl ON pl.id = coalesce(s.plan_id, (SELECT id FROM plans WHERE code = 'free'))
-    JOIN periods p ON p.customer_id = t.customer_id AND p.period_start = t.period_start
+    LEFT JOIN LATERAL ({draws}) AS dr ON true
     CROSS JOIN LATERAL (VALUES
         ('active_projects', t.active_projects_count::numeric, pl.max_active_projects::numeric, 0::numeric),
-        ('ai', t.ai_interactions_count, pl.ai_interactions_per_period::numeric, p.ai_credit),
-        ('minutes', t.minutes_used, pl.minutes_per_period::numeric, p.minutes_credit)
+        ('ai', t.ai_interactions_count, pl.ai_interactions_per_period::numeric, coalesce(dr.ai, 0)),
+        ('minutes', t.minutes_used, pl.minutes_per_period::numeric, coalesce(dr.minutes, 0))
     ) AS m(metric, used, allowance, credit)
     WHERE t.period_start <= now() AND t.period_end > now()
       AND m.allowance IS NOT NULL AND m.used > m.allowance + m.credit
 )
 SELECT o.customer_id, o.email, o.plan, o.plan_name, o.metric, o.used, o.allowance, o.credit,
        o.used - o.allowance - o.credit AS excess, o.period_start, since.period_start AS since
-FROM over o
-LEFT JOIN LATERAL (
+FROM (  -- ranked and cut first (LIMIT NULL: all), so "since" is looked up for the lines shown only
+    SELECT * FROM over
+    ORDER BY (used - allowance - credit) / greatest(allowance, 1) DESC, email, metric LIMIT %(limit)s
+) o
+LEFT JOIN LATERAL (  -- this customer's earlier periods only (the over-limit few), newest first
     SELECT min(run.period_start) AS period_start FROM (
-        SELECT p.period_start,
+        SELECT t.period_start,
                bool_and(CASE o.metric
-                   WHEN 'active_projects' THEN p.active_projects_count > o.allowance
-                   WHEN 'ai' THEN p.ai_interactions_count > o.allowance + p.ai_credit
-                   ELSE p.minutes_used > o.allowance + p.minutes_credit END)
-                   OVER (ORDER BY p.period_start DESC) AS unbroken
-        FROM periods p WHERE p.customer_id = o.customer_id AND p.period_start <= o.period_start
+                   WHEN 'active_projects' THEN t.active_projects_count > o.allowance
+                   WHEN 'ai' THEN t.ai_interactions_count > o.allowance + coalesce(dr.ai, 0)
+                   ELSE t.minutes_used > o.allowance + coalesce(dr.minutes, 0) END)
+                   OVER (ORDER BY t.period_start DESC) AS unbroken
+        FROM usage_tracking t
+        LEFT JOIN LATERAL ({draws}) AS dr ON true
+        WHERE t.customer_id = o.customer_id AND t.period_start <= o.period_start
     ) run WHERE run.unbroken
 ) since ON true
 ORDER BY (o.used - o.allowance - o.credit) / greatest(o.allowance, 1) DESC, o.email, o.metric
-"""
+""".format(
+    # Overage credit drawn within usage period t, per metric (what credit paid for is not over).
+    draws="""
+        SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
+               sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
+        FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
+        WHERE d.customer_id = t.customer_id AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+    """
+)
 
 LIMIT_LABELS = {
     "active_projects": "Active projects",
@@ -244,14 +247,13 @@ class OverLimit:
 
 
 def over_limit_customers(limit: int | None = None) -> list[OverLimit]:
-    sql = _OVER_LIMIT + (f"LIMIT {int(limit)}" if limit else "")
-    return [OverLimit(str(r[0]), *r[1:]) for r in _fetchall(sql, {})]
+    return [OverLimit(str(r[0]), *r[1:]) for r in _fetchall(_OVER_LIMIT, {"limit": limit})]
 
 
 def over_limit_stream(chunk_size: int = 2000) -> Iterator[OverLimit]:
     """Every over-limit line, through a server-side cursor (the CSV export)."""
     with connections[finance_database()].chunked_cursor() as cursor:
-        cursor.execute(_OVER_LIMIT, {})
+        cursor.execute(_OVER_LIMIT, {"limit": None})
         while batch := cursor.fetchmany(chunk_size):
             for r in batch:
                 yield OverLimit(str(r[0]), *r[1:])
