@@ -308,3 +308,23 @@ def test_queries_per_page_are_few_and_do_not_grow_with_customers(finance, url):
         counts.append(len(queries))
         Customer.objects.all().delete()
     assert 0 < counts[0] == counts[1] <= 12, counts
+
+
+def test_the_over_limit_page_shows_the_first_lines_and_the_csv_has_them_all(demo, finance, monkeypatch):
+    from billing.finance import views
+
+    usage_reconcile(apply=True, started_by="test")
+    every = csv_rows(finance.get("/admin/finance/over-limit.csv"))
+    assert len(every) >= 2
+    monkeypatch.setattr(views, "OVER_LIMIT_PAGE_ROWS", 1)
+    html = finance.get("/admin/finance/over-limit/").content.decode()
+    assert html.count("<tr data-email=") == 1 and "The first 1 lines; the CSV has them all." in html
+    assert f'data-email="{every[0]["Customer email"]}"' in html  # the same order: largest overshoot first
+
+
+def test_a_filtered_usage_period_list_counts_up_to_its_cap(demo, finance, monkeypatch):
+    from billing.finance import admin as finance_admin
+
+    monkeypatch.setattr(finance_admin, "COUNT_CAP", 3)
+    html = finance.get("/admin/usage/usagetracking/", {"month": THIS_MONTH}).content.decode()
+    assert "4 usage periods" in html  # counted to the cap and one beyond, never the whole month
