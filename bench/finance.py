@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.test import Client
 
 from billing.finance.selectors import last_full_month, month_shift
-from billing.services.demo import plans_ensure
+from demo.data import plans_ensure
 
 MONTHS = 12
 
@@ -116,11 +116,12 @@ def generate(customers: int) -> None:
             FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM customers) c WHERE c.n %% 20 = 0
             """
         )
-        # Usage draws (with an event id) on most grants, a refund (no event) on some.
+        # Usage draws (with an event id) on most grants, a refund (kind refund, no event) on some.
         sql(
             """
-            INSERT INTO credit_draws (grant_id, customer_id, usage_event_id, quantity, drawn_at)
+            INSERT INTO credit_draws (grant_id, customer_id, usage_event_id, kind, quantity, drawn_at)
             SELECT g.id, g.customer_id, CASE WHEN x.k < 3 THEN gen_random_uuid() END,
+                   CASE WHEN x.k < 3 THEN 'usage' ELSE 'refund' END,
                    CASE WHEN x.k < 3 THEN 10 + x.k ELSE 20 END,
                    least(g.created_at + (x.k + 1) * interval '5 days', now())
             FROM credit_grants g

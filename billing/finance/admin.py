@@ -7,11 +7,11 @@ whole table on every page load (STYLE.md, "At scale").
 
 from django.contrib import admin
 from django.core.paginator import Paginator
-from django.db.models import Exists, OuterRef, Q
+from django.db.models.expressions import RawSQL
 from django.utils.functional import cached_property
 
 from billing.finance.selectors import last_full_month, month_parse, month_shift
-from billing.models import Plan, Subscription
+from billing.models import Plan
 from usage.admin import UsageTrackingAdmin as BaseUsageTrackingAdmin
 from usage.models import UsageTracking
 
@@ -50,7 +50,7 @@ class MonthFilter(admin.SimpleListFilter):
 
 
 class PlanFilter(admin.SimpleListFilter):
-    """The customer's plan now, as usage_report has it: the live subscription's, else Free."""
+    """The customer's plan now (the live plan: billing_live_plan), as usage_report has it."""
 
     title = "plan"
     parameter_name = "plan"
@@ -64,13 +64,12 @@ class PlanFilter(admin.SimpleListFilter):
             return queryset
         if code not in {c for c, _ in self.lookup_choices}:
             return queryset.none()  # no such plan (and never a NUL byte sent to PostgreSQL)
-        live = Subscription.objects.filter(customer_id=OuterRef("customer_id")).exclude(
-            status=Subscription.Status.CANCELED
+        # The live plan's one definition (billing_live_plan), as usage_report and billing_consume read it.
+        live_plan = RawSQL(
+            "SELECT p.code FROM billing_live_plan(usage_tracking.customer_id) lp JOIN plans p ON p.id = lp.plan_id",
+            [],
         )
-        on_plan = Q(Exists(live.filter(plan__code=code)))
-        if code == Plan.Code.FREE:
-            on_plan |= ~Q(Exists(live))
-        return queryset.filter(on_plan)
+        return queryset.alias(live_plan=live_plan).filter(live_plan=code)
 
 
 admin.site.unregister(UsageTracking)

@@ -18,19 +18,23 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connections
 
-from billing.models import Plan
-from billing.services.reports import REPORT_FIELDS, REPORT_ROWS_SQL, month_parse, usage_report
+from billing.models import CreditDraw, CreditGrant, Plan
+from billing.ops.usage_report import REPORT_FIELDS, REPORT_ROWS_SQL, month_parse, usage_report
+from usage.metrics import BY_CODE, METERED
+from usage.metrics import METRICS as CATALOGUE
 
 __all__ = ["REPORT_FIELDS", "month_parse", "usage_report"]
 
-# The metered metrics and the gauge, as the report's columns name them: (key, label, unit, whole).
-# TODO(h8's metric catalogue): read these from the single catalogue once it lands.
-METRICS = (
-    ("ai", "AI interactions", "interactions", True),
-    ("minutes", "Transcription minutes", "minutes", False),
-)
-LEDGER_METRICS = {"ai_interaction": "AI interactions", "minutes": "Transcription minutes"}
+# The metered metrics (usage/metrics.py) as (key, label, unit, whole); key = the prefix usage_report's
+# columns give the metric (ai_interactions, ai_allowance, ai_from_credit; minutes, ...).
+REPORT_KEYS = {"ai_interaction": "ai", "minutes": "minutes"}
+METRICS = tuple((REPORT_KEYS[m.code], m.title, m.unit, m.whole) for m in METERED)
 CREDIT_SOURCES = {"purchase": "Purchased", "goodwill": "Goodwill"}
+
+# SQL lists of the ledger's values, from their definitions (the catalogue, the models' choices).
+_METERED_VALUES = ", ".join(f"('{m.code}')" for m in METERED)
+_SOURCE_VALUES = ", ".join(f"('{value}')" for value in CreditGrant.Source.values)
+_TAKE_BACK = ", ".join(f"'{kind}'" for kind in CreditDraw.TAKE_BACK_KINDS)
 
 
 PLAN_CODE = re.compile(r"[a-z0-9_-]{1,32}")
@@ -163,27 +167,49 @@ def usage_rows(month: str, plan: Plan | None = None) -> Iterator[dict]:
 
 # --- over-limit customers ------------------------------------------------------------------------
 
-# Current period, tracked counters; metered usage that overage credit paid for is not over (as the
-# over_limit finding). "Since": the first of the unbroken run of periods, up to this one, over the
-# same limit (the per-period counters against the plan now; subscriptions keep no plan history).
-_OVER_LIMIT = """
-WITH live AS (
-    SELECT DISTINCT ON (customer_id) customer_id, plan_id FROM subscriptions
-    WHERE status <> 'canceled' ORDER BY customer_id, created_at DESC
+
+# Current period (usage_period_current), tracked counters, the live plan (billing_live_plan) and its
+# allowance per metric (billing_plan_allowance: once per plan, not per row); metered usage that
+# overage credit paid for is not over (as the over_limit finding). "Since": the first of the unbroken
+# run of periods, up to this one, over the same limit (the per-period counters against the plan now;
+# subscriptions keep no plan history). One line per metric of the catalogue (usage/metrics.py).
+def _over_limit_sql() -> str:
+    allowances = ", ".join(f"billing_plan_allowance(pl, '{m.code}') AS {m.code}" for m in CATALOGUE)
+
+    def credit(m, row: str) -> str:
+        return f" + coalesce({row}.{m.code}, 0)" if m.metered else ""
+
+    lines = ",\n        ".join(
+        f"('{m.code}', t.{m.counter}::numeric, pl.{m.code}, {'coalesce(dr.' + m.code + ', 0)' if m.metered else '0::numeric'})"
+        for m in CATALOGUE
+    )
+    unbroken = " ".join(
+        f"WHEN '{m.code}' THEN t.{m.counter} > o.allowance{credit(m, 'dr')}" for m in CATALOGUE
+    )
+    # Overage credit usage drew within usage period t, per metric (what credit paid for is not over).
+    draws = (
+        "SELECT "
+        + ", ".join(f"sum(d.quantity) FILTER (WHERE g.metric = '{m.code}') AS {m.code}" for m in METERED)
+        + """
+        FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
+        WHERE d.customer_id = t.customer_id AND d.kind = 'usage'
+          AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end"""
+    )
+    return f"""
+WITH allowed AS (
+    SELECT pl.id, pl.code, pl.name, {allowances} FROM plans pl
 ), over AS (
     SELECT c.id AS customer_id, c.email, pl.code AS plan, pl.name AS plan_name, m.metric, m.used,
            m.allowance, m.credit, t.period_start, t.period_end
     FROM usage_tracking t
     JOIN customers c ON c.id = t.customer_id
-    LEFT JOIN live s ON s.customer_id = c.id
-    JOIN plans pl ON pl.id = coalesce(s.plan_id, (SELECT id FROM plans WHERE code = 'free'))
+    CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
+    JOIN allowed pl ON pl.id = lp.plan_id
     LEFT JOIN LATERAL ({draws}) AS dr ON true
     CROSS JOIN LATERAL (VALUES
-        ('active_projects', t.active_projects_count::numeric, pl.max_active_projects::numeric, 0::numeric),
-        ('ai', t.ai_interactions_count, pl.ai_interactions_per_period::numeric, coalesce(dr.ai, 0)),
-        ('minutes', t.minutes_used, pl.minutes_per_period::numeric, coalesce(dr.minutes, 0))
+        {lines}
     ) AS m(metric, used, allowance, credit)
-    WHERE t.period_start <= now() AND t.period_end > now()
+    WHERE usage_period_current(t.period_start, t.period_end)
       AND m.allowance IS NOT NULL AND m.used > m.allowance + m.credit
 )
 SELECT o.customer_id, o.email, o.plan, o.plan_name, o.metric, o.used, o.allowance, o.credit,
@@ -195,32 +221,17 @@ FROM (  -- ranked and cut first (LIMIT NULL: all), so "since" is looked up for t
 LEFT JOIN LATERAL (  -- this customer's earlier periods only (the over-limit few), newest first
     SELECT min(run.period_start) AS period_start FROM (
         SELECT t.period_start,
-               bool_and(CASE o.metric
-                   WHEN 'active_projects' THEN t.active_projects_count > o.allowance
-                   WHEN 'ai' THEN t.ai_interactions_count > o.allowance + coalesce(dr.ai, 0)
-                   ELSE t.minutes_used > o.allowance + coalesce(dr.minutes, 0) END)
-                   OVER (ORDER BY t.period_start DESC) AS unbroken
+               bool_and(CASE o.metric {unbroken} END) OVER (ORDER BY t.period_start DESC) AS unbroken
         FROM usage_tracking t
         LEFT JOIN LATERAL ({draws}) AS dr ON true
         WHERE t.customer_id = o.customer_id AND t.period_start <= o.period_start
     ) run WHERE run.unbroken
 ) since ON true
 ORDER BY (o.used - o.allowance - o.credit) / greatest(o.allowance, 1) DESC, o.email, o.metric
-""".format(
-    # Overage credit drawn within usage period t, per metric (what credit paid for is not over).
-    draws="""
-        SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
-               sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
-        FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
-        WHERE d.customer_id = t.customer_id AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
-    """
-)
+"""
 
-LIMIT_LABELS = {
-    "active_projects": "Active projects",
-    "ai": "AI interactions",
-    "minutes": "Transcription minutes",
-}
+
+_OVER_LIMIT = _over_limit_sql()
 
 
 @dataclass
@@ -239,7 +250,7 @@ class OverLimit:
 
     @property
     def limit_label(self) -> str:
-        return LIMIT_LABELS[self.metric]
+        return BY_CODE[self.metric].title
 
     @property
     def percent(self) -> int:
@@ -261,23 +272,23 @@ def over_limit_stream(chunk_size: int = 2000) -> Iterator[OverLimit]:
 
 # --- overage credit sold and consumed, by month --------------------------------------------------
 
-# Activity in each month, per source and metric: granted (new grants), drawn (by usage), refunded
-# (taken back by a ledger entry that is not usage: a refund or chargeback), expired (what was left on
+# Activity in each month, per source and metric: granted (new grants), drawn (by usage: draws of kind
+# usage), refunded (taken back: draws of kind refund or chargeback, issue 10), expired (what was left on
 # grants that expired that month), and left at the month's end (the running balance).
-_CREDIT_BY_MONTH = """
+_CREDIT_BY_MONTH = f"""
 WITH months AS (
     SELECT generate_series(%(first)s::timestamptz, %(last)s::timestamptz, interval '1 month') AS month
 ), kinds AS (
-    SELECT s.source, m.metric FROM (VALUES ('purchase'), ('goodwill')) s(source)
-    CROSS JOIN (VALUES ('ai_interaction'), ('minutes')) m(metric)
+    SELECT s.source, m.metric FROM (VALUES {_SOURCE_VALUES}) s(source)
+    CROSS JOIN (VALUES {_METERED_VALUES}) m(metric)
 ), moves AS (
     SELECT date_trunc('month', created_at, 'UTC') AS month, source, metric,
            granted, 0::numeric AS drawn, 0::numeric AS refunded, 0::numeric AS expired
     FROM credit_grants WHERE created_at < %(end)s
     UNION ALL
     SELECT date_trunc('month', d.drawn_at, 'UTC'), g.source, g.metric, 0,
-           CASE WHEN d.usage_event_id IS NOT NULL THEN d.quantity ELSE 0 END,
-           CASE WHEN d.usage_event_id IS NULL THEN d.quantity ELSE 0 END, 0
+           CASE WHEN d.kind = 'usage' THEN d.quantity ELSE 0 END,
+           CASE WHEN d.kind IN ({_TAKE_BACK}) THEN d.quantity ELSE 0 END, 0
     FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id WHERE d.drawn_at < %(end)s
     UNION ALL
     SELECT date_trunc('month', expires_at, 'UTC'), source, metric, 0, 0, 0, remaining
@@ -320,7 +331,8 @@ class CreditMonth:
 
     @property
     def metric_label(self) -> str:
-        return LEDGER_METRICS.get(self.metric, self.metric)
+        known = BY_CODE.get(self.metric)
+        return known.title if known else self.metric
 
 
 def credit_by_month(first: str, last: str, now: datetime | None = None) -> list[CreditMonth]:
@@ -338,15 +350,15 @@ def credit_by_month(first: str, last: str, now: datetime | None = None) -> list[
 
 # --- trends --------------------------------------------------------------------------------------
 
+# The live plan once per customer (billing_live_plan), not once per period row.
 _USAGE_TREND = """
 WITH live AS (
-    SELECT DISTINCT ON (customer_id) customer_id, plan_id FROM subscriptions
-    WHERE status <> 'canceled' ORDER BY customer_id, created_at DESC
+    SELECT c.id AS customer_id, lp.plan_id FROM customers c CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
 )
 SELECT t.month, pl.code, sum(t.ai_interactions_count), sum(t.minutes_used)
 FROM usage_tracking t
 LEFT JOIN live s ON s.customer_id = t.customer_id
-LEFT JOIN plans pl ON pl.id = coalesce(s.plan_id, (SELECT id FROM plans WHERE code = 'free'))
+LEFT JOIN plans pl ON pl.id = s.plan_id
 WHERE t.month >= %(first)s AND t.month <= %(last)s
 GROUP BY 1, 2
 """

@@ -64,7 +64,8 @@ LEFT JOIN LATERAL (  -- metered usage beyond the allowance that overage credit p
     SELECT jsonb_object_agg(per.metric, per.drawn) AS drawn FROM (
         SELECT g.metric, sum(d.quantity) AS drawn
         FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
-        WHERE d.customer_id = c.id AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+        WHERE d.customer_id = c.id AND d.kind = 'usage'  -- a refund's take-back paid for no usage
+          AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
         GROUP BY g.metric
     ) AS per
 ) AS credited ON true

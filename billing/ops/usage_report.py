@@ -43,7 +43,8 @@ LEFT JOIN LATERAL (
     SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
            sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
     FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
-    WHERE d.customer_id = c.id AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+    WHERE d.customer_id = c.id AND d.kind = 'usage'  -- not a refund's or chargeback's take-back
+      AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
 ) AS dr ON true
 WHERE t.month = %(month)s
 """

@@ -17,9 +17,9 @@ import pytest
 from django.core.management import call_command
 
 from billing.finance.selectors import last_full_month
-from billing.services.demo import demo_data_load
+from billing.ops.integrity import usage_reconcile
+from demo.data import demo_data_load
 from tests.usage.test_admin_browser import CHROMIUM, page  # noqa: F401  (the browser fixture)
-from usage.services.integrity import usage_reconcile
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

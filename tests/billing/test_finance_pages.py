@@ -12,13 +12,17 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing.finance.selectors import last_full_month, month_bounds, month_shift
 from billing.models import CreditDraw, CreditGrant
+from billing.ops.findings import over_limit
+from billing.ops.integrity import usage_reconcile
 from billing.services.credits import credit_grant
-from billing.services.demo import (
+from billing.templatetags.finance import money_text, quantity_text
+from demo.data import (
     S1_MISSING_ROW,
     S1_PHANTOM_THREE,
     S1_SIX_PROJECTS,
@@ -26,9 +30,7 @@ from billing.services.demo import (
     demo_data_load,
     plans_ensure,
 )
-from billing.templatetags.finance import money_text, quantity_text
 from usage.models import Customer
-from usage.services.integrity import usage_reconcile
 
 pytestmark = pytest.mark.django_db
 
@@ -195,7 +197,9 @@ def test_credit_page_equals_the_ledger(demo, finance):
         expires_at=now + timedelta(seconds=1),
     )
     refunded = credit_grant(customer=customer, metric="minutes", quantity=40, source="purchase", actor="test")
-    CreditDraw.objects.create(grant=refunded, customer=customer, quantity=Decimal(40))  # taken back: no usage
+    CreditDraw.objects.create(grant=refunded, customer=customer, quantity=Decimal(40), kind="refund")
+    disputed = credit_grant(customer=customer, metric="minutes", quantity=3, source="purchase", actor="test")
+    CreditDraw.objects.create(grant=disputed, customer=customer, quantity=Decimal(3), kind="chargeback")
     CreditGrant.objects.filter(pk=expired.pk).update(expires_at=now - timedelta(seconds=1))
 
     rows = csv_rows(finance.get("/admin/finance/credit.csv", {"month": THIS_MONTH}))
@@ -212,19 +216,53 @@ def test_credit_page_equals_the_ledger(demo, finance):
             draws = CreditDraw.objects.filter(grant__in=mine)
             assert Decimal(line["Granted"]) == sum((g.granted for g in mine), Decimal(0))
             assert Decimal(line["Drawn by usage"]) == sum(
-                (d.quantity for d in draws if d.usage_event_id), Decimal(0)
+                (d.quantity for d in draws if d.kind == "usage"), Decimal(0)
             )
             assert Decimal(line["Refunded or taken back"]) == sum(
-                (d.quantity for d in draws if not d.usage_event_id), Decimal(0)
+                (d.quantity for d in draws if d.kind in ("refund", "chargeback")), Decimal(0)
             )
             live = [g for g in mine if g.expires_at is None or g.expires_at > now]
             assert Decimal(line["Left at month end"]) == sum((g.remaining for g in live), Decimal(0))
     purchased = this[("Purchased", "Transcription minutes")]
-    assert (purchased["Expired unused"], purchased["Refunded or taken back"]) == ("12.5", "40")
+    assert (purchased["Expired unused"], purchased["Refunded or taken back"]) == ("12.5", "43")
     assert Decimal(purchased["Left at month end"]) == 30  # S5's pack: 50 bought, 20 drawn
 
     html = finance.get("/admin/finance/credit/", {"month": THIS_MONTH}).content.decode()
     assert "12.5" in html and "Goodwill" in html and "Purchased" in html and ".000" not in html
+
+
+def test_a_refund_takes_credit_back_but_pays_for_no_usage(demo, finance):
+    """Issue 10's take-backs (credit_draws.kind refund/chargeback) are no usage paid from credit: not
+    in usage_report's "from credit", not on the usage page, not lifting an over-limit customer's limit."""
+    from billing.ops.usage_report import usage_report
+
+    s5 = Customer.objects.get(email=SCENARIOS["s5"][0])
+    pack = CreditGrant.objects.get(customer=s5, metric="minutes", source="purchase")
+    mine = [r for r in usage_report(THIS_MONTH) if r["email"] == s5.email]
+    before = sum((r["minutes_from_credit"] for r in mine), Decimal(0))
+    page_before = page_numbers(finance.get("/admin/finance/usage/", {"month": THIS_MONTH}).content.decode())
+    assert before == pack.granted - pack.remaining > 0  # S5's pack: what usage drew this period
+    CreditDraw.objects.create(grant=pack, customer=s5, quantity=pack.remaining, kind="refund")
+
+    mine = [r for r in usage_report(THIS_MONTH) if r["email"] == s5.email]
+    assert sum((r["minutes_from_credit"] for r in mine), Decimal(0)) == before
+    page = page_numbers(finance.get("/admin/finance/usage/", {"month": THIS_MONTH}).content.decode())
+    assert page["total"]["minutes_from_credit"] == page_before["total"]["minutes_from_credit"]
+    from usage.models import UsageTracking
+    from usage.services.counters import counter_writes_allowed
+
+    with counter_writes_allowed():  # 10 minutes more than the allowance plus what credit paid for
+        UsageTracking.objects.filter(customer=s5, month=THIS_MONTH).update(
+            minutes_used=F("minutes_used") + 10
+        )
+    over = [
+        r for r in csv_rows(finance.get("/admin/finance/over-limit.csv")) if r["Customer email"] == s5.email
+    ]
+    assert [(r["Paid from credit this period"], r["Over by"]) for r in over] == [
+        (f"{before.normalize():f}", "10")
+    ]
+    found = [f for f in over_limit([s5.pk]) if "transcription minutes" in f.detail]  # support's finding
+    assert len(found) == 1, "S5 is 10 minutes over what its allowance and its drawn credit cover"
 
 
 def test_trends_draw_svg_charts_with_their_tables_and_no_outside_resource(demo, finance):

@@ -5,7 +5,7 @@ import pytest
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
-from billing.services.demo import demo_data_load
+from demo.data import demo_data_load
 from tests.conftest import run_manage
 
 PAGES = (

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("usage", "0009_adopted_tables_kept"),
+        ("usage", "0010_projects_truncate_current_period"),
     ]
 
     operations = [
