@@ -7,27 +7,36 @@ from demo.data import DEMO_DOMAIN
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "billing-ops-demo"
 
+DEMO_LOGINS = (
+    # username, superuser, group
+    (ADMIN_USERNAME, True, None),
+    ("support", False, "Support"),
+    ("finance", False, "Finance"),
+)
 
-def demo_admin_ensure() -> tuple[str, str]:
-    """The demo's logins: a superuser, plus one Support and one Finance user to try the roles.
 
-    Passwords are reset on every run so the printed login always works.
+def demo_logins_ensure() -> list[tuple[str, bool]]:
+    """The demo's logins, created if missing: a superuser, one Support and one Finance user.
+
+    An existing login is never changed (its password may no longer be the demo's).
+    Returns (username, created now) for each.
     """
     from django.contrib.auth.models import Group
 
     User = get_user_model()
-    for username, superuser, group in (
-        (ADMIN_USERNAME, True, None),
-        ("support", False, "Support"),
-        ("finance", False, "Finance"),
-    ):
-        user, _ = User.objects.get_or_create(
-            username=username, defaults={"email": f"{username}@{DEMO_DOMAIN}"}
+    logins = []
+    for username, superuser, group in DEMO_LOGINS:
+        if User.objects.filter(username=username).exists():
+            logins.append((username, False))
+            continue
+        user = User.objects.create_user(
+            username=username,
+            email=f"{username}@{DEMO_DOMAIN}",
+            password=ADMIN_PASSWORD,
+            is_staff=True,
+            is_superuser=superuser,
         )
-        user.is_staff = True
-        user.is_superuser = superuser
-        user.set_password(ADMIN_PASSWORD)
-        user.save()
         if group:
             user.groups.set(Group.objects.filter(name=group))
-    return ADMIN_USERNAME, ADMIN_PASSWORD
+        logins.append((username, True))
+    return logins
