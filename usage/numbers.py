@@ -8,9 +8,14 @@ from decimal import Decimal
 
 
 def number_plain(value):
-    """A Decimal as int when whole, else as float; anything else (int, float, None, text) unchanged."""
+    """A Decimal as int when whole, else as exact decimal text ("0.125", never a float: JSON and run
+    summaries keep every digit); anything else (int, float, None, text) unchanged."""
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        if not value.is_finite():
+            return str(value)
+        if value == value.to_integral_value():
+            return int(value)
+        return format(value.normalize(), "f")
     return value
 
 

@@ -1,20 +1,49 @@
 """Base for the cron commands: exit codes of SPEC §8 and no traceback for expected failures."""
 
 import argparse
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
+# Output beyond this much waits in a temporary file rather than in memory.
+_SPOOL_IN_MEMORY = 8 * 1024 * 1024
+
+NOW_TOO_FAR = (
+    "--now {now} is {days} from the database clock ({db_now}); a wrong --now moves customers' periods "
+    "for good. Check it, and add --force if it is meant."
+)
+
 
 class OpsCommand(BaseCommand):
-    """Exit 0 fine, 1 the check found a problem, 2 bad arguments or an unreachable database."""
+    """Exit 0 fine, 1 the check found a problem, 2 bad arguments or an unreachable database.
+
+    stdout is all or nothing: the command writes into a spool that reaches stdout only when the
+    command finished (or exited on purpose, sys.exit), so a failure midway never leaves half a JSON
+    or CSV document for the next program in a pipe.
+    """
 
     def execute(self, *args, **options):
+        target = options.get("stdout") or self.stdout
+        with tempfile.SpooledTemporaryFile(
+            max_size=_SPOOL_IN_MEMORY, mode="w+", encoding="utf-8", newline=""
+        ) as spool:
+            try:
+                result = self._execute(*args, **{**options, "stdout": spool})
+            except SystemExit:
+                _copy(spool, target)
+                raise
+            _copy(spool, target)
+            return result
+
+    def _execute(self, *args, **options):
         try:
             return super().execute(*args, **options)
         except (OperationalError, InterfaceError) as exc:
@@ -25,6 +54,30 @@ class OpsCommand(BaseCommand):
             raise CommandError(f"embedded PostgreSQL failed to start: {exc}", returncode=EXIT_USAGE)
         except DatabaseError as exc:
             raise CommandError(f"database error: {str(exc).strip().splitlines()[0]}", returncode=EXIT_USAGE)
+
+
+def _copy(spool, target):
+    spool.seek(0)
+    out = getattr(target, "_out", target)  # Django's OutputWrapper would add a newline per write
+    shutil.copyfileobj(spool, out)
+    out.flush()
+
+
+def now_checked(now: datetime | None, *, force: bool) -> datetime | None:
+    """A cron command's --now: more than a day from the database clock needs --force (exit 2)."""
+    if now is None:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        db_now = cursor.fetchone()[0]
+    off = abs(now - db_now)
+    if off > timedelta(days=1) and not force:
+        days = f"{off.days:,} days" if off.days else "more than a day"
+        raise CommandError(
+            NOW_TOO_FAR.format(now=now.isoformat(), days=days, db_now=db_now.isoformat(timespec="seconds")),
+            returncode=EXIT_USAGE,
+        )
+    return now
 
 
 def positive_int(minimum: int = 1):

@@ -1,6 +1,8 @@
 """Report output for the commands: table for people, JSON and CSV for machines (SPEC §6, §8).
 
-Rows are written as they stream in: a million-customer report never sits in memory.
+Rows are written as they stream in: a million-customer report never sits in memory (OpsCommand
+spools them to a temporary file and passes them on to stdout only once the command succeeded).
+Numbers are exact: a fraction is a JSON string ("12.5"), never a float.
 """
 
 import csv
@@ -23,7 +25,7 @@ def plain_value(value):
     return str(value)
 
 
-class _Raw:
+class Raw:
     """Write exactly what is given: Django's OutputWrapper would end every write with a newline."""
 
     def __init__(self, out):
@@ -39,7 +41,7 @@ class _Raw:
 def write_report(
     out, fmt: str, summary: dict, rows, findings, *, title: str = "Discrepancies", extra: dict | None = None
 ):
-    out = _Raw(out)
+    out = Raw(out)
     if fmt == "json":
         _json(out, summary, rows, findings, extra or {})
     elif fmt == "csv":
@@ -114,8 +116,11 @@ def _table(out, summary, rows, findings, title):
 def _short(value, sign=False):
     if value is None:
         return "-"
-    if isinstance(value, Decimal):
-        value = plain_value(value)
-    if isinstance(value, (int, float)):
+    if isinstance(value, (Decimal, str)):
+        try:
+            value = Decimal(plain_value(Decimal(value)))
+        except ArithmeticError:
+            return str(value)[:19]
+    if isinstance(value, (int, Decimal)):
         return f"{value:+}" if sign else str(value)
     return str(value)[:19]

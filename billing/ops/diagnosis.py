@@ -1,6 +1,7 @@
 """One customer's diagnosis (SPEC §6): what support needs on one page, and the fix to run."""
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from billing.models import AuditLog, CreditGrant, WebhookEvent
 from billing.ops.checks import drift_rows
@@ -9,6 +10,7 @@ from billing.selectors import customer_plan, live_subscription, plan_allowance
 from usage.metrics import BY_CHECK as METRICS_BY_CHECK
 from usage.metrics import METRICS
 from usage.models import ReconciliationRow
+from usage.numbers import number_plain
 from usage.selectors import current_period
 
 # Every check, in the order the page shows them: the catalogue's metrics first, by their labels.
@@ -157,8 +159,9 @@ def customer_diagnose(*, customer) -> Diagnosis:
         )
         if plan and metric and (current is None or row["target_id"] in (None, str(current.pk))):
             line.allowance = plan_allowance(plan, metric)
-            if line.allowance is not None and isinstance(line.actual, (int, float)):
-                line.left = line.allowance - line.actual
+            if line.allowance is not None and isinstance(line.actual, (int, str)):
+                # actual is number_plain's: an int, or a fraction as exact decimal text
+                line.left = number_plain(Decimal(line.allowance) - Decimal(line.actual))
         counters.append(line)
     found = findings([customer.pk])
     runs = list(

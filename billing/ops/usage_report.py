@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 
 from django.db import connections
+from django.utils import timezone
 
 REPORT_FIELDS = (
     "customer_id",
@@ -52,10 +53,19 @@ WHERE t.month = %(month)s
 _REPORT = REPORT_ROWS_SQL + "ORDER BY c.email, t.period_start\n"
 
 
+FIRST_MONTH = "2000-01"  # no usage period started before billing-ops existed
+MONTHS_AHEAD = 12  # periods open a month ahead at most; a year leaves room for clocks and cron
+
+
 def month_parse(value: str) -> str:
-    # Years 1000-9999: "0000-01" is no month anyone bills (and no date Python or a chart can hold).
-    if not re.fullmatch(r"[1-9]\d{3}-(0[1-9]|1[0-2])", value or ""):
+    """A report month, YYYY-MM, from FIRST_MONTH to a year after this month (ValueError otherwise)."""
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value or ""):
         raise ValueError(f"month must be YYYY-MM (e.g. 2026-11), not {value!r}")
+    today = timezone.now()
+    year, month = divmod(today.year * 12 + today.month - 1 + MONTHS_AHEAD, 12)
+    last = f"{year:04d}-{month + 1:02d}"
+    if not FIRST_MONTH <= value <= last:
+        raise ValueError(f"month {value} is out of range: from {FIRST_MONTH} to {last}")
     return value
 
 

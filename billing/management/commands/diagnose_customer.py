@@ -1,6 +1,7 @@
 import json
 
 from billing.management.base import OpsCommand, resolve_or_exit
+from billing.management.output import plain_value
 from billing.ops.diagnosis import customer_diagnose
 from usage.selectors import customer_resolve
 
@@ -19,7 +20,7 @@ class Command(OpsCommand):
         found = resolve_or_exit(customer_resolve, customer)
         d = customer_diagnose(customer=found)
         if format == "json":
-            self.stdout.write(json.dumps(d.as_dict(), indent=2, default=str))
+            self.stdout.write(json.dumps(d.as_dict(), indent=2, default=plain_value))
             return
         w = self.stdout.write
         c = d.customer

@@ -2,7 +2,7 @@ import argparse
 
 from django.utils.dateparse import parse_datetime
 
-from billing.management.base import OpsCommand, positive_int, progress_bar
+from billing.management.base import OpsCommand, now_checked, positive_int, progress_bar
 from billing.services.periods import period_roll_due
 
 
@@ -30,11 +30,16 @@ class Command(OpsCommand):
             "--now",
             type=iso_instant,
             metavar="ISO-8601",
-            help="Roll as if it were this instant (catch-up after an outage); default: now.",
+            help="Roll as if it were this instant (catch-up after an outage); default: now. More than a "
+            "day from the database clock needs --force.",
+        )
+        parser.add_argument(
+            "--force", action="store_true", help="Accept a --now far from the database clock."
         )
         parser.add_argument("--batch-size", type=positive_int(), default=500)
 
-    def handle(self, *args, now, batch_size, **options):
+    def handle(self, *args, now, batch_size, force, **options):
+        now = now_checked(now, force=force)
         with progress_bar(self.stderr, unit="customer", desc="rolling") as progress:
             rolled = period_roll_due(
                 now=now, actor="manage.py roll_usage_periods", batch_size=batch_size, progress=progress

@@ -1,9 +1,8 @@
 import csv
 import json
-import sys
 
 from billing.management.base import OpsCommand, resolve_or_exit
-from billing.management.output import plain_value
+from billing.management.output import Raw, plain_value
 from billing.ops.usage_report import REPORT_FIELDS, month_parse, usage_report
 
 
@@ -16,7 +15,7 @@ class Command(OpsCommand):
 
     def handle(self, *args, month, format, **options):
         month = resolve_or_exit(month_parse, month)
-        out = sys.stdout
+        out = Raw(self.stdout)
         totals = {
             "rows": 0,
             "ai_interactions": 0,
