@@ -116,7 +116,7 @@ def finance_session(client) -> list[tuple[str, str, int]]:
 @pytest.fixture
 def populated(db):
     """The demo's population (every plan, credits, webhooks, scenarios), S1 drift and a recorded run."""
-    call_command("demo_data", "--customers", "12", "--seed", "5", verbosity=0)
+    call_command("demo_data", "--allow-debug-off", "--customers", "12", "--seed", "5", verbosity=0)
     plant_s1(prefix="extra")
     from billing.ops.integrity import discrepancy_report
 
