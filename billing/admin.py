@@ -21,6 +21,7 @@ from billing.models import AuditLog, CreditDraw, CreditGrant, Plan, Subscription
 from billing.ops.diagnosis import customer_diagnose
 from billing.ops.integrity import ReconciliationBusy, customer_recount, discrepancy_report, usage_reconcile
 from billing.services.credits import (
+    CREDIT_MAX,
     GOODWILL_NEEDS_REASON,
     CreditGrantError,
     credit_grant,
@@ -304,7 +305,11 @@ class AuditLogAdmin(ReadOnlyAdmin):
 class GoodwillGrantForm(forms.ModelForm):
     """Support's goodwill credit: a positive quantity and a reason (both audited)."""
 
-    granted = forms.CharField(label="Quantity", help_text="Positive, at most 3 decimals.")
+    granted = forms.CharField(
+        label="Quantity",
+        max_length=40,
+        help_text=f"Positive, at most 3 decimals, below {CREDIT_MAX:,}; whole for AI interactions.",
+    )
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}), help_text="Required: it goes in the audit log."
     )
@@ -315,7 +320,7 @@ class GoodwillGrantForm(forms.ModelForm):
 
     def clean_granted(self):
         try:
-            return credit_quantity_parse(self.cleaned_data["granted"])
+            return credit_quantity_parse(self.cleaned_data["granted"], self.data.get("metric"))
         except CreditGrantError as exc:
             raise forms.ValidationError(str(exc))
 

@@ -479,8 +479,8 @@ MUTANTS = [
     Mutant(
         "credit-zero-accepted",
         "billing/services/credits.py",
-        "value <= 0 or",
-        "value < 0 or",
+        "or number <= 0:",
+        "or number < 0:",
         (CONSUME,),
         "a grant, or a consume, of 0 passes validation",
     ),

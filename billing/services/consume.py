@@ -12,9 +12,11 @@ from decimal import Decimal
 from django.db import DatabaseError, connection, transaction
 from psycopg import errors
 
-from billing.services.credits import METRICS, CreditGrantError, credit_quantity_parse
+from billing.services.credits import METRICS, quantity_parse
 
-BAD_AMOUNT = "amount must be a positive number with at most 3 decimals, not {amount!r}"
+BAD_AMOUNT = "amount must be a positive number with at most 3 decimals, not {quantity!r}"
+AMOUNT_MAX = Decimal(10**15)  # billing_consume's bound (usage_events.quantity is numeric(18, 3))
+TOO_LARGE = "amount {quantity} is too large (at most {maximum:,} per call)"
 
 
 class ConsumeError(ValueError):
@@ -43,9 +45,9 @@ def consume(
     if metric not in METRICS:
         raise ConsumeError(f"unknown metric {metric!r}; metrics are: {', '.join(METRICS)}")
     try:
-        amount = credit_quantity_parse(amount)
-    except CreditGrantError:
-        raise ConsumeError(BAD_AMOUNT.format(amount=amount)) from None
+        amount = quantity_parse(amount, maximum=AMOUNT_MAX, too_large=TOO_LARGE, bad=BAD_AMOUNT)
+    except ValueError as exc:
+        raise ConsumeError(str(exc)) from None
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(

@@ -12,12 +12,15 @@ from django.db import transaction
 
 from billing.models import AuditLog, CreditGrant
 from billing.services.audit import audit_record
-from usage.metrics import METERED
+from usage.metrics import BY_CODE, METERED
 from usage.models import Customer
 
 METRICS = {m.code: m.title for m in METERED}  # the catalogue's metered metrics (usage/metrics.py)
 BAD_METRIC = "unknown metric {metric!r}; metrics are: {metrics}"
 BAD_QUANTITY = "credit must be a positive number with at most 3 decimals, not {quantity!r}"
+CREDIT_MAX = Decimal(1_000_000)  # per grant: the largest overage pack is 10,000; beyond this is a typo
+TOO_MUCH_CREDIT = "credit of {quantity} is more than one grant may hold ({maximum:,}); grant less"
+WHOLE_NUMBERS = "{label} are whole numbers, not {quantity}"
 GOODWILL_NEEDS_REASON = "a goodwill grant needs a reason (it is audited)"
 
 
@@ -25,13 +28,35 @@ class CreditGrantError(ValueError):
     pass
 
 
-def credit_quantity_parse(quantity: object) -> Decimal:
+def quantity_parse(value: object, *, maximum: Decimal, too_large: str, bad: str) -> Decimal:
+    """A positive Decimal with at most 3 decimals and below ``maximum``, trailing zeros trimmed.
+
+    Any other text (1e30, 1E+5000, NaN, 0.0001) raises ValueError with ``bad`` or ``too_large``,
+    never an arithmetic error: this parses what people type and what callers send.
+    """
     try:
-        value = Decimal(str(quantity).strip())
+        number = Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
-        raise CreditGrantError(BAD_QUANTITY.format(quantity=quantity)) from None
-    if not value.is_finite() or value <= 0 or value != value.quantize(Decimal("0.001")) or value >= 10**15:
-        raise CreditGrantError(BAD_QUANTITY.format(quantity=quantity))
+        raise ValueError(bad.format(quantity=value)) from None
+    if not number.is_finite() or number <= 0:
+        raise ValueError(bad.format(quantity=value))
+    if number >= maximum:
+        raise ValueError(too_large.format(quantity=value, maximum=maximum))
+    if number.as_tuple().exponent < -3 and number != round(number, 3):
+        raise ValueError(bad.format(quantity=value))
+    number = round(number, 3)
+    return number.to_integral_value() if number == number.to_integral_value() else number.normalize()
+
+
+def credit_quantity_parse(quantity: object, metric: str | None = None) -> Decimal:
+    """A grant's quantity: positive, at most 3 decimals, below CREDIT_MAX, whole for a whole metric."""
+    try:
+        value = quantity_parse(quantity, maximum=CREDIT_MAX, too_large=TOO_MUCH_CREDIT, bad=BAD_QUANTITY)
+    except ValueError as exc:
+        raise CreditGrantError(str(exc)) from None
+    found = BY_CODE.get(metric or "")
+    if found and found.whole and value != value.to_integral_value():
+        raise CreditGrantError(WHOLE_NUMBERS.format(label=found.title, quantity=value))
     return value
 
 
@@ -49,7 +74,7 @@ def credit_grant(
     """Grant credit, audited in the same transaction. Bad input raises CreditGrantError, writing nothing."""
     if metric not in METRICS:
         raise CreditGrantError(BAD_METRIC.format(metric=metric, metrics=", ".join(METRICS)))
-    quantity = credit_quantity_parse(quantity)
+    quantity = credit_quantity_parse(quantity, metric)
     reason = (reason or "").strip()
     if source == CreditGrant.Source.GOODWILL and not reason:
         raise CreditGrantError(GOODWILL_NEEDS_REASON)

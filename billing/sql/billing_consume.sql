@@ -1,7 +1,12 @@
 -- Check-and-consume `amount` of a metric in one locked step (SPEC §5). Allowed when period usage +
 -- amount <= plan allowance + remaining credit; usage beyond the allowance draws credit, earliest
 -- expiry first, then oldest. With an idempotency key, a retry returns the first answer and consumes
--- nothing. Bad arguments raise (SQLSTATE 22023 / P0002) and write nothing.
+-- nothing. Bad arguments write nothing; each has its own message, none leaks from a table:
+--   unknown metric, amount <= 0 or NULL, more than 3 decimals or >= 1e15, a fraction of a whole metric,
+--   a key of 0 or > 200 characters, a key reused with another metric or amount, a key already taken by a
+--   usage event the product wrote itself: 22023 invalid_parameter_value;
+--   an unknown customer, or no live subscription and no free plan: P0002 no_data_found.
+-- Amounts and answers are normalized with trim_scale (2.000 is 2).
 CREATE OR REPLACE FUNCTION billing_consume(customer_id uuid, metric text, amount numeric, idempotency_key text)
 RETURNS TABLE (allowed boolean, new_usage numeric, effective_limit numeric, plan text,
                subscription_status text, credits_remaining numeric, message text)
@@ -41,6 +46,14 @@ BEGIN
         RAISE EXCEPTION 'amount % has more than 3 decimals or is too large', v_amount
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- 1.000 (with any number of trailing zeros) is 1: answers and messages never echo the caller's scale.
+    v_amount := trim_scale(v_amount);
+    -- A metric the catalogue counts in whole numbers (AI interactions) takes no fractions.
+    SELECT m.label INTO v_label FROM usage_metrics() m WHERE m.code = v_metric AND m.whole;
+    IF FOUND AND v_amount <> trunc(v_amount) THEN
+        RAISE EXCEPTION '% are counted in whole numbers, not %', upper(left(v_label, 1)) || substr(v_label, 2), v_amount
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF v_key IS NOT NULL AND (length(v_key) = 0 OR length(v_key) > 200) THEN
         RAISE EXCEPTION 'idempotency key must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -59,11 +72,11 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             allowed := prior.allowed;
-            new_usage := prior.new_usage;
-            effective_limit := prior.effective_limit;
+            new_usage := trim_scale(prior.new_usage);
+            effective_limit := trim_scale(prior.effective_limit);
             plan := prior.plan;
             subscription_status := prior.subscription_status;
-            credits_remaining := prior.credits_remaining;
+            credits_remaining := trim_scale(prior.credits_remaining);
             message := prior.message;
             RETURN NEXT;
             RETURN;
@@ -95,9 +108,17 @@ BEGIN
     END IF;
 
     IF allowed THEN
+        -- The product may have written a usage event with this key itself: a clear refusal, not a
+        -- unique violation (ON CONFLICT, so a concurrent product insert cannot slip between a check and this).
         INSERT INTO usage_events AS e (id, customer_id, metric, quantity, occurred_at, idempotency_key, reason, created_at)
         VALUES (gen_random_uuid(), v_customer, v_metric, v_amount, now(), v_key, '', now())
+        ON CONFLICT (customer_id, idempotency_key) DO NOTHING
         RETURNING e.id INTO v_event;
+        IF v_event IS NULL THEN
+            RAISE EXCEPTION 'idempotency key % is already taken by a usage event written without billing_consume; use a new key',
+                quote_literal(v_key)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         -- The part of this amount beyond the allowance draws credit, earliest expiry first, then oldest.
         v_need := CASE WHEN v_allowance IS NULL THEN 0
                        ELSE greatest(v_used + v_amount - greatest(v_allowance, v_used), 0) END;
@@ -116,14 +137,14 @@ BEGIN
             v_need := v_need - v_take;
             v_credits := v_credits - v_take;
         END LOOP;
-        new_usage := v_used + v_amount;
-        credits_remaining := v_credits;
+        new_usage := trim_scale(v_used + v_amount);
+        credits_remaining := trim_scale(v_credits);
         message := format('Allowed: %s of %s %s used this period on %s%s.',
             trim_scale(new_usage), coalesce(trim_scale(v_allowance)::text, 'unlimited'), v_label, pl.name,
             CASE WHEN v_granted_ever THEN format('; %s credit %s left', trim_scale(v_credits), v_label) ELSE '' END);
     ELSE
-        new_usage := v_used;
-        credits_remaining := v_credits;
+        new_usage := trim_scale(v_used);
+        credits_remaining := trim_scale(v_credits);
         -- What to do: the cheapest plan with a larger allowance for this metric, or a credit pack.
         SELECT * INTO v_next FROM plans p
         WHERE coalesce(billing_plan_allowance(p, v_metric), 'Infinity'::numeric) > v_allowance
@@ -140,6 +161,7 @@ BEGIN
                              coalesce(trim_scale(v_next_allowance)::text, 'unlimited')) END);
     END IF;
 
+    effective_limit := trim_scale(effective_limit);
     IF v_key IS NOT NULL THEN
         INSERT INTO consume_requests (customer_id, idempotency_key, metric, amount, allowed, new_usage, effective_limit,
                                       plan, subscription_status, credits_remaining, message, usage_event_id, created_at)

@@ -10,11 +10,14 @@ from django.db import DataError, IntegrityError, ProgrammingError, connection, t
 from django.utils import timezone
 
 from billing.models import AuditLog, ConsumeRequest, CreditDraw, CreditGrant, Plan, Subscription
-from billing.services.consume import BAD_AMOUNT, ConsumeError, consume
+from billing.services.consume import AMOUNT_MAX, BAD_AMOUNT, TOO_LARGE, ConsumeError, consume
 from billing.services.credits import (
     BAD_METRIC,
     BAD_QUANTITY,
+    CREDIT_MAX,
     GOODWILL_NEEDS_REASON,
+    TOO_MUCH_CREDIT,
+    WHOLE_NUMBERS,
     CreditGrantError,
     credit_grant,
 )
@@ -138,12 +141,21 @@ class TestConsume:
                 dict(metric="tokens", amount=1),
                 "unknown metric 'tokens'; metrics are: ai_interaction, minutes",
             ),
-            (dict(metric="minutes", amount=0), BAD_AMOUNT.format(amount=0)),
-            (dict(metric="minutes", amount=-3), BAD_AMOUNT.format(amount=-3)),
-            (dict(metric="minutes", amount="lots"), BAD_AMOUNT.format(amount="lots")),
-            (dict(metric="minutes", amount="0.0001"), BAD_AMOUNT.format(amount="0.0001")),
-            (dict(metric="minutes", amount="NaN"), BAD_AMOUNT.format(amount="NaN")),
-            (dict(metric="minutes", amount=10**15), BAD_AMOUNT.format(amount=10**15)),
+            (dict(metric="minutes", amount=0), BAD_AMOUNT.format(quantity=0)),
+            (dict(metric="minutes", amount=-3), BAD_AMOUNT.format(quantity=-3)),
+            (dict(metric="minutes", amount="lots"), BAD_AMOUNT.format(quantity="lots")),
+            (dict(metric="minutes", amount="0.0001"), BAD_AMOUNT.format(quantity="0.0001")),
+            (dict(metric="minutes", amount="NaN"), BAD_AMOUNT.format(quantity="NaN")),
+            (dict(metric="minutes", amount=10**15), TOO_LARGE.format(quantity=10**15, maximum=AMOUNT_MAX)),
+            (
+                dict(metric="minutes", amount="1E+5000"),
+                TOO_LARGE.format(quantity="1E+5000", maximum=AMOUNT_MAX),
+            ),
+            (dict(metric="minutes", amount="1e-5000"), BAD_AMOUNT.format(quantity="1e-5000")),
+            (
+                dict(metric="ai_interaction", amount="1.5"),
+                "AI interactions are counted in whole numbers, not 1.5",
+            ),
             (
                 dict(metric="minutes", amount=1, idempotency_key=""),
                 "idempotency key must be 1 to 200 characters",
@@ -218,6 +230,15 @@ class TestConsume:
                 "22023",
                 "idempotency key 'taken' was first used to consume 1 minutes; a retry must repeat the same metric and amount",
             ),
+            ("ai_interaction", "1.5", None, "22023", "AI interactions are counted in whole numbers, not 1.5"),
+            (
+                "minutes",
+                1,
+                "product-wrote-it",
+                "22023",
+                "idempotency key 'product-wrote-it' is already taken by a usage event written without "
+                "billing_consume; use a new key",
+            ),
         ],
     )
     def test_sql_callers_bad_arguments_each_have_their_sqlstate_and_write_nothing(
@@ -226,6 +247,10 @@ class TestConsume:
         plans_ensure()
         customer = CustomerFactory()
         consume(customer_id=customer.pk, metric="minutes", amount=1, idempotency_key="taken")
+        # The product's own write of a usage event, with a key its consume call reuses (was a raw 23505).
+        UsageEvent.objects.create(
+            customer=customer, metric="minutes", quantity=1, idempotency_key="product-wrote-it"
+        )
         before = _table_counts()
         with raises_sqlstate(DataError, sqlstate) as raised, connection.cursor() as cursor:
             cursor.execute(
@@ -244,6 +269,38 @@ class TestConsume:
                 raised.value.__cause__.diag.message_primary == f"no customer with id {customer_id or 'NULL'}"
             )
         assert _table_counts() == before
+
+    def test_a_key_taken_by_a_product_event_is_a_consume_error(self):
+        plans_ensure()
+        customer = CustomerFactory()
+        UsageEvent.objects.create(customer=customer, metric="minutes", quantity=2, idempotency_key="job-7")
+        before = _table_counts()
+        with pytest.raises(ConsumeError, match="'job-7' is already taken by a usage event written without"):
+            consume(customer_id=customer.pk, metric="minutes", amount=1, idempotency_key="job-7")
+        assert _table_counts() == before
+
+    def test_amounts_and_answers_are_normalized(self):
+        """An amount with 1,000 trailing zeros was echoed as a 1,000-digit new_usage."""
+        plans = plans_ensure()
+        customer = CustomerFactory()
+        _subscribe(customer, plans["starter"])
+        amount = "2." + "0" * 1000
+        first = consume(customer_id=customer.pk, metric="minutes", amount=amount, idempotency_key="z")
+        again = consume(customer_id=customer.pk, metric="minutes", amount=amount, idempotency_key="z")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT * FROM billing_consume(%s, 'minutes', %s::numeric, NULL)", [customer.pk, amount]
+            )
+            sql = cursor.fetchone()
+        for answer in (first, again):
+            assert (str(answer.new_usage), str(answer.effective_limit), str(answer.credits_remaining)) == (
+                "2",
+                "600",
+                "0",
+            )
+            assert answer.message == "Allowed: 2 of 600 transcription minutes used this period on Starter."
+        assert (str(sql[1]), str(sql[2])) == ("4", "600")
+        assert "Allowed: 4 of 600" in sql[6]
 
     def test_unlimited_plan_always_allows(self):
         plans = plans_ensure()
@@ -526,7 +583,23 @@ class TestCredits:
             ),
             (
                 dict(metric="minutes", quantity=10**15, source="purchase"),
-                BAD_QUANTITY.format(quantity=10**15),
+                TOO_MUCH_CREDIT.format(quantity=10**15, maximum=CREDIT_MAX),
+            ),
+            (
+                dict(metric="minutes", quantity="999999999999999.999", source="goodwill", reason="x"),
+                TOO_MUCH_CREDIT.format(quantity="999999999999999.999", maximum=CREDIT_MAX),
+            ),
+            (
+                dict(metric="minutes", quantity="1e30", source="goodwill", reason="x"),
+                TOO_MUCH_CREDIT.format(quantity="1e30", maximum=CREDIT_MAX),
+            ),
+            (
+                dict(metric="minutes", quantity="1E+5000", source="goodwill", reason="x"),
+                TOO_MUCH_CREDIT.format(quantity="1E+5000", maximum=CREDIT_MAX),
+            ),
+            (
+                dict(metric="ai_interaction", quantity="2.5", source="goodwill", reason="x"),
+                WHOLE_NUMBERS.format(label="AI interactions", quantity="2.5"),
             ),
             (dict(metric="minutes", quantity=5, source="goodwill", reason="  "), GOODWILL_NEEDS_REASON),
             (
