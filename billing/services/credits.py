@@ -42,7 +42,7 @@ def quantity_parse(value: object, *, maximum: Decimal, too_large: str, bad: str)
         raise ValueError(bad.format(quantity=value))
     if number >= maximum:
         raise ValueError(too_large.format(quantity=value, maximum=maximum))
-    if number.as_tuple().exponent < -3 and number != round(number, 3):
+    if number != round(number, 3):  # finite and below maximum: rounding cannot overflow
         raise ValueError(bad.format(quantity=value))
     number = round(number, 3)
     return number.to_integral_value() if number == number.to_integral_value() else number.normalize()
