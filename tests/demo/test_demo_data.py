@@ -81,7 +81,10 @@ def test_if_empty_keeps_existing_data():
     result = run_manage("demo_data", "--if-empty", "--allow-debug-off")
     assert result.returncode == 0, result.stderr
     assert "already loaded" in result.stderr
-    assert "user admin  (existed already: left as it was)" in result.stdout
+    assert (
+        "user admin  (existed already, left as it was: password billing-ops-demo unless changed since)"
+        in (result.stdout)
+    )
     assert Customer.objects.count() == before
     admin.refresh_from_db()
     assert admin.check_password("changed-after-the-demo")  # an existing login is never reset
