@@ -80,7 +80,9 @@ def generate(customers: int, projects_per: int, events_per: int):
             sql(f"ALTER TABLE {table} ENABLE TRIGGER {pgid}")
     # Counter rows from the truth: three monthly periods per customer.
     with transaction.atomic():
-        sql("SELECT set_config('billing_ops.recount', 'on', true)")
+        sql(
+            "INSERT INTO usage_counter_write_grants VALUES (pg_current_xact_id()::text::bigint) ON CONFLICT DO NOTHING"
+        )
         sql(
             """
             INSERT INTO usage_tracking (customer_id, period_start, period_end, month, active_projects_count,
@@ -110,7 +112,9 @@ def plant_drift(fraction: float) -> int:
     """Drift in every 1/fraction-th customer: a wrong gauge, a wrong metered total, a lost preset use."""
     step = round(1 / fraction)
     with transaction.atomic():
-        sql("SELECT set_config('billing_ops.recount', 'on', true)")
+        sql(
+            "INSERT INTO usage_counter_write_grants VALUES (pg_current_xact_id()::text::bigint) ON CONFLICT DO NOTHING"
+        )
         sql(
             "CREATE TEMP TABLE drifted ON COMMIT DROP AS "
             "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM customers) x WHERE n %% %s = 0",

@@ -123,6 +123,14 @@ class AuditLog(models.Model):
         ordering = ["-at", "-id"]
         triggers = [
             pgtrigger.Protect(name="audit_log_append_only", operation=pgtrigger.Update | pgtrigger.Delete),
+            # TRUNCATE fires no row trigger: a statement trigger refuses it, for every role (the owner's too).
+            pgtrigger.Trigger(
+                name="audit_log_no_truncate",
+                level=pgtrigger.Statement,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Truncate,
+                func="RAISE EXCEPTION 'audit_log is append-only: TRUNCATE refused' USING ERRCODE = 'insufficient_privilege';",
+            ),
         ]
 
     def __str__(self):

@@ -68,7 +68,7 @@ def credit_grant_triggers():
             when=pgtrigger.Before,
             operation=pgtrigger.Insert,
             func="""
-IF current_setting('billing_ops.recount', true) = 'on' THEN
+IF usage_counter_writes_granted() THEN
     RETURN NEW;
 END IF;
 NEW.remaining := NEW.granted;  -- nothing has been drawn from a new grant
@@ -83,7 +83,7 @@ RETURN NEW;
             condition=pgtrigger.Condition("pg_trigger_depth() = 0"),
             func=f"""
 IF (OLD.remaining = NEW.remaining AND OLD.granted = NEW.granted)
-   OR current_setting('billing_ops.recount', true) = 'on' THEN
+   OR usage_counter_writes_granted() THEN
     RETURN NEW;
 END IF;
 {_REFUSE}""",

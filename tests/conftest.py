@@ -16,6 +16,23 @@ from billing.ops.checks import drift_rows
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _flush_past_the_audit_guard():
+    """audit_log refuses TRUNCATE for every role (SPEC §10). Between transactional tests the suite's
+    superuser empties every table in replica mode, where ordinary triggers do not fire (no app role
+    can set it)."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    flush = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        return flush(self, ["SET LOCAL session_replication_role = replica", *sql_list])
+
+    DatabaseOperations.execute_sql_flush = execute_sql_flush
+
+
+_flush_past_the_audit_guard()
+
+
 def report_rows(customer_ids=None) -> list[dict]:
     """Every drifted counter as the discrepancy report lists it: the report under test, never a referee.
 

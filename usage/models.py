@@ -326,3 +326,16 @@ class ReconciliationRow(models.Model):
 
     def __str__(self):
         return f"{self.check_name} {self.email}"
+
+
+class CounterWriteGrant(models.Model):
+    """A transaction allowed to write counters directly (SPEC §4 I5, §10): its id, for as long as one of
+    the owner's SECURITY DEFINER recount functions runs in it (usage/sql/usage_counter_writes_granted.sql).
+
+    Only the schema's owner writes it; the app role holds no privilege on it (manage.py db_roles).
+    """
+
+    xact = models.BigIntegerField(primary_key=True, help_text="pg_current_xact_id() of the transaction.")
+
+    class Meta:
+        db_table = "usage_counter_write_grants"

@@ -26,7 +26,10 @@ def statement_trigger(name, operation, func, *, old=False, new=False):
 
 
 def _protect(name, operation, writes_counter):
-    """Refuse client writes of derived counters unless reconciliation allowed them (I5).
+    """Refuse client writes of derived counters outside the recount functions (I5).
+
+    usage_counter_writes_granted() is true only inside the SECURITY DEFINER recount functions (its
+    file says which) and the owner's counter_writes_allowed(): no setting a client can set opens it.
 
     The WHEN clause stays minimal: PostgreSQL prepares it again for every statement, and the counter
     triggers' own updates (depth >= 1) should pay nothing more. The column test is in the body.
@@ -38,7 +41,7 @@ def _protect(name, operation, writes_counter):
         operation=operation,
         condition=pgtrigger.Condition("pg_trigger_depth() = 0"),
         func=f"""
-IF NOT ({writes_counter}) OR current_setting('billing_ops.recount', true) = 'on' THEN
+IF NOT ({writes_counter}) OR usage_counter_writes_granted() THEN
     RETURN NEW;
 END IF;
 RAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be written directly', TG_TABLE_NAME

@@ -33,12 +33,14 @@ SELECT 'credit_remaining', count(*), coalesce(sum(tracked), 0), coalesce(sum(act
 
 
 def _fix_credit_remaining() -> int:
+    """remaining = granted - draws, set by billing_credit_grants_recount (SECURITY DEFINER, billing/sql):
+    it computes what it writes, the drift table only names the customers."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE credit_grants g SET remaining = (d.actual #>> '{}')::numeric FROM pg_temp.usage_drift d "
-            "WHERE d.check_name = 'credit_remaining' AND g.id = d.target_id::uuid"
+            "SELECT billing_credit_grants_recount(array_agg(DISTINCT customer_id)), count(*) "
+            "FROM pg_temp.usage_drift WHERE check_name = 'credit_remaining'"
         )
-        return cursor.rowcount
+        return cursor.fetchone()[1]
 
 
 CREDIT_CHECKS = CheckGroup(

@@ -20,7 +20,6 @@ from billing.ops.checks import CHECK_GROUPS, drift_scan
 from billing.ops.findings import findings
 from billing.services.audit import audit_recount
 from usage.models import Customer, ReconciliationRun
-from usage.services.counters import counter_writes_allowed
 from usage.services.drift import Scan, scan_summary
 
 RECONCILE_LOCK = 0x62696C6C  # pg advisory lock key: one reconciliation at a time
@@ -198,7 +197,7 @@ def _reconcile_batch(run, customer_ids) -> None:
     them apart.
     """
     for group in CHECK_GROUPS:
-        with transaction.atomic(), counter_writes_allowed():
+        with transaction.atomic():
             _fetch(group.lock_sql, [customer_ids])
             # A later statement than the lock: its snapshot sees every write committed before it.
             scan = drift_scan(customer_ids, groups=(group,))

@@ -336,13 +336,11 @@ class TestOverageS5:
         # The next period: allowance back to 100, credits still 30. Age the first period (events,
         # then the period row and the customer's period) so that it ended a second ago.
         UsageEvent.objects.filter(customer=customer).update(occurred_at=now - timedelta(days=1))
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL billing_ops.recount = 'on'")
+        with counter_writes_allowed(), connection.cursor() as cursor:
             cursor.execute(
                 "UPDATE usage_tracking SET period_start = %s, period_end = %s WHERE customer_id = %s",
                 [now - timedelta(days=40), now - timedelta(seconds=1), customer.pk],
             )
-            cursor.execute("SET LOCAL billing_ops.recount = 'off'")
         type(customer).objects.filter(pk=customer.pk).update(
             current_period_start=now - timedelta(days=40), current_period_end=now - timedelta(seconds=1)
         )

@@ -246,59 +246,28 @@ def scan_summary(scan: Scan) -> dict:
     }
 
 
-def _fix_tracking() -> int:
-    fixed = 0
+def _recount(function: str, checks: tuple[str, ...]) -> int:
+    """Set the drifted customers' counters to the truth through a SECURITY DEFINER recount function.
+
+    The function computes what it writes from the source rows (the drift table only names the
+    customers): the app role can recount, never write a value of its own. Returns the counters set,
+    the group's drifted rows (the rows stay locked since the re-check, so they are the ones changed).
+    """
     with connection.cursor() as cursor:
-        for check, column in ((metric.check, metric.counter) for metric in METRICS):
-            cursor.execute(
-                f"UPDATE usage_tracking t SET {column} = (d.actual #>> '{{}}')::numeric, updated_at = now() "
-                "FROM pg_temp.usage_drift d "
-                "WHERE d.check_name = %s AND d.target_id IS NOT NULL AND t.id = d.target_id::bigint",
-                [check],
-            )
-            fixed += cursor.rowcount
-        # Counters with no row: open the row; it is created from the source tables' truth.
         cursor.execute(
-            "SELECT usage_tracking_add_active(array_agg(customer_id), array_fill(0, ARRAY[count(*)::int])) "
-            "FROM (SELECT DISTINCT customer_id FROM pg_temp.usage_drift "
-            "      WHERE check_name = 'active_projects' AND target_id IS NULL) m"
+            f"SELECT {function}(array_agg(DISTINCT customer_id)), count(*) FROM pg_temp.usage_drift "
+            "WHERE check_name = ANY(%s)",
+            [list(checks)],
         )
-        cursor.execute(
-            "SELECT count(*) FROM pg_temp.usage_drift WHERE check_name = 'active_projects' AND target_id IS NULL"
-        )
-        fixed += cursor.fetchone()[0]
-        cursor.execute(
-            "WITH missing AS ("
-            "  SELECT DISTINCT e.customer_id, p.period_start, p.period_end FROM usage_events e"
-            "  CROSS JOIN LATERAL usage_period_at(e.customer_id, e.occurred_at) p"
-            "  WHERE e.customer_id IN (SELECT customer_id FROM pg_temp.usage_drift"
-            "                          WHERE check_name IN ('ai_interactions', 'minutes') AND target_id IS NULL)"
-            "    AND NOT EXISTS (SELECT 1 FROM usage_tracking t WHERE t.customer_id = e.customer_id"
-            "                    AND e.occurred_at >= t.period_start AND e.occurred_at < t.period_end))"
-            "SELECT usage_tracking_add(array_agg(customer_id ORDER BY customer_id, period_start),"
-            "  array_agg(period_start ORDER BY customer_id, period_start),"
-            "  array_agg(period_end ORDER BY customer_id, period_start), NULL, NULL, NULL) FROM missing"
-        )
-        cursor.execute(
-            "SELECT count(*) FROM pg_temp.usage_drift WHERE check_name IN ('ai_interactions', 'minutes') "
-            "AND target_id IS NULL"
-        )
-        fixed += cursor.fetchone()[0]
-    return fixed
+        return cursor.fetchone()[1]
+
+
+def _fix_tracking() -> int:
+    return _recount("usage_tracking_recount", tuple(metric.check for metric in METRICS))
 
 
 def _fix_presets() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE presets p SET usage_count = (d.actual #>> '{}')::integer FROM pg_temp.usage_drift d "
-            "WHERE d.check_name = 'preset_usage_count' AND p.id = d.target_id::uuid"
-        )
-        fixed = cursor.rowcount
-        cursor.execute(
-            "UPDATE presets p SET last_used_at = (d.actual #>> '{}')::timestamptz FROM pg_temp.usage_drift d "
-            "WHERE d.check_name = 'preset_last_used_at' AND p.id = d.target_id::uuid"
-        )
-        return fixed + cursor.rowcount
+    return _recount("usage_presets_recount", ("preset_usage_count", "preset_last_used_at"))
 
 
 TRACKING_CHECKS = CheckGroup(

@@ -2,15 +2,18 @@
 --
 -- The row is created from the source tables' truth, like usage_tracking_add does for triggers: the
 -- gauge carries the live count of active projects, metered counters start from the events already in
--- the period (0 unless late events came first). The counter guard allows it for this statement only:
--- the previous value of billing_ops.recount is restored before returning.
+-- the period (0 unless late events came first).
+-- SECURITY DEFINER, owned by the schema's owner (the role that runs migrate): the counter guard lets
+-- its writes through (usage_counter_writes_granted) because it marks its transaction in
+-- usage_counter_write_grants, which the app role cannot write. Its search_path is fixed with pg_temp
+-- last, so a temporary table of the caller's cannot stand in for projects or usage_events.
 CREATE OR REPLACE FUNCTION usage_tracking_open(p_customer uuid, p_period_start timestamptz, p_period_end timestamptz)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
-    prior text := coalesce(current_setting('billing_ops.recount', true), 'off');
+    mine boolean;
 BEGIN
-    PERFORM set_config('billing_ops.recount', 'on', true);
+    INSERT INTO usage_counter_write_grants VALUES (pg_current_xact_id()::text::bigint) ON CONFLICT DO NOTHING RETURNING true INTO mine;
     INSERT INTO usage_tracking AS t (
         customer_id, period_start, period_end, month,
         active_projects_count, ai_interactions_count, minutes_used, updated_at)
@@ -22,6 +25,8 @@ BEGIN
     FROM usage_events e
     WHERE e.customer_id = p_customer AND e.occurred_at >= p_period_start AND e.occurred_at < p_period_end
     ON CONFLICT DO NOTHING;
-    PERFORM set_config('billing_ops.recount', prior, true);
+    IF mine THEN
+        DELETE FROM usage_counter_write_grants WHERE xact = pg_current_xact_id()::text::bigint;
+    END IF;
 END;
 $$;

@@ -1,0 +1,214 @@
+"""Least privilege (SPEC §10): the app role runs the app's own operations and nothing more.
+
+The roles come from `manage.py db_roles --apply`, as the README's production set-up makes them. The
+app's operations run in-process after SET ROLE (consume, project creation, a signed webhook,
+reconciliation, the report, cron's rollover) and as a real login of the app role (the commands, in
+subprocesses); each way around the counters and the audit log is then tried as the app role.
+"""
+
+import hashlib
+import hmac
+import os
+import time
+from datetime import timedelta
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from billing.services.demo import plans_ensure
+from billing.services.reports import usage_report
+from django.core.management import call_command
+from django.db import ProgrammingError, connection, transaction
+from django.test import Client
+from django.utils import timezone
+from usage.services.integrity import usage_reconcile
+
+from billing import webhook_payloads as wp
+from billing.models import AuditLog, Subscription, WebhookEvent
+from billing.services.consume import consume
+from billing.services.credits import credit_grant
+from billing.services.periods import period_roll_due
+from billing.services.projects import project_create
+from tests.conftest import raises_sqlstate, run_manage
+from tests.factories import CustomerFactory, ProjectFactory
+from tests.referee import assert_invariants
+from usage.models import Preset, UsageTracking
+from usage.services.counters import counter_writes_allowed
+
+OWNER, APP = "billing_test_owner", "billing_test_app"
+SECRET = "whsec_roles_test"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def roles():
+    call_command("db_roles", "--owner", OWNER, "--app", APP, "--apply")
+
+
+def _as(role):
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET ROLE {role}")
+
+
+def _conninfo(user) -> dict:
+    info = connection.connection.info
+    return dict(host=info.host, port=info.port, dbname=info.dbname, user=user, autocommit=True)
+
+
+def _sqlstate(sql, params=None, *, user=APP) -> str | None:
+    """Run one statement as a real login of ``user``; the SQLSTATE it failed with (None: it ran)."""
+    with psycopg.connect(**_conninfo(user)) as conn:
+        try:
+            with conn.transaction():
+                conn.execute(sql, params)
+        except psycopg.Error as exc:
+            return exc.sqlstate
+    return None
+
+
+def _signed_stripe(client, payload):
+    body = wp.body(payload)
+    t = int(time.time())
+    v1 = hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return client.post(
+        "/webhooks/stripe/",
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=f"t={t},v1={v1}",
+    )
+
+
+def test_the_app_role_runs_the_apps_own_operations(roles, settings):
+    settings.STRIPE_WEBHOOK_SECRET = SECRET
+    plans = plans_ensure()
+    customer = CustomerFactory(email="roles@example.com")
+    due = CustomerFactory(
+        current_period_start=timezone.now() - timedelta(days=40),
+        current_period_end=timezone.now() - timedelta(days=9),
+    )
+    drifted = CustomerFactory()
+    ProjectFactory.create_batch(2, customer=drifted)
+    with transaction.atomic(), counter_writes_allowed():  # history the triggers never saw (as the owner)
+        UsageTracking.objects.filter(customer=drifted).update(active_projects_count=7)
+
+    _as(APP)
+    try:
+        answer = consume(customer_id=customer.pk, metric="minutes", amount=5, idempotency_key="r1")
+        assert answer.allowed and answer.new_usage == 5
+        project_create(customer=customer, name="Podcast")
+        start = timezone.now().replace(microsecond=0) - timedelta(days=1)
+        response = _signed_stripe(
+            Client(),
+            wp.stripe_event(
+                "customer.subscription.created",
+                wp.stripe_subscription(
+                    sub_id="sub_roles",
+                    customer_id=customer.pk,
+                    price_id=plans["starter"].stripe_price_id,
+                    status="active",
+                    start=start,
+                    end=start + timedelta(days=30),
+                ),
+                created=start,
+            ),
+        )
+        assert response.status_code == 200, response.content
+        assert WebhookEvent.objects.get().status == "processed"
+        assert Subscription.objects.get(customer=customer).plan_id == plans["starter"].pk
+        result = usage_reconcile(customer_ids=None, apply=True, started_by="test (app role)")
+        assert result.run.fixed == 1 and result.summary["remaining_drift"] == 0
+        assert period_roll_due(actor="test (app role)") == 1
+        month = customer.current_period_start.strftime("%Y-%m")
+        assert any(r["email"] == "roles@example.com" for r in usage_report(month))
+        assert AuditLog.objects.filter(action="recount").exists()  # appended through the app role
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
+    due.refresh_from_db()
+    assert due.current_period_end > timezone.now()
+    assert_invariants()
+
+    # The commands, as a real login of the app role.
+    info = _conninfo(APP)
+    env = dict(os.environ)
+    env.pop("EMBEDDED_DBNAME", None)
+    env["DATABASE_URL"] = f"postgres://{APP}@/{info['dbname']}?host={quote(info['host'])}&port={info['port']}"
+    for args in (
+        ["usage_discrepancies", "--fail-on-drift", "--format", "json"],
+        ["reconcile_usage", "--apply"],
+        ["usage_report", "--month", month, "--format", "csv"],
+        ["roll_usage_periods"],
+        ["check_triggers"],
+    ):
+        result = run_manage(*args, env=env)
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+
+
+@pytest.mark.parametrize(
+    "sql, sqlstate",
+    [
+        ("TRUNCATE usage_tracking", "42501"),
+        ("TRUNCATE audit_log", "42501"),
+        ("ALTER TABLE usage_tracking DISABLE TRIGGER ALL", "42501"),
+        ("ALTER TABLE projects DISABLE TRIGGER USER", "42501"),
+        ("SET session_replication_role = replica", "42501"),
+        ("UPDATE usage_tracking SET active_projects_count = 99", "23514"),
+        (
+            "SELECT set_config('billing_ops.recount', 'on', true); "
+            "UPDATE usage_tracking SET active_projects_count = 99",
+            "23514",
+        ),
+        ("UPDATE presets SET usage_count = 99", "23514"),
+        ("UPDATE credit_grants SET remaining = 99", "23514"),
+        ("INSERT INTO usage_counter_write_grants VALUES (pg_current_xact_id()::text::bigint)", "42501"),
+        ("UPDATE audit_log SET reason = 'rewritten'", "42501"),
+        ("DELETE FROM audit_log", "42501"),
+        ("CREATE TABLE usage_tracking_copy (n int)", "42501"),
+        (f"SET ROLE {OWNER}", "42501"),
+        ("DROP TRIGGER pgtrigger_audit_log_append_only_2a0c0 ON audit_log", "42501"),
+    ],
+)
+def test_the_app_role_cannot_get_around_the_counters_or_the_audit_log(roles, sql, sqlstate):
+    plans_ensure()
+    customer = CustomerFactory()
+    ProjectFactory(customer=customer)
+    consume(customer_id=customer.pk, metric="minutes", amount=1)  # an audit row and a usage row exist
+    credit_grant(customer=customer, metric="minutes", quantity=5, source="goodwill", actor="t", reason="r")
+    Preset.objects.create(customer=customer, name="Show notes")
+    before = _snapshot()
+    assert _sqlstate(sql) == sqlstate
+    assert _snapshot() == before
+
+
+def _snapshot():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT string_agg(active_projects_count || '/' || minutes_used, ',' ORDER BY id) FROM usage_tracking),"
+            " (SELECT count(*) FROM audit_log), (SELECT string_agg(reason, ',') FROM audit_log),"
+            " (SELECT string_agg(remaining::text, ',') FROM credit_grants),"
+            " (SELECT string_agg(usage_count::text, ',') FROM presets),"
+            " (SELECT count(*) FROM pg_trigger WHERE tgenabled = 'D')"
+        )
+        return cursor.fetchone()
+
+
+def test_audit_log_refuses_truncate_for_every_role():
+    """TRUNCATE audit_log emptied the audit log (the guard covered UPDATE and DELETE only)."""
+    AuditLog.objects.create(actor="t", action="recount", target_type="customer", target_id="x")
+    # As the suite's superuser, the schema's owner.
+    refused = raises_sqlstate(ProgrammingError, "42501", match="audit_log is append-only: TRUNCATE refused")
+    with refused, connection.cursor() as cursor:
+        cursor.execute("TRUNCATE audit_log")
+    assert AuditLog.objects.count() == 1
+
+
+def test_db_roles_prints_the_sql_and_refuses_bad_names():
+    printed = run_manage("db_roles", "--owner", "acme_owner", "--app", "acme_app")
+    assert printed.returncode == 0, printed.stderr
+    assert "CREATE ROLE acme_app LOGIN NOSUPERUSER" in printed.stdout
+    assert "REVOKE ALL ON public.usage_counter_write_grants FROM acme_app;" in printed.stdout
+    for args in (["--app", "Robert'); DROP TABLE audit_log;--"], ["--owner", "same", "--app", "same"]):
+        refused = run_manage("db_roles", *args)
+        assert refused.returncode == 2 and refused.stdout == "", refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
