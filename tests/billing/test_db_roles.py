@@ -15,20 +15,20 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from billing.services.demo import plans_ensure
-from billing.services.reports import usage_report
 from django.core.management import call_command
 from django.db import ProgrammingError, connection, transaction
 from django.test import Client
 from django.utils import timezone
-from usage.services.integrity import usage_reconcile
 
-from billing import webhook_payloads as wp
 from billing.models import AuditLog, Subscription, WebhookEvent
+from billing.ops.integrity import usage_reconcile
+from billing.ops.usage_report import usage_report
 from billing.services.consume import consume
 from billing.services.credits import credit_grant
 from billing.services.periods import period_roll_due
 from billing.services.projects import project_create
+from demo import webhook_payloads as wp
+from demo.data import plans_ensure
 from tests.conftest import raises_sqlstate, run_manage
 from tests.factories import CustomerFactory, ProjectFactory
 from tests.referee import assert_invariants

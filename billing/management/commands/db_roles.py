@@ -1,7 +1,7 @@
 from django.core.management.base import CommandError
 from django.db import connection
-from usage.management.base import EXIT_USAGE, OpsCommand
 
+from billing.management.base import EXIT_USAGE, OpsCommand
 from billing.services.db_roles import db_roles_apply, db_roles_sql
 
 
