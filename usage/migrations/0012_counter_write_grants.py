@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     writes it, inside its SECURITY DEFINER recount functions (usage/sql/usage_counter_writes_granted.sql).
     It replaces the billing_ops.recount setting, which any client could set."""
 
-    dependencies = [("usage", "0010_projects_truncate_current_period")]
+    dependencies = [("usage", "0011_usage_tracking_finance_indexes")]
 
     operations = [
         migrations.CreateModel(
@@ -28,6 +28,6 @@ class Migration(migrations.Migration):
             options={"db_table": "usage_counter_write_grants"},
         ),
         migrations.RunSQL(
-            (SQL / "0011_counter_write_grants.sql").read_text(), reverse_sql=migrations.RunSQL.noop
+            (SQL / "0012_counter_write_grants.sql").read_text(), reverse_sql=migrations.RunSQL.noop
         ),
     ]

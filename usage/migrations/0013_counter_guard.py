@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     """The counter guards ask usage_counter_writes_granted() instead of the settable billing_ops.recount."""
 
     dependencies = [
-        ("usage", "0011_counter_write_grants"),
+        ("usage", "0012_counter_write_grants"),
     ]
 
     operations = [
