@@ -55,7 +55,16 @@ def test_month_report_shows_usage_allowance_and_credit_in_every_format():
     assert json.loads(empty.stdout)["rows"] == []
 
 
-@pytest.mark.parametrize("month", ["2026-13", "2026-1", "november", "", "0000-01"])
-def test_bad_month_exits_2_without_traceback(month):
+@pytest.mark.parametrize(
+    ("month", "message"),
+    [
+        ("2026-13", "YYYY-MM"),
+        ("2026-1", "YYYY-MM"),
+        ("november", "YYYY-MM"),
+        ("", "YYYY-MM"),
+        ("0000-01", "out of range: from 2000-01"),
+    ],
+)
+def test_bad_month_exits_2_without_traceback(month, message):
     result = run_manage("usage_report", "--month", month)
-    assert result.returncode == 2 and "YYYY-MM" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
