@@ -9,17 +9,31 @@ import uuid
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db.models.functions import Lower
+from django.db.models import Exists, Q
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Lower, Now
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
+from billing.dashboard import dashboard_figures
 from billing.finance import admin as finance_admin  # noqa: F401  (the usage-periods list finance drills into)
 from billing.models import AuditLog, CreditDraw, CreditGrant, Plan, Subscription, WebhookEvent
+from billing.ops.checks import CHECK_GROUPS
 from billing.ops.diagnosis import customer_diagnose
-from billing.ops.integrity import ReconciliationBusy, customer_recount, discrepancy_report, usage_reconcile
+from billing.ops.findings import over_limit
+from billing.ops.integrity import (
+    ReconciliationBusy,
+    customer_recount,
+    discrepancy_report,
+    reconcile_all_start,
+    usage_reconcile,
+)
+from billing.selectors import DEFAULT_PLAN_CODE, OVER_LIMIT_SQL, customer_usage, last_full_run
 from billing.services.credits import (
     CREDIT_MAX,
     GOODWILL_NEEDS_REASON,
@@ -28,13 +42,33 @@ from billing.services.credits import (
     credit_quantity_parse,
 )
 from billing.services.plans import PlanChangeBlocked, plan_change_validate, subscription_change_plan
+from billing.services.projects import (
+    VERB_CREATE,
+    ProjectLimitReached,
+    project_change_verb,
+    project_create,
+    project_limit_check,
+    project_update,
+)
 from billing.services.webhooks import PROCESSORS, webhook_replay
+from usage import admin as usage_admin
 from usage.admin import BigTableAdmin, PresetInline, ReadOnlyAdmin, UsageTrackingInline
-from usage.models import Customer
+from usage.models import Customer, Project, ReconciliationRow, ReconciliationRun, UsageEvent
+from usage.numbers import limit, number
 
 RECONCILE_PERMISSION = "usage.reconcile_selection"
 VALIDATE_PERMISSION = "billing.view_plan"
 CHANGE_PLAN_PERMISSION = "billing.change_subscription"
+GRANT_PERMISSION = "billing.add_creditgrant"
+SELECTION_MAX = 200
+SELECTION_TOO_BIG_RECONCILE = (
+    "Select at most 200 customers to reconcile here. Reconciling every customer is a superuser's "
+    "background run: Reconciliation runs › Reconcile every customer (or manage.py reconcile_usage --apply)."
+)
+SELECTION_TOO_BIG_REPORT = (
+    "Select at most 200 customers for a report here; the report over every customer is "
+    "manage.py usage_discrepancies (from cron), and its last run is on the dashboard."
+)
 
 
 class PlanActionForm(helpers.ActionForm):
@@ -50,13 +84,196 @@ class PlanActionForm(helpers.ActionForm):
     )
 
 
+def _dashboard_index(index):
+    """The admin index with the dashboard's figures (billing.dashboard) above the apps."""
+
+    def view(request, extra_context=None):
+        return index(request, {**(extra_context or {}), "dashboard": dashboard_figures()})
+
+    return view
+
+
+admin.site.index = _dashboard_index(admin.site.index)
+
+
 def _actor(request) -> str:
     return f"{request.user.get_username()} (admin)"
 
 
+# --- the customer list's filters (SPEC §7 Support) -------------------------------------------------
+# Each is a correlated condition the list evaluates row by row along its email index, so a page of 50
+# stops after 50 matches; the count behind a filter is capped (usage.admin.EstimatedCountPaginator).
+
+# The customer's live subscription by its one definition (billing/sql/billing_live_plan.sql).
+_LIVE = RawSQL("SELECT subscription_id FROM billing_live_plan(customers.id)", ())
+
+
+def _live_subscription(*conditions, **fields):
+    return Exists(Subscription.objects.filter(*conditions, pk=_LIVE, **fields))
+
+
+class PlanFilter(admin.SimpleListFilter):
+    title = "plan"
+    parameter_name = "plan"
+
+    def lookups(self, request, model_admin):
+        return list(Plan.objects.order_by("price").values_list("code", "name"))
+
+    def queryset(self, request, queryset):
+        code = self.value()
+        if code not in Plan.Code.values:
+            return queryset
+        if code == DEFAULT_PLAN_CODE:  # no live subscription counts as Free
+            return queryset.filter(~_live_subscription(~Q(plan__code=code)))
+        return queryset.filter(_live_subscription(plan__code=code))
+
+
+class SubscriptionStatusFilter(admin.SimpleListFilter):
+    title = "subscription status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [*Subscription.Status.choices[:3], ("none", "none (Free)")]
+
+    def queryset(self, request, queryset):
+        status = self.value()
+        if status == "none":
+            return queryset.filter(~_live_subscription())
+        if status in Subscription.Status.values:
+            return queryset.filter(_live_subscription(status=status))
+        return queryset
+
+
+class ProcessorFilter(admin.SimpleListFilter):
+    title = "processor"
+    parameter_name = "processor"
+
+    def lookups(self, request, model_admin):
+        return Subscription.Processor.choices
+
+    def queryset(self, request, queryset):
+        if self.value() in Subscription.Processor.values:
+            return queryset.filter(_live_subscription(processor=self.value()))
+        return queryset
+
+
+_ACTIVE_PROJECTS = RawSQL(
+    "(SELECT count(*) FROM projects p WHERE p.customer_id = customers.id AND p.status = 'active')", ()
+)
+
+
+class ActiveProjectsFilter(admin.SimpleListFilter):
+    """By the projects themselves, not the counter."""
+
+    title = "active projects"
+    parameter_name = "projects"
+    RANGES = {"0": (0, 0), "1-3": (1, 3), "4-10": (4, 10), "gt3": (4, None), "gt10": (11, None)}
+
+    def lookups(self, request, model_admin):
+        return [
+            ("0", "none"),
+            ("1-3", "1 to 3"),
+            ("4-10", "4 to 10"),
+            ("gt3", "more than 3"),
+            ("gt10", "more than 10"),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() not in self.RANGES:
+            return queryset
+        low, high = self.RANGES[self.value()]
+        queryset = queryset.alias(active_projects=_ACTIVE_PROJECTS).filter(active_projects__gte=low)
+        return queryset if high is None else queryset.filter(active_projects__lte=high)
+
+
+class OverLimitFilter(admin.SimpleListFilter):
+    """Over a limit by the truth: the over-limit finding's own definition, for each listed customer."""
+
+    title = "over a limit"
+    parameter_name = "over"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "over a limit now")]
+
+    def queryset(self, request, queryset):
+        if self.value() != "yes":
+            return queryset
+        condition = "EXISTS (" + OVER_LIMIT_SQL.format(scope="AND c.id = customers.id") + ")"
+        return queryset.extra(where=[condition])
+
+
+class DriftFilter(admin.SimpleListFilter):
+    """Drift as the last report over every customer found it (cheap: that run's rows, by index)."""
+
+    title = "drift"
+    parameter_name = "drift"
+
+    def lookups(self, request, model_admin):
+        return [("last", "at the last full report")]
+
+    def queryset(self, request, queryset):
+        if self.value() != "last":
+            return queryset
+        run = last_full_run()
+        if run is None:
+            return queryset.none()
+        # An apply run's rows were drift it fixed; what it could not fix (and a report's rows) remains.
+        drifted = ReconciliationRow.objects.filter(run=run, fixed=False).values("customer_id")
+        return queryset.filter(pk__in=drifted)
+
+
+class StalePeriodFilter(admin.SimpleListFilter):
+    """The stale_period finding's condition (billing.ops.findings): a period that ended unrolled."""
+
+    title = "period"
+    parameter_name = "stale"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "ended without a rollover")]
+
+    def queryset(self, request, queryset):
+        if self.value() != "yes":
+            return queryset
+        ended = Q(current_period_end__lte=Now()) | _live_subscription(current_period_end__lte=Now())
+        return queryset.filter(ended)
+
+
+class CustomerChangeList(ChangeList):
+    """Each page's plan, counters and their truth in one query (CUSTOMER_USAGE_SQL), and its findings."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        ids = [c.pk for c in self.result_list]
+        usage = customer_usage(ids) if ids else {}
+        over = {}
+        for finding in over_limit(ids) if ids else ():
+            over.setdefault(finding.customer_id, []).append(finding.detail)
+        for customer in self.result_list:
+            customer.usage = usage.get(customer.pk)
+            customer.over_limits = over.get(str(customer.pk), [])
+
+
 @admin.register(Customer)
 class CustomerAdmin(BigTableAdmin):
-    list_display = ("email", "name", "current_period_start", "current_period_end", "created_at")
+    list_display = (
+        "email",
+        "name",
+        "plan_column",
+        "status_column",
+        "projects_column",
+        "drift_column",
+        "over_limit_column",
+    )
+    list_filter = (
+        PlanFilter,
+        SubscriptionStatusFilter,
+        ProcessorFilter,
+        ActiveProjectsFilter,
+        OverLimitFilter,
+        DriftFilter,
+        StalePeriodFilter,
+    )
     search_fields = ("email",)
     search_help_text = "Email (exact, any case), an email prefix, or a customer id."
     # Periods are opened by the billing rules (renewals, rollover), never typed in.
@@ -71,6 +288,53 @@ class CustomerAdmin(BigTableAdmin):
         "change_plan_action",
     )
     action_form = PlanActionForm
+
+    def get_changelist(self, request, **kwargs):
+        return CustomerChangeList
+
+    def get_object(self, request, object_id, from_field=None):
+        """Once per request: the customer page reads it for its diagnosis and again for its form."""
+        cache = request.__dict__.setdefault("_customers", {})
+        key = (object_id, from_field)
+        if key not in cache:
+            cache[key] = super().get_object(request, object_id, from_field)
+        return cache[key]
+
+    @admin.display(description="plan")
+    def plan_column(self, customer):
+        return customer.usage.plan_name if customer.usage else "—"
+
+    @admin.display(description="subscription")
+    def status_column(self, customer):
+        u = customer.usage
+        if u is None or u.subscription_status is None:
+            return "none"
+        return f"{u.subscription_status} ({u.processor})"
+
+    @admin.display(description="active projects (tracked / limit)")
+    def projects_column(self, customer):
+        u = customer.usage
+        if u is None:
+            return "—"
+        return f"{number(u.projects_tracked or 0)} / {limit(u.projects_allowance)}"
+
+    @admin.display(description="drift")
+    def drift_column(self, customer):
+        u = customer.usage
+        if u is None or not u.drifted:
+            return ""
+        return format_html(
+            '<strong class="drift-flag" style="color:var(--error-fg)">DRIFT</strong> {}', ", ".join(u.drifted)
+        )
+
+    @admin.display(description="over limit")
+    def over_limit_column(self, customer):
+        if not customer.over_limits:
+            return ""
+        return format_html(
+            '<strong class="over-limit-flag" style="color:var(--error-fg)">OVER</strong> {}',
+            "; ".join(customer.over_limits),
+        )
 
     def get_search_results(self, request, queryset, search_term):
         """Use the lower(email) unique index instead of a sequential ILIKE scan."""
@@ -95,9 +359,15 @@ class CustomerAdmin(BigTableAdmin):
         extra_context = extra_context or {}
         customer = self.get_object(request, object_id)
         if customer is not None:
-            extra_context["diagnosis"] = customer_diagnose(customer=customer)
+            plans = list(Plan.objects.order_by("price"))
+            extra_context["diagnosis"] = customer_diagnose(
+                customer=customer, plans=plans, trigger_health=False
+            )
             extra_context["can_recount"] = self.has_reconcile_permission(request)
             extra_context["recount_url"] = reverse("admin:usage_customer_recount", args=[customer.pk])
+            extra_context["can_grant"] = request.user.has_perm(GRANT_PERMISSION)
+            extra_context["can_validate"] = self.has_validate_permission(request)
+            extra_context["plans"] = plans
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
@@ -107,8 +377,113 @@ class CustomerAdmin(BigTableAdmin):
                 self.admin_site.admin_view(self.recount_view),
                 name="usage_customer_recount",
             ),
+            path(
+                "<path:object_id>/grant/",
+                self.admin_site.admin_view(self.grant_view),
+                name="usage_customer_grant",
+            ),
+            path(
+                "<path:object_id>/plan/",
+                self.admin_site.admin_view(self.plan_view),
+                name="usage_customer_plan",
+            ),
             *super().get_urls(),
         ]
+
+    def _page(self, request, customer, template, title, **context):
+        return TemplateResponse(
+            request,
+            f"admin/usage/customer/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "opts": self.opts,
+                "original": customer,
+                **context,
+            },
+        )
+
+    def grant_view(self, request, object_id):
+        """Goodwill credit from the customer's page: the customer is this one, the rest is the form."""
+        if not request.user.has_perm(GRANT_PERMISSION):
+            raise PermissionDenied
+        customer = self.get_object(request, object_id)
+        if customer is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        form = CustomerGrantForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                grant = credit_grant(
+                    customer=customer,
+                    metric=form.cleaned_data["metric"],
+                    quantity=form.cleaned_data["granted"],
+                    source=CreditGrant.Source.GOODWILL,
+                    actor=_actor(request),
+                    reason=form.cleaned_data["reason"],
+                    expires_at=form.cleaned_data.get("expires_at"),
+                )
+            except CreditGrantError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(
+                    request,
+                    f"Granted {number(grant.granted)} {grant.get_metric_display()} of goodwill credit to "
+                    f"{customer.email}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:usage_customer_change", args=[customer.pk]))
+        return self._page(request, customer, "grant.html", f"Grant credit to {customer.email}", form=form)
+
+    def plan_view(self, request, object_id):
+        """Validate a plan change (GET ?to=PLAN: writes nothing), then change it (POST, confirmed)."""
+        if not self.has_validate_permission(request):
+            raise PermissionDenied
+        customer = self.get_object(request, object_id)
+        if customer is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        page = reverse("admin:usage_customer_change", args=[customer.pk])
+        data = request.POST if request.method == "POST" else request.GET
+        target = Plan.objects.filter(code=data.get("to", "")).first()
+        if target is None:
+            self.message_user(request, "Choose the plan to validate a change to.", messages.ERROR)
+            return HttpResponseRedirect(page)
+        if request.method == "POST":
+            if not self.has_change_plan_permission(request):
+                raise PermissionDenied
+            try:
+                result = self._change_plan(request, customer, target, data.get("reason", ""))
+            except PlanChangeBlocked as exc:
+                self.message_user(request, f"Not moved to {target.name}: {exc}", messages.ERROR)
+            else:
+                if result.direction == "same":
+                    self.message_user(request, f"{customer.email} is already on {target.name}.")
+                else:
+                    self.message_user(
+                        request,
+                        f"Moved {customer.email} to {target.name} ({result.direction}).",
+                        messages.SUCCESS,
+                    )
+            return HttpResponseRedirect(page)
+        result = plan_change_validate(customer=customer, target=target)
+        return self._page(
+            request,
+            customer,
+            "plan_change.html",
+            f"Plan change for {customer.email}: {result.current.name if result.current else 'none'} → {target.name}",
+            result=result,
+            can_change=self.has_change_plan_permission(request) and result.direction != "same",
+            superuser=request.user.is_superuser,
+        )
+
+    def _change_plan(self, request, customer, target, reason):
+        """The one admin path to subscription_change_plan: the page's button and the list's action."""
+        return subscription_change_plan(
+            customer=customer,
+            target=target,
+            actor=_actor(request),
+            override_reason=reason[:500],
+            is_superuser=request.user.is_superuser,
+        )
 
     def recount_view(self, request, object_id):
         if request.method != "POST":
@@ -135,8 +510,17 @@ class CustomerAdmin(BigTableAdmin):
 
     # --- changelist actions ---------------------------------------------------------------------------
 
+    def _too_many(self, request, queryset, message) -> bool:
+        """Selections are bounded (one request, one confirmation page): every customer is a batch job."""
+        if queryset[: SELECTION_MAX + 1].count() <= SELECTION_MAX:
+            return False
+        self.message_user(request, message, messages.ERROR)
+        return True
+
     @admin.action(description="Discrepancy report for the selected customers", permissions=["view"])
     def discrepancy_report_action(self, request, queryset):
+        if self._too_many(request, queryset, SELECTION_TOO_BIG_REPORT):
+            return None
         customers = list(queryset.order_by("email"))
         # Only a role that may fix counters records its reports as runs; Finance's are read-only (SPEC §7).
         result = discrepancy_report(
@@ -159,6 +543,8 @@ class CustomerAdmin(BigTableAdmin):
 
     @admin.action(description="Reconcile the selected customers' counters", permissions=["reconcile"])
     def reconcile_action(self, request, queryset):
+        if self._too_many(request, queryset, SELECTION_TOO_BIG_RECONCILE):
+            return None
         customers = list(queryset.order_by("email"))
         ids = [c.pk for c in customers]
         if request.POST.get("confirm") == "yes":
@@ -236,13 +622,7 @@ class CustomerAdmin(BigTableAdmin):
         changed, refused = 0, []
         for customer in queryset.order_by("email"):
             try:
-                result = subscription_change_plan(
-                    customer=customer,
-                    target=target,
-                    actor=_actor(request),
-                    override_reason=reason,
-                    is_superuser=request.user.is_superuser,
-                )
+                result = self._change_plan(request, customer, target, reason)
             except PlanChangeBlocked as exc:
                 refused.append(f"{customer.email}: {exc}")
                 continue
@@ -286,6 +666,7 @@ class SubscriptionAdmin(BigTableAdmin):
     )
     list_filter = ("plan", "status", "processor")
     list_select_related = ("customer", "plan")
+    ordering = ("-customer_id", "-created_at")  # the customer index, small sorts per customer
     search_fields = ("customer__email", "external_subscription_id")
     raw_id_fields = ("customer",)
     readonly_fields = ("id", "created_at", "updated_at", "last_event_at")
@@ -297,6 +678,7 @@ class AuditLogAdmin(ReadOnlyAdmin):
 
     list_display = ("at", "actor", "action", "target_type", "target_id", "reason")
     list_filter = ("action",)
+    ordering = ("-id",)  # append-only: the primary key is the time order, no sort of the log
     search_fields = ("=customer_id", "actor", "=target_id")
     search_help_text = "Exact customer id or target id, or part of the actor."
     readonly_fields = [f.name for f in AuditLog._meta.fields]
@@ -308,7 +690,7 @@ class GoodwillGrantForm(forms.ModelForm):
     granted = forms.CharField(
         label="Quantity",
         max_length=40,
-        help_text=f"Positive, at most 3 decimals, below {CREDIT_MAX:,}; whole for AI interactions.",
+        help_text=f"Positive, at most 3 decimals, below {CREDIT_MAX:,} (like 250, 1,000 or 12.5); whole for AI interactions.",
     )
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}), help_text="Required: it goes in the audit log."
@@ -329,6 +711,19 @@ class GoodwillGrantForm(forms.ModelForm):
         if not reason:
             raise forms.ValidationError(GOODWILL_NEEDS_REASON)
         return reason
+
+
+class CustomerGrantForm(forms.Form):
+    """Goodwill credit from a customer's page: positive, bounded, with a reason (the service checks)."""
+
+    metric = forms.ChoiceField(choices=UsageEvent.Metric.choices)
+    granted = GoodwillGrantForm.base_fields["granted"]
+    expires_at = forms.DateTimeField(
+        required=False, label="Expires at", help_text="Empty = never expires. UTC, like 2027-01-31 23:59."
+    )
+    reason = GoodwillGrantForm.base_fields["reason"]
+    clean_granted = GoodwillGrantForm.clean_granted
+    clean_reason = GoodwillGrantForm.clean_reason
 
 
 class CreditDrawInline(admin.TabularInline):
@@ -391,11 +786,96 @@ class CreditGrantAdmin(BigTableAdmin):
             reason=form.cleaned_data["reason"],
             expires_at=form.cleaned_data.get("expires_at"),
         )
-        obj.pk = grant.pk
+        obj.pk, obj.source, obj.granted = grant.pk, grant.source, grant.granted
         obj._state.adding = False
 
     def save_related(self, request, form, formsets, change):
         pass  # the draws are the ledger's, nothing to save from the add form
+
+
+class ProjectForm(forms.ModelForm):
+    """A project's page: becoming active for a customer (add, un-archive, move) checks its plan's limit.
+
+    The check runs here, under the customer's period-row lock, so the refusal is a form error that
+    writes nothing; the admin's change view is one transaction, so the lock holds until the service
+    saves (save_model), which checks again under it and audits an override.
+    """
+
+    override_reason = forms.CharField(
+        required=False,
+        max_length=500,
+        label="Override reason",
+        help_text="Superusers only: goes past the plan's active-projects limit; it goes in the audit log.",
+    )
+
+    is_superuser = False  # set per request by ProjectAdmin.get_form
+
+    class Meta:
+        model = Project
+        fields = ("customer", "name", "status")
+
+    def clean(self):
+        cleaned = super().clean()
+        customer, status = cleaned.get("customer"), cleaned.get("status")
+        if customer is None or status is None:
+            return cleaned
+        if self.instance._state.adding:
+            verb = VERB_CREATE if status == Project.Status.ACTIVE else None
+        else:  # the instance still holds the stored values: the form copies its data in after clean()
+            verb = project_change_verb(project=self.instance, customer=customer, status=status)
+        if verb:
+            try:
+                project_limit_check(
+                    customer=customer,
+                    verb=verb,
+                    override_reason=cleaned.get("override_reason", ""),
+                    is_superuser=self.is_superuser,
+                )
+            except ProjectLimitReached as exc:
+                raise forms.ValidationError(str(exc))
+        return cleaned
+
+
+@admin.register(Project)
+class ProjectAdmin(BigTableAdmin):
+    """Here rather than in usage/admin.py: saving a project goes through billing's project service."""
+
+    list_display = ("name", "customer", "status", "created_at", "updated_at")
+    list_filter = ("status",)
+    list_select_related = ("customer",)
+    ordering = ("-customer_id", "-created_at")  # the customer index, small sorts per customer
+    search_fields = ("customer__email", "name")
+    raw_id_fields = ("customer",)
+    readonly_fields = ("id", "created_at", "updated_at")
+    form = ProjectForm
+
+    def get_fields(self, request, obj=None):
+        return (
+            "customer",
+            "name",
+            "status",
+            "override_reason",
+            *(("id", "created_at", "updated_at") if obj else ()),
+        )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.is_superuser = request.user.is_superuser
+        return form
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        fields = {
+            "customer": data["customer"],
+            "name": data["name"],
+            "status": data["status"],
+            "actor": _actor(request),
+            "override_reason": data.get("override_reason", ""),
+            "is_superuser": request.user.is_superuser,
+        }
+        saved = project_update(project=obj, **fields) if change else project_create(**fields)
+        obj.pk, obj.updated_at = saved.pk, saved.updated_at
+        obj._state.adding = False
 
 
 API_VERSION_UNEXPECTED = "an API version the handlers were not written for: check what it changed"
@@ -412,16 +892,23 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "status",
         "attempts",
         "last_error",
-        "outcome",
+        "outcome_short",
         "api_version_shown",
         "processor",
         "event_id",
     )
-    list_filter = ("status", "retry_expected", "processor", "event_type")
+    # No event_type filter: on a free-text column it runs a DISTINCT over the whole inbox per load.
+    list_filter = ("status", "retry_expected", "processor")
     search_fields = ("=event_id", "=customer_id")
+    ordering = ("-id",)  # arrival order by the primary key: no sort of the inbox
     search_help_text = "Exact event id or customer id."
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
     actions = ("replay_failed",)
+
+    # Long texts cut to a line, so every column fits at 1,400 px; the event's page shows them whole.
+    @admin.display(description="outcome")
+    def outcome_short(self, event):
+        return Truncator(event.outcome).chars(60)
 
     def has_replay_permission(self, request):
         return request.user.has_perm("billing.replay_webhookevent")
@@ -430,9 +917,10 @@ class WebhookEventAdmin(ReadOnlyAdmin):
     def last_error(self, event):
         if not event.error:
             return "—"
+        error = Truncator(event.error).chars(60)  # a line, so the columns fit at 1,400 px
         if event.retry_expected:  # the processor delivers it again; a person steps in if that never helps
-            return f"{event.error} (waiting for the processor's retry)"
-        return event.error
+            return f"{error} (waiting for the processor's retry)"
+        return error
 
     @admin.display(description="API version", ordering="api_version")
     def api_version_shown(self, event):
@@ -456,3 +944,70 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         self.message_user(
             request, f"Replayed {done} event(s); {still} still failing; {skipped} skipped (not failed)."
         )
+
+
+# --- reconciliation history: usage's pages, with what needs billing's checks (SPEC §7 Roles) ---------
+
+
+class ReconciliationRunAdmin(usage_admin.ReconciliationRunAdmin):
+    """usage's run history, plus the superuser's Reconcile every customer (billing.ops runs it)."""
+
+    def has_reconcile_all_permission(self, request):
+        return request.user.has_perm("usage.reconcile_all")
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_reconcile_all": self.has_reconcile_all_permission(request),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        return [
+            path(
+                "reconcile-all/",
+                self.admin_site.admin_view(self.reconcile_all_view),
+                name="usage_reconciliationrun_reconcile_all",
+            ),
+            *super().get_urls(),
+        ]
+
+    def reconcile_all_view(self, request):
+        """A superuser's: every customer, in a background process, batched; progress on its run page."""
+        if not self.has_reconcile_all_permission(request):
+            raise PermissionDenied
+        changelist = reverse("admin:usage_reconciliationrun_changelist")
+        if request.method != "POST":
+            return TemplateResponse(
+                request,
+                "admin/usage/reconciliationrun/reconcile_all.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Reconcile every customer",
+                    "opts": self.opts,
+                },
+            )
+        try:
+            reconcile_all_start(started_by=f"{request.user.get_username()} (admin, every customer)")
+        except ReconciliationBusy as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                "Started reconciling every customer in the background, in batches; "
+                "its run below shows the progress. Reload to follow it.",
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(changelist)
+
+
+class ReconciliationRowAdmin(usage_admin.ReconciliationRowAdmin):
+    check_groups = CHECK_GROUPS  # usage's checks and billing's (credit remaining)
+
+
+for _model, _model_admin in (
+    (ReconciliationRun, ReconciliationRunAdmin),
+    (ReconciliationRow, ReconciliationRowAdmin),
+):
+    admin.site.unregister(_model)
+    admin.site.register(_model, _model_admin)

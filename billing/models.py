@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from billing import triggers
+from usage import numbers
 from usage.models import CounterFieldsMixin, Customer, GenRandomUUID, UsageEvent
 
 
@@ -105,6 +106,7 @@ class AuditLog(models.Model):
         CREDIT_GRANT = "credit_grant"
         PERIOD_ROLLOVER = "period_rollover"
         WEBHOOK_EFFECT = "webhook_effect"
+        PROJECT_LIMIT_OVERRIDE = "project_limit_override"
 
     at = models.DateTimeField(db_default=Now(), editable=False)
     actor = models.CharField(max_length=200, help_text="A staff user, a command, or a processor's webhook.")
@@ -194,7 +196,7 @@ class CreditGrant(CounterFieldsMixin, models.Model):
         triggers = triggers.credit_grant_triggers()
 
     def __str__(self):
-        return f"{self.granted.normalize():f} {self.get_metric_display()} ({self.source})"
+        return f"{numbers.number(self.granted)} {self.get_metric_display()} ({self.source})"
 
 
 class CreditDraw(models.Model):

@@ -1,13 +1,20 @@
 """Reads several billing callers share."""
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+from django.db import connection
 from django.db.models.expressions import RawSQL
 
 from billing.models import Plan, Subscription
-from usage.metrics import Metric
-from usage.models import Customer
+from usage.metrics import ACTIVE_PROJECTS, AI_INTERACTIONS, MINUTES, Metric
+from usage.models import ALL_CUSTOMERS, Customer, ReconciliationRun
 from usage.sql_functions import SqlFunction, sql_functions
+
+DEFAULT_PLAN_CODE = Plan.Code.FREE  # a customer with no live subscription is on Free (billing_live_plan)
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"  # billing's SQL functions, one current definition each
 
@@ -28,11 +35,143 @@ def live_subscription(customer: Customer) -> Subscription | None:
     )
 
 
-def customer_plan(customer: Customer) -> Plan | None:
-    """The live subscription's plan, else Free; None when there is neither."""
-    return Plan.objects.filter(pk=_live_plan("plan_id", customer)).first()
+_UNKNOWN = object()
+
+
+def customer_plan(
+    customer: Customer, *, subscription: Any = _UNKNOWN, plans: Iterable[Plan] | None = None
+) -> Plan | None:
+    """The live subscription's plan, else Free; None when there is neither.
+
+    Pass the live subscription (None: there is none) or the plan catalogue when the caller has them
+    loaded: a query less each.
+    """
+    if subscription is _UNKNOWN:
+        return Plan.objects.filter(pk=_live_plan("plan_id", customer)).first()
+    if subscription is not None:
+        return subscription.plan
+    if plans is not None:
+        return next((p for p in plans if p.code == DEFAULT_PLAN_CODE), None)
+    return Plan.objects.filter(code=DEFAULT_PLAN_CODE).first()
 
 
 def plan_allowance(plan: Plan, metric: Metric) -> int | None:
     """The plan's allowance per period of a metric of the catalogue (None = unlimited)."""
     return getattr(plan, metric.allowance)
+
+
+# Each customer's plan, its current-period counters and their truth, in one statement: the customer
+# list's columns and the over-limit finding read the same definition. The live plan is
+# billing_live_plan, the current period usage_period_current, the allowances billing_plan_allowance
+# (the metric catalogue). The truth is read per customer through indexes: active projects
+# (projects_active_by_cust), the period's usage events (usage_events_sum_cover), the credit drawn
+# this period. {scope} narrows the customers.
+CUSTOMER_USAGE_SQL = """
+SELECT c.id AS customer_id, c.email, pl.code AS plan_code, pl.name AS plan_name,
+       s.status AS subscription_status, s.processor,
+       billing_plan_allowance(pl, 'active_projects') AS projects_allowance,
+       billing_plan_allowance(pl, 'ai_interaction') AS ai_allowance,
+       billing_plan_allowance(pl, 'minutes') AS minutes_allowance,
+       t.id AS period_id, t.active_projects_count AS projects_tracked,
+       t.ai_interactions_count AS ai_tracked, t.minutes_used AS minutes_tracked,
+       active.projects AS projects_actual,
+       coalesce(used.ai, 0) AS ai_actual, coalesce(used.minutes, 0) AS minutes_actual,
+       coalesce(credited.ai, 0) AS ai_credited, coalesce(credited.minutes, 0) AS minutes_credited
+FROM customers c
+CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
+JOIN plans pl ON pl.id = lp.plan_id
+LEFT JOIN subscriptions s ON s.id = lp.subscription_id
+LEFT JOIN usage_tracking t ON t.customer_id = c.id AND usage_period_current(t.period_start, t.period_end)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS projects FROM projects p WHERE p.customer_id = c.id AND p.status = 'active'
+) AS active
+LEFT JOIN LATERAL (
+    SELECT sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction') AS ai,
+           sum(e.quantity) FILTER (WHERE e.metric = 'minutes') AS minutes
+    FROM usage_events e
+    WHERE e.customer_id = c.id AND e.metric IN ('ai_interaction', 'minutes')
+      AND e.occurred_at >= t.period_start AND e.occurred_at < t.period_end
+) AS used ON true
+LEFT JOIN LATERAL (  -- metered usage beyond the allowance that overage credit paid for is not over
+    SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
+           sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
+    FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
+    WHERE d.customer_id = c.id AND d.kind = 'usage'  -- a refund's take-back paid for no usage
+      AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+) AS credited ON true
+WHERE true {scope}
+"""
+
+
+def customer_usage_scope(customer_ids: Iterable | None) -> tuple[str, dict]:
+    """The {scope} of CUSTOMER_USAGE_SQL: every customer (None) or these."""
+    if customer_ids is None:
+        return "", {}
+    return "AND c.id = ANY(%(ids)s::uuid[])", {"ids": [str(i) for i in customer_ids]}
+
+
+# Each customer's usage over a limit, by the truth: one row per (customer, metric) over. The
+# over-limit finding orders it; the customer list's filter asks whether a row exists for a customer.
+OVER_LIMIT_SQL = (
+    "SELECT u.customer_id, u.email, u.plan_name, m.metric, m.used, m.allowance FROM ("
+    + CUSTOMER_USAGE_SQL
+    + """) AS u
+CROSS JOIN LATERAL (VALUES  -- metric codes of the catalogue (usage/metrics.py)
+    ('active_projects', u.projects_actual::numeric, u.projects_allowance),
+    ('ai_interaction', u.ai_actual, u.ai_allowance + u.ai_credited),
+    ('minutes', u.minutes_actual, u.minutes_allowance + u.minutes_credited)
+) AS m(metric, used, allowance)
+WHERE m.allowance IS NOT NULL AND m.used > m.allowance
+"""
+)
+
+
+@dataclass
+class CustomerUsage:
+    """One row of CUSTOMER_USAGE_SQL: a customer's plan, current counters and their truth."""
+
+    customer_id: object
+    email: str
+    plan_code: str
+    plan_name: str
+    subscription_status: str | None
+    processor: str | None
+    projects_allowance: Decimal | None
+    ai_allowance: Decimal | None
+    minutes_allowance: Decimal | None
+    period_id: int | None
+    projects_tracked: int | None
+    ai_tracked: Decimal | None
+    minutes_tracked: Decimal | None
+    projects_actual: int
+    ai_actual: Decimal
+    minutes_actual: Decimal
+    ai_credited: Decimal
+    minutes_credited: Decimal
+
+    @property
+    def drifted(self) -> list[str]:
+        """The current-period counters that differ from their truth (no row counts as 0)."""
+        pairs = (
+            (ACTIVE_PROJECTS.label, self.projects_tracked, self.projects_actual),
+            (AI_INTERACTIONS.label, self.ai_tracked, self.ai_actual),
+            (MINUTES.label, self.minutes_tracked, self.minutes_actual),
+        )
+        return [label for label, tracked, actual in pairs if (tracked or 0) != actual]
+
+
+def customer_usage(customer_ids: Iterable | None) -> dict:
+    """CustomerUsage by customer id, for a page of customers (one query)."""
+    scope, params = customer_usage_scope(customer_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(CUSTOMER_USAGE_SQL.format(scope=scope), params)
+        return {row[0]: CustomerUsage(*row) for row in cursor.fetchall()}
+
+
+def last_full_run():
+    """The last completed report or reconciliation over every customer: what "drift now" means cheaply."""
+    return (
+        ReconciliationRun.objects.filter(status=ReconciliationRun.Status.COMPLETED, scope=ALL_CUSTOMERS)
+        .order_by("-started_at", "-id")
+        .first()
+    )

@@ -176,6 +176,9 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
+# The currency of plan prices and money on every page (prices are stored in its minor units).
+BILLING_CURRENCY = env("BILLING_CURRENCY", default="USD")
+
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 PADDLE_WEBHOOK_SECRET = env("PADDLE_WEBHOOK_SECRET", default="")
 # How far a signature's timestamp may be from our clock (replay protection), in seconds.

@@ -495,8 +495,8 @@ MUTANTS = [
     Mutant(
         "project-limit-off-by-one",
         "billing/services/projects.py",
-        "if active >= limit:",
-        "if active > limit:",
+        "if active < limit:",
+        "if active <= limit:",
         (CONSUME,),
         "a customer at the project limit can create one more",
     ),

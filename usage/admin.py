@@ -1,31 +1,46 @@
 """Admin for the product's tables. Derived counters are read-only everywhere (SPEC §4, §7)."""
 
+from datetime import UTC, datetime, timedelta
+
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connection
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.text import Truncator
 
+from usage import numbers
+from usage.metrics import ACTIVE_PROJECTS, AI_INTERACTIONS, MINUTES
 from usage.models import (
     Preset,
     PresetUsage,
-    Project,
     ReconciliationRow,
     ReconciliationRun,
     UsageEvent,
     UsageTracking,
 )
+from usage.services.drift import USAGE_CHECK_GROUPS
+
+COUNT_CAP = 1_000
 
 
 class EstimatedCountPaginator(Paginator):
-    """Unfiltered changelists of big tables page on the planner's row estimate, not COUNT(*)."""
+    """Changelists of big tables never COUNT(*) a whole table.
+
+    Unfiltered, they page on the planner's row estimate; filtered or searched, they count at most
+    COUNT_CAP + 1 rows (the page shows "more than 1,000"), so a broad filter costs a bounded scan.
+    """
 
     @cached_property
     def count(self):
         query = self.object_list.query
         if query.where or query.distinct:
-            return super().count
+            count = self.object_list[: COUNT_CAP + 1].count()
+            self.count_kind = "capped" if count > COUNT_CAP else "exact"
+            return count
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
@@ -33,7 +48,13 @@ class EstimatedCountPaginator(Paginator):
             )
             estimate = cursor.fetchone()[0]
         # reltuples is -1 before the first ANALYZE; small tables are cheap to count exactly.
-        return super().count if estimate < 100_000 else estimate
+        if estimate < 100_000:
+            return super().count
+        self.count_kind = "estimate"
+        return estimate
+
+    count_kind = "exact"
+    count_cap = COUNT_CAP
 
 
 class BigTableAdmin(admin.ModelAdmin):
@@ -55,15 +76,63 @@ class ReadOnlyAdmin(BigTableAdmin):
         return False
 
 
-class UsageTrackingInline(admin.TabularInline):
+def counter(field: str, description: str):
+    """A read-only column showing a counter for people (usage.numbers.number: "1,234", never "0.000")."""
+
+    @admin.display(description=description, ordering=field)
+    def show(self, obj):
+        return numbers.number(getattr(obj, field))
+
+    show.__name__ = f"{field}_display"
+    return show
+
+
+class CounterColumns:
+    """The usage-period counters as columns, formatted."""
+
+    active_projects = counter(ACTIVE_PROJECTS.counter, ACTIVE_PROJECTS.label)
+    ai_interactions = counter(AI_INTERACTIONS.counter, AI_INTERACTIONS.label)
+    minutes = counter(MINUTES.counter, MINUTES.label)
+
+
+class MonthFilter(admin.SimpleListFilter):
+    """The last 12 months as fixed choices: a range on an indexed column, never a DISTINCT over the table
+    (what list_filter on a field and date_hierarchy run on every page load)."""
+
+    title = "month"
+    parameter_name = "month"
+    field = ""
+
+    @classmethod
+    def on(cls, field: str):
+        return type(f"MonthFilter_{field}", (cls,), {"field": field})
+
+    def lookups(self, request, model_admin):
+        start = timezone.now().date().replace(day=1)
+        months = []
+        for _ in range(12):
+            months.append((start.strftime("%Y-%m"), start.strftime("%B %Y")))
+            start = (start - timedelta(days=1)).replace(day=1)
+        return months
+
+    def queryset(self, request, queryset):
+        try:
+            start = datetime.strptime(self.value() or "", "%Y-%m").replace(tzinfo=UTC)
+        except ValueError:
+            return queryset
+        end = (start + timedelta(days=32)).replace(day=1)
+        return queryset.filter(**{f"{self.field}__gte": start, f"{self.field}__lt": end})
+
+
+class UsageTrackingInline(CounterColumns, admin.TabularInline):
     model = UsageTracking
     fields = (
         "month",
         "period_start",
         "period_end",
-        "active_projects_count",
-        "ai_interactions_count",
-        "minutes_used",
+        "active_projects",
+        "ai_interactions",
+        "minutes",
         "updated_at",
     )
     readonly_fields = fields
@@ -80,16 +149,6 @@ class PresetInline(admin.TabularInline):
     readonly_fields = ("usage_count", "last_used_at")
     extra = 0
     show_change_link = True
-
-
-@admin.register(Project)
-class ProjectAdmin(BigTableAdmin):
-    list_display = ("name", "customer", "status", "created_at", "updated_at")
-    list_filter = ("status",)
-    list_select_related = ("customer",)
-    search_fields = ("customer__email", "name")
-    raw_id_fields = ("customer",)
-    readonly_fields = ("id", "created_at", "updated_at")
 
 
 @admin.register(Preset)
@@ -113,12 +172,14 @@ class PresetUsageAdmin(BigTableAdmin):
 class UsageEventAdmin(BigTableAdmin):
     """Append-only: corrections are new (negative, reasoned) events, never edits."""
 
-    list_display = ("customer", "metric", "quantity", "occurred_at", "idempotency_key", "reason")
-    list_filter = ("metric",)
+    list_display = ("customer", "metric", "quantity_display", "occurred_at", "idempotency_key", "reason")
+    list_filter = ("metric", MonthFilter.on("occurred_at"))
     list_select_related = ("customer",)
     search_fields = ("customer__email", "idempotency_key")
     raw_id_fields = ("customer",)
-    date_hierarchy = "occurred_at"
+    # Newest first per customer: a backward scan of usage_events_sum_cover, never a sort of the table.
+    ordering = ("-customer_id", "-metric", "-occurred_at")
+    quantity_display = counter("quantity", "quantity")
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -128,7 +189,7 @@ class UsageEventAdmin(BigTableAdmin):
 
 
 @admin.register(UsageTracking)
-class UsageTrackingAdmin(ReadOnlyAdmin):
+class UsageTrackingAdmin(CounterColumns, ReadOnlyAdmin):
     """Counters are derived: the triggers write them."""
 
     list_display = (
@@ -136,14 +197,15 @@ class UsageTrackingAdmin(ReadOnlyAdmin):
         "month",
         "period_start",
         "period_end",
-        "active_projects_count",
-        "ai_interactions_count",
-        "minutes_used",
-        "updated_at",
+        "active_projects",
+        "ai_interactions",
+        "minutes",
     )
-    list_filter = ("month",)
+    list_filter = (MonthFilter.on("period_start"),)
     list_select_related = ("customer",)
     search_fields = ("customer__email",)
+    # Newest period first per customer: a backward scan of the (customer, period_start) unique index.
+    ordering = ("-customer_id", "-period_start")
 
 
 @admin.register(ReconciliationRun)
@@ -156,16 +218,82 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
         "mode",
         "status",
         "started_by",
-        "scope",
+        "scope_short",
         "customers_checked",
         "customers_with_drift",
         "discrepancies",
         "fixed",
         "rows_link",
     )
+
+    @admin.display(description="scope")
+    def scope_short(self, run):
+        return Truncator(run.scope).chars(40)
+
     list_filter = ("mode", "status")
     search_fields = ("started_by", "scope")
-    readonly_fields = [f.name for f in ReconciliationRun._meta.fields] + ["rows_link"]
+    fields = (
+        "id",
+        "mode",
+        "status",
+        "started_at",
+        "finished_at",
+        "started_by",
+        "scope",
+        "progress",
+        "summary_display",
+        "error",
+        "resumed_from",
+    )
+    readonly_fields = fields
+    change_list_template = "admin/usage/reconciliationrun/change_list.html"
+    change_form_template = "admin/usage/reconciliationrun/change_form.html"
+    ROWS_PER_PAGE = 50
+
+    @admin.display(description="summary")
+    def summary_display(self, run):
+        """The summary for people: what was checked, found and fixed, and each counter's totals."""
+        s = run.summary or {}
+        n = numbers.number
+        lines = [
+            f"{n(run.customers_checked)} customers checked, {n(run.customers_with_drift)} with drift, "
+            f"{n(run.discrepancies)} drifted counters, {n(run.fixed)} set to the truth."
+        ]
+        if "remaining_drift" in s:
+            lines.append(f"Drifted again while it ran: {n(s['remaining_drift'])}.")
+        found = {k: v for k, v in (s.get("findings") or {}).items() if v}
+        if found:
+            lines.append(
+                "Findings: " + ", ".join(f"{k.replace('_', ' ')} {n(v)}" for k, v in found.items()) + "."
+            )
+        metrics = s.get("metrics") or s.get("metrics_before") or {}
+        if metrics:
+            lines.append(
+                "Totals (tracked / true): "
+                + "; ".join(
+                    f"{k.replace('_', ' ')} {n(m.get('tracked'))} / {n(m.get('actual'))}"
+                    for k, m in metrics.items()
+                )
+                + "."
+            )
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The run's rows inline on its page, paginated (?rows=N)."""
+        extra_context = extra_context or {}
+        rows = ReconciliationRow.objects.filter(run_id=object_id if str(object_id).isdigit() else None)
+        paginator = Paginator(rows.order_by("id"), self.ROWS_PER_PAGE)
+        extra_context["rows_page"] = paginator.get_page(request.GET.get("rows"))
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="progress")
+    def progress(self, run):
+        done, total = run.summary.get("batches_done"), run.summary.get("batches")
+        if total is None:
+            return "—"
+        return f"{numbers.number(done)} of {numbers.number(total)} batches" + (
+            " (running)" if run.status == ReconciliationRun.Status.RUNNING else ""
+        )
 
     @admin.display(description="rows")
     def rows_link(self, run):
@@ -173,8 +301,22 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
         return format_html('<a href="{}">{} rows</a>', url, run.discrepancies)
 
 
+class CheckFilter(admin.SimpleListFilter):
+    """The registered checks as fixed choices: no DISTINCT over every run's rows per page load."""
+
+    title = "check"
+    parameter_name = "check_name"
+
+    def lookups(self, request, model_admin):
+        return [(c, c.replace("_", " ")) for group in model_admin.check_groups for c in group.checks]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(check_name=self.value()) if self.value() else queryset
+
+
 @admin.register(ReconciliationRow)
 class ReconciliationRowAdmin(ReadOnlyAdmin):
+    check_groups = USAGE_CHECK_GROUPS  # the check filter's choices; billing adds its own checks
     list_display = (
         "run",
         "check_name",
@@ -186,7 +328,7 @@ class ReconciliationRowAdmin(ReadOnlyAdmin):
         "after",
         "fixed",
     )
-    list_filter = ("check_name", "fixed", "run__mode")
+    list_filter = (CheckFilter, "fixed", "run__mode")
     list_select_related = ("run",)
     search_fields = ("=email", "=customer_id")
     search_help_text = "Exact email or customer id."

@@ -70,8 +70,16 @@ class Customer(models.Model):
     class Meta:
         db_table = "customers"
         ordering = ["email"]
+        indexes = [
+            # The customer list's order: the admin adds -pk to make "email" a total order.
+            models.Index(fields=["email", "-id"], name="customers_email_order"),
+        ]
         constraints = [
-            models.UniqueConstraint(Lower("email"), name="customers_email_ci_unique"),
+            models.UniqueConstraint(
+                Lower("email"),
+                name="customers_email_ci_unique",
+                violation_error_message="A customer with this email already exists (emails ignore case).",
+            ),
             models.CheckConstraint(
                 condition=Q(current_period_end__gt=models.F("current_period_start")),
                 name="customers_period_ordered",
@@ -250,6 +258,9 @@ class UsageTracking(CounterFieldsMixin, models.Model):
         return f"{self.customer_id} {self.month}"
 
 
+ALL_CUSTOMERS = "all customers"  # the scope of a run over every customer
+
+
 class ReconciliationRun(models.Model):
     """One discrepancy report or reconciliation: who started it, what it found, what it fixed."""
 
@@ -267,9 +278,7 @@ class ReconciliationRun(models.Model):
     started_by = models.CharField(max_length=200, help_text="A staff user, or the command that ran it.")
     mode = models.CharField(max_length=8, choices=Mode.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
-    scope = models.CharField(
-        max_length=200, default="all customers", help_text="All customers, or which ones."
-    )
+    scope = models.CharField(max_length=200, default=ALL_CUSTOMERS, help_text="All customers, or which ones.")
     batch_size = models.PositiveIntegerField(null=True, blank=True)
     resumed_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

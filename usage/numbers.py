@@ -1,10 +1,12 @@
-"""The one number formatter: quantities as people and JSON read them (3, not Decimal('3.000'); 1.5).
-
-``number_plain`` for JSON and plain text; ``number_human`` and ``money_human`` for pages (thousands
-separators, money in its currency), built on it.
+"""The one number formatter (SPEC §7): quantities as JSON and CSV carry them (number_plain: 3, not
+Decimal('3.000'); 1.5) and as people read them on pages (number: thousands separators, whole numbers
+without decimals, never "0.000"; limit; money from minor units with its currency; percent). In usage,
+the lower layer, so both apps' pages use it; the template filters {% load human %} wrap it.
 """
 
 from decimal import Decimal
+
+from django.conf import settings
 
 
 def number_plain(value):
@@ -41,3 +43,67 @@ def money_human(minor_units, currency: str) -> str:
     amount = f"{Decimal(minor_units) / 100:,.2f}"
     symbol = CURRENCY_SYMBOLS.get(currency)
     return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
+
+
+NONE = "—"
+UNLIMITED = "unlimited"
+
+
+def number(value, *, none: str = NONE) -> str:
+    """1234 → "1,234"; Decimal("620.000") → "620"; Decimal("2.500") → "2.5"; -20 → "−20"."""
+    if value is None or value == "":
+        return none
+    if isinstance(value, bool):
+        return str(value)
+    try:
+        value = Decimal(str(value))
+    except ArithmeticError:
+        return str(value)
+    if not value.is_finite():
+        return str(value)
+    if value == value.to_integral_value():
+        text = f"{int(value):,}"
+    else:
+        text = f"{value.normalize():,f}"
+    return text.replace("-", "−")
+
+
+def limit(value) -> str:
+    """A plan's allowance: a number, or "unlimited" where the plan has none (NULL)."""
+    return UNLIMITED if value is None else number(value)
+
+
+def money(minor, currency: str | None = None) -> str:
+    """Minor units (cents) with the currency: 1900 → "USD 19.00"; 0 → "USD 0.00"."""
+    if minor is None:
+        return NONE
+    currency = (currency or settings.BILLING_CURRENCY).upper()
+    amount = Decimal(int(minor)) / 100
+    text = f"{amount:,.2f}".replace("-", "−")
+    return f"{currency} {text}"
+
+
+def percent(part, whole) -> str:
+    if not whole:
+        return NONE
+    return f"{Decimal(part) / Decimal(whole) * 100:,.0f} %"
+
+
+def value(item) -> str:
+    """One audited value for people: numbers formatted, nothing as "none", lists joined."""
+    if item is None:
+        return "none"
+    if isinstance(item, bool):
+        return "yes" if item else "no"
+    if isinstance(item, (int, float, Decimal)):
+        return number(item)
+    if isinstance(item, str):
+        try:
+            return number(Decimal(item)) if item.strip() else '""'
+        except ArithmeticError:
+            return item
+    if isinstance(item, (list, tuple)):
+        return "; ".join(value(i) for i in item) if item else "none"
+    if isinstance(item, dict):
+        return ", ".join(f"{k}: {value(v)}" for k, v in item.items())
+    return str(item)

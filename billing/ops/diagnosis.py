@@ -3,15 +3,17 @@
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.db import transaction
+
 from billing.models import AuditLog, CreditGrant, WebhookEvent
-from billing.ops.checks import drift_rows
+from billing.ops.checks import drift_scan
 from billing.ops.findings import findings
 from billing.selectors import customer_plan, live_subscription, plan_allowance
+from billing.services.audit import audit_changes
 from usage.metrics import BY_CHECK as METRICS_BY_CHECK
 from usage.metrics import METRICS
 from usage.models import ReconciliationRow
 from usage.numbers import number_plain
-from usage.selectors import current_period
 
 # Every check, in the order the page shows them: the catalogue's metrics first, by their labels.
 COUNTER_LABELS = {
@@ -36,6 +38,13 @@ class CounterLine:
     @property
     def drifted(self) -> bool:
         return self.tracked != self.actual
+
+    @property
+    def over(self):
+        """How far the true value is past the allowance (None when within it): "left" is never negative."""
+        if self.left is None or self.left >= 0:
+            return None
+        return -self.left
 
 
 @dataclass
@@ -136,16 +145,25 @@ class Diagnosis:
         }
 
 
-def customer_diagnose(*, customer) -> Diagnosis:
-    """Plan, period, every counter beside its truth, allowance left, findings, history, the fix."""
-    plan = customer_plan(customer)
+def customer_diagnose(*, customer, plans=None, trigger_health: bool = True) -> Diagnosis:
+    """Plan, period, every counter beside its truth, allowance left, findings, history, the fix.
+
+    ``plans``: the plan catalogue when the caller has it loaded (one query less). ``trigger_health``:
+    include the (global) trigger-health findings; the admin's customer page leaves them to the
+    dashboard, which shows them on every page load of the index.
+    """
     subscription = live_subscription(customer)
-    rows = drift_rows([customer.pk], everything=True)
-    current = current_period(customer)
+    plan = customer_plan(customer, subscription=subscription, plans=plans)
+    # Inside a caller's transaction, no savepoint (two statements less); alone, its own transaction.
+    with transaction.atomic(savepoint=False):
+        scan = drift_scan([customer.pk], everything=True)
+        rows = list(scan.rows())
+    # The current period's row is the one the active-projects check compares (None: no row yet).
+    current = next((r["target_id"] for r in rows if r["check"] == "active_projects"), None)
     counters = []
     for row in sorted(rows, key=lambda r: (list(COUNTER_LABELS).index(r["check"]), str(r["target_id"]))):
         # Metered counters: the current period's row only; earlier periods are history.
-        history = current and row["target_id"] not in (None, str(current.pk))
+        history = current and row["target_id"] not in (None, current)
         metric = METRICS_BY_CHECK.get(row["check"])
         if metric and metric.metered and history and row["tracked"] == row["actual"]:
             continue
@@ -157,19 +175,23 @@ def customer_diagnose(*, customer) -> Diagnosis:
             row["actual"],
             row["difference"],
         )
-        if plan and metric and (current is None or row["target_id"] in (None, str(current.pk))):
+        if plan and metric and (current is None or row["target_id"] in (None, current)):
             line.allowance = plan_allowance(plan, metric)
             if line.allowance is not None and isinstance(line.actual, (int, str)):
                 # actual is number_plain's: an int, or a fraction as exact decimal text
                 line.left = number_plain(Decimal(line.allowance) - Decimal(line.actual))
         counters.append(line)
-    found = findings([customer.pk])
+    found = findings([customer.pk], skip=() if trigger_health else ("trigger_health",))
     runs = list(
         ReconciliationRow.objects.select_related("run")
         .filter(customer_id=customer.pk)
         .order_by("-run__started_at")[:10]
     )
+    for row in runs:
+        row.label = COUNTER_LABELS.get(row.check_name, row.check_name)
     audit = list(AuditLog.objects.filter(customer_id=customer.pk)[:10])
+    for entry in audit:
+        entry.changes = audit_changes(entry.before, entry.after, COUNTER_LABELS)
     diagnosis = Diagnosis(customer, plan, subscription, current, counters, found, runs, audit)
     diagnosis.credits = list(CreditGrant.objects.filter(customer=customer).order_by("-created_at")[:10])
     diagnosis.webhooks = list(WebhookEvent.objects.filter(customer_id=customer.pk)[:10])

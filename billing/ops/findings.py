@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from billing.ops.checks import trigger_health
+from billing.selectors import OVER_LIMIT_SQL, customer_usage_scope
 from usage.metrics import ACTIVE_PROJECTS
 from usage.metrics import BY_CODE as METRICS_BY_CODE
 from usage.numbers import number_plain
@@ -28,14 +29,18 @@ class Finding:
         return {k: getattr(self, k) for k in ("check", "customer_id", "email", "target_id", "detail", "fix")}
 
 
-def findings(customer_ids=None) -> list[Finding]:
-    """Every finding in scope (None: every customer), in this order."""
-    return [
-        *unhealthy_triggers(),
-        *over_limit(customer_ids),
-        *stale_period(customer_ids),
-        *failed_webhook(customer_ids),
-    ]
+FINDING_CHECKS = ("trigger_health", "over_limit", "stale_period", "failed_webhook")
+
+
+def findings(customer_ids=None, *, skip=()) -> list[Finding]:
+    """Every finding in scope (None: every customer), in this order; ``skip``: checks left out."""
+    providers = {
+        "trigger_health": lambda: unhealthy_triggers(),
+        "over_limit": lambda: over_limit(customer_ids),
+        "stale_period": lambda: stale_period(customer_ids),
+        "failed_webhook": lambda: failed_webhook(customer_ids),
+    }
+    return [f for check in FINDING_CHECKS if check not in skip for f in providers[check]()]
 
 
 def unhealthy_triggers() -> Iterator[Finding]:
@@ -52,31 +57,11 @@ def unhealthy_triggers() -> Iterator[Finding]:
             )
 
 
-# The live plan (billing_live_plan) and each metric's allowance (billing_plan_allowance, through the
-# catalogue usage_metrics()): the same definitions billing_consume uses.
-_OVER_LIMIT = """
-SELECT c.id, c.email, pl.name, m.code, u.used, u.allowance
-FROM customers c
-CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
-JOIN plans pl ON pl.id = lp.plan_id
-JOIN usage_tracking t ON t.customer_id = c.id AND usage_period_current(t.period_start, t.period_end)
-LEFT JOIN LATERAL (  -- metered usage beyond the allowance that overage credit paid for is not over
-    SELECT jsonb_object_agg(per.metric, per.drawn) AS drawn FROM (
-        SELECT g.metric, sum(d.quantity) AS drawn
-        FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
-        WHERE d.customer_id = c.id AND d.kind = 'usage'  -- a refund's take-back paid for no usage
-          AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
-        GROUP BY g.metric
-    ) AS per
-) AS credited ON true
-CROSS JOIN usage_metrics() AS m
-CROSS JOIN LATERAL (
-    SELECT (to_jsonb(t) ->> m.counter)::numeric AS used,
-           billing_plan_allowance(pl, m.code) + coalesce((credited.drawn ->> m.code)::numeric, 0) AS allowance
-) AS u
-WHERE u.allowance IS NOT NULL AND u.used > u.allowance {scope}
-ORDER BY u.used / nullif(u.allowance, 0) DESC NULLS FIRST
-"""
+# Computed from the truth, never from a counter that may have drifted (issue 11 finding 4): see
+# billing.selectors.CUSTOMER_USAGE_SQL (the live plan, the allowances of the catalogue, the active
+# projects themselves and the period's usage events). A customer with no row for its current period
+# (S1 "missing") is still over when its projects are.
+_OVER_LIMIT = OVER_LIMIT_SQL + "ORDER BY m.used / nullif(m.allowance, 0) DESC NULLS FIRST, u.email\n"
 
 _STALE_PERIOD = """
 SELECT c.id, c.email, 'customer' AS what, c.current_period_end
@@ -97,7 +82,7 @@ def _scope(customer_ids):
 
 
 def over_limit(customer_ids=None):
-    scope, params = _scope(customer_ids)
+    scope, params = customer_usage_scope(customer_ids)
     with connection.cursor() as cursor:
         cursor.execute(_OVER_LIMIT.format(scope=scope), params)
         for customer_id, email, plan, code, used, allowance in cursor.fetchall():

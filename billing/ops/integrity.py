@@ -9,15 +9,20 @@ every write committed before the lock), and sets what still differs to the recom
 whose triggers wait on those locks add their deltas afterwards, so no concurrent increment is lost.
 """
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from billing.ops.checks import CHECK_GROUPS, drift_scan
-from billing.ops.findings import findings
+from billing.ops.findings import FINDING_CHECKS, findings
 from billing.services.audit import audit_recount
 from usage.models import Customer, ReconciliationRun
 from usage.services.drift import Scan, scan_summary
@@ -60,6 +65,11 @@ def discrepancy_report(
         scan = drift_scan(customer_ids)
         found = findings(customer_ids)
         summary = scan_summary(scan)
+        # Customers (or objects) per finding, kept with the run: the dashboard reads them from here.
+        summary["findings"] = {
+            check: len({f.customer_id or f.target_id for f in found if f.check == check})
+            for check in FINDING_CHECKS
+        }
         if run is not None:
             _record_rows(run, fixed=False)
             _finish(run, scan, summary, fixed=0)
@@ -107,6 +117,38 @@ class ReconcileResult:
 
 class ReconciliationBusy(Exception):
     pass
+
+
+def reconcile_all_start(*, started_by: str) -> subprocess.Popen:
+    """Reconcile every customer in the background: ``manage.py reconcile_usage --apply`` in its own
+    process and session (batched, checkpointed, one at a time; its run records progress and outcome).
+
+    Raises ReconciliationBusy when a reconciliation is already running.
+    """
+    with _reconcile_lock():  # refuses now, with who is running, rather than in the background
+        pass
+    env = dict(os.environ)
+    name = connection.settings_dict["NAME"]  # the database this process uses, wherever it lives
+    if env.get("DATABASE_URL"):
+        env["DATABASE_URL"] = urlunsplit(urlsplit(env["DATABASE_URL"])._replace(path=f"/{name}"))
+    else:
+        env["EMBEDDED_DBNAME"] = name
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(settings.BASE_DIR / "manage.py"),
+            "reconcile_usage",
+            "--apply",
+            "--started-by",
+            started_by,
+        ],
+        env=env,
+        cwd=settings.BASE_DIR,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def usage_reconcile(
@@ -166,8 +208,15 @@ def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResu
             str(r[0]) for r in _fetch("SELECT DISTINCT customer_id FROM pg_temp.usage_drift ORDER BY 1")
         ]
     batches = [drifted[i : i + batch_size] for i in range(0, len(drifted), batch_size)]
+    # Progress on the run itself, so the run page can show how far a background run has gone.
+    ReconciliationRun.objects.filter(pk=run.pk).update(
+        customers_checked=customers_checked, summary={"batches": len(batches), "batches_done": 0}
+    )
     for n, batch in enumerate(batches, 1):
         _reconcile_batch(run, batch)
+        ReconciliationRun.objects.filter(pk=run.pk).update(
+            summary={"batches": len(batches), "batches_done": n}
+        )
         if progress:
             progress(n, len(batches))
     run.refresh_from_db()
@@ -179,6 +228,8 @@ def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResu
             **totals,
             "metrics_before": scan_summary(first)["metrics"],
             "remaining_drift": after.discrepancies,
+            "batches": len(batches),
+            "batches_done": len(batches),
         }
     run.refresh_from_db()
     run.customers_checked = customers_checked

@@ -5,6 +5,7 @@ from collections import defaultdict
 
 from billing.models import AuditLog
 from usage.models import ReconciliationRun
+from usage.numbers import value as audit_value
 
 
 def audit_record(
@@ -53,3 +54,25 @@ def audit_recount(*, run: ReconciliationRun, rows: list[dict]) -> None:
         )
         for (customer_id, email), (before, after) in per_customer.items()
     )
+
+
+def audit_changes(before: object, after: object, labels: dict | None = None) -> list[str]:
+    """An audit row's before/after as "what: before → after" lines, never a dict or an internal row id.
+
+    Keys are field names or "check:target-id" (a recount); the target id is an internal row and
+    is dropped, the check named by ``labels``.
+    """
+    labels = labels or {}
+    before = before if isinstance(before, dict) else {}
+    after = after if isinstance(after, dict) else {}
+    lines = []
+    for key in dict.fromkeys([*before, *after]):
+        name = labels.get(key.split(":", 1)[0], key.split(":", 1)[0].replace("_", " "))
+        if key in before and key in after:
+            lines.append(f"{name}: {audit_value(before[key])} → {audit_value(after[key])}")
+        elif key in after:
+            if after[key] not in (None, "", []):
+                lines.append(f"{name}: {audit_value(after[key])}")
+        else:
+            lines.append(f"{name}: {audit_value(before[key])} → removed")
+    return lines

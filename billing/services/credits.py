@@ -5,6 +5,7 @@ it (billing/triggers.py). Consume draws from it (billing_consume in billing/sql)
 goodwill with a reason; a paid overage pack grants a purchase from its webhook. Both are audited.
 """
 
+import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
@@ -17,11 +18,15 @@ from usage.models import Customer
 
 METRICS = {m.code: m.title for m in METERED}  # the catalogue's metered metrics (usage/metrics.py)
 BAD_METRIC = "unknown metric {metric!r}; metrics are: {metrics}"
-BAD_QUANTITY = "credit must be a positive number with at most 3 decimals, not {quantity!r}"
+BAD_QUANTITY = (
+    "credit must be a positive number with at most 3 decimals, like 1000, 1,000 or 12.5; not {quantity!r}"
+)
 CREDIT_MAX = Decimal(1_000_000)  # per grant: the largest overage pack is 10,000; beyond this is a typo
 TOO_MUCH_CREDIT = "credit of {quantity} is more than one grant may hold ({maximum:,}); grant less"
 WHOLE_NUMBERS = "{label} are whole numbers, not {quantity}"
 GOODWILL_NEEDS_REASON = "a goodwill grant needs a reason (it is audited)"
+# 1,000 and 1,000.5: commas only as thousands separators, in groups of three.
+_THOUSANDS = re.compile(r"^\d{1,3}(,\d{3})+(\.\d+)?$")
 
 
 class CreditGrantError(ValueError):
@@ -78,6 +83,7 @@ def credit_grant(
     reason = (reason or "").strip()
     if source == CreditGrant.Source.GOODWILL and not reason:
         raise CreditGrantError(GOODWILL_NEEDS_REASON)
+
     if source not in CreditGrant.Source.values:
         raise CreditGrantError(f"unknown credit source {source!r}")
     with transaction.atomic():

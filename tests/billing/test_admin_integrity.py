@@ -3,6 +3,7 @@
 import pytest
 from django.urls import reverse
 
+from billing.ops.findings import findings
 from tests.conftest import active_count, plant_s1
 from usage.models import ReconciliationRun
 
@@ -59,7 +60,7 @@ def test_customer_page_flags_drift_and_recount_fixes_it(support_client):
     s1 = plant_s1()
     url = reverse("admin:usage_customer_change", args=[s1["six"].pk])
     html = support_client.get(url).content.decode()
-    assert "DRIFT 6" in html and 'id="recount-button"' in html
+    assert "DRIFT +6" in html and 'id="recount-button"' in html
     assert "manage.py reconcile_usage --apply --customer" in html  # the fix, spelled out
     response = support_client.post(reverse("admin:usage_customer_recount", args=[s1["six"].pk]), follow=True)
     assert "1 counter(s) set to the truth" in response.content.decode()
@@ -73,7 +74,7 @@ def test_recount_refuses_get_and_users_without_the_permission(support_client, fi
     assert support_client.get(recount).status_code == 405
     assert finance_client.post(recount).status_code == 403
     html = finance_client.get(reverse("admin:usage_customer_change", args=[s1["six"].pk])).content.decode()
-    assert 'id="recount-button"' not in html and "DRIFT 6" in html  # finance sees, cannot fix
+    assert 'id="recount-button"' not in html and "DRIFT +6" in html  # finance sees, cannot fix
     actions = finance_client.get(reverse(CHANGELIST)).content.decode()
     assert "discrepancy_report_action" in actions and "reconcile_action" not in actions
     forced = finance_client.post(
@@ -122,3 +123,23 @@ def test_actions_with_nothing_selected_write_nothing(support_client):
         )
         assert "Items must be selected in order to perform actions on them." in response.content.decode()
     assert not ReconciliationRun.objects.exists()
+
+
+def test_findings_come_from_the_truth_not_the_drifted_counter(support_client):
+    """Issue 11 finding 4: the S1 phantom customer (3 tracked, 0 active) was told to archive 2 projects;
+    the customer with 6 active projects and a counter of 0, and the one with no period row, were not
+    told they are over their limit."""
+    s1 = plant_s1()
+    ids = [str(c.pk) for c in s1.values()]
+    over = {f.email: f.detail for f in findings(ids) if f.check == "over_limit"}
+    assert over == {
+        s1["six"].email: "6 / 1 active projects (600 %) on Free",
+        s1["missing"].email: "2 / 1 active projects (200 %) on Free",  # no period row: still over
+    }
+    for action in ("discrepancy_report_action", "reconcile_action"):
+        html = support_client.post(reverse(CHANGELIST), {"action": action, "_selected_action": ids}).content
+        html = html.decode()
+        assert "6 / 1 active projects (600 %) on Free" in html, action
+        assert "3 / 1" not in html and "archive 2 project" not in html, action
+    phantom = support_client.get(reverse("admin:usage_customer_change", args=[s1["phantom"].pk]))
+    assert "over_limit" not in phantom.content.decode() and "archive 2" not in phantom.content.decode()

@@ -42,7 +42,8 @@ def test_a_recount_from_the_admin_is_audited_with_before_and_after(staff_client)
     assert list(row.before.values()) == [0] and list(row.after.values()) == [6]
     assert "reconciliation run #" in row.reason
     page = client.get(reverse("admin:usage_customer_change", args=[s1["six"].pk])).content.decode()
-    assert 'id="audit"' in page and "sam (admin) recount" in page
+    assert 'id="audit"' in page and "sam (admin): <strong>recount</strong>" in page
+    assert "active projects: 0 → 6" in page
     audit_list = client.get(reverse("admin:billing_auditlog_changelist")).content.decode()
     assert "sam (admin)" in audit_list and "reconciliation run #" in audit_list
 

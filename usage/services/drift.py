@@ -221,8 +221,7 @@ def drift_scan(
     ids = [str(i) for i in customer_ids] if customer_ids is not None else None
     scan = Scan()
     with connection.cursor() as cursor:
-        cursor.execute(_DRIFT_TABLE)
-        cursor.execute("TRUNCATE pg_temp.usage_drift")
+        cursor.execute(_DRIFT_TABLE + ";\nTRUNCATE pg_temp.usage_drift")  # one round trip
         for group in groups:
             for sql in group.statements:
                 cursor.execute(_scoped(sql, ids, everything, group.scope_columns), {"ids": ids})

@@ -33,12 +33,17 @@ class Command(OpsCommand):
             "--batch-size", type=positive_int(1), default=1000, help="Customers per locked batch."
         )
         parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+        parser.add_argument(
+            "--started-by",
+            default="",
+            help="Who started it, for the run history (the admin's background run).",
+        )
 
-    def handle(self, *args, apply, customer, batch_size, format, **options):
+    def handle(self, *args, apply, customer, batch_size, format, started_by, **options):
         customers = [resolve_or_exit(customer_resolve, ref) for ref in customer or []]
         ids = [c.pk for c in customers] if customers else None
         scope = ", ".join(c.email for c in customers) if customers else "all customers"
-        started_by = "manage.py reconcile_usage" + (" --apply" if apply else "")
+        started_by = started_by.strip()[:200] or "manage.py reconcile_usage" + (" --apply" if apply else "")
 
         if not apply:
 

@@ -1,0 +1,125 @@
+"""The customer list answers support's questions (SPEC §7 Support; issue 11 finding 1).
+
+Columns for plan, subscription, active projects tracked / limit, drift and over-limit flags; filters
+by plan, status, processor, active projects, over a limit and drift; bounded queries per page.
+"""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from billing.models import Subscription
+from billing.ops.integrity import discrepancy_report
+from demo.data import plans_ensure
+from tests.conftest import plant_s1
+from tests.factories import CustomerFactory, ProjectFactory
+
+pytestmark = pytest.mark.django_db
+
+LIST = "admin:usage_customer_changelist"
+
+
+def _subscribe(customer, plan, **fields):
+    return Subscription.objects.create(
+        customer=customer,
+        plan=plan,
+        current_period_start=customer.current_period_start,
+        current_period_end=customer.current_period_end,
+        **fields,
+    )
+
+
+def _rows(html: str) -> dict[str, str]:
+    """Each listed customer's row as text, by email."""
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", html, re.S):
+        text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row)).strip()
+        email = re.search(r"\S+@\S+", text)
+        if email:
+            rows[email.group()] = text
+    return rows
+
+
+@pytest.fixture
+def book():
+    plans = plans_ensure()
+    grow = CustomerFactory(email="grow@example.com")
+    _subscribe(grow, plans["growth"], processor="stripe", external_subscription_id="sub_1")
+    ProjectFactory.create_batch(5, customer=grow)
+    small = CustomerFactory(email="small@example.com")
+    _subscribe(small, plans["growth"], processor="paddle", status="past_due", external_subscription_id="p_1")
+    ProjectFactory.create_batch(2, customer=small)
+    starter = CustomerFactory(email="starter@example.com")
+    _subscribe(starter, plans["starter"])
+    free = CustomerFactory(email="free@example.com")
+    ProjectFactory.create_batch(2, customer=free)  # Free allows 1: over
+    return plans
+
+
+def test_columns_show_plan_subscription_projects_and_flags(admin_client, book):
+    rows = _rows(admin_client.get(reverse(LIST)).content.decode())
+    assert "Growth" in rows["grow@example.com"] and "active (stripe)" in rows["grow@example.com"]
+    assert "5 / 10" in rows["grow@example.com"] and "OVER" not in rows["grow@example.com"]
+    assert "past_due (paddle)" in rows["small@example.com"]
+    assert "Free" in rows["free@example.com"] and "none" in rows["free@example.com"]
+    assert "OVER 2 / 1 active projects (200 %) on Free" in rows["free@example.com"]
+    assert "Starter" in rows["starter@example.com"] and "0 / 3" in rows["starter@example.com"]
+    assert not any("DRIFT" in row for row in rows.values())
+
+
+def test_the_tour_finds_a_growth_customer_with_more_than_3_active_projects(admin_client, book):
+    html = admin_client.get(reverse(LIST), {"plan": "growth", "projects": "gt3"}).content.decode()
+    assert list(_rows(html)) == ["grow@example.com"]
+    assert "1 customer" in html
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ({"plan": "free"}, ["free@example.com"]),
+        ({"plan": "starter"}, ["starter@example.com"]),
+        ({"status": "past_due"}, ["small@example.com"]),
+        ({"status": "none"}, ["free@example.com"]),
+        ({"processor": "stripe"}, ["grow@example.com"]),
+        ({"projects": "0"}, ["starter@example.com"]),
+        ({"projects": "1-3"}, ["free@example.com", "small@example.com"]),
+        ({"over": "yes"}, ["free@example.com"]),
+    ],
+)
+def test_each_filter(admin_client, book, query, expected):
+    assert sorted(_rows(admin_client.get(reverse(LIST), query).content.decode())) == expected
+
+
+def test_drift_flag_and_filter_from_the_last_full_report(admin_client):
+    plans_ensure()
+    s1 = plant_s1()
+    CustomerFactory(email="fine@example.com")
+    rows = _rows(admin_client.get(reverse(LIST)).content.decode())
+    assert "DRIFT active projects" in rows[s1["phantom"].email]
+    assert "DRIFT" not in rows["fine@example.com"]
+    # before any report over every customer the drift filter lists nobody, and says so by its count
+    assert _rows(admin_client.get(reverse(LIST), {"drift": "last"}).content.decode()) == {}
+    discrepancy_report(started_by="test")
+    drifted = _rows(admin_client.get(reverse(LIST), {"drift": "last"}).content.decode())
+    assert sorted(drifted) == sorted(c.email for c in s1.values())
+
+
+def test_a_filter_value_that_is_not_offered_filters_nothing_and_does_not_fail(admin_client, book):
+    for query in ({"plan": "nope"}, {"status": "x"}, {"processor": "x"}, {"projects": "-1"}, {"over": "no"}):
+        response = admin_client.get(reverse(LIST), query)
+        assert response.status_code == 200, query
+        assert len(_rows(response.content.decode())) == 4, query
+
+
+def test_the_list_runs_a_bounded_number_of_queries(admin_client, django_assert_max_num_queries):
+    plans = plans_ensure()
+    for i in range(60):
+        customer = CustomerFactory()
+        if i % 2:
+            _subscribe(customer, plans["growth"])
+        ProjectFactory.create_batch(i % 3, customer=customer)
+    for query in ({}, {"plan": "growth", "projects": "1-3"}, {"over": "yes"}, {"q": "customer"}):
+        with django_assert_max_num_queries(12):
+            response = admin_client.get(reverse(LIST), query)
+        assert response.status_code == 200

@@ -1,0 +1,122 @@
+"""A support agent's day in a real browser (Playwright + Debian's chromium, live server; issue 11).
+
+Find a customer by email, read the drift, recount, grant credit, validate and change a plan, and be
+refused past a plan's limit, all as a member of the Support group, at 1,400 px. With SCREENSHOTS_DIR
+set, the dashboard and the customer page are saved there (the README's screenshots).
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group
+
+from billing.models import CreditGrant, Subscription
+from billing.ops.integrity import discrepancy_report
+from demo.data import plans_ensure
+from tests.conftest import plant_s1
+from tests.factories import CustomerFactory, ProjectFactory
+from tests.usage.test_admin_browser import CHROMIUM, page  # noqa: F401 (the browser fixture)
+from usage.models import Project
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="chromium not installed (scripts/ensure-chromium installs it)"
+    ),
+]
+SHOTS = os.environ.get("SCREENSHOTS_DIR")
+
+
+def _subscribe(customer, plan):
+    Subscription.objects.create(
+        customer=customer,
+        plan=plan,
+        current_period_start=customer.current_period_start,
+        current_period_end=customer.current_period_end,
+    )
+
+
+def _shot(browser_page, name):
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        browser_page.screenshot(path=str(Path(SHOTS) / name), full_page=True)
+
+
+def test_a_support_agents_day(live_server, page, django_user_model, roles):  # noqa: F811
+    plans = plans_ensure()
+    s1 = plant_s1()
+    growth = CustomerFactory(email="growing@example.com", name="Growing Media")
+    _subscribe(growth, plans["growth"])
+    ProjectFactory.create_batch(5, customer=growth)
+    full = CustomerFactory(email="full@example.com", name="Full House")
+    _subscribe(full, plans["starter"])
+    ProjectFactory.create_batch(3, customer=full)
+    shelved = ProjectFactory(customer=full, name="Shelved show", status="archived")
+    discrepancy_report(started_by="manage.py usage_discrepancies (cron)")
+    agent = django_user_model.objects.create_user("sam", password="pw-for-tests", is_staff=True)
+    agent.groups.add(Group.objects.get(name="Support"))
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "sam")
+    page.fill("#id_password", "pw-for-tests")
+    page.click("input[type=submit]")
+    assert page.locator("#dashboard").is_visible()
+    _shot(page, "dashboard.png")
+
+    # Find the customer by email (any case) and read the drift.
+    page.click("a:text-is('Customers')")
+    page.fill("#searchbar", s1["six"].email.upper())
+    page.press("#searchbar", "Enter")
+    assert "DRIFT" in page.inner_text("#result_list")
+    page.click(f"text={s1['six'].email}")
+    counters = page.locator("tr.counter-line[data-check=active_projects]")
+    assert counters.locator("td.tracked").inner_text() == "0"
+    assert counters.locator("td.actual").inner_text() == "6"
+    assert "DRIFT +6" in counters.inner_text()
+    _shot(page, "customer-page-drift.png")
+
+    # Recount: the counter takes its true value, the finding appears with its remedy.
+    page.click("#recount-button")
+    assert "1 counter(s) set to the truth" in page.inner_text(".messagelist")
+    assert "DRIFT" not in page.locator("tr.counter-line[data-check=active_projects]").inner_text()
+    assert "6 / 1 active projects (600 %) on Free" in page.inner_text("#findings")
+
+    # Grant credit from the page.
+    page.click("#grant-button")
+    page.select_option("#id_metric", "ai_interaction")
+    page.fill("#id_granted", "1,000")
+    page.fill("#id_reason", "transcription outage on the 3rd")
+    page.click("#grant-submit")
+    assert "Granted 1,000 AI interactions of goodwill credit" in page.inner_text(".messagelist")
+    assert "1,000 of 1,000 AI interactions" in page.inner_text("#credits")
+    assert "active projects: 0 → 6" in page.inner_text("#audit")
+    _shot(page, "customer-page.png")
+    assert CreditGrant.objects.get(customer=s1["six"]).granted == 1000
+
+    # Validate a downgrade: blocked, with the remedy; then an upgrade, confirmed.
+    page.goto(f"{live_server.url}/admin/usage/customer/?plan=growth&projects=gt3")
+    page.click("text=growing@example.com")
+    page.select_option("#plan-to", "starter")
+    page.click("#validate-plan-button")
+    assert "Archive 2 projects before moving to Starter" in page.inner_text("#plan-verdict")
+    assert page.locator("#change-plan-button").count() == 0  # support cannot override
+    page.go_back()
+    page.select_option("#plan-to", "pro")
+    page.click("#validate-plan-button")
+    assert "upgrade" in page.inner_text("#plan-verdict") and "allowed" in page.inner_text("#plan-verdict")
+    page.click("#change-plan-button")
+    assert "Moved growing@example.com to Pro (upgrade)." in page.inner_text(".messagelist")
+    assert page.inner_text("#plan-name") == "Pro"
+
+    # Refused past a limit: un-archiving a project of a customer at 3 of 3 on Starter.
+    page.goto(f"{live_server.url}/admin/usage/project/{shelved.pk}/change/")
+    page.select_option("#id_status", "active")
+    page.click("input[name=_save]")
+    assert "Please correct the error below." in page.inner_text(".errornote")
+    assert "Cannot un-archive the project: 3 of 3 active projects on Starter." in page.inner_text(
+        "ul.errorlist"
+    )
+    _shot(page, "refused-past-the-limit.png")
+    assert Project.objects.get(pk=shelved.pk).status == "archived"
