@@ -60,7 +60,9 @@ class EstimatedCountPaginator(Paginator):
 class BigTableAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # a count per filter choice is a scan per choice
     list_per_page = 50
+    empty_value_display = ""
 
 
 class ReadOnlyAdmin(BigTableAdmin):
