@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0008_webhook_retry_version_and_take_backs"),
+        ("billing", "0009_counter_guard_audit_truncate"),
     ]
 
     operations = [

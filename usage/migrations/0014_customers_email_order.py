@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("usage", "0011_usage_tracking_finance_indexes"),
+        ("usage", "0013_counter_guard"),
     ]
 
     operations = [

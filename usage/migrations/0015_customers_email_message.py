@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("usage", "0012_customers_email_order"),
+        ("usage", "0014_customers_email_order"),
     ]
 
     operations = [
