@@ -55,6 +55,8 @@ def quantity_parse(value: object, *, maximum: Decimal, too_large: str, bad: str)
 
 def credit_quantity_parse(quantity: object, metric: str | None = None) -> Decimal:
     """A grant's quantity: positive, at most 3 decimals, below CREDIT_MAX, whole for a whole metric."""
+    if _THOUSANDS.match(str(quantity).strip()):  # "1,000" as people type it
+        quantity = str(quantity).strip().replace(",", "")
     try:
         value = quantity_parse(quantity, maximum=CREDIT_MAX, too_large=TOO_MUCH_CREDIT, bad=BAD_QUANTITY)
     except ValueError as exc:
