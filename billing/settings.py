@@ -16,8 +16,10 @@ from typing import NoReturn
 from urllib.parse import urlsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from billing.logs import logging_config
+from usage.names import mapping_load
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -135,6 +137,16 @@ FINANCE_DATABASE = "replica" if "replica" in DATABASES else "default"
 BILLING_CURRENCY = env("BILLING_CURRENCY", default="USD")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The product's names for billing-ops' product tables and columns (usage/names.py; README "Adopting an
+# existing product database"): a JSON file named by BILLING_OPS_NAMES_FILE, or this dict. Empty is the
+# identity (a greenfield install): every table, column and SQL text as billing-ops names it.
+BILLING_OPS_NAMES: dict = {}
+BILLING_OPS_NAMES_FILE = env("BILLING_OPS_NAMES_FILE", default="")
+try:  # a wrong mapping is one clear line at start, not a traceback from the models' import
+    mapping_load(BILLING_OPS_NAMES, BILLING_OPS_NAMES_FILE)
+except ImproperlyConfigured as error:
+    refuse(str(error))
 
 # `pgtrigger install` installs billing-ops' triggers and never drops others: in an adopted database
 # the product's own django-pgtrigger triggers (pgtrigger_*) are not ours to prune (issue 13).

@@ -84,6 +84,9 @@ def metrics_sql_function():
         + ")\n"
         f"LANGUAGE sql IMMUTABLE AS $${body}$$;\n"
     )
+    from usage.names import render
+
+    text, body = render(text), render(body)
     return SqlFunction("usage_metrics", text, body)
 
 

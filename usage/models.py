@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from usage import metrics as catalogue
 from usage import triggers
+from usage.names import db_column, table
 
 
 class GenRandomUUID(Func):
@@ -61,14 +62,22 @@ class CounterFieldsMixin:
 
 class Customer(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
-    email = models.EmailField(max_length=254)
-    name = models.CharField(max_length=200, blank=True, default="", db_default="")
-    current_period_start = models.DateTimeField(db_default=MonthStartUTC())
-    current_period_end = models.DateTimeField(db_default=NextMonthStartUTC())
-    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    email = models.EmailField(max_length=254, db_column=db_column("customers", "email"))
+    name = models.CharField(
+        max_length=200, blank=True, default="", db_default="", db_column=db_column("customers", "name")
+    )
+    current_period_start = models.DateTimeField(
+        db_default=MonthStartUTC(), db_column=db_column("customers", "current_period_start")
+    )
+    current_period_end = models.DateTimeField(
+        db_default=NextMonthStartUTC(), db_column=db_column("customers", "current_period_end")
+    )
+    created_at = models.DateTimeField(
+        db_default=Now(), editable=False, db_column=db_column("customers", "created_at")
+    )
 
     class Meta:
-        db_table = "customers"
+        db_table = table("customers")
         ordering = ["email"]
         indexes = [
             # The customer list's order: the admin adds -pk to make "email" a total order.
@@ -96,16 +105,29 @@ class Project(models.Model):
         ARCHIVED = "archived"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="projects")
-    name = models.CharField(max_length=200)
-    status = models.CharField(
-        max_length=16, choices=Status.choices, default=Status.ACTIVE, db_default=Status.ACTIVE
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="projects",
+        db_column=db_column("projects", "customer_id"),
     )
-    created_at = models.DateTimeField(db_default=Now(), editable=False)
-    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
+    name = models.CharField(max_length=200, db_column=db_column("projects", "name"))
+    status = models.CharField(
+        max_length=16,
+        choices=Status.choices,
+        default=Status.ACTIVE,
+        db_default=Status.ACTIVE,
+        db_column=db_column("projects", "status"),
+    )
+    created_at = models.DateTimeField(
+        db_default=Now(), editable=False, db_column=db_column("projects", "created_at")
+    )
+    updated_at = models.DateTimeField(
+        auto_now=True, db_default=Now(), db_column=db_column("projects", "updated_at")
+    )
 
     class Meta:
-        db_table = "projects"
+        db_table = table("projects")
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(
@@ -126,14 +148,25 @@ class Preset(CounterFieldsMixin, models.Model):
     counter_fields = ("usage_count", "last_used_at")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="presets")
-    name = models.CharField(max_length=200)
-    usage_count = models.IntegerField(default=0, db_default=0, editable=False)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="presets",
+        db_column=db_column("presets", "customer_id"),
+    )
+    name = models.CharField(max_length=200, db_column=db_column("presets", "name"))
+    usage_count = models.IntegerField(
+        default=0, db_default=0, editable=False, db_column=db_column("presets", "usage_count")
+    )
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, editable=False, db_column=db_column("presets", "last_used_at")
+    )
+    created_at = models.DateTimeField(
+        db_default=Now(), editable=False, db_column=db_column("presets", "created_at")
+    )
 
     class Meta:
-        db_table = "presets"
+        db_table = table("presets")
         ordering = ["name"]
         triggers = triggers.preset_triggers()
 
@@ -143,12 +176,24 @@ class Preset(CounterFieldsMixin, models.Model):
 
 class PresetUsage(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
-    preset = models.ForeignKey(Preset, on_delete=models.CASCADE, related_name="uses")
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="preset_uses")
-    used_at = models.DateTimeField(default=timezone.now, db_default=Now())
+    preset = models.ForeignKey(
+        Preset,
+        on_delete=models.CASCADE,
+        related_name="uses",
+        db_column=db_column("preset_usage", "preset_id"),
+    )
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="preset_uses",
+        db_column=db_column("preset_usage", "customer_id"),
+    )
+    used_at = models.DateTimeField(
+        default=timezone.now, db_default=Now(), db_column=db_column("preset_usage", "used_at")
+    )
 
     class Meta:
-        db_table = "preset_usage"
+        db_table = table("preset_usage")
         ordering = ["-used_at"]
         indexes = [
             # MAX(used_at) of one preset after a use is deleted; COUNT per preset in the report.
@@ -167,17 +212,33 @@ class UsageEvent(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False)
     # No index of its own: usage_events_sum_cover starts with customer_id (one index less per insert).
     customer = models.ForeignKey(
-        Customer, on_delete=models.CASCADE, related_name="usage_events", db_index=False
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="usage_events",
+        db_index=False,
+        db_column=db_column("usage_events", "customer_id"),
     )
-    metric = models.CharField(max_length=32, choices=Metric.choices)
-    quantity = models.DecimalField(max_digits=18, decimal_places=3)
-    occurred_at = models.DateTimeField(default=timezone.now, db_default=Now())
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
-    reason = models.TextField(blank=True, default="", db_default="")
-    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    metric = models.CharField(
+        max_length=32, choices=Metric.choices, db_column=db_column("usage_events", "metric")
+    )
+    quantity = models.DecimalField(
+        max_digits=18, decimal_places=3, db_column=db_column("usage_events", "quantity")
+    )
+    occurred_at = models.DateTimeField(
+        default=timezone.now, db_default=Now(), db_column=db_column("usage_events", "occurred_at")
+    )
+    idempotency_key = models.CharField(
+        max_length=200, null=True, blank=True, db_column=db_column("usage_events", "idempotency_key")
+    )
+    reason = models.TextField(
+        blank=True, default="", db_default="", db_column=db_column("usage_events", "reason")
+    )
+    created_at = models.DateTimeField(
+        db_default=Now(), editable=False, db_column=db_column("usage_events", "created_at")
+    )
 
     class Meta:
-        db_table = "usage_events"
+        db_table = table("usage_events")
         ordering = ["-occurred_at"]
         constraints = [
             models.CheckConstraint(
@@ -214,17 +275,40 @@ class UsageTracking(CounterFieldsMixin, models.Model):
 
     counter_fields = ("active_projects_count", "ai_interactions_count", "minutes_used", "updated_at")
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="usage_periods")
-    period_start = models.DateTimeField()
-    period_end = models.DateTimeField()
-    month = models.CharField(max_length=7, help_text="YYYY-MM of period_start (UTC)")
-    active_projects_count = models.IntegerField(default=0, db_default=0)
-    ai_interactions_count = models.DecimalField(max_digits=18, decimal_places=3, default=0, db_default=0)
-    minutes_used = models.DecimalField(max_digits=18, decimal_places=3, default=0, db_default=0)
-    updated_at = models.DateTimeField(db_default=Now())
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="usage_periods",
+        db_column=db_column("usage_tracking", "customer_id"),
+    )
+    period_start = models.DateTimeField(db_column=db_column("usage_tracking", "period_start"))
+    period_end = models.DateTimeField(db_column=db_column("usage_tracking", "period_end"))
+    month = models.CharField(
+        max_length=7,
+        help_text="YYYY-MM of period_start (UTC)",
+        db_column=db_column("usage_tracking", "month"),
+    )
+    active_projects_count = models.IntegerField(
+        default=0, db_default=0, db_column=db_column("usage_tracking", "active_projects_count")
+    )
+    ai_interactions_count = models.DecimalField(
+        max_digits=18,
+        decimal_places=3,
+        default=0,
+        db_default=0,
+        db_column=db_column("usage_tracking", "ai_interactions_count"),
+    )
+    minutes_used = models.DecimalField(
+        max_digits=18,
+        decimal_places=3,
+        default=0,
+        db_default=0,
+        db_column=db_column("usage_tracking", "minutes_used"),
+    )
+    updated_at = models.DateTimeField(db_default=Now(), db_column=db_column("usage_tracking", "updated_at"))
 
     class Meta:
-        db_table = "usage_tracking"
+        db_table = table("usage_tracking")
         ordering = ["customer", "-period_start"]
         verbose_name = "usage period"
         indexes = [

@@ -40,10 +40,13 @@ class SqlFunction:
 
 
 def sql_functions(folder: Path) -> list[SqlFunction]:
-    """The definitions in ``folder``, one per ``<name>.sql`` file, by name."""
+    """The definitions in ``folder``, one per ``<name>.sql`` file, by name, rendered with the table and
+    column names of the mapping (usage/names.py; the identity leaves the text as the file has it)."""
+    from usage.names import render
+
     functions = []
     for path in sorted(folder.glob("*.sql")):
-        text = path.read_text()
+        text = render(path.read_text())
         matches = list(_DEFINITION_RE.finditer(text))
         if len(matches) != 1 or matches[0]["name"] != path.stem:
             raise ValueError(f"{path} must define exactly one function, named {path.stem}")

@@ -8,6 +8,12 @@ upserts. Function names follow ``pgtrigger_<name>_<hash>``; ``manage.py check_tr
 
 import pgtrigger
 
+from usage.names import render
+
+# Trigger bodies name only the product's tables: rendered with no other table's columns to avoid (the
+# models are still loading when they are declared).
+_PRODUCT_ONLY: dict[str, set[str]] = {}
+
 NEW = "new_rows"
 OLD = "old_rows"
 
@@ -21,7 +27,7 @@ def statement_trigger(name, operation, func, *, old=False, new=False):
         referencing=pgtrigger.Referencing(old=OLD if old else None, new=NEW if new else None)
         if (old or new)
         else None,
-        func=func.strip() + "\nRETURN NULL;",
+        func=render(func.strip() + "\nRETURN NULL;", other_columns=_PRODUCT_ONLY),
     )
 
 
@@ -40,7 +46,8 @@ def _protect(name, operation, writes_counter):
         when=pgtrigger.Before,
         operation=operation,
         condition=pgtrigger.Condition("pg_trigger_depth() = 0"),
-        func=f"""
+        func=render(
+            f"""
 IF NOT ({writes_counter}) OR usage_counter_writes_granted() THEN
     RETURN NEW;
 END IF;
@@ -48,6 +55,8 @@ RAISE EXCEPTION 'usage counters on % are maintained by triggers and cannot be wr
     USING ERRCODE = 'check_violation',
           HINT = 'Write the source rows (projects, usage_events, preset_usage), or recount: manage.py reconcile_usage --apply.';
 """,
+            other_columns=_PRODUCT_ONLY,
+        ),
     )
 
 
