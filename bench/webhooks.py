@@ -1,25 +1,35 @@
-"""Webhook ingestion rate on one process with 10 % duplicates (SPEC §11).
+"""Webhook ingestion rate on one process with 10 % duplicates (SPEC §11), the Python path against
+one statement per delivery, back to back in one run.
 
 Builds a stream of signed Stripe and Paddle events shaped like the processors' (subscription
-updates, renewals, overage packs, event types we ignore), with 10 % of deliveries repeating an
-earlier event, and posts them one after another through Django's full request stack (test client:
-URL routing, the view, signature verification, JSON parsing, the inbox insert and the effect, each
-delivery its own transaction). Then checks that every event was processed exactly once.
+updates, overage packs, event types we ignore), with 10 % of deliveries repeating an earlier event, and
+posts them one after another through Django's full request stack (test client: URL routing, the view,
+signature verification, JSON parsing, the inbox insert and the effect, each delivery its own
+transaction). Rounds alternate between the Python path (``WEBHOOK_ONE_STATEMENT = False``, every
+delivery through the handlers and the ORM) and one SQL function call per usual delivery (the
+default), each round on customers and subscriptions of its own with the same stream (same seed). Each
+round checks that every event was processed exactly once, and both paths must leave the same statuses
+and as many audit rows. It also measures what bounds the rate on this machine, in the same run: one
+committed single-row INSERT (the WAL flush every delivery waits for) and the request stack alone
+(a delivery refused for its signature: no database).
 
-    .venv/bin/python bench/webhooks.py               # 3,000 deliveries
-    .venv/bin/python bench/webhooks.py --deliveries 10000
+    .venv/bin/python bench/webhooks.py               # 3,000 deliveries a round, two rounds per path
+    .venv/bin/python bench/webhooks.py --deliveries 1500 --rounds 3
 
 Runs in its own database (billing_ops_bench). Progress on stderr; the Markdown table on stdout.
 """
 
 import argparse
+import os
 import random
+import statistics
 import time
 from datetime import timedelta
 
 from common import fresh_bench_schema, log  # sets up Django on the benchmark database
 from django.conf import settings
 from django.db import connection
+from django.db.models import Count
 from django.test import Client
 from django.utils import timezone
 
@@ -33,42 +43,127 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--deliveries", type=int, default=3000)
+    parser.add_argument("--deliveries", type=int, default=3000, help="per round")
     parser.add_argument("--customers", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per path, alternating")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    rng = random.Random(args.seed)
     fresh_bench_schema()
     settings.STRIPE_WEBHOOK_SECRET = settings.PADDLE_WEBHOOK_SECRET = SECRET
     settings.ALLOWED_HOSTS = ["*"]
-
-    from billing.models import AuditLog, CreditGrant, Subscription, WebhookEvent
     from demo.data import plans_ensure
-    from usage.models import Customer
 
     plans = plans_ensure()
+    client = Client()
+    rows = []
+    for n in range(2 * args.rounds):
+        one_statement = n % 2 == 1
+        settings.WEBHOOK_ONE_STATEMENT = one_statement
+        rows.append(_round(client, plans, args, tag=f"r{n}", one_statement=one_statement))
+    commit_us = _commit_floor()
+    stack_us = _stack_floor(client)
+
+    print(
+        f"Webhook ingestion, one process, {args.deliveries:,} deliveries a round of which "
+        f"{args.deliveries - int(args.deliveries * 0.9):,} are redeliveries; rounds alternate, same stream\n"
+    )
+    print(
+        "| path | deliveries/s | statements per delivery | HTTP answers | inbox rows (unique events) "
+        "| by status | credit grants (packs) | audit rows | load average (1 min) |"
+    )
+    print("|---|---:|---:|---|---:|---|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {'one statement' if r['one_statement'] else 'Python'} | {r['rate']:,.0f} | {r['statements']:.1f} "
+            f"| {r['answers']} | {r['stored']:,} ({r['unique']:,}) | {r['by_status']} | {r['grants']:,} ({r['packs']:,}) "
+            f"| {r['audit']:,} | {r['load']:.1f} |"
+        )
+    old = statistics.median(r["rate"] for r in rows if not r["one_statement"])
+    new = statistics.median(r["rate"] for r in rows if r["one_statement"])
+    print(f"\nMedian deliveries/s: Python path {old:,.0f}, one statement {new:,.0f}: **{new / old:.2f}x**.")
+    print(
+        f"On this machine now: one committed single-row INSERT takes {commit_us:,.0f} us (median of 300; "
+        f"the WAL flush every delivery waits for: at most {1e6 / commit_us:,.0f} deliveries/s on one connection), "
+        f"the request stack alone (test client, middleware, view, signature refused: no database) "
+        f"{stack_us:,.0f} us. Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."
+    )
+    for r in rows:
+        if r["stored"] != r["unique"] or r["grants"] != r["packs"]:
+            raise SystemExit("an event was processed more than once, or not at all")
+    if len({(tuple(sorted(r["by_status"].items())), r["audit"], r["grants"]) for r in rows}) != 1:
+        raise SystemExit("the two paths left different statuses, audit rows or grants for the same stream")
+
+
+def _round(client, plans, args, *, tag: str, one_statement: bool) -> dict:
+    from billing.models import AuditLog, CreditGrant, Subscription, WebhookEvent
+    from usage.models import Customer
+
+    rng = random.Random(args.seed)  # the same stream in every round
     now = timezone.now().replace(microsecond=0)
     start, end = now - timedelta(days=3), now + timedelta(days=27)
     customers = Customer.objects.bulk_create(
-        Customer(email=f"hook{i}@example.com", current_period_start=start, current_period_end=end)
+        Customer(email=f"hook{i}@{tag}.example.com", current_period_start=start, current_period_end=end)
         for i in range(args.customers)
     )
     subs = {}
     for i, customer in enumerate(customers):
         processor = "stripe" if i % 2 == 0 else "paddle"
-        subs[customer.pk] = (processor, f"sub_bench_{i}")
+        subs[customer.pk] = (processor, f"sub_bench_{tag}_{i}")
         Subscription.objects.create(
             customer=customer,
             plan=plans["starter"],
             processor=processor,
-            external_subscription_id=f"sub_bench_{i}",
+            external_subscription_id=f"sub_bench_{tag}_{i}",
             current_period_start=start,
             current_period_end=end,
             last_event_at=start,
         )
+    events, unique = _stream(rng, customers, subs, start, end, args.deliveries)
+    deliveries = events + [rng.choice(events) for _ in range(args.deliveries - unique)]
+    rng.shuffle(deliveries)
 
-    log(f"building {args.deliveries:,} signed deliveries (10 % duplicates) ...")
-    unique = int(args.deliveries * 0.9)
+    statuses = {}
+    statements = [0]
+
+    def count(execute, sql, params, many, context):  # every statement sent, not BEGIN/COMMIT
+        statements[0] += 1
+        return execute(sql, params, many, context)
+
+    path = "one statement" if one_statement else "Python path"
+    log(f"round {tag} ({path}): posting {len(deliveries):,} deliveries ...")
+    started = time.perf_counter()
+    with connection.execute_wrapper(count):
+        for processor, _, data in deliveries:
+            response = client.post(
+                f"/webhooks/{processor}/",
+                data=data,
+                content_type="application/json",
+                **{f"HTTP_{processor.upper()}_SIGNATURE": signature_header(processor, data, SECRET)},
+            )
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+    elapsed = time.perf_counter() - started
+    load = os.getloadavg()[0]
+
+    ids = [event_id for _, event_id, _ in events]
+    mine = WebhookEvent.objects.filter(event_id__in=ids)
+    return {
+        "one_statement": one_statement,
+        "rate": len(deliveries) / elapsed,
+        "statements": statements[0] / len(deliveries),
+        "answers": statuses,
+        "stored": mine.count(),
+        "unique": unique,
+        "by_status": dict(mine.values_list("status").annotate(n=Count("id")).order_by("status")),
+        "grants": CreditGrant.objects.filter(customer__in=customers).count(),
+        "packs": sum(1 for _, _, d in events if b"checkout.session.completed" in d or b'"metric"' in d),
+        "audit": AuditLog.objects.filter(customer_id__in=[c.pk for c in customers]).count(),
+        "load": load,
+    }
+
+
+def _stream(rng, customers, subs, start, end, count):
+    """count deliveries' worth of unique events: 60 % subscription updates, 20 % packs, 20 % ignored."""
+    unique = int(count * 0.9)
     events = []
     for n in range(unique):
         customer = rng.choice(customers)
@@ -100,6 +195,7 @@ def main():
                 payload = wp.stripe_event(
                     "charge.succeeded", {"id": f"ch_{n}", "object": "charge"}, created=at
                 )
+            event_id = payload["id"]
         else:
             if kind < 0.6:
                 payload = wp.paddle_event(
@@ -130,52 +226,41 @@ def main():
                 )
             else:
                 payload = wp.paddle_event("address.updated", {"id": f"add_{n}"}, occurred=at)
-        events.append((processor, wp.body(payload)))
-    deliveries = events + [rng.choice(events) for _ in range(args.deliveries - unique)]
-    rng.shuffle(deliveries)
+            event_id = payload["event_id"]
+        events.append((processor, event_id, wp.body(payload)))
+    return events, unique
 
-    client = Client()
-    statuses = {}
-    statements = [0]
 
-    def count(execute, sql, params, many, context):  # every statement sent, not BEGIN/COMMIT
-        statements[0] += 1
-        return execute(sql, params, many, context)
+def _commit_floor() -> float:
+    """Microseconds for one committed single-row INSERT (median of 300): the WAL flush of a commit."""
+    times = []
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS bench_commit (n integer)")
+        for n in range(300):
+            started = time.perf_counter()
+            cursor.execute("INSERT INTO bench_commit VALUES (%s)", [n])
+            times.append(time.perf_counter() - started)
+        cursor.execute("DROP TABLE bench_commit")
+    return statistics.median(times) * 1e6
 
-    log(f"posting {len(deliveries):,} deliveries ...")
-    started = time.perf_counter()
-    with connection.execute_wrapper(count):
-        for processor, data in deliveries:
-            response = client.post(
-                f"/webhooks/{processor}/",
-                data=data,
-                content_type="application/json",
-                **{f"HTTP_{processor.upper()}_SIGNATURE": signature_header(processor, data, SECRET)},
-            )
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-    elapsed = time.perf_counter() - started
 
-    stored = WebhookEvent.objects.count()
-    by_status = dict(
-        WebhookEvent.objects.values_list("status").annotate(n=__import__("django").db.models.Count("id"))
+def _stack_floor(client) -> float:
+    """Microseconds for a delivery refused for its signature (median of 300): the request stack alone."""
+    import logging
+
+    data = wp.body(
+        wp.stripe_event("charge.succeeded", {"id": "ch_x", "object": "charge"}, created=timezone.now())
     )
-    grants = CreditGrant.objects.count()
-    packs = sum(1 for _, d in events if b"checkout.session.completed" in d or b'"metric"' in d)
-    print(
-        f"Webhook ingestion, one process, {len(deliveries):,} deliveries of which "
-        f"{len(deliveries) - unique:,} are redeliveries ({(len(deliveries) - unique) / len(deliveries):.0%})\n"
-    )
-    print(
-        "| deliveries/s | statements per delivery | HTTP answers | inbox rows (unique events) | by status "
-        "| credit grants (packs) | audit rows |"
-    )
-    print("|---:|---:|---|---:|---|---:|---:|")
-    print(
-        f"| {len(deliveries) / elapsed:,.0f} | {statements[0] / len(deliveries):.1f} | {statuses} | "
-        f"{stored:,} ({unique:,}) | {by_status} | {grants:,} ({packs:,}) | {AuditLog.objects.count():,} |"
-    )
-    if stored != unique or grants != packs:
-        raise SystemExit("an event was processed more than once, or not at all")
+    logging.disable(logging.WARNING)  # each refusal logs a line
+    times = []
+    for _ in range(300):
+        started = time.perf_counter()
+        client.post(
+            "/webhooks/stripe/", data=data, content_type="application/json", HTTP_STRIPE_SIGNATURE="t=1,v1=00"
+        )
+        times.append(time.perf_counter() - started)
+    logging.disable(logging.NOTSET)
+    return statistics.median(times) * 1e6
 
 
 if __name__ == "__main__":

@@ -195,6 +195,9 @@ STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 PADDLE_WEBHOOK_SECRET = env("PADDLE_WEBHOOK_SECRET", default="")
 # How far a signature's timestamp may be from our clock (replay protection), in seconds.
 WEBHOOK_TOLERANCE_SECONDS = env.int("WEBHOOK_TOLERANCE_SECONDS", default=300)
+# The usual webhook deliveries (a known subscription's update, a paid pack) recorded and applied by one
+# SQL function call (SPEC §11); off, every delivery takes the Python path (bench/webhooks.py compares).
+WEBHOOK_ONE_STATEMENT = True
 
 LOGGING = logging_config()
 # Python's warnings (WhiteNoise's "No directory at" STATIC_ROOT, say) as log records, not bare lines.

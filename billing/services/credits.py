@@ -67,6 +67,13 @@ def credit_quantity_parse(quantity: object, metric: str | None = None) -> Decima
     return value
 
 
+def credit_grant_quantity(metric: str, quantity: object) -> Decimal:
+    """A grant's metric checked and its quantity parsed (credit_quantity_parse); CreditGrantError if bad."""
+    if metric not in METRICS:
+        raise CreditGrantError(BAD_METRIC.format(metric=metric, metrics=", ".join(METRICS)))
+    return credit_quantity_parse(quantity, metric)
+
+
 def credit_grant(
     *,
     customer: Customer,
@@ -79,9 +86,7 @@ def credit_grant(
     external_ref: str | None = None,
 ) -> CreditGrant:
     """Grant credit, audited in the same transaction. Bad input raises CreditGrantError, writing nothing."""
-    if metric not in METRICS:
-        raise CreditGrantError(BAD_METRIC.format(metric=metric, metrics=", ".join(METRICS)))
-    quantity = credit_quantity_parse(quantity, metric)
+    quantity = credit_grant_quantity(metric, quantity)
     reason = (reason or "").strip()
     if source == CreditGrant.Source.GOODWILL and not reason:
         raise CreditGrantError(GOODWILL_NEEDS_REASON)
@@ -99,7 +104,7 @@ def credit_grant(
             reason=reason,
             external_ref=external_ref,
         )
-        grant.refresh_from_db(fields=["remaining"])
+        grant.remaining = quantity  # as the insert trigger set it (nothing drawn yet): not read back
         audit_record(
             actor=actor,
             action=AuditLog.Action.CREDIT_GRANT,

@@ -5,14 +5,14 @@ write through the services and return an Outcome, or raise WebhookFailed to stor
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.utils import timezone
 
 from billing.models import AuditLog, CreditGrant, Plan, Subscription, WebhookEvent
 from billing.services.audit import audit_record
-from billing.services.credits import BAD_QUANTITY, CreditGrantError, credit_grant
+from billing.services.credits import BAD_QUANTITY, CreditGrantError, credit_grant, credit_grant_quantity
 from billing.services.periods import period_renew
 from billing.services.plans import plan_change_validate
 from billing.services.webhooks.fields import Fields
@@ -22,12 +22,17 @@ from usage.models import Customer
 MAX_PACK_QUANTITY = 10**12  # a pack is far smaller; the column holds 10**15
 
 
+def _customer_pk(customer_id) -> UUID | None:
+    """The UUID our metadata carries, or None when it is not one."""
+    try:
+        return UUID(customer_id) if isinstance(customer_id, str) and len(customer_id) <= 36 else None
+    except ValueError:
+        return None
+
+
 def customer_get(customer_id) -> Customer:
     """Our customer named in the event's metadata (a UUID string, as we put it there)."""
-    try:
-        pk = UUID(customer_id) if isinstance(customer_id, str) and len(customer_id) <= 36 else None
-    except ValueError:
-        pk = None
+    pk = _customer_pk(customer_id)
     if pk is None:
         shown = (
             repr(customer_id)[:60]
@@ -241,13 +246,7 @@ def renewal_apply(
 def credit_purchase(event: WebhookEvent, meta: Fields, external_ref: str, actor: str) -> Outcome:
     """A paid overage pack: its metadata names the customer, the metric and the quantity."""
     customer = customer_get(meta.raw("customer_id"))
-    metric = meta.text("metric", max_length=50)
-    quantity = meta.raw("quantity")
-    if isinstance(quantity, bool) or not isinstance(quantity, str | int) or len(str(quantity)) > 40:
-        raise WebhookFailed(f"{meta.path}.quantity: expected a number as a string")
-    parsed = meta.decimal("quantity") if str(quantity).strip() else None
-    if parsed is None or not 0 < parsed < MAX_PACK_QUANTITY:  # 1e30 or 1E+5000 before any arithmetic
-        raise WebhookFailed(f"overage pack metadata: {BAD_QUANTITY.format(quantity=quantity)}")
+    metric, quantity = _pack_metadata(meta)
     if CreditGrant.objects.filter(external_ref=external_ref).exists():
         return Outcome.processed(f"credit for {external_ref} already granted", customer.pk)
     try:
@@ -266,3 +265,60 @@ def credit_purchase(event: WebhookEvent, meta: Fields, external_ref: str, actor:
         f"granted {grant.granted.normalize():f} {grant.metric} credit",
         customer.pk,
     )
+
+
+def _pack_metadata(meta: Fields) -> tuple[str, object]:
+    """The pack's metric and quantity as sent, the quantity bounded before any arithmetic."""
+    metric = meta.text("metric", max_length=50)
+    quantity = meta.raw("quantity")
+    if isinstance(quantity, bool) or not isinstance(quantity, str | int) or len(str(quantity)) > 40:
+        raise WebhookFailed(f"{meta.path}.quantity: expected a number as a string")
+    parsed = meta.decimal("quantity") if str(quantity).strip() else None
+    if parsed is None or not 0 < parsed < MAX_PACK_QUANTITY:  # 1e30 or 1E+5000 before any arithmetic
+        raise WebhookFailed(f"overage pack metadata: {BAD_QUANTITY.format(quantity=quantity)}")
+    return metric, quantity
+
+
+# One statement each (SPEC §11): the usual deliveries, recorded and applied by one SQL function call
+# (billing/sql/billing_webhook_*_apply.sql) with the outcomes and audit rows of the functions above.
+# Each returns the function and its effect's arguments, or None when only the Python path applies
+# the event (the function also hands back to it, by SQLSTATE WH001, whatever it finds unusual).
+
+
+def subscription_sync_call(state: SubscriptionState, actor: str) -> tuple[str, list] | None:
+    """subscription_sync of a subscription we have, in SQL; None for times the audit would write with an offset."""
+    for at in (state.period_start, state.period_end):
+        if at is not None and at.utcoffset() != timedelta(0):
+            return None  # the Python path keeps the offset the processor sent in the audit row
+    return "billing_webhook_subscription_apply", [
+        actor,
+        state.external_id,
+        state.external_customer,
+        list(state.price_ids),
+        state.status,
+        state.period_start,
+        state.period_end,
+        state.creation,
+        state.note,
+    ]
+
+
+def credit_purchase_call(meta: Fields, external_ref: str, actor: str) -> tuple[str, list] | None:
+    """credit_purchase in SQL, its metadata checked here first; None when it would fail."""
+    pk = _customer_pk(meta.raw("customer_id"))
+    if pk is None:
+        return None
+    try:
+        metric, quantity = _pack_metadata(meta)
+        quantity = credit_grant_quantity(metric, quantity)
+    except (WebhookFailed, CreditGrantError):
+        return None
+    return "billing_webhook_pack_apply", [
+        actor,
+        pk,
+        metric,
+        quantity,
+        str(quantity),
+        f"granted {quantity.normalize():f} {metric} credit",
+        external_ref,
+    ]

@@ -9,11 +9,12 @@ A rejected request (bad signature, malformed body) writes nothing but a log line
 
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from billing.models import WebhookEvent
 from billing.services.webhooks.envelope import Envelope
@@ -58,10 +59,15 @@ def webhook_ingest(envelope: Envelope) -> Ingested:
     deliveries of one event), apply the effect, record the outcome. A failing effect rolls that whole
     transaction back and a second one stores the event failed: no savepoint on the usual path.
     """
-    if PROCESSORS[envelope.processor].handlers.get(envelope.event_type) is None and not envelope.problem:
+    processor = PROCESSORS[envelope.processor]
+    if processor.handlers.get(envelope.event_type) is None and not envelope.problem:
         stored = _store_ignored(envelope)  # one statement, no transaction around it
         if stored is not None:
             return stored
+    elif envelope.event_type in processor.one_statement and not envelope.problem:
+        applied = _one_statement(processor, envelope)
+        if applied is not None:
+            return applied
     try:
         with transaction.atomic():
             event, duplicate = _claim(envelope)
@@ -124,6 +130,62 @@ def _store_ignored(envelope: Envelope) -> Ingested | None:
     )
     event._state.adding = False
     return Ingested(event, duplicate=False)
+
+
+PYTHON_PATH = "WH001"  # the SQLSTATE by which a one-statement effect hands the event back, keeping nothing
+
+
+def _one_statement(processor: Processor, envelope: Envelope) -> Ingested | None:
+    """The usual delivery as one SQL function call: inbox row, effect, audit, outcome (SPEC §11).
+
+    None when only the Python path below applies the event: the handler's reads found something
+    unusual (they raise again there, with the error to store), or the function handed it back.
+    """
+    if not settings.WEBHOOK_ONE_STATEMENT:
+        return None
+    event = WebhookEvent(
+        processor=envelope.processor,
+        event_id=envelope.event_id,
+        event_type=envelope.event_type,
+        occurred_at=envelope.occurred_at,
+        api_version=envelope.api_version,
+        payload=envelope.payload,
+    )
+    try:
+        call = processor.one_statement[envelope.event_type](event, _actor(event, None))
+    except WebhookFailed:
+        return None
+    if call is None:
+        return None
+    function, arguments = call
+    params = [
+        envelope.processor,
+        envelope.event_id,
+        envelope.event_type,
+        envelope.occurred_at,
+        envelope.api_version,
+        json.dumps(envelope.payload),
+        *arguments,
+    ]
+    sql = f"SELECT * FROM {function}({', '.join(['%s'] * len(params))})"
+    try:
+        # Outside a transaction the statement is its own; inside one (tests, a caller's), a savepoint.
+        with (
+            transaction.atomic() if connection.in_atomic_block else nullcontext(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == PYTHON_PATH:
+            return None
+        raise
+    duplicate, pk, status, outcome, error, customer_id, attempts, retry, received_at, processed_at = row
+    event.pk, event.status, event.outcome, event.error = pk, status, outcome, error
+    event.customer_id, event.attempts, event.retry_expected = customer_id, attempts, retry
+    event.received_at, event.processed_at = received_at, processed_at
+    event._state.adding = False
+    return Ingested(event, duplicate=duplicate)
 
 
 def _claim(envelope: Envelope) -> tuple[WebhookEvent, bool]:

@@ -10,8 +10,10 @@ from billing.models import CreditDraw, Subscription, WebhookEvent
 from billing.services.webhooks.effects import (
     SubscriptionState,
     credit_purchase,
+    credit_purchase_call,
     renewal_apply,
     subscription_sync,
+    subscription_sync_call,
 )
 from billing.services.webhooks.envelope import PADDLE_ENVELOPE
 from billing.services.webhooks.fields import Fields
@@ -31,6 +33,10 @@ TAKE_BACK_ACTIONS = {"refund": CreditDraw.Kind.REFUND, "chargeback": CreditDraw.
 
 
 def subscription_changed(event: WebhookEvent, actor: str) -> Outcome:
+    return subscription_sync(event, _subscription_state(event), actor)
+
+
+def _subscription_state(event: WebhookEvent) -> SubscriptionState:
     sub = PADDLE.fields(event)
     paddle_status = sub.text("status")
     status = PADDLE_STATUS.get(paddle_status)
@@ -41,7 +47,7 @@ def subscription_changed(event: WebhookEvent, actor: str) -> Outcome:
     )
     period = sub.obj("current_billing_period")  # null when paused or canceled: the period is kept
     has_period = period.has("starts_at") or period.has("ends_at")
-    state = SubscriptionState(
+    return SubscriptionState(
         external_id=sub.text("id"),
         external_customer=sub.text("customer_id", required=False),
         customer_id=sub.obj("custom_data").raw("customer_id"),
@@ -52,7 +58,6 @@ def subscription_changed(event: WebhookEvent, actor: str) -> Outcome:
         creation=event.event_type == "subscription.created",
         note=" Paused at Paddle: no paid plan while paused." if paddle_status == "paused" else "",
     )
-    return subscription_sync(event, state, actor)
 
 
 def transaction_completed(event: WebhookEvent, actor: str) -> Outcome:
@@ -73,6 +78,15 @@ def transaction_completed(event: WebhookEvent, actor: str) -> Outcome:
         # A one-off charge on a subscription: the customer is the subscription's.
         meta = Fields({**meta.data, "customer_id": _subscription_customer(subscription_id)}, meta.path)
     return credit_purchase(event, meta, f"paddle:{txn.text('id')}", actor)
+
+
+def transaction_completed_call(event: WebhookEvent, actor: str) -> tuple[str, list] | None:
+    """transaction_completed in one statement, for a pack bought on its own (not on a subscription)."""
+    txn = PADDLE.fields(event)
+    meta = txn.obj("custom_data")
+    if txn.text("subscription_id", required=False) or not meta.has("metric"):
+        return None
+    return credit_purchase_call(meta, f"paddle:{txn.text('id')}", actor)
 
 
 def _subscription_customer(external_id: str) -> str:
@@ -117,5 +131,20 @@ PADDLE = Processor(
         "transaction.completed": transaction_completed,
         "adjustment.created": adjustment,
         "adjustment.updated": adjustment,
+    },
+    one_statement={
+        **dict.fromkeys(
+            (
+                "subscription.created",
+                "subscription.updated",
+                "subscription.canceled",
+                "subscription.paused",
+                "subscription.resumed",
+                "subscription.activated",
+                "subscription.past_due",
+            ),
+            lambda event, actor: subscription_sync_call(_subscription_state(event), actor),
+        ),
+        "transaction.completed": transaction_completed_call,
     },
 )

@@ -1,7 +1,7 @@
 """A processor, as the inbox sees it: its signature scheme, its envelope, its handlers."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -12,6 +12,7 @@ from billing.services.webhooks.outcome import Outcome, WebhookFailed
 from billing.services.webhooks.signatures import SignatureScheme, signature_header, signature_verify
 
 Handler = Callable[[WebhookEvent, str], Outcome]  # (event, actor) -> outcome
+OneStatement = Callable[[WebhookEvent, str], tuple[str, list] | None]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class Processor:
     api_versions: tuple[str, str] | tuple[()] = ()
     # A body that parses but is not an event this endpoint can apply: why (400), or None.
     refusal: Callable[[dict], str | None] | None = None
+    # The usual events recorded and applied by one SQL function call (SPEC §11): per event type,
+    # (event, actor) -> (function, its effect's arguments), or None for the Python path (handlers).
+    one_statement: dict[str, OneStatement] = field(default_factory=dict)
 
     def secrets(self) -> list[str]:
         raw = getattr(settings, self.secret_setting)

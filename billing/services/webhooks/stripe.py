@@ -10,8 +10,10 @@ from billing.models import CreditDraw, WebhookEvent
 from billing.services.webhooks.effects import (
     SubscriptionState,
     credit_purchase,
+    credit_purchase_call,
     renewal_apply,
     subscription_sync,
+    subscription_sync_call,
 )
 from billing.services.webhooks.envelope import STRIPE_ENVELOPE
 from billing.services.webhooks.fields import Fields
@@ -36,6 +38,10 @@ API_VERSIONS = ("2020-08-27", "2025-08-27")
 
 
 def subscription_changed(event: WebhookEvent, actor: str) -> Outcome:
+    return subscription_sync(event, _subscription_state(event), actor)
+
+
+def _subscription_state(event: WebhookEvent) -> SubscriptionState:
     sub = STRIPE.fields(event)
     items = sub.obj("items").objects("data")
     if event.event_type == "customer.subscription.deleted":
@@ -48,7 +54,7 @@ def subscription_changed(event: WebhookEvent, actor: str) -> Outcome:
     # Before 2025-03-31 the period is the subscription's; since, each item carries its own.
     periodic = sub if sub.has("current_period_start") else _plan_item(items, price_ids)
     has_period = periodic is not None and periodic.has("current_period_start")
-    state = SubscriptionState(
+    return SubscriptionState(
         external_id=sub.text("id"),
         external_customer=sub.text("customer", required=False),
         customer_id=sub.obj("metadata").raw("customer_id"),
@@ -59,7 +65,6 @@ def subscription_changed(event: WebhookEvent, actor: str) -> Outcome:
         creation=event.event_type == "customer.subscription.created",
         note=" Paused at Stripe: no paid plan while paused." if sub.raw("status") == "paused" else "",
     )
-    return subscription_sync(event, state, actor)
 
 
 def _plan_item(items: list[Fields], price_ids: tuple[str, ...]) -> Fields | None:
@@ -110,8 +115,20 @@ def checkout_paid(event: WebhookEvent, actor: str) -> Outcome:
     if session.raw("payment_status") != "paid":
         # SEPA, ACH: checkout.session.async_payment_succeeded follows once the payment clears.
         return Outcome.ignored(f"checkout not paid ({session.raw('payment_status')!r})")
-    ref = session.text("payment_intent", required=False) or session.text("id")
-    return credit_purchase(event, meta, f"stripe:{ref}", actor)
+    return credit_purchase(event, meta, _checkout_ref(session), actor)
+
+
+def _checkout_ref(session: Fields) -> str:
+    return f"stripe:{session.text('payment_intent', required=False) or session.text('id')}"
+
+
+def checkout_paid_call(event: WebhookEvent, actor: str) -> tuple[str, list] | None:
+    """checkout_paid in one statement, for a paid pack (anything else takes the Python path)."""
+    session = STRIPE.fields(event)
+    meta = session.obj("metadata")
+    if session.raw("mode") != "payment" or not meta.has("metric") or session.raw("payment_status") != "paid":
+        return None
+    return credit_purchase_call(meta, _checkout_ref(session), actor)
 
 
 def charge_refunded(event: WebhookEvent, actor: str) -> Outcome:
@@ -159,5 +176,19 @@ STRIPE = Processor(
         "checkout.session.async_payment_succeeded": checkout_paid,
         "charge.refunded": charge_refunded,
         "charge.dispute.created": dispute_created,
+    },
+    one_statement={
+        **dict.fromkeys(
+            (
+                "customer.subscription.created",
+                "customer.subscription.updated",
+                "customer.subscription.deleted",
+                "customer.subscription.paused",
+                "customer.subscription.resumed",
+            ),
+            lambda event, actor: subscription_sync_call(_subscription_state(event), actor),
+        ),
+        "checkout.session.completed": checkout_paid_call,
+        "checkout.session.async_payment_succeeded": checkout_paid_call,
     },
 )
