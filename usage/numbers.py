@@ -22,15 +22,11 @@ def number_plain(value):
 
 
 def number_human(value, unlimited: str = "unlimited") -> str:
-    """1234567 -> "1,234,567"; Decimal("12.500") -> "12.5"; Decimal("0.000") -> "0"; None -> ``unlimited``."""
-    if value is None:
-        return unlimited
-    plain = number_plain(Decimal(str(value)) if isinstance(value, float) else value)
-    if isinstance(plain, int):
-        return f"{plain:,}"
-    if isinstance(plain, float):
-        return f"{Decimal(str(plain)).normalize():,f}"
-    return str(plain)
+    """1234567 -> "1,234,567"; Decimal("1234.500") -> "1,234.5"; Decimal("0.000") -> "0"; None -> ``unlimited``.
+
+    ``number`` below does the formatting (one formatter for pages); this keeps finance's word for None.
+    """
+    return unlimited if value is None else number(value)
 
 
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
