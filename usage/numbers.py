@@ -1,7 +1,14 @@
-"""The one number formatter (SPEC §7): quantities as JSON and CSV carry them (number_plain: 3, not
-Decimal('3.000'); 1.5) and as people read them on pages (number: thousands separators, whole numbers
-without decimals, never "0.000"; limit; money from minor units with its currency; percent). In usage,
-the lower layer, so both apps' pages use it; the template filters {% load human %} wrap it.
+"""The one number formatter (SPEC §7, issue 8's "one number formatter").
+
+Two forms, nothing else:
+- for machines (JSON, CSV, run summaries): ``number_plain`` (3, not Decimal('3.000'); "0.125" exact);
+- for people (every page, template filter, SVG chart, message and audit line): ``number`` (thousands
+  separators, whole numbers without decimals, never "0.000"), ``limit`` (an allowance or "unlimited"),
+  ``money`` (minor units with the currency's code: "USD 1,900.00"), ``percent`` and ``value``.
+
+Support's and finance's pages both use these (finance had its own "$1,900.00" and "unlimited" forms
+until they were merged); in usage, the lower layer, so both apps reach it. ``{% load human %}`` wraps
+them as template filters.
 """
 
 from decimal import Decimal
@@ -19,26 +26,6 @@ def number_plain(value):
             return int(value)
         return format(value.normalize(), "f")
     return value
-
-
-def number_human(value, unlimited: str = "unlimited") -> str:
-    """1234567 -> "1,234,567"; Decimal("1234.500") -> "1,234.5"; Decimal("0.000") -> "0"; None -> ``unlimited``.
-
-    ``number`` below does the formatting (one formatter for pages); this keeps finance's word for None.
-    """
-    return unlimited if value is None else number(value)
-
-
-CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
-
-
-def money_human(minor_units, currency: str) -> str:
-    """Integer minor units -> "$1,900.00" (or "1,900.00 CHF" for a currency without a symbol here)."""
-    if minor_units is None:
-        return "—"
-    amount = f"{Decimal(minor_units) / 100:,.2f}"
-    symbol = CURRENCY_SYMBOLS.get(currency)
-    return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
 
 
 NONE = "—"

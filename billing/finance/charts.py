@@ -10,7 +10,7 @@ from decimal import Decimal
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
-from billing.templatetags.finance import quantity_text
+from usage.numbers import number
 
 WIDTH, HEIGHT = 640, 260
 LEFT, RIGHT, TOP, BOTTOM = 64, 12, 16, 48
@@ -54,7 +54,7 @@ def _frame(labels: list[str], top: Decimal, unit: str, title: str) -> list[str]:
         y = TOP + plot_h - plot_h * i / 4
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" stroke="#ddd"/>')
         parts.append(
-            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#333">{quantity_text(value)}</text>'
+            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#333">{number(value)}</text>'
         )
     step = max(1, len(labels) // 12)
     for i, label in enumerate(labels):
@@ -100,7 +100,7 @@ def line_chart(labels: list[str], series: dict[str, list], *, unit: str, title: 
         for (x, y), label, v in zip(xy, labels, points, strict=True):
             parts.append(
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
-                f"<title>{escape(name)}, {escape(label)}: {quantity_text(v)} {escape(unit)}</title></circle>"
+                f"<title>{escape(name)}, {escape(label)}: {number(v)} {escape(unit)}</title></circle>"
             )
     parts += _legend(list(series))
     parts.append("</svg>")
@@ -122,7 +122,7 @@ def bar_chart(labels: list[str], series: dict[str, list], *, unit: str, title: s
             x = LEFT + group * j + group * 0.1 + bar * i
             parts.append(
                 f'<rect x="{x:.1f}" y="{TOP + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{colour}">'
-                f"<title>{escape(name)}, week of {escape(label)}: {quantity_text(v)} {escape(unit)}</title></rect>"
+                f"<title>{escape(name)}, week of {escape(label)}: {number(v)} {escape(unit)}</title></rect>"
             )
     parts += _legend(list(series))
     parts.append("</svg>")

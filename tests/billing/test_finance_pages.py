@@ -20,7 +20,6 @@ from billing.models import CreditDraw, CreditGrant
 from billing.ops.findings import over_limit
 from billing.ops.integrity import usage_reconcile
 from billing.services.credits import credit_grant
-from billing.templatetags.finance import money_text, quantity_text
 from demo.data import (
     S1_MISSING_ROW,
     S1_PHANTOM_THREE,
@@ -124,13 +123,12 @@ def test_s5_overage_shows_as_over_and_from_credit_with_people_formatting(demo, f
     starter = page_numbers(html)["starter"]
     assert starter["minutes_from_credit"] >= 20  # S5: 620 of 600 minutes, 20 drawn from its pack
     assert starter["minutes_overage"] >= 20
-    assert "$19.00" in html  # Starter's price, with its currency
+    # Starter's price with its currency, as support's customer page shows it (one formatter: finance
+    # showed "$19.00" beside support's "USD 19.00" before)
+    assert "USD 19.00" in html
+    assert "$" not in html
     visible = re.sub(r'data-value="[^"]*"', "", html)  # exact values for machines; text for people
     assert ".000" not in visible
-    assert quantity_text(Decimal("1234567.000")) == "1,234,567"
-    assert quantity_text(Decimal("12.500")) == "12.5"
-    assert quantity_text(None) == "unlimited"
-    assert money_text(1990000) == "$19,900.00"
 
 
 def test_one_plan_and_its_drilldown_to_the_customers(demo, finance):
