@@ -277,7 +277,7 @@ class CustomerAdmin(BigTableAdmin):
         StalePeriodFilter,
     )
     search_fields = ("email",)
-    search_help_text = "Email (exact, any case), an email prefix, or a customer id."
+    search_help_text = "Email (exact, any case), an email prefix, a customer id, or a Stripe or Paddle customer or subscription id."
     # Periods are opened by the billing rules (renewals, rollover), never typed in.
     readonly_fields = ("id", "current_period_start", "current_period_end", "created_at")
     fields = ("id", "email", "name", "current_period_start", "current_period_end", "created_at")
@@ -351,6 +351,18 @@ class CustomerAdmin(BigTableAdmin):
         lowered = queryset.annotate(email_lower=Lower("email"))
         if "@" in term:
             return lowered.filter(email_lower=term.lower()), False
+        # A processor's customer or subscription id as pasted from Stripe or Paddle: exact, through
+        # the (processor, external_subscription_id) unique index and subscriptions_ext_customer.
+        by_processor = list(
+            Subscription.objects.filter(
+                Q(processor__in=Subscription.Processor.values, external_subscription_id=term)
+                | Q(external_customer_id=term)
+            )
+            .order_by()
+            .values_list("customer_id", flat=True)[:SELECTION_MAX]
+        )
+        if by_processor:
+            return queryset.filter(pk__in=by_processor), False
         return lowered.filter(email_lower__startswith=term.lower()), False
 
     def has_reconcile_permission(self, request):

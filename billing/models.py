@@ -92,6 +92,14 @@ class Subscription(models.Model):
                 fields=["processor", "external_subscription_id"], name="subscriptions_processor_external_id"
             ),
         ]
+        indexes = [
+            # Support searches customers by the processor's customer id (SPEC §7 Support).
+            models.Index(
+                fields=["external_customer_id"],
+                condition=Q(external_customer_id__isnull=False),
+                name="subscriptions_ext_customer",
+            ),
+        ]
 
     def __str__(self):
         return f"{self.customer} on {self.plan}"

@@ -123,3 +123,24 @@ def test_the_list_runs_a_bounded_number_of_queries(admin_client, django_assert_m
         with django_assert_max_num_queries(12):
             response = admin_client.get(reverse(LIST), query)
         assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("term", "expected"),
+    [
+        ("sub_1", {"grow@example.com"}),  # Stripe subscription id
+        ("cus_grow", {"grow@example.com"}),  # Stripe customer id
+        ("  ctm_small ", {"small@example.com"}),  # Paddle customer id, pasted with spaces
+        ("p_1", {"small@example.com"}),  # Paddle subscription id
+        ("GROW@example.com", {"grow@example.com"}),  # emails still work
+        ("s", {"small@example.com", "starter@example.com"}),  # and prefixes
+        ("sub_unknown", set()),
+    ],
+)
+def test_search_by_the_processors_customer_and_subscription_ids(admin_client, book, term, expected):
+    """SPEC §7 Support: search by email, customer id, processor customer/subscription id. The
+    processor ids found nothing before (support pastes them from Stripe's dashboard or an email)."""
+    Subscription.objects.filter(customer__email="grow@example.com").update(external_customer_id="cus_grow")
+    Subscription.objects.filter(customer__email="small@example.com").update(external_customer_id="ctm_small")
+    html = admin_client.get(reverse(LIST), {"q": term}).content.decode()
+    assert set(_rows(html)) == expected
