@@ -16,7 +16,7 @@ from billing.services.credits import METRICS, quantity_parse
 
 BAD_AMOUNT = "amount must be a positive number with at most 3 decimals, not {quantity!r}"
 AMOUNT_MAX = Decimal(10**15)  # billing_consume's bound (usage_events.quantity is numeric(18, 3))
-TOO_LARGE = "amount {quantity} is too large (at most {maximum:,} per call)"
+TOO_LARGE = "amount {quantity} is too large (less than {maximum:,} per call)"
 
 
 class ConsumeError(ValueError):

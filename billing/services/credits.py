@@ -22,7 +22,7 @@ BAD_QUANTITY = (
     "credit must be a positive number with at most 3 decimals, like 1000, 1,000 or 12.5; not {quantity!r}"
 )
 CREDIT_MAX = Decimal(1_000_000)  # per grant: the largest overage pack is 10,000; beyond this is a typo
-TOO_MUCH_CREDIT = "credit of {quantity} is more than one grant may hold ({maximum:,}); grant less"
+TOO_MUCH_CREDIT = "credit of {quantity} is more than one grant may hold (less than {maximum:,}); grant less"
 WHOLE_NUMBERS = "{label} are whole numbers, not {quantity}"
 GOODWILL_NEEDS_REASON = "a goodwill grant needs a reason (it is audited)"
 # 1,000 and 1,000.5: commas only as thousands separators, in groups of three.
@@ -55,12 +55,14 @@ def quantity_parse(value: object, *, maximum: Decimal, too_large: str, bad: str)
 
 def credit_quantity_parse(quantity: object, metric: str | None = None) -> Decimal:
     """A grant's quantity: positive, at most 3 decimals, below CREDIT_MAX, whole for a whole metric."""
+    typed = quantity
     if _THOUSANDS.match(str(quantity).strip()):  # "1,000" as people type it
         quantity = str(quantity).strip().replace(",", "")
     try:
         value = quantity_parse(quantity, maximum=CREDIT_MAX, too_large=TOO_MUCH_CREDIT, bad=BAD_QUANTITY)
     except ValueError as exc:
-        raise CreditGrantError(str(exc)) from None
+        # The message quotes what was typed ("1,000,001"), not the text with its commas taken out.
+        raise CreditGrantError(str(exc).replace(f"{quantity}", f"{typed}".strip(), 1)) from None
     found = BY_CODE.get(metric or "")
     if found and found.whole and value != value.to_integral_value():
         raise CreditGrantError(WHOLE_NUMBERS.format(label=found.title, quantity=value))

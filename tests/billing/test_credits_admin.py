@@ -11,10 +11,10 @@ from tests.factories import CustomerFactory
 @pytest.mark.parametrize(
     "metric, granted, error",
     [
-        ("minutes", "999999999999999.999", f"more than one grant may hold ({CREDIT_MAX:,})"),
-        ("minutes", "999,999,999,999,999.999", f"more than one grant may hold ({CREDIT_MAX:,})"),
-        ("minutes", "1e30", f"more than one grant may hold ({CREDIT_MAX:,})"),  # was a 500
-        ("minutes", "1E+5000", f"more than one grant may hold ({CREDIT_MAX:,})"),  # was a 500
+        ("minutes", "999999999999999.999", f"more than one grant may hold (less than {CREDIT_MAX:,})"),
+        ("minutes", "999,999,999,999,999.999", f"more than one grant may hold (less than {CREDIT_MAX:,})"),
+        ("minutes", "1e30", f"more than one grant may hold (less than {CREDIT_MAX:,})"),  # was a 500
+        ("minutes", "1E+5000", f"more than one grant may hold (less than {CREDIT_MAX:,})"),  # was a 500
         ("minutes", "1e-5000", "positive number with at most 3 decimals"),
         ("minutes", "NaN", "positive number with at most 3 decimals"),
         ("minutes", "-Infinity", "positive number with at most 3 decimals"),

@@ -96,7 +96,15 @@ def test_support_grants_credit_from_the_customer_page(support):
             {"granted": "1,0"},
             "credit must be a positive number with at most 3 decimals, like 1000, 1,000 or 12.5",
         ),
-        ({"granted": "2,000,000"}, "is more than one grant may hold (1,000,000)"),
+        # as typed, and true at the bound (was "credit of 1000000 is more than one grant may hold (1,000,000)")
+        (
+            {"granted": "2,000,000"},
+            "credit of 2,000,000 is more than one grant may hold (less than 1,000,000)",
+        ),
+        (
+            {"granted": "1,000,000"},
+            "credit of 1,000,000 is more than one grant may hold (less than 1,000,000)",
+        ),
         ({"granted": "ten"}, "credit must be a positive number"),
         ({"reason": "   "}, "This field is required."),
         ({"metric": "projects"}, "Select a valid choice."),
