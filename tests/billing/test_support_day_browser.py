@@ -76,6 +76,10 @@ def test_a_support_agents_day(live_server, page, django_user_model, roles):  # n
     assert counters.locator("td.actual").inner_text() == "6"
     assert "DRIFT +6" in counters.inner_text()
     _shot(page, "customer-page-drift.png")
+    # Recount looks like the buttons beside it (it was a plain white box among grey pills).
+    look = "e => [getComputedStyle(e).backgroundColor, getComputedStyle(e).textTransform]"
+    assert page.eval_on_selector("#recount-button", look) == page.eval_on_selector("#grant-button", look)
+    assert "Free (USD 0.00, 1 project)" in page.inner_text("#plan-to")  # was "1 projects"
 
     # Recount: the counter takes its true value, the finding appears with its remedy.
     page.click("#recount-button")
