@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.timesince import timesince
 
 from billing.models import WebhookEvent
 from billing.selectors import last_full_run
@@ -80,5 +81,13 @@ def dashboard_figures() -> dict:
         "figures": figures,
         "run": run,
         "run_link": reverse("admin:usage_reconciliationrun_change", args=[run.pk]) if run else None,
+        "run_age": _age(run.started_at, now) if run else None,
         "trigger_problems": problems,
     }
+
+
+def _age(then, now) -> str:
+    """ "just now" under a minute (Django's timesince says "0 minutes"), else "3 hours, 5 minutes ago"."""
+    if now - then < timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(then, now)} ago"

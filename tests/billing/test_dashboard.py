@@ -82,3 +82,13 @@ def test_support_and_finance_see_the_dashboard(staff_client):
     for user, group in (("sam", "Support"), ("fay", "Finance")):
         page = staff_client(user, group).get(reverse("admin:index"))
         assert page.status_code == 200 and 'id="dashboard"' in page.content.decode()
+
+
+def test_when_the_report_ran_reads_on_one_line(admin_client):
+    """ "last full report #1, just now" (it was the link on a line of its own, then ", 0 minutes ago")."""
+    plans_ensure()
+    run = discrepancy_report(started_by="cron").run
+    html = admin_client.get(reverse("admin:index")).content.decode()
+    link = reverse("admin:usage_reconciliationrun_change", args=[run.pk])
+    assert f'<a href="{link}" style="display:inline">last full report #{run.pk}</a>, just now' in html
+    assert "0\xa0minutes ago" not in html and "0 minutes ago" not in html
