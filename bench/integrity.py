@@ -1,7 +1,8 @@
 """Discrepancy report and reconciliation at scale, as ratios from one run (SPEC §11).
 
-Generates 1M customers, 5M projects and 20M usage events at --scale 1 (set-based, triggers off, then
-counters built from the truth), plants drift in 10 % of the customers, and prints:
+Generates 1M customers, 5M projects and 20M usage events at --scale 1 (bench/dataset.py: set-based,
+triggers off in its session, then counters built from the truth; no drift of its own), plants drift in
+10 % of the customers, and prints:
 
 - the report's time as a ratio of a bare aggregate scan of the same tables (target <= 2x);
 - the report process's peak memory for the whole database vs for one customer (target: flat);
@@ -20,15 +21,11 @@ import sys
 import time
 
 from common import ROOT, fresh_bench_schema, log  # sets up Django on the benchmark database
+from dataset import generate
 from django.db import connection, transaction
 
 from billing.ops.checks import drift_scan
 from billing.ops.integrity import discrepancy_report, usage_reconcile
-from usage.models import PresetUsage, Project, UsageEvent
-
-SOURCE_TRIGGERS = [
-    (m._meta.db_table, t.get_pgid(m)) for m in (Project, UsageEvent, PresetUsage) for t in m._meta.triggers
-]
 
 
 def sql(statement, params=None):
@@ -44,68 +41,6 @@ def timed(label, fn):
     elapsed = time.perf_counter() - start
     log(f"  {elapsed:.1f} s")
     return elapsed, result
-
-
-def generate(customers: int, projects_per: int, events_per: int):
-    """Historical data written with the counter triggers off, then counters built from the truth."""
-    for table, pgid in SOURCE_TRIGGERS:
-        sql(f"ALTER TABLE {table} DISABLE TRIGGER {pgid}")
-    try:
-        sql(
-            "INSERT INTO customers (email, name) SELECT 'c' || g || '@bench.test', 'Customer ' || g "
-            "FROM generate_series(1, %s) g",
-            [customers],
-        )
-        sql(
-            "INSERT INTO projects (customer_id, name, status) "
-            "SELECT c.id, 'p' || g, CASE WHEN g %% 5 = 0 THEN 'archived' ELSE 'active' END "
-            "FROM customers c, generate_series(1, %s) g",
-            [projects_per],
-        )
-        # Events over the current and the two previous calendar months.
-        sql(
-            "INSERT INTO usage_events (customer_id, metric, quantity, occurred_at) "
-            "SELECT c.id, CASE WHEN g %% 2 = 0 THEN 'ai_interaction' ELSE 'minutes' END, 1 + g %% 3, "
-            "       date_trunc('month', now()) - interval '2 months' + (g * 1.7) * interval '1 day' "
-            "FROM customers c, generate_series(1, %s) g",
-            [events_per],
-        )
-        sql("INSERT INTO presets (customer_id, name) SELECT id, 'preset' FROM customers")
-        sql(
-            "INSERT INTO preset_usage (preset_id, customer_id, used_at) "
-            "SELECT p.id, p.customer_id, now() - g * interval '1 hour' FROM presets p, generate_series(1, 2) g"
-        )
-    finally:
-        for table, pgid in SOURCE_TRIGGERS:
-            sql(f"ALTER TABLE {table} ENABLE TRIGGER {pgid}")
-    # Counter rows from the truth: three monthly periods per customer.
-    with transaction.atomic():
-        sql(
-            "INSERT INTO usage_counter_write_grants VALUES (pg_current_xact_id()::text::bigint) ON CONFLICT DO NOTHING"
-        )
-        sql(
-            """
-            INSERT INTO usage_tracking (customer_id, period_start, period_end, month, active_projects_count,
-                                        ai_interactions_count, minutes_used, updated_at)
-            SELECT c.id, m.start, m.start + interval '1 month', to_char(m.start, 'YYYY-MM'),
-                   CASE WHEN m.k = 0 THEN coalesce(a.n, 0) ELSE 0 END, coalesce(e.ai, 0), coalesce(e.minutes, 0), now()
-            FROM customers c
-            CROSS JOIN LATERAL (SELECT k, date_trunc('month', now()) - k * interval '1 month' AS start
-                                FROM generate_series(0, 2) k) m
-            LEFT JOIN (SELECT customer_id, count(*) AS n FROM projects WHERE status = 'active' GROUP BY 1) a
-                   ON a.customer_id = c.id
-            LEFT JOIN (SELECT customer_id, date_trunc('month', occurred_at) AS start,
-                              sum(quantity) FILTER (WHERE metric = 'ai_interaction') AS ai,
-                              sum(quantity) FILTER (WHERE metric = 'minutes') AS minutes
-                       FROM usage_events GROUP BY 1, 2) e
-                   ON e.customer_id = c.id AND e.start = m.start
-            """
-        )
-        sql(
-            "UPDATE presets p SET usage_count = u.n, last_used_at = u.last FROM "
-            "(SELECT preset_id, count(*) AS n, max(used_at) AS last FROM preset_usage GROUP BY 1) u WHERE u.preset_id = p.id"
-        )
-    sql("VACUUM ANALYZE")
 
 
 def plant_drift(fraction: float) -> int:
@@ -209,7 +144,7 @@ def main():
     fresh_bench_schema()
     gen_time, _ = timed(
         f"generating {customers:,} customers, {5 * customers:,} projects, {20 * customers:,} events",
-        lambda: generate(customers, 5, 20),
+        lambda: generate(customers, projects_per=5, events_per=20, drift_every=0),
     )
     drifted = plant_drift(0.1)
     log(f"planted drift in {drifted:,} customers")
