@@ -41,10 +41,12 @@ class CounterLine:
 
     @property
     def over(self):
-        """How far the true value is past the allowance (None when within it): "left" is never negative."""
-        if self.left is None or self.left >= 0:
+        """How far the true value is past the allowance (None when within it): "left" is never negative.
+
+        ``left`` is number_plain's (an int, or a fraction as exact text: "47.5"), so compared as a Decimal."""
+        if self.left is None or Decimal(self.left) >= 0:
             return None
-        return -self.left
+        return number_plain(-Decimal(self.left))
 
 
 @dataclass

@@ -15,7 +15,7 @@ from billing.services.consume import consume
 from billing.services.credits import credit_grant
 from demo.data import plans_ensure
 from tests.conftest import plant_s1
-from tests.factories import CustomerFactory, ProjectFactory
+from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory
 from usage.models import Customer
 
 pytestmark = pytest.mark.django_db
@@ -209,6 +209,25 @@ def test_numbers_on_the_page_are_for_people(support):
     assert cells == ["transcription minutes", "620", "620", "600", "0", "over by 20"]
     assert "30 of 50 Transcription minutes left" in text
     assert ".000" not in page.content.decode() and "−20" not in text
+
+
+@pytest.mark.parametrize(
+    "amounts, left, status",
+    [((12.5,), "47.5", "ok"), ((50, 12.5), "0", "over by 2.5")],
+)
+def test_fractional_minutes_show_what_is_left_or_over(support, amounts, left, status):
+    """Transcription minutes come in fractions: 60 - 12.5 left must not be a 500 (found at 1M by
+    bench/admin.py, whose usage events carry fractional minutes: "left" was compared as text)."""
+    plans = plans_ensure()
+    customer = CustomerFactory(email="fraction@example.com")
+    _subscribe(customer, plans["free"])  # 60 minutes
+    for i, amount in enumerate(amounts):
+        UsageEventFactory(customer=customer, metric="minutes", quantity=amount, idempotency_key=f"f{i}")
+    page = _page(support, customer)
+    assert page.status_code == 200
+    row = re.search(r'data-check="minutes">(.*?)</tr>', page.content.decode(), re.S).group(1)
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+    assert cells[-2:] == [left, status]
 
 
 def test_the_audit_reads_as_changes_not_as_a_dict(support):
