@@ -56,6 +56,7 @@ def pages():
         "SELECT external_subscription_id FROM subscriptions WHERE external_subscription_id IS NOT NULL LIMIT 1"
     )
     month = time.strftime("%Y-%m", time.gmtime())
+    pro = sql("SELECT id FROM plans WHERE code = 'pro'")[0][0]
     customers = reverse("admin:usage_customer_changelist")
 
     def admin_list(model):
@@ -94,7 +95,7 @@ def pages():
         "preset uses": admin_list("usage_presetusage"),
         "subscriptions": admin_list("billing_subscription"),
         "subscriptions, Pro, past due": admin_list("billing_subscription")
-        + "?plan__code__exact=pro&status__exact=past_due",
+        + f"?plan__id__exact={pro}&status__exact=past_due",
         "subscriptions, search by email": admin_list("billing_subscription") + f"?q={email}",
         "subscriptions, search by processor id": admin_list("billing_subscription")
         + f"?q={sub[0][0] if sub else 'x'}",
