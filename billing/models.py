@@ -12,7 +12,7 @@ from django.db.models.functions import Now
 
 from billing import triggers
 from usage import numbers
-from usage.models import CounterFieldsMixin, Customer, GenRandomUUID, UsageEvent
+from usage.models import CounterFieldsMixin, Customer, GenRandomUUID, ReconciliationRun, UsageEvent
 
 
 class Plan(models.Model):
@@ -330,3 +330,29 @@ class WebhookEvent(models.Model):
 
     def __str__(self):
         return f"{self.processor} {self.event_type} {self.event_id}"
+
+
+class RunFinding(models.Model):
+    """A customer's finding (over a limit, a stale period, a failed webhook) as a report found it.
+
+    Kept with the report's run, as its drifted counters are (reconciliation_run_rows): the customer
+    list's "over a limit" filter reads the last full report's instead of computing every customer's
+    usage from its events on each page load (seconds at a million customers; SPEC §7 "Fast at a
+    million"). The row's OVER flag stays live, from the truth.
+    """
+
+    # No index of its own: run_findings_by_check starts with run_id.
+    run = models.ForeignKey(
+        ReconciliationRun, on_delete=models.CASCADE, related_name="findings", db_index=False
+    )
+    check_name = models.CharField("check", max_length=32, db_column="check")
+    customer_id = models.UUIDField()  # a plain id, as the run's rows: history outlives the customer
+    detail = models.TextField()
+
+    class Meta:
+        db_table = "reconciliation_run_findings"
+        ordering = ["run", "id"]
+        indexes = [models.Index(fields=["run", "check_name", "customer_id"], name="run_findings_by_check")]
+
+    def __str__(self):
+        return f"{self.check_name} {self.customer_id}"

@@ -168,6 +168,20 @@ def customer_usage(customer_ids: Iterable | None) -> dict:
         return {row[0]: CustomerUsage(*row) for row in cursor.fetchall()}
 
 
+def last_full_report():
+    """The last completed report over every customer: its findings are what "over a limit" means cheaply
+    (a reconciliation fixes counters and records no findings)."""
+    return (
+        ReconciliationRun.objects.filter(
+            status=ReconciliationRun.Status.COMPLETED,
+            scope=ALL_CUSTOMERS,
+            mode=ReconciliationRun.Mode.REPORT,
+        )
+        .order_by("-started_at", "-id")
+        .first()
+    )
+
+
 def last_full_run():
     """The last completed report or reconciliation over every customer: what "drift now" means cheaply."""
     return (

@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.models import RunFinding
 from billing.ops.checks import CHECK_GROUPS, drift_scan
 from billing.ops.findings import FINDING_CHECKS, findings
 from billing.services.audit import audit_recount
@@ -72,6 +73,14 @@ def discrepancy_report(
         }
         if run is not None:
             _record_rows(run, fixed=False)
+            RunFinding.objects.bulk_create(
+                (
+                    RunFinding(run=run, check_name=f.check, customer_id=f.customer_id, detail=f.detail)
+                    for f in found
+                    if f.customer_id
+                ),
+                batch_size=5000,
+            )
             _finish(run, scan, summary, fixed=0)
         rows = []
         if emit:
