@@ -4,8 +4,6 @@ The customer admin lives here rather than in usage/admin.py because its page sho
 billing findings: billing may import usage, never the reverse.
 """
 
-import uuid
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -13,7 +11,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, Q
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Lower, Now
+from django.db.models.functions import Now
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -52,7 +50,14 @@ from billing.services.projects import (
 )
 from billing.services.webhooks import PROCESSORS, webhook_replay
 from usage import admin as usage_admin
-from usage.admin import BigTableAdmin, PresetInline, ReadOnlyAdmin, UsageTrackingInline
+from usage.admin import (
+    BigTableAdmin,
+    CustomerSearch,
+    PresetInline,
+    ReadOnlyAdmin,
+    UsageTrackingInline,
+    customers_matching,
+)
 from usage.models import Customer, Project, ReconciliationRow, ReconciliationRun, UsageEvent
 from usage.numbers import limit, number
 
@@ -347,30 +352,15 @@ class CustomerAdmin(BigTableAdmin):
         )
 
     def get_search_results(self, request, queryset, search_term):
-        """Use the lower(email) unique index instead of a sequential ILIKE scan."""
+        """An email (exact, any case), an email prefix or a customer id (usage.admin.customers_matching),
+        or a processor's subscription or customer id (SPEC §7): each through an index, never an ILIKE scan."""
         term = search_term.strip()
         if not term:
             return queryset, False
-        try:
-            return queryset.filter(pk=uuid.UUID(term)), False
-        except ValueError:
-            pass
-        lowered = queryset.annotate(email_lower=Lower("email"))
-        if "@" in term:
-            return lowered.filter(email_lower=term.lower()), False
-        # A processor's customer or subscription id as pasted from Stripe or Paddle: exact, through
-        # the (processor, external_subscription_id) unique index and subscriptions_ext_customer.
-        by_processor = list(
-            Subscription.objects.filter(
-                Q(processor__in=Subscription.Processor.values, external_subscription_id=term)
-                | Q(external_customer_id=term)
-            )
-            .order_by()
-            .values_list("customer_id", flat=True)[:SELECTION_MAX]
-        )
-        if by_processor:
-            return queryset.filter(pk__in=by_processor), False
-        return lowered.filter(email_lower__startswith=term.lower()), False
+        by_processor = Subscription.objects.filter(
+            Q(external_subscription_id=term) | Q(external_customer_id=term)
+        ).values("customer_id")
+        return queryset.filter(Q(pk__in=customers_matching(term)) | Q(pk__in=by_processor)), False
 
     def has_reconcile_permission(self, request):
         return request.user.has_perm(RECONCILE_PERMISSION)
@@ -676,7 +666,7 @@ class PlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(BigTableAdmin):
+class SubscriptionAdmin(CustomerSearch, BigTableAdmin):
     list_display = (
         "customer",
         "plan",
@@ -689,7 +679,11 @@ class SubscriptionAdmin(BigTableAdmin):
     list_filter = ("plan", "status", "processor")
     list_select_related = ("customer", "plan")
     ordering = ("-customer_id", "-created_at")  # the customer index, small sorts per customer
-    search_fields = ("customer__email", "external_subscription_id")
+    exact_search_fields = ("external_subscription_id", "external_customer_id")
+    search_help_text = (
+        "The customer's email (exact, any case), an email prefix, a customer id, "
+        "or the processor's subscription or customer id."
+    )
     raw_id_fields = ("customer",)
     readonly_fields = ("id", "created_at", "updated_at", "last_event_at")
 
@@ -759,7 +753,7 @@ class CreditDrawInline(admin.TabularInline):
 
 
 @admin.register(CreditGrant)
-class CreditGrantAdmin(BigTableAdmin):
+class CreditGrantAdmin(CustomerSearch, BigTableAdmin):
     """Grants are ledger rows: added (goodwill, here; purchases come from webhooks), never edited."""
 
     list_display = (
@@ -774,7 +768,10 @@ class CreditGrantAdmin(BigTableAdmin):
     )
     list_filter = ("source", "metric")
     list_select_related = ("customer",)
-    search_fields = ("customer__email", "=external_ref")
+    exact_search_fields = ("external_ref",)
+    search_help_text = (
+        "The customer's email (exact, any case), an email prefix, a customer id, or the payment id."
+    )
     raw_id_fields = ("customer",)
     inlines = (CreditDrawInline,)
     form = GoodwillGrantForm
@@ -859,14 +856,14 @@ class ProjectForm(forms.ModelForm):
 
 
 @admin.register(Project)
-class ProjectAdmin(BigTableAdmin):
+class ProjectAdmin(CustomerSearch, BigTableAdmin):
     """Here rather than in usage/admin.py: saving a project goes through billing's project service."""
 
     list_display = ("name", "customer", "status", "created_at", "updated_at")
     list_filter = ("status",)
     list_select_related = ("customer",)
     ordering = ("-customer_id", "-created_at")  # the customer index, small sorts per customer
-    search_fields = ("customer__email", "name")
+    search_help_text = "The customer's email (exact, any case), an email prefix, or a customer id."
     raw_id_fields = ("customer",)
     readonly_fields = ("id", "created_at", "updated_at")
     form = ProjectForm

@@ -93,11 +93,17 @@ class Subscription(models.Model):
             ),
         ]
         indexes = [
-            # Support searches customers by the processor's customer id (SPEC §7 Support).
+            # Support searches customers by the processor's customer or subscription id (SPEC §7
+            # Support); the unique key above leads with processor.
             models.Index(
                 fields=["external_customer_id"],
                 condition=Q(external_customer_id__isnull=False),
                 name="subscriptions_ext_customer",
+            ),
+            models.Index(
+                fields=["external_subscription_id"],
+                condition=Q(external_subscription_id__isnull=False),
+                name="subscriptions_external_sub",
             ),
         ]
 

@@ -1,10 +1,13 @@
 """Admin for the product's tables. Derived counters are read-only everywhere (SPEC §4, §7)."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models import Q
+from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -15,6 +18,7 @@ from django.utils.text import Truncator
 from usage import numbers
 from usage.metrics import ACTIVE_PROJECTS, AI_INTERACTIONS, MINUTES
 from usage.models import (
+    Customer,
     Preset,
     PresetUsage,
     ReconciliationRow,
@@ -63,6 +67,38 @@ class BigTableAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER  # a count per filter choice is a scan per choice
     list_per_page = 50
     empty_value_display = ""
+
+
+def customers_matching(term: str):
+    """The customers a support search names: a customer id, an email (exact, any case) or an email
+    prefix, as ids, through indexes (the primary key, lower(email)); never an ILIKE scan."""
+    term = term.strip()
+    try:
+        return Customer.objects.filter(pk=uuid.UUID(term)).values("pk")
+    except ValueError:
+        pass
+    lowered = Customer.objects.annotate(email_lower=Lower("email"))
+    if "@" in term:
+        return lowered.filter(email_lower=term.lower()).values("pk")
+    return lowered.filter(email_lower__startswith=term.lower()).values("pk")
+
+
+class CustomerSearch:
+    """Search a big table by its customer (``customers_matching``) or by exact values of
+    ``exact_search_fields`` (indexed), instead of the admin's ILIKE '%term%' over every row joined to
+    customers: seconds on 20M usage events (bench/admin.py)."""
+
+    search_fields = ("customer__email",)  # shows the search box; the search itself is below
+    exact_search_fields: tuple[str, ...] = ()
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        condition = Q(customer__in=customers_matching(term))
+        for field in self.exact_search_fields:
+            condition |= Q(**{field: term})
+        return queryset.filter(condition), False
 
 
 class ReadOnlyAdmin(BigTableAdmin):
@@ -154,30 +190,30 @@ class PresetInline(admin.TabularInline):
 
 
 @admin.register(Preset)
-class PresetAdmin(BigTableAdmin):
+class PresetAdmin(CustomerSearch, BigTableAdmin):
     list_display = ("name", "customer", "usage_count", "last_used_at")
     list_select_related = ("customer",)
-    search_fields = ("customer__email", "name")
+    search_help_text = "The customer's email (exact, any case), an email prefix, or a customer id."
     raw_id_fields = ("customer",)
     readonly_fields = ("id", "usage_count", "last_used_at", "created_at")
 
 
 @admin.register(PresetUsage)
-class PresetUsageAdmin(BigTableAdmin):
+class PresetUsageAdmin(CustomerSearch, BigTableAdmin):
     list_display = ("preset", "customer", "used_at")
     list_select_related = ("preset", "customer")
-    search_fields = ("customer__email",)
+    search_help_text = "The customer's email (exact, any case), an email prefix, or a customer id."
     raw_id_fields = ("preset", "customer")
 
 
 @admin.register(UsageEvent)
-class UsageEventAdmin(BigTableAdmin):
+class UsageEventAdmin(CustomerSearch, BigTableAdmin):
     """Append-only: corrections are new (negative, reasoned) events, never edits."""
 
     list_display = ("customer", "metric", "quantity_display", "occurred_at", "idempotency_key", "reason")
     list_filter = ("metric", MonthFilter.on("occurred_at"))
     list_select_related = ("customer",)
-    search_fields = ("customer__email", "idempotency_key")
+    search_help_text = "The customer's email (exact, any case), an email prefix, or a customer id."
     raw_id_fields = ("customer",)
     # Newest first per customer: a backward scan of usage_events_sum_cover, never a sort of the table.
     ordering = ("-customer_id", "-metric", "-occurred_at")
@@ -191,7 +227,7 @@ class UsageEventAdmin(BigTableAdmin):
 
 
 @admin.register(UsageTracking)
-class UsageTrackingAdmin(CounterColumns, ReadOnlyAdmin):
+class UsageTrackingAdmin(CustomerSearch, CounterColumns, ReadOnlyAdmin):
     """Counters are derived: the triggers write them."""
 
     list_display = (
@@ -205,7 +241,7 @@ class UsageTrackingAdmin(CounterColumns, ReadOnlyAdmin):
     )
     list_filter = (MonthFilter.on("period_start"),)
     list_select_related = ("customer",)
-    search_fields = ("customer__email",)
+    search_help_text = "The customer's email (exact, any case), an email prefix, or a customer id."
     # Newest period first per customer: a backward scan of the (customer, period_start) unique index.
     ordering = ("-customer_id", "-period_start")
 
