@@ -27,6 +27,9 @@ def _pages():
     six = Customer.objects.get(email__startswith="s1-six")
     s5 = Customer.objects.get(email__startswith="s5-")
     run = ReconciliationRun.objects.order_by("id").first()
+    sub = (  # the demo's first processor subscription: the same at both sizes
+        Subscription.objects.exclude(external_subscription_id=None).order_by("created_at", "id").first()
+    ).external_subscription_id
     return {
         "dashboard": reverse("admin:index"),
         "customer list": reverse("admin:usage_customer_changelist"),
@@ -46,6 +49,18 @@ def _pages():
         "credit grants": reverse("admin:billing_creditgrant_changelist"),
         "webhook events": reverse("admin:billing_webhookevent_changelist"),
         "audit log": reverse("admin:billing_auditlog_changelist"),
+        # Pages bench/admin.py measures at 1M that the list above missed (issue 11 deliver 5).
+        "customer list, drift": reverse("admin:usage_customer_changelist") + "?drift=last",
+        "customer list, stale periods": reverse("admin:usage_customer_changelist") + "?stale=yes",
+        "customer list, by processor id": reverse("admin:usage_customer_changelist") + f"?q={sub}",
+        "grant credit page": reverse("admin:usage_customer_grant", args=[s5.pk]),
+        "presets": reverse("admin:usage_preset_changelist"),
+        "preset uses": reverse("admin:usage_presetusage_changelist"),
+        "usage events, by customer": reverse("admin:usage_usageevent_changelist") + f"?q={six.email}",
+        "projects, by customer": reverse("admin:usage_project_changelist") + f"?q={six.pk}",
+        "subscriptions, by processor id": reverse("admin:billing_subscription_changelist") + f"?q={sub}",
+        "credit grants, by customer": reverse("admin:billing_creditgrant_changelist") + f"?q={s5.email}",
+        "webhook events, failed": reverse("admin:billing_webhookevent_changelist") + "?status__exact=failed",
     }
 
 
