@@ -560,6 +560,100 @@ def test_a_refunded_stripe_pack_takes_back_what_is_left_once_as_a_ledger_entry_a
     assert CreditDraw.objects.filter(grant=grant).exclude(kind="usage").count() == 1
 
 
+def _stripe_dispute(session, status, dispute_id="dp_1MtJUT2eZvKYlo2CNaw2HvEv"):
+    """A Stripe dispute (docs.stripe.com/api/disputes/object), as charge.dispute.created and
+    charge.dispute.closed carry it (docs.stripe.com/api/events/types#event_types-charge.dispute.closed)."""
+    return {
+        "id": dispute_id,
+        "object": "dispute",
+        "amount": 1000,
+        "balance_transactions": [],
+        "charge": "ch_3MtJUS2eZvKYlo2C1ACo3Y7D",
+        "created": _unix(_now()),
+        "currency": "usd",
+        "evidence": {"customer_email_address": None, "uncategorized_text": None},
+        "is_charge_refundable": False,
+        "livemode": False,
+        "metadata": {},
+        "payment_intent": session["payment_intent"],
+        "reason": "fraudulent",
+        "status": status,
+    }
+
+
+def test_a_dispute_won_later_gives_back_what_its_chargeback_took_once(client):
+    plans_ensure()
+    customer = CustomerFactory()
+    session, grant = _pack_with_use(client, customer)  # 100 minutes, 30 used
+    opened = stripe_event(
+        "charge.dispute.created", _stripe_dispute(session, "needs_response"), created=_now()
+    )
+    assert post(client, "stripe", opened).json()["status"] == "processed"
+    grant.refresh_from_db()
+    assert grant.remaining == 0
+
+    won = stripe_event("charge.dispute.closed", _stripe_dispute(session, "won"), created=_now())
+    assert post(client, "stripe", won).json()["status"] == "processed"
+    grant.refresh_from_db()
+    assert grant.remaining == 70  # what the chargeback took; what usage drew stays drawn
+    back = CreditDraw.objects.get(grant=grant, kind="chargeback", quantity__lt=0)
+    assert back.quantity == -70 and back.usage_event_id is None
+    audit = AuditLog.objects.filter(target_type="credit_grant", action="webhook_effect").latest("id")
+    assert audit.before == {"remaining": "0.000"}
+    assert audit.after == {"remaining": "70.000", "given_back": "70.000"}
+    assert audit.reason == f"pack dispute won (charge.dispute.closed {won['id']})"
+    assert "gave back 70 minutes credit" in WebhookEvent.objects.get(event_id=won["id"]).outcome
+
+    # Redelivered, or told again (charge.dispute.funds_reinstated's twin): nothing more comes back.
+    assert post(client, "stripe", won).json()["duplicate"] is True
+    again = stripe_event("charge.dispute.closed", _stripe_dispute(session, "won"), created=_now())
+    assert post(client, "stripe", again).json()["status"] == "processed"
+    assert WebhookEvent.objects.get(event_id=again["id"]).outcome.startswith("dispute won: the chargeback")
+    grant.refresh_from_db()
+    assert grant.remaining == 70
+
+    # A refund after the won dispute takes back what is left again.
+    charge = {
+        "id": "ch_3MtJUS2eZvKYlo2C1ACo3Y7D",
+        "object": "charge",
+        "amount": 1000,
+        "amount_refunded": 1000,
+        "refunded": True,
+        "payment_intent": session["payment_intent"],
+        "status": "succeeded",
+    }
+    assert (
+        post(client, "stripe", stripe_event("charge.refunded", charge, created=_now())).json()["status"]
+        == "processed"
+    )
+    grant.refresh_from_db()
+    assert grant.remaining == 0
+
+
+def test_a_dispute_lost_keeps_the_credit_taken_and_one_without_a_pack_is_ignored(client):
+    plans_ensure()
+    customer = CustomerFactory()
+    session, grant = _pack_with_use(client, customer)
+    post(
+        client,
+        "stripe",
+        stripe_event("charge.dispute.created", _stripe_dispute(session, "needs_response"), created=_now()),
+    )
+    lost = stripe_event("charge.dispute.closed", _stripe_dispute(session, "lost"), created=_now())
+    answer = post(client, "stripe", lost).json()
+    assert answer["status"] == "ignored"
+    grant.refresh_from_db()
+    assert grant.remaining == 0
+    assert "stays taken" in WebhookEvent.objects.get(event_id=lost["id"]).outcome
+    other = stripe_event(
+        "charge.dispute.closed",
+        _stripe_dispute({"payment_intent": "pi_subscription_invoice"}, "won", dispute_id="dp_other"),
+        created=_now(),
+    )
+    assert post(client, "stripe", other).json()["status"] == "ignored"
+    assert CreditDraw.objects.filter(quantity__lt=0).count() == 0
+
+
 def test_a_refund_of_a_payment_that_bought_no_pack_is_ignored(client):
     charge = {
         "id": "ch_sub",

@@ -2,7 +2,9 @@
 
 The take-back is a ledger entry (a ``credit_draws`` row of kind refund or chargeback, no usage event),
 so ``remaining`` stays derived from the ledger (I4) and finance can sum what was refunded; what usage
-had already drawn stays drawn and is shown in the audit row and the outcome.
+had already drawn stays drawn and is shown in the audit row and the outcome. A dispute the merchant
+wins gives back what its chargeback took: a chargeback entry of the opposite sign, so the pack's
+chargebacks sum to nothing.
 """
 
 from django.db.models import Sum
@@ -20,7 +22,7 @@ def pack_take_back(event: WebhookEvent, *, external_ref: str, kind: str, actor: 
     taken = CreditDraw.objects.filter(grant=grant, kind__in=CreditDraw.TAKE_BACK_KINDS).aggregate(
         n=Sum("quantity")
     )["n"]
-    if taken is not None:
+    if taken:  # 0 once a won dispute gave the chargeback back: a later refund takes what is left
         return Outcome.processed(
             f"the pack paid by {external_ref} was already taken back ({taken.normalize():f})",
             grant.customer_id,
@@ -41,5 +43,37 @@ def pack_take_back(event: WebhookEvent, *, external_ref: str, kind: str, actor: 
     return Outcome.processed(
         f"{kind}: took back {left.normalize():f} {grant.metric} credit left of "
         f"{grant.granted.normalize():f}; {used.normalize():f} had already been used",
+        grant.customer_id,
+    )
+
+
+def pack_give_back(event: WebhookEvent, *, external_ref: str, actor: str) -> Outcome:
+    """A won dispute of the pack paid by ``external_ref``: what its chargeback took comes back; once."""
+    grant = CreditGrant.objects.select_for_update().filter(external_ref=external_ref).first()
+    if grant is None:
+        return Outcome.ignored(f"dispute won for {external_ref}, which bought no overage pack")
+    taken = CreditDraw.objects.filter(grant=grant, kind=CreditDraw.Kind.CHARGEBACK).aggregate(
+        n=Sum("quantity")
+    )["n"]
+    if not taken or taken < 0:
+        return Outcome.processed(
+            f"dispute won: the chargeback of {external_ref} took nothing that is not back already",
+            grant.customer_id,
+        )
+    CreditDraw.objects.create(
+        grant=grant, customer_id=grant.customer_id, quantity=-taken, kind=CreditDraw.Kind.CHARGEBACK
+    )
+    audit_record(
+        actor=actor,
+        action=AuditLog.Action.WEBHOOK_EFFECT,
+        target_type="credit_grant",
+        target_id=grant.pk,
+        customer_id=grant.customer_id,
+        before={"remaining": str(grant.remaining)},
+        after={"remaining": str(grant.remaining + taken), "given_back": str(taken)},
+        reason=f"pack dispute won ({event.event_type} {event.event_id})",
+    )
+    return Outcome.processed(
+        f"dispute won: gave back {taken.normalize():f} {grant.metric} credit the chargeback had taken",
         grant.customer_id,
     )

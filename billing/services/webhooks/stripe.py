@@ -19,7 +19,7 @@ from billing.services.webhooks.envelope import STRIPE_ENVELOPE
 from billing.services.webhooks.fields import Fields
 from billing.services.webhooks.outcome import Outcome, WebhookFailed
 from billing.services.webhooks.processor import Processor
-from billing.services.webhooks.refunds import pack_take_back
+from billing.services.webhooks.refunds import pack_give_back, pack_take_back
 from billing.services.webhooks.signatures import STRIPE_SCHEME
 
 STRIPE_STATUS = {
@@ -143,6 +143,16 @@ def dispute_created(event: WebhookEvent, actor: str) -> Outcome:
     return pack_take_back(event, external_ref=f"stripe:{ref}", kind=CreditDraw.Kind.CHARGEBACK, actor=actor)
 
 
+def dispute_closed(event: WebhookEvent, actor: str) -> Outcome:
+    """charge.dispute.closed: won gives back what the chargeback took; lost keeps it taken."""
+    dispute = STRIPE.fields(event)
+    status = dispute.text("status")
+    if status != "won":
+        return Outcome.ignored(f"dispute closed {status!r}: what its chargeback took stays taken")
+    ref = dispute.text("payment_intent", required=False) or dispute.text("charge")
+    return pack_give_back(event, external_ref=f"stripe:{ref}", actor=actor)
+
+
 def thin_event_refusal(payload: dict) -> str | None:
     """A thin event carries no data.object: this endpoint cannot apply it; say so (SPEC §5)."""
     data = payload.get("data")
@@ -176,6 +186,7 @@ STRIPE = Processor(
         "checkout.session.async_payment_succeeded": checkout_paid,
         "charge.refunded": charge_refunded,
         "charge.dispute.created": dispute_created,
+        "charge.dispute.closed": dispute_closed,
     },
     one_statement={
         **dict.fromkeys(
