@@ -62,6 +62,7 @@ def main():
         rows.append(_round(client, plans, args, tag=f"r{n}", one_statement=one_statement))
     commit_us = _commit_floor()
     stack_us = _stack_floor(client)
+    connect_us = _connect_cost()
 
     print(
         f"Webhook ingestion, one process, {args.deliveries:,} deliveries a round of which "
@@ -85,7 +86,8 @@ def main():
         f"On this machine now: one committed single-row INSERT takes {commit_us:,.0f} us (median of 300; "
         f"the WAL flush every delivery waits for: at most {1e6 / commit_us:,.0f} deliveries/s on one connection), "
         f"the request stack alone (test client, middleware, view, signature refused: no database) "
-        f"{stack_us:,.0f} us. Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."
+        f"{stack_us:,.0f} us, opening a connection (what each request paid before DATABASE_CONN_MAX_AGE) "
+        f"{connect_us:,.0f} us. Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."
     )
     for r in rows:
         if r["stored"] != r["unique"] or r["grants"] != r["packs"]:
@@ -241,6 +243,18 @@ def _commit_floor() -> float:
             cursor.execute("INSERT INTO bench_commit VALUES (%s)", [n])
             times.append(time.perf_counter() - started)
         cursor.execute("DROP TABLE bench_commit")
+    return statistics.median(times) * 1e6
+
+
+def _connect_cost() -> float:
+    """Microseconds to open a connection and run its first statement (median of 50)."""
+    times = []
+    for _ in range(50):
+        connection.close()
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        times.append(time.perf_counter() - started)
     return statistics.median(times) * 1e6
 
 

@@ -201,6 +201,15 @@ def test_a_bad_database_url_exits_2_with_one_line_and_never_prints_the_password(
 # --- the documented production environment ------------------------------------------------------
 
 
+@pytest.mark.parametrize("value", ["sixty", "-1", "1e3", "10000000000"])
+def test_a_bad_database_conn_max_age_exits_2_with_one_line(value):
+    result = manage("check", env=production_env(DATABASE_CONN_MAX_AGE=value))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"billing-ops: DATABASE_CONN_MAX_AGE must be a whole number of seconds, 0 or more (got {value!r})."
+    ]
+
+
 def test_check_deploy_is_clean_with_the_documented_production_environment():
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env())
     assert result.returncode == 0, result.stderr
@@ -223,6 +232,7 @@ def test_the_readme_documents_every_variable_of_the_production_environment():
         "WEB_CONCURRENCY",
         "HSTS_SECONDS",
         "STATIC_ROOT",
+        "DATABASE_CONN_MAX_AGE",
     ]:
         assert f"`{variable}`" in deployment or f"{variable}=" in deployment, variable
     for step in ("manage.py migrate", "manage.py collectstatic", "make serve", "/healthz", "crontab"):
