@@ -17,7 +17,7 @@ from billing.selectors import customer_plan, live_subscription, plan_allowance
 from billing.services.audit import audit_record
 from usage.metrics import METERED
 from usage.models import Customer, Project, UsageEvent
-from usage.numbers import number_plain
+from usage.numbers import number
 
 BLOCK_ACTIVE_PROJECTS = "Archive {excess} project{s} before moving to {plan}: it allows {limit}, the customer has {active} active."
 WARN_METERED = (
@@ -91,7 +91,11 @@ def plan_change_validate(*, customer: Customer, target: Plan) -> PlanChangeValid
         excess = active - limit
         result.blocks.append(
             BLOCK_ACTIVE_PROJECTS.format(
-                excess=excess, s="" if excess == 1 else "s", plan=target.name, limit=limit, active=active
+                excess=number(excess),
+                s="" if excess == 1 else "s",
+                plan=target.name,
+                limit=number(limit),
+                active=number(active),
             )
         )
 
@@ -106,7 +110,7 @@ def plan_change_validate(*, customer: Customer, target: Plan) -> PlanChangeValid
         if used > allowance:
             result.warnings.append(
                 WARN_METERED.format(
-                    metric=metric.title, used=number_plain(used), plan=target.name, allowance=allowance
+                    metric=metric.title, used=number(used), plan=target.name, allowance=number(allowance)
                 )
             )
     return result

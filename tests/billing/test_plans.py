@@ -67,6 +67,14 @@ def test_metered_usage_above_the_target_is_a_warning_and_upgrades_always_pass(gr
     assert plan_change_validate(customer=growth_customer, target=plans["pro"]).allowed
 
 
+def test_the_verdict_reads_numbers_for_people(growth_customer, plans):
+    """Thousands separators in the verdict (it said "1108 used", walking the tour's step 7)."""
+    UsageEventFactory(customer=growth_customer, quantity=1108)
+    growth_customer.projects.update(status="archived")
+    result = plan_change_validate(customer=growth_customer, target=plans["starter"])
+    assert result.warnings[0].startswith("AI interactions this period: 1,108 used, above Starter's allowance")
+
+
 def test_a_customer_over_its_limit_can_still_upgrade(plans):
     """Upgrades are always allowed (SPEC §5), even to a plan whose limit the customer still exceeds."""
     six = plant_s1()["six"]  # Free (1 project) with 6 active projects
