@@ -1,11 +1,13 @@
 """The integrity tools from the admin (SPEC §7): S1 end to end, roles, confirmation first."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
 from billing.ops.findings import findings
 from tests.conftest import active_count, plant_s1
-from usage.models import ReconciliationRun
+from usage.models import ReconciliationRun, UsageTracking
 
 pytestmark = pytest.mark.django_db
 
@@ -31,6 +33,13 @@ def test_s1_from_the_admin_report_then_confirm_then_reconcile(support_client):
     html = page.content.decode()
     assert page.status_code == 200 and "Discrepancy report" in html
     assert "drifted counters: 3" in html and "(no row)" in html
+    # For people (SPEC §7; issue 11 finding 5): the counter in words, a signed difference, never the
+    # usage row's internal id (the report showed "active_projects … 602 … 3 0 -3").
+    row_ids = {str(pk) for pk in UsageTracking.objects.values_list("pk", flat=True)}
+    cells = set(re.findall(r"<td>([^<]*)</td>", html))
+    assert not cells & row_ids
+    assert "<td>active projects</td>" in html and "active_projects" not in re.sub(r'"[^"]*"', "", html)
+    assert "<td>−3</td>" in html and "<td>+2</td>" in html
 
     confirm = support_client.post(
         reverse(CHANGELIST), {"action": "reconcile_action", "_selected_action": ids}
