@@ -59,7 +59,7 @@ from usage.admin import (
     customers_matching,
 )
 from usage.models import Customer, Project, ReconciliationRow, ReconciliationRun, UsageEvent
-from usage.numbers import limit, number
+from usage.numbers import limit, money, number
 
 RECONCILE_PERMISSION = "usage.reconcile_selection"
 VALIDATE_PERMISSION = "billing.view_plan"
@@ -654,16 +654,34 @@ def _scope(customers) -> str:
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
+    """Prices with their currency and allowances as people read them (it listed "1900" and "-")."""
+
     list_display = (
         "code",
         "name",
-        "price",
-        "max_active_projects",
-        "ai_interactions_per_period",
-        "minutes_per_period",
+        "price_display",
+        "projects_display",
+        "ai_interactions_display",
+        "minutes_display",
         "stripe_price_id",
         "paddle_price_id",
     )
+
+    @admin.display(description="price a month", ordering="price")
+    def price_display(self, plan):
+        return money(plan.price)
+
+    @admin.display(description="active projects", ordering="max_active_projects")
+    def projects_display(self, plan):
+        return limit(plan.max_active_projects)
+
+    @admin.display(description="AI interactions a period", ordering="ai_interactions_per_period")
+    def ai_interactions_display(self, plan):
+        return limit(plan.ai_interactions_per_period)
+
+    @admin.display(description="transcription minutes a period", ordering="minutes_per_period")
+    def minutes_display(self, plan):
+        return limit(plan.minutes_per_period)
 
 
 @admin.register(Subscription)
@@ -745,7 +763,8 @@ class CustomerGrantForm(forms.Form):
 
 class CreditDrawInline(admin.TabularInline):
     model = CreditDraw
-    fields = ("drawn_at", "quantity", "usage_event_id")
+    fields = ("drawn_at", "quantity_display", "usage_event_id")
+    quantity_display = usage_admin.counter("quantity", "quantity")
     readonly_fields = fields
     extra = 0
     max_num = 0
@@ -761,12 +780,14 @@ class CreditGrantAdmin(CustomerSearch, BigTableAdmin):
         "created_at",
         "customer",
         "metric",
-        "granted",
-        "remaining",
+        "granted_display",
+        "remaining_display",
         "source",
         "expires_at",
         "created_by",
     )
+    granted_display = usage_admin.counter("granted", "granted")
+    remaining_display = usage_admin.counter("remaining", "remaining")
     list_filter = ("source", "metric")
     list_select_related = ("customer",)
     exact_search_fields = ("external_ref",)
@@ -783,12 +804,18 @@ class CreditGrantAdmin(CustomerSearch, BigTableAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        return [f.name for f in CreditGrant._meta.fields]
+        return self._shown_fields()
 
     def get_fields(self, request, obj=None):
         if obj is None:
             return GoodwillGrantForm.Meta.fields
-        return [f.name for f in CreditGrant._meta.fields]
+        return self._shown_fields()
+
+    @staticmethod
+    def _shown_fields():
+        """A grant's page: every field, the quantities formatted ("1,000", not "1000.000")."""
+        shown = {"granted": "granted_display", "remaining": "remaining_display"}
+        return [shown.get(f.name, f.name) for f in CreditGrant._meta.fields]
 
     def has_change_permission(self, request, obj=None):
         return False

@@ -44,3 +44,25 @@ def test_a_grant_just_below_the_bound_is_kept_exact(staff_client):
     )
     assert response.status_code == 302
     assert str(CreditGrant.objects.get().granted) == "999999.500"
+
+
+@pytest.mark.django_db
+def test_grants_and_plans_read_for_people(staff_client):
+    """SPEC §7 / issue 11 finding 5: quantities "1,000.5", not "1000.500"; prices "USD 19.00" and
+    allowances "unlimited", not "1900" and "-" (the grants and plans lists showed the raw columns)."""
+    from demo.data import plans_ensure
+
+    plans_ensure()
+    customer = CustomerFactory()
+    support = staff_client("sam", "Support")
+    support.post(
+        "/admin/billing/creditgrant/add/",
+        {"customer": customer.pk, "metric": "minutes", "granted": "1,000.5", "reason": "outage"},
+    )
+    grant = CreditGrant.objects.get()
+    for page in ("/admin/billing/creditgrant/", f"/admin/billing/creditgrant/{grant.pk}/change/"):
+        html = support.get(page).content.decode()
+        assert "1,000.5" in html and "1000.500" not in html, page
+    plans = support.get("/admin/billing/plan/").content.decode()
+    assert "USD 19.00" in plans and "USD 199.00" in plans and ">1900<" not in plans
+    assert "unlimited" in plans and "50,000" in plans
