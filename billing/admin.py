@@ -38,7 +38,12 @@ from billing.services.credits import (
     credit_grant,
     credit_quantity_parse,
 )
-from billing.services.plans import PlanChangeBlocked, plan_change_validate, subscription_change_plan
+from billing.services.plans import (
+    PlanChangeBlocked,
+    plan_change_validate,
+    plan_resolve,
+    subscription_change_plan,
+)
 from billing.services.projects import (
     VERB_CREATE,
     ProjectLimitReached,
@@ -456,9 +461,13 @@ class CustomerAdmin(BigTableAdmin):
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         page = reverse("admin:usage_customer_change", args=[customer.pk])
         data = request.POST if request.method == "POST" else request.GET
-        target = Plan.objects.filter(code=data.get("to", "")).first()
-        if target is None:
+        if not data.get("to", "").strip():
             self.message_user(request, "Choose the plan to validate a change to.", messages.ERROR)
+            return HttpResponseRedirect(page)
+        try:
+            target = plan_resolve(data["to"])
+        except ValueError as exc:  # "no plan 'platinum'; plans are: free, starter, …"
+            self.message_user(request, f"Not validated: {exc}.", messages.ERROR)
             return HttpResponseRedirect(page)
         if request.method == "POST":
             if not self.has_change_plan_permission(request):

@@ -61,10 +61,15 @@ class PlanChangeBlocked(Exception):
 
 
 def plan_resolve(code: str) -> Plan:
-    plan = Plan.objects.filter(code=(code or "").strip().lower()).first()
+    """The plan with this code (any case, spaces around ignored); ValueError naming the plans if none.
+
+    Matched among the plans (a handful) rather than sent to the database: any text, a NUL byte
+    included, gets the same answer."""
+    plans = list(Plan.objects.order_by("price"))
+    wanted = str(code or "").strip().lower()
+    plan = next((p for p in plans if p.code == wanted), None)
     if plan is None:
-        codes = ", ".join(Plan.objects.order_by("price").values_list("code", flat=True))
-        raise ValueError(UNKNOWN_PLAN.format(code=code, codes=codes))
+        raise ValueError(UNKNOWN_PLAN.format(code=code, codes=", ".join(p.code for p in plans)))
     return plan
 
 

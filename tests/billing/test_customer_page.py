@@ -177,10 +177,13 @@ def test_a_blocked_downgrade_is_refused_to_support_and_overridden_by_a_superuser
 
 def test_plan_view_bad_input(support, finance, s7):
     url = reverse("admin:usage_customer_plan", args=[s7.pk])
-    for data in ({}, {"to": "platinum"}):
-        response = support.get(url, data, follow=True)
-        assert "Choose the plan to validate a change to." in _text(response)
-    assert support.post(url, {"to": "nope"}).status_code == 302
+    response = support.get(url, {}, follow=True)
+    assert "Choose the plan to validate a change to." in _text(response)
+    for code in ("platinum", "pro\x00", "\x00"):  # a NUL byte was a 500 (DataError) on GET and POST
+        for send in (support.get, support.post):
+            response = send(url, {"to": code}, follow=True)
+            assert response.status_code == 200
+            assert "no plan" in _text(response) and "plans are: free, starter, growth, pro" in _text(response)
     assert finance.get(url, {"to": "starter"}).status_code == 200  # validating writes nothing
     assert finance.post(url, {"to": "pro"}).status_code == 403
     unknown = reverse("admin:usage_customer_plan", args=["00000000-0000-0000-0000-000000000000"])
