@@ -14,7 +14,7 @@ from billing.ops.integrity import discrepancy_report
 from demo.data import plans_ensure
 from tests.conftest import plant_s1
 from tests.factories import CustomerFactory, ProjectFactory
-from usage.models import Customer, Project
+from usage.models import Customer, Project, ReconciliationRun
 
 pytestmark = pytest.mark.django_db
 
@@ -176,3 +176,18 @@ def test_only_orderings_an_index_serves_are_offered(admin_client):
     for name in ("usage_usageevent", "usage_project", "billing_subscription", "billing_auditlog"):
         html = admin_client.get(reverse(f"admin:{name}_changelist")).content.decode()
         assert "sortable" not in html, name
+
+
+@pytest.mark.parametrize("selected", ["not-a-uuid", "\x00", "1; DROP TABLE customers"])
+@pytest.mark.parametrize(
+    ("changelist", "action"),
+    [(LIST, "discrepancy_report_action"), ("admin:billing_webhookevent_changelist", "replay_failed")],
+)
+def test_a_selection_that_is_not_ids_is_refused_in_words(admin_client, changelist, action, selected):
+    """A hand-made POST to an admin action with ids that are not ids was a 500 (Django's pk__in filter
+    raised ValidationError); now a message, nothing done."""
+    url = reverse(changelist)
+    response = admin_client.post(url, {"action": action, "_selected_action": [selected]}, follow=True)
+    assert response.status_code == 200
+    assert "Nothing was done: the selection is not rows of this list." in response.content.decode()
+    assert not ReconciliationRun.objects.exists()
