@@ -14,6 +14,7 @@ from django.db.models.functions import Now
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
@@ -756,6 +757,16 @@ class GoodwillGrantForm(forms.ModelForm):
             raise forms.ValidationError(GOODWILL_NEEDS_REASON)
         return reason
 
+    def clean_expires_at(self):
+        """Credit that has already expired could never be used: a time in the past is a typo."""
+        expires = self.cleaned_data.get("expires_at")
+        if expires is not None and expires <= timezone.now():
+            raise forms.ValidationError(
+                f"{expires:%Y-%m-%d %H:%M} UTC has passed: credit that expired then could never be "
+                "used. Give a time in the future, or leave it empty for credit that never expires."
+            )
+        return expires
+
 
 class CustomerGrantForm(forms.Form):
     """Goodwill credit from a customer's page: positive, bounded, with a reason (the service checks)."""
@@ -768,6 +779,7 @@ class CustomerGrantForm(forms.Form):
     reason = GoodwillGrantForm.base_fields["reason"]
     clean_granted = GoodwillGrantForm.clean_granted
     clean_reason = GoodwillGrantForm.clean_reason
+    clean_expires_at = GoodwillGrantForm.clean_expires_at
 
 
 class CreditDrawInline(admin.TabularInline):

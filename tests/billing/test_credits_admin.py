@@ -66,3 +66,22 @@ def test_grants_and_plans_read_for_people(staff_client):
     plans = support.get("/admin/billing/plan/").content.decode()
     assert "USD 19.00" in plans and "USD 199.00" in plans and ">1900<" not in plans
     assert "unlimited" in plans and "50,000" in plans
+
+
+@pytest.mark.django_db
+def test_a_goodwill_grant_that_has_already_expired_is_refused(staff_client):
+    customer = CustomerFactory()
+    support = staff_client("sam", "Support")
+    response = support.post(
+        "/admin/billing/creditgrant/add/",
+        {
+            "customer": customer.pk,
+            "metric": "minutes",
+            "granted": "5",
+            "reason": "x",
+            "expires_at_0": "2020-01-01",  # the admin's split date and time widget
+            "expires_at_1": "00:00",
+        },
+    )
+    assert response.status_code == 200 and "2020-01-01 00:00 UTC has passed" in response.content.decode()
+    assert not CreditGrant.objects.exists() and not AuditLog.objects.exists()

@@ -109,6 +109,8 @@ def test_support_grants_credit_from_the_customer_page(support):
         ({"reason": "   "}, "This field is required."),
         ({"metric": "projects"}, "Select a valid choice."),
         ({"expires_at": "soon"}, "Enter a valid date/time."),
+        # already expired: it was granted, as credit nobody could ever use
+        ({"expires_at": "2020-01-01 00:00"}, "2020-01-01 00:00 UTC has passed"),
     ],
 )
 def test_a_bad_grant_is_refused_in_words_and_writes_nothing(support, data, error):
