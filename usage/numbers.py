@@ -11,6 +11,7 @@ until they were merged); in usage, the lower layer, so both apps reach it. ``{% 
 them as template filters.
 """
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -84,9 +85,23 @@ def value(item) -> str:
         try:
             return number(Decimal(item)) if item.strip() else '""'
         except ArithmeticError:
-            return item
+            return moment(item)
     if isinstance(item, (list, tuple)):
         return "; ".join(value(i) for i in item) if item else "none"
     if isinstance(item, dict):
         return ", ".join(f"{k}: {value(v)}" for k, v in item.items())
     return str(item)
+
+
+def moment(text: str) -> str:
+    """An ISO timestamp as the pages show times: "2026-12-01T00:00:00+00:00" → "2026-12-01 00:00 UTC";
+    any other text unchanged."""
+    if len(text) < 16 or text[10:11] != "T":
+        return text
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if at.tzinfo is None:
+        return f"{at:%Y-%m-%d %H:%M}"
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"

@@ -69,6 +69,8 @@ def audit_changes(before: object, after: object, labels: dict | None = None) -> 
     for key in dict.fromkeys([*before, *after]):
         name = labels.get(key.split(":", 1)[0], key.split(":", 1)[0].replace("_", " "))
         if key in before and key in after:
+            if before[key] == after[key]:  # a webhook's effect records every field: list only changes
+                continue
             lines.append(f"{name}: {audit_value(before[key])} → {audit_value(after[key])}")
         elif key in after:
             if after[key] not in (None, "", []):

@@ -56,3 +56,12 @@ def test_reconciliation_from_cron_leaves_one_audit_row_per_customer_it_changed()
     assert audited == {(c.pk, "manage.py reconcile_usage --apply") for c in s1.values()}
     assert run_manage("reconcile_usage", "--apply").returncode == 0  # nothing drifted: nothing audited
     assert AuditLog.objects.count() == 3
+
+
+def test_an_audit_entry_lists_what_changed_and_reads_times_for_people():
+    """A webhook's effect records every field; the page listed "plan: growth → growth" and ISO times."""
+    from billing.services.audit import audit_changes
+
+    before = {"plan": "growth", "status": "active", "period_end": "2026-12-01T00:00:00+00:00"}
+    after = {"plan": "growth", "status": "active", "period_end": "2027-01-01T00:00:00+00:00"}
+    assert audit_changes(before, after) == ["period end: 2026-12-01 00:00 UTC → 2027-01-01 00:00 UTC"]

@@ -48,3 +48,12 @@ def test_one_set_of_page_formatters():
         Context({"n": Decimal("1234.500"), "a": None, "p": 1900})
     )
     assert shown == "1,234.5 | unlimited | USD 19.00"
+
+
+def test_audited_values_for_people():
+    from usage.numbers import value
+
+    assert value("2026-12-01T00:00:00+00:00") == "2026-12-01 00:00 UTC"  # was the ISO text
+    assert value("2026-12-01T01:30:00+01:00") == "2026-12-01 00:30 UTC"
+    assert value("growth") == "growth" and value("T" * 20) == "T" * 20
+    assert value(Decimal("1000.000")) == "1,000"
