@@ -15,14 +15,15 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from billing.dashboard import dashboard_figures
 from billing.finance import admin as finance_admin  # noqa: F401  (the usage-periods list finance drills into)
 from billing.models import AuditLog, CreditDraw, CreditGrant, Plan, RunFinding, Subscription, WebhookEvent
 from billing.ops.checks import CHECK_GROUPS
-from billing.ops.diagnosis import customer_diagnose
+from billing.ops.diagnosis import COUNTER_LABELS, customer_diagnose
 from billing.ops.findings import over_limit
 from billing.ops.integrity import (
     ReconciliationBusy,
@@ -31,7 +32,13 @@ from billing.ops.integrity import (
     reconcile_all_start,
     usage_reconcile,
 )
-from billing.selectors import DEFAULT_PLAN_CODE, customer_usage, last_full_report, last_full_run
+from billing.selectors import (
+    DEFAULT_PLAN_CODE,
+    customer_usage,
+    last_full_report,
+    last_full_run,
+)
+from billing.services.audit import audit_changes
 from billing.services.credits import (
     CREDIT_MAX,
     GOODWILL_NEEDS_REASON,
@@ -721,12 +728,19 @@ class SubscriptionAdmin(CustomerSearch, BigTableAdmin):
 class AuditLogAdmin(ReadOnlyAdmin):
     """Append-only: the database refuses UPDATE and DELETE on audit_log."""
 
-    list_display = ("at", "actor", "action", "target_type", "target_id", "reason")
+    list_display = ("at", "actor", "action", "target_type", "target_id", "changes", "reason")
     list_filter = ("action",)
     ordering = ("-id",)  # append-only: the primary key is the time order, no sort of the log
     search_fields = ("=customer_id", "actor", "=target_id")
     search_help_text = "Exact customer id or target id, or part of the actor."
-    readonly_fields = [f.name for f in AuditLog._meta.fields]
+    # Before and after as a readable list of changes (SPEC §7), never the stored JSON.
+    fields = [f.name for f in AuditLog._meta.fields if f.name not in ("before", "after")] + ["changes"]
+    readonly_fields = fields
+
+    @admin.display(description="changes")
+    def changes(self, entry):
+        lines = audit_changes(entry.before, entry.after, COUNTER_LABELS)
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines)) if lines else "—"
 
 
 class GoodwillGrantForm(forms.ModelForm):

@@ -65,3 +65,25 @@ def test_an_audit_entry_lists_what_changed_and_reads_times_for_people():
     before = {"plan": "growth", "status": "active", "period_end": "2026-12-01T00:00:00+00:00"}
     after = {"plan": "growth", "status": "active", "period_end": "2027-01-01T00:00:00+00:00"}
     assert audit_changes(before, after) == ["period end: 2026-12-01 00:00 UTC → 2027-01-01 00:00 UTC"]
+
+
+def test_the_audit_log_pages_show_changes_not_json(staff_client):
+    """SPEC §7: before/after as a readable list of changes, never the stored JSON (the audit log's
+    page showed {"metric": "minutes", "granted": "5", ...})."""
+    from billing.services.credits import credit_grant
+    from tests.factories import CustomerFactory
+
+    credit_grant(
+        customer=CustomerFactory(),
+        metric="minutes",
+        quantity="1000",
+        source="goodwill",
+        actor="t",
+        reason="r",
+    )
+    entry = AuditLog.objects.get()
+    support = staff_client("sam", "Support")
+    for url in ("/admin/billing/auditlog/", f"/admin/billing/auditlog/{entry.pk}/change/"):
+        html = support.get(url).content.decode()
+        assert "granted: 1,000" in html and "metric: minutes" in html, url
+        assert "&quot;granted&quot;" not in html and '"granted"' not in html, url
