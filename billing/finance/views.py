@@ -339,6 +339,8 @@ def trends_page(request):
         "Trends",
         {
             "month": month,
+            # The month still running reads "(so far)": its lower usage is not a fall.
+            "running": selectors.month_shift(selectors.last_full_month(), 1),
             "usage_charts": usage_charts,
             "drift": drift,
             "drift_svg": drift_svg,

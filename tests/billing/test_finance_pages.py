@@ -273,6 +273,9 @@ def test_trends_draw_svg_charts_with_their_tables_and_no_outside_resource(demo, 
     assert week[-1] == ("3", "3")  # this week: 3 drifted counters found, 3 fixed
     month_row = re.search(rf'<tr data-month="{THIS_MONTH}">(.*?)</tr>', html, re.S).group(1)
     assert "<td" in month_row
+    # the month still running says so (its usage so far looked like a fall on the chart beside it)
+    assert f"<td>{THIS_MONTH} (so far)</td>" in month_row
+    assert f"<td>{month_shift(THIS_MONTH, -1)}</td>" in html
 
 
 @pytest.mark.parametrize(
