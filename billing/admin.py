@@ -334,7 +334,11 @@ class CustomerAdmin(BigTableAdmin):
         u = customer.usage
         if u is None:
             return "—"
-        status = "none" if u.subscription_status is None else f"{u.subscription_status} ({u.processor})"
+        status = (
+            "none"
+            if u.subscription_status is None
+            else f"{u.subscription_status.replace('_', ' ')} ({u.processor})"  # "past due", not "past_due"
+        )
         return format_html('{}<div class="help">{}</div>', u.plan_name, status)
 
     @admin.display(description="projects / limit")

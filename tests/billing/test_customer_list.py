@@ -62,7 +62,7 @@ def test_columns_show_plan_subscription_projects_and_flags(admin_client, book):
     rows = _rows(admin_client.get(reverse(LIST)).content.decode())
     assert "Growth" in rows["grow@example.com"] and "active (stripe)" in rows["grow@example.com"]
     assert "5 / 10" in rows["grow@example.com"] and "OVER" not in rows["grow@example.com"]
-    assert "past_due (paddle)" in rows["small@example.com"]
+    assert "past due (paddle)" in rows["small@example.com"]
     assert "Free" in rows["free@example.com"] and "none" in rows["free@example.com"]
     assert "OVER 2 / 1 active projects (200 %) on Free" in rows["free@example.com"]
     assert "Starter" in rows["starter@example.com"] and "0 / 3" in rows["starter@example.com"]
@@ -191,3 +191,9 @@ def test_a_selection_that_is_not_ids_is_refused_in_words(admin_client, changelis
     assert response.status_code == 200
     assert "Nothing was done: the selection is not rows of this list." in response.content.decode()
     assert not ReconciliationRun.objects.exists()
+
+
+def test_the_subscription_status_reads_in_words(admin_client, book):
+    """ "past due (paddle)", not the stored "past_due" (seen on the tour's Growth filter)."""
+    rows = _rows(admin_client.get(reverse(LIST), {"plan": "growth"}).content.decode())
+    assert "past due (paddle)" in rows["small@example.com"] and "past_due" not in rows["small@example.com"]
