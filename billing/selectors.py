@@ -10,7 +10,7 @@ from django.db import connection
 from django.db.models.expressions import RawSQL
 
 from billing.models import Plan, Subscription
-from usage.metrics import ACTIVE_PROJECTS, AI_INTERACTIONS, MINUTES, Metric
+from usage.metrics import ACTIVE_PROJECTS, AI_INTERACTIONS, METRICS, MINUTES, Metric
 from usage.models import ALL_CUSTOMERS, Customer, ReconciliationRun
 from usage.sql_functions import SqlFunction, sql_functions
 
@@ -110,19 +110,40 @@ def customer_usage_scope(customer_ids: Iterable | None) -> tuple[str, dict]:
     return "AND c.id = ANY(%(ids)s::uuid[])", {"ids": [str(i) for i in customer_ids]}
 
 
-# Each customer's usage over a limit, by the truth: one row per (customer, metric) over. The
-# over-limit finding orders it; the customer list's filter asks whether a row exists for a customer.
+# "Over a limit", defined once (issue 8's rule): a metric of the catalogue is over when the plan limits
+# it (allowance not NULL) and usage is above the allowance plus the overage credit usage drew this
+# period (credit paid for that usage; a gauge has none). The usage is either the truth ("actual": the
+# active projects and the period's usage events, what support's findings read, so a drifted counter
+# never produces a remedy) or the per-period counters ("tracked": what Finance's over-limit page
+# reads at a million customers). Both read rows with CUSTOMER_USAGE_SQL's column names:
+# {prefix}_allowance, {prefix}_actual / {prefix}_tracked, {prefix}_credited (metered only).
+USAGE_PREFIX = {ACTIVE_PROJECTS.code: "projects", AI_INTERACTIONS.code: "ai", MINUTES.code: "minutes"}
+OVER_LIMIT_SOURCES = ("actual", "tracked")
+OVER_LIMIT_RULE = "m.allowance IS NOT NULL AND m.used > m.allowance + m.credit"
+
+
+def over_limit_lines(source: str, row: str = "u") -> str:
+    """One line (metric, used, allowance, credit) per metric of the catalogue for the usage row
+    ``row``, from ``source``; the caller keeps the lines OVER_LIMIT_RULE holds for."""
+    if source not in OVER_LIMIT_SOURCES:
+        raise ValueError(f"over-limit source must be one of {OVER_LIMIT_SOURCES}, not {source!r}")
+    lines = ",\n    ".join(
+        f"('{m.code}', {row}.{USAGE_PREFIX[m.code]}_{source}::numeric, {row}.{USAGE_PREFIX[m.code]}_allowance, "
+        + (f"coalesce({row}.{USAGE_PREFIX[m.code]}_credited, 0))" if m.metered else "0::numeric)")
+        for m in METRICS
+    )
+    return f"CROSS JOIN LATERAL (VALUES\n    {lines}\n) AS m(metric, used, allowance, credit)"
+
+
+# Each customer's usage over a limit, by the truth: one row per (customer, metric) over; "allowance"
+# is what the customer may use (the plan's plus the credit drawn). The over-limit finding orders it;
+# the customer list's filter asks whether a row exists for a customer.
 OVER_LIMIT_SQL = (
-    "SELECT u.customer_id, u.email, u.plan_name, m.metric, m.used, m.allowance FROM ("
+    "SELECT u.customer_id, u.email, u.plan_name, m.metric, m.used, m.allowance + m.credit AS allowance FROM ("
     + CUSTOMER_USAGE_SQL
-    + """) AS u
-CROSS JOIN LATERAL (VALUES  -- metric codes of the catalogue (usage/metrics.py)
-    ('active_projects', u.projects_actual::numeric, u.projects_allowance),
-    ('ai_interaction', u.ai_actual, u.ai_allowance + u.ai_credited),
-    ('minutes', u.minutes_actual, u.minutes_allowance + u.minutes_credited)
-) AS m(metric, used, allowance)
-WHERE m.allowance IS NOT NULL AND m.used > m.allowance
-"""
+    + ") AS u\n"
+    + over_limit_lines("actual")
+    + f"\nWHERE {OVER_LIMIT_RULE}\n"
 )
 
 

@@ -93,3 +93,8 @@ def test_python_and_sql_agree_on_the_live_plan_and_the_allowances(customer):
                     [metric.code, plan.pk],
                 )
                 assert cursor.fetchone()[0] == plan_allowance(plan, metric)
+
+
+def test_over_a_limit_is_written_once():
+    """Support's findings (the truth) and Finance's page (the counters) share billing.selectors' rule."""
+    assert _copies(r"(?<![->])>\s*\w+\.allowance\b") == ["billing/selectors.py"]

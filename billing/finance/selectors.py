@@ -20,6 +20,7 @@ from django.db import connections
 
 from billing.models import CreditDraw, CreditGrant, Plan
 from billing.ops.usage_report import REPORT_FIELDS, REPORT_ROWS_SQL, month_parse, usage_report
+from billing.selectors import OVER_LIMIT_RULE, USAGE_PREFIX, over_limit_lines
 from usage.metrics import BY_CODE, METERED
 from usage.metrics import METRICS as CATALOGUE
 
@@ -169,23 +170,19 @@ def usage_rows(month: str, plan: Plan | None = None) -> Iterator[dict]:
 
 
 # Current period (usage_period_current), tracked counters, the live plan (billing_live_plan) and its
-# allowance per metric (billing_plan_allowance: once per plan, not per row); metered usage that
-# overage credit paid for is not over (as the over_limit finding). "Since": the first of the unbroken
-# run of periods, up to this one, over the same limit (the per-period counters against the plan now;
-# subscriptions keep no plan history). One line per metric of the catalogue (usage/metrics.py).
+# allowance per metric (billing_plan_allowance: once per plan, not per row), the overage credit usage
+# drew in the period; "over" is billing.selectors' one rule (over_limit_lines, OVER_LIMIT_RULE) read
+# from the counters. "Since": the first of the unbroken run of periods, up to this one, over the same
+# limit by the same rule (the per-period counters against the plan now; subscriptions keep no plan
+# history).
 def _over_limit_sql() -> str:
-    allowances = ", ".join(f"billing_plan_allowance(pl, '{m.code}') AS {m.code}" for m in CATALOGUE)
-
-    def credit(m, row: str) -> str:
-        return f" + coalesce({row}.{m.code}, 0)" if m.metered else ""
-
-    lines = ",\n        ".join(
-        f"('{m.code}', t.{m.counter}::numeric, pl.{m.code}, {'coalesce(dr.' + m.code + ', 0)' if m.metered else '0::numeric'})"
-        for m in CATALOGUE
+    allowances = ", ".join(
+        f"billing_plan_allowance(pl, '{m.code}') AS {USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE
     )
-    unbroken = " ".join(
-        f"WHEN '{m.code}' THEN t.{m.counter} > o.allowance{credit(m, 'dr')}" for m in CATALOGUE
-    )
+    plan_allowances = ", ".join(f"pl.{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE)
+    kept_allowances = ", ".join(f"o.{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE)
+    tracked = ", ".join(f"t.{m.counter} AS {USAGE_PREFIX[m.code]}_tracked" for m in CATALOGUE)
+    credited = ", ".join(f"dr.{m.code} AS {USAGE_PREFIX[m.code]}_credited" for m in METERED)
     # Overage credit usage drew within usage period t, per metric (what credit paid for is not over).
     draws = (
         "SELECT "
@@ -195,39 +192,44 @@ def _over_limit_sql() -> str:
         WHERE d.customer_id = t.customer_id AND d.kind = 'usage'
           AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end"""
     )
+    excess = "(o.used - o.allowance - o.credit)"
     return f"""
 WITH allowed AS (
     SELECT pl.id, pl.code, pl.name, {allowances} FROM plans pl
-), over AS (
-    SELECT c.id AS customer_id, c.email, pl.code AS plan, pl.name AS plan_name, m.metric, m.used,
-           m.allowance, m.credit, t.period_start, t.period_end
+), usage AS (
+    SELECT c.id AS customer_id, c.email, pl.code AS plan_code, pl.name AS plan_name, {plan_allowances},
+           {tracked}, {credited}, t.period_start, t.period_end
     FROM usage_tracking t
     JOIN customers c ON c.id = t.customer_id
     CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
     JOIN allowed pl ON pl.id = lp.plan_id
     LEFT JOIN LATERAL ({draws}) AS dr ON true
-    CROSS JOIN LATERAL (VALUES
-        {lines}
-    ) AS m(metric, used, allowance, credit)
     WHERE usage_period_current(t.period_start, t.period_end)
-      AND m.allowance IS NOT NULL AND m.used > m.allowance + m.credit
+), over AS (
+    SELECT u.*, m.metric, m.used, m.allowance, m.credit FROM usage u
+    {over_limit_lines("tracked")}
+    WHERE {OVER_LIMIT_RULE}
 )
-SELECT o.customer_id, o.email, o.plan, o.plan_name, o.metric, o.used, o.allowance, o.credit,
-       o.used - o.allowance - o.credit AS excess, o.period_start, since.period_start AS since
+SELECT o.customer_id, o.email, o.plan_code, o.plan_name, o.metric, o.used, o.allowance, o.credit,
+       {excess} AS excess, o.period_start, since.period_start AS since
 FROM (  -- ranked and cut first (LIMIT NULL: all), so "since" is looked up for the lines shown only
     SELECT * FROM over
     ORDER BY (used - allowance - credit) / greatest(allowance, 1) DESC, email, metric LIMIT %(limit)s
 ) o
 LEFT JOIN LATERAL (  -- this customer's earlier periods only (the over-limit few), newest first
     SELECT min(run.period_start) AS period_start FROM (
-        SELECT t.period_start,
-               bool_and(CASE o.metric {unbroken} END) OVER (ORDER BY t.period_start DESC) AS unbroken
-        FROM usage_tracking t
-        LEFT JOIN LATERAL ({draws}) AS dr ON true
-        WHERE t.customer_id = o.customer_id AND t.period_start <= o.period_start
+        SELECT u.period_start, bool_and({OVER_LIMIT_RULE}) OVER (ORDER BY u.period_start DESC) AS unbroken
+        FROM (
+            SELECT t.period_start, {kept_allowances}, {tracked}, {credited}
+            FROM usage_tracking t
+            LEFT JOIN LATERAL ({draws}) AS dr ON true
+            WHERE t.customer_id = o.customer_id AND t.period_start <= o.period_start
+        ) u
+        {over_limit_lines("tracked")}
+        WHERE m.metric = o.metric
     ) run WHERE run.unbroken
 ) since ON true
-ORDER BY (o.used - o.allowance - o.credit) / greatest(o.allowance, 1) DESC, o.email, o.metric
+ORDER BY {excess} / greatest(o.allowance, 1) DESC, o.email, o.metric
 """
 
 

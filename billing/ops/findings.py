@@ -61,7 +61,9 @@ def unhealthy_triggers() -> Iterator[Finding]:
 # billing.selectors.CUSTOMER_USAGE_SQL (the live plan, the allowances of the catalogue, the active
 # projects themselves and the period's usage events). A customer with no row for its current period
 # (S1 "missing") is still over when its projects are.
-_OVER_LIMIT = OVER_LIMIT_SQL + "ORDER BY m.used / nullif(m.allowance, 0) DESC NULLS FIRST, u.email\n"
+_OVER_LIMIT = (
+    OVER_LIMIT_SQL + "ORDER BY m.used / nullif(m.allowance + m.credit, 0) DESC NULLS FIRST, u.email\n"
+)
 
 _STALE_PERIOD = """
 SELECT c.id, c.email, 'customer' AS what, c.current_period_end
