@@ -29,24 +29,32 @@ REPORT_FIELDS = (
 # One row per usage period that started in the month; finance's pages aggregate this same statement
 # (billing/finance/selectors.py), so the page, its CSV and this command cannot disagree.
 REPORT_ROWS_SQL = """
+WITH allowed AS MATERIALIZED (  -- each plan's allowances once, not once per period row
+    SELECT pl.id, pl.code, billing_plan_allowance(pl, 'ai_interaction')::bigint AS ai_allowance,
+           billing_plan_allowance(pl, 'minutes')::bigint AS minutes_allowance
+    FROM plans pl
+), drawn AS (  -- overage credit usage drew in each of the month's periods (not a refund's take-back)
+    SELECT t.id, sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
+           sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
+    FROM usage_tracking t
+    JOIN credit_draws d ON d.customer_id = t.customer_id AND d.kind = 'usage'
+     AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+    JOIN credit_grants g ON g.id = d.grant_id
+    WHERE t.month = %(month)s
+    GROUP BY t.id
+)
 SELECT c.id AS customer_id, c.email, pl.code AS plan, t.period_start, t.period_end,
        t.active_projects_count AS active_projects,
        t.ai_interactions_count AS ai_interactions,
-       billing_plan_allowance(pl, 'ai_interaction')::bigint AS ai_allowance,
+       pl.ai_allowance,
        coalesce(dr.ai, 0) AS ai_from_credit,
-       t.minutes_used AS minutes, billing_plan_allowance(pl, 'minutes')::bigint AS minutes_allowance,
+       t.minutes_used AS minutes, pl.minutes_allowance,
        coalesce(dr.minutes, 0) AS minutes_from_credit
 FROM usage_tracking t
 JOIN customers c ON c.id = t.customer_id
 CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
-LEFT JOIN plans pl ON pl.id = lp.plan_id
-LEFT JOIN LATERAL (
-    SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
-           sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
-    FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
-    WHERE d.customer_id = c.id AND d.kind = 'usage'  -- not a refund's or chargeback's take-back
-      AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
-) AS dr ON true
+LEFT JOIN allowed pl ON pl.id = lp.plan_id
+LEFT JOIN drawn dr ON dr.id = t.id
 WHERE t.month = %(month)s
 """
 
