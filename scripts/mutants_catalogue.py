@@ -657,8 +657,8 @@ MUTANTS = [
     Mutant(
         "search-case-sensitive",
         "usage/admin.py",  # customers_matching: every customer search's one definition
-        'return lowered.filter(email_lower=term.lower()).values("pk")',
-        'return lowered.filter(email_lower=term).values("pk")',
+        "found = lowered.filter(email_lower=term.lower())",
+        "found = lowered.filter(email_lower=term)",
         (ADMIN,),
         "searching an email in capitals finds nobody",
     ),

@@ -9,6 +9,7 @@ import uuid
 
 from django.contrib.postgres.constraints import ExclusionConstraint
 from django.contrib.postgres.fields import DateTimeRangeField, RangeOperators
+from django.contrib.postgres.indexes import OpClass
 from django.db import models
 from django.db.models import Func, Q
 from django.db.models.functions import Lower, Now
@@ -82,6 +83,9 @@ class Customer(models.Model):
         indexes = [
             # The customer list's order: the admin adds -pk to make "email" a total order.
             models.Index(fields=["email", "-id"], name="customers_email_order"),
+            # Support's search by an email prefix (lower(email) LIKE 'jane.d%'): the unique index on
+            # lower(email) serves only equality under a database collation other than C.
+            models.Index(OpClass(Lower("email"), name="text_pattern_ops"), name="customers_email_prefix"),
         ]
         constraints = [
             models.UniqueConstraint(

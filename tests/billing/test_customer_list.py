@@ -138,7 +138,8 @@ def test_the_list_runs_a_bounded_number_of_queries(admin_client, django_assert_m
             _subscribe(customer, plans["growth"])
         ProjectFactory.create_batch(i % 3, customer=customer)
     for query in ({}, {"plan": "growth", "projects": "1-3"}, {"over": "yes"}, {"q": "customer"}):
-        with django_assert_max_num_queries(12):
+        # 14: the capped count under its time budget sets and restores statement_timeout (2 more)
+        with django_assert_max_num_queries(14):
             response = admin_client.get(reverse(LIST), query)
         assert response.status_code == 200
 
