@@ -108,6 +108,7 @@ def test_check_lists_each_mismatch_of_the_exact_shape_with_its_fix(exact_db):
         "preset_usage preset_usage_used_at",
         "usage_events usage_events_sum_cover",
         "customers customers_email_order",  # the admin's customer list order
+        "customers customers_email_prefix",  # support's search by an email prefix
     }
     assert adds["usage_tracking usage_tracking_customer_period"]["fix"] == (
         'ALTER TABLE "usage_tracking" ADD CONSTRAINT "usage_tracking_customer_period" '
@@ -123,7 +124,7 @@ def test_check_table_output_and_ready_without_the_product_counter_trigger():
         result = db.manage("adopt", "--check")
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.splitlines()[-1] == (
-            f"ready: PostgreSQL {db.sql('SHOW server_version')[0][0]} as {OWNER}; 0 blocker(s), 10 thing(s) adopt adds"
+            f"ready: PostgreSQL {db.sql('SHOW server_version')[0][0]} as {OWNER}; 0 blocker(s), 11 thing(s) adopt adds"
         )
         assert "adds     extension btree_gist: not installed\n" in result.stdout
     finally:
