@@ -93,6 +93,8 @@ class Subscription(models.Model):
             ),
         ]
         indexes = [
+            # The admin's status filter in its customer order (a rare status: past due, 4 %).
+            models.Index(fields=["status", "-customer_id"], name="subscriptions_status_order"),
             # Support searches customers by the processor's customer or subscription id (SPEC §7
             # Support); the unique key above leads with processor.
             models.Index(
@@ -137,6 +139,8 @@ class AuditLog(models.Model):
     class Meta:
         db_table = "audit_log"
         ordering = ["-at", "-id"]
+        # The admin's action filter in its order (newest first by id): a rare action walked the log.
+        indexes = [models.Index(fields=["action", "-id"], name="audit_log_action_order")]
         triggers = [
             pgtrigger.Protect(name="audit_log_append_only", operation=pgtrigger.Update | pgtrigger.Delete),
             # TRUNCATE fires no row trigger: a statement trigger refuses it, for every role (the owner's too).
