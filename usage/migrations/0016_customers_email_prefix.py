@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("usage", "0016_usage_tracking_allowances"),
+        ("usage", "0015_customers_email_message"),
     ]
 
     operations = [

@@ -5,8 +5,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0013_period_allowances"),
-        ("usage", "0017_customers_email_prefix"),
+        ("billing", "0012_run_findings_search_indexes"),
+        ("usage", "0016_customers_email_prefix"),
     ]
 
     operations = [
