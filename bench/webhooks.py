@@ -25,6 +25,7 @@ import random
 import statistics
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from common import fresh_bench_schema, log  # sets up Django on the benchmark database
 from django.conf import settings
@@ -70,14 +71,14 @@ def main():
     )
     print(
         "| path | deliveries/s | statements per delivery | HTTP answers | inbox rows (unique events) "
-        "| by status | credit grants (packs) | audit rows | load average (1 min) |"
+        "| by status | credit grants (packs) | audit rows | CPU per delivery: Python, PostgreSQL | load average (1 min) |"
     )
-    print("|---|---:|---:|---|---:|---|---:|---:|---:|")
+    print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {'one statement' if r['one_statement'] else 'Python'} | {r['rate']:,.0f} | {r['statements']:.1f} "
             f"| {r['answers']} | {r['stored']:,} ({r['unique']:,}) | {r['by_status']} | {r['grants']:,} ({r['packs']:,}) "
-            f"| {r['audit']:,} | {r['load']:.1f} |"
+            f"| {r['audit']:,} | {r['cpu_ms']:.2f} ms, {r['backend_cpu_ms']:.2f} ms | {r['load']:.1f} |"
         )
     old = statistics.median(r["rate"] for r in rows if not r["one_statement"])
     new = statistics.median(r["rate"] for r in rows if r["one_statement"])
@@ -133,6 +134,10 @@ def _round(client, plans, args, *, tag: str, one_statement: bool) -> dict:
 
     path = "one statement" if one_statement else "Python path"
     log(f"round {tag} ({path}): posting {len(deliveries):,} deliveries ...")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    cpu_started, backend_started = time.process_time(), _cpu_seconds(backend)
     started = time.perf_counter()
     with connection.execute_wrapper(count):
         for processor, _, data in deliveries:
@@ -144,6 +149,7 @@ def _round(client, plans, args, *, tag: str, one_statement: bool) -> dict:
             )
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
     elapsed = time.perf_counter() - started
+    cpu, backend_cpu = time.process_time() - cpu_started, _cpu_seconds(backend) - backend_started
     load = os.getloadavg()[0]
 
     ids = [event_id for _, event_id, _ in events]
@@ -160,7 +166,15 @@ def _round(client, plans, args, *, tag: str, one_statement: bool) -> dict:
         "packs": sum(1 for _, _, d in events if b"checkout.session.completed" in d or b'"metric"' in d),
         "audit": AuditLog.objects.filter(customer_id__in=[c.pk for c in customers]).count(),
         "load": load,
+        "cpu_ms": cpu / len(deliveries) * 1000,
+        "backend_cpu_ms": backend_cpu / len(deliveries) * 1000,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process on this machine has used: the PostgreSQL backend's here."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stream(rng, customers, subs, start, end, count):
