@@ -135,22 +135,25 @@ def trigger_health(
 
     usage checks its own functions by default; billing passes its folder too (billing/ops/checks.py).
     """
+    definitions = list(definitions or sql_definitions())
     statuses = []
     # The installed functions and triggers in one query (pgtrigger's get_installation_status asks
     # once per trigger, each in its own transaction: 23 round trips on every customer page).
     with connections[using].cursor() as cursor:
         cursor.execute(
-            "SELECT 'function', NULL, p.proname, p.prosrc, NULL FROM pg_proc p "
+            "SELECT 'function', quote_ident(current_schema()), p.proname, p.prosrc, "
+            "array_to_string(p.proconfig, ';') FROM pg_proc p "
             "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = current_schema() "
             "UNION ALL "
             "SELECT 'trigger', c.relname, t.tgname, obj_description(t.oid), t.tgenabled::text FROM pg_trigger t "
             "JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE NOT t.tgisinternal AND n.nspname = current_schema()"
         )
-        installed_functions, installed_triggers = {}, {}
+        installed_functions, installed_triggers, function_configs = {}, {}, {}
+        schema = "public"
         for kind, table, name, text, mode in cursor.fetchall():
             if kind == "function":
-                installed_functions[name] = text
+                installed_functions[name], function_configs[name], schema = text, mode, table
             else:
                 installed_triggers[(table, name)] = (text, mode)
 
@@ -182,11 +185,14 @@ def trigger_health(
                     TriggerStatus("constraint", constraint.name, usage_model._meta.db_table, problem)
                 )
 
+    pinned = {f.name: f.pinned_config(schema) for f in definitions}
     for name, body in sorted(expected_sql_functions(definitions).items()):
         if name not in installed_functions:
             problem = "missing"
         elif installed_functions[name] != body:
             problem = "differs from the SQL in the code (run migrate: it installs the current definitions)"
+        elif pinned.get(name) and [function_configs[name]] != pinned[name]:
+            problem = f"search_path is not pinned to this schema, pg_temp last (run migrate): {function_configs[name]}"
         else:
             problem = ""
         statuses.append(TriggerStatus("function", name, "", problem))

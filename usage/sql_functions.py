@@ -10,7 +10,11 @@ does nothing. Migrations never read these folders (they read their own frozen co
 commit it was migrated at.
 
 The file's fingerprint is stored as the function's comment: a change outside the body (volatility,
-return type) is seen too. A changed argument list is a new function to PostgreSQL: drop the old
+return type) is seen too.
+
+A SECURITY DEFINER function's file pins ``SET search_path = public, pg_temp``; it is installed
+pinned to the schema it is installed in (``current_schema()``), pg_temp last, so in a database whose
+tables live elsewhere (an adopted product database) it never reads a same-named table in ``public``. A changed argument list is a new function to PostgreSQL: drop the old
 signature in a migration.
 """
 
@@ -28,6 +32,9 @@ _DEFINITION_RE = re.compile(
 )
 
 
+PINNED_SEARCH_PATH = "SET search_path = public, pg_temp"
+
+
 @dataclass(frozen=True)
 class SqlFunction:
     name: str
@@ -37,6 +44,14 @@ class SqlFunction:
     @property
     def fingerprint(self) -> str:
         return "billing-ops sql sha256:" + hashlib.sha256(self.text.encode()).hexdigest()
+
+    def pinned_config(self, schema: str) -> list[str] | None:
+        """pg_proc.proconfig once installed in ``schema`` (quoted as quote_ident() quotes it)."""
+        return [f"search_path={schema}, pg_temp"] if PINNED_SEARCH_PATH in self.text else None
+
+    def text_in(self, schema: str) -> str:
+        """The statement that installs it in ``schema``: its search_path pinned there."""
+        return self.text.replace(PINNED_SEARCH_PATH, f"SET search_path = {schema}, pg_temp")
 
 
 def sql_functions(folder: Path) -> list[SqlFunction]:
@@ -65,15 +80,17 @@ def sql_functions_install(functions: Iterable[SqlFunction], *, using: str = "def
     installed = []
     connection = connections[using]
     with transaction.atomic(using=using), connection.cursor() as cursor:
+        cursor.execute("SELECT quote_ident(current_schema())")
+        (schema,) = cursor.fetchone()
         for function in functions:
             cursor.execute(
-                "SELECT p.prosrc, obj_description(p.oid, 'pg_proc') FROM pg_proc p "
+                "SELECT p.prosrc, obj_description(p.oid, 'pg_proc'), p.proconfig FROM pg_proc p "
                 "WHERE p.proname = %s AND p.pronamespace = current_schema()::regnamespace",
                 [function.name],
             )
-            if (function.body, function.fingerprint) in cursor.fetchall():
+            if (function.body, function.fingerprint, function.pinned_config(schema)) in cursor.fetchall():
                 continue
-            cursor.execute(function.text)
+            cursor.execute(function.text_in(schema))
             cursor.execute(
                 "SELECT p.oid::regprocedure::text FROM pg_proc p "
                 "WHERE p.proname = %s AND p.prosrc = %s AND p.pronamespace = current_schema()::regnamespace",

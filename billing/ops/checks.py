@@ -24,7 +24,7 @@ WITH per AS (
            ON d.grant_id = g.id
     WHERE true {scope_grants}
 ), drifted AS (
-    INSERT INTO pg_temp.usage_drift
+    INSERT INTO usage_drift
     SELECT 'credit_remaining', customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
     FROM per WHERE tracked <> actual OR {everything}
 )
@@ -38,7 +38,7 @@ def _fix_credit_remaining() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT billing_credit_grants_recount(array_agg(DISTINCT customer_id)), count(*) "
-            "FROM pg_temp.usage_drift WHERE check_name = 'credit_remaining'"
+            "FROM usage_drift WHERE check_name = 'credit_remaining'"
         )
         return cursor.fetchone()[1]
 

@@ -1,7 +1,7 @@
 """Discrepancy report and reconciliation (SPEC §6), over every counter check (billing/ops/checks.py).
 
 The checks (usage/services/drift.py, and billing's credit check) write the drifted rows into
-``pg_temp.usage_drift``; the report records them as a run. The findings come from billing/ops/findings.py.
+``usage_drift``; the report records them as a run. The findings come from billing/ops/findings.py.
 
 Reconciliation first finds the drifted customers with the same checks, then, batch by batch in
 customer-id order: locks the counter rows, checks again in a later statement (whose snapshot sees
@@ -97,7 +97,7 @@ def _record_rows(run: ReconciliationRun, *, fixed: bool) -> None:
             '(run_id, "check", customer_id, email, target_id, tracked, actual, difference, after, fixed) '
             "SELECT %s, d.check_name, d.customer_id, coalesce(c.email, ''), coalesce(d.target_id, ''), "
             "       d.tracked, d.actual, d.difference, CASE WHEN %s THEN d.actual END, %s "
-            "FROM pg_temp.usage_drift d LEFT JOIN customers c ON c.id = d.customer_id",
+            "FROM usage_drift d LEFT JOIN customers c ON c.id = d.customer_id",
             [run.pk, fixed, fixed],
         )
 
@@ -213,9 +213,7 @@ def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResu
     with transaction.atomic():
         first = drift_scan(customer_ids)
         customers_checked = first.customers_checked
-        drifted = [
-            str(r[0]) for r in _fetch("SELECT DISTINCT customer_id FROM pg_temp.usage_drift ORDER BY 1")
-        ]
+        drifted = [str(r[0]) for r in _fetch("SELECT DISTINCT customer_id FROM usage_drift ORDER BY 1")]
     batches = [drifted[i : i + batch_size] for i in range(0, len(drifted), batch_size)]
     # Progress on the run itself, so the run page can show how far a background run has gone.
     ReconciliationRun.objects.filter(pk=run.pk).update(

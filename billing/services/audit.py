@@ -1,11 +1,27 @@
-"""The audit log's writers (SPEC §5): one row per change, committed with the change."""
+"""The audit log's writers (SPEC §5): one row per change, committed with the change.
 
+Rows are appended through billing_audit_append() (billing/sql/), a SECURITY DEFINER function of the
+schema's owner: the app role holds no INSERT on audit_log (SPEC §10, manage.py db_roles).
+"""
+
+import json
 import uuid
 from collections import defaultdict
 
 from billing.models import AuditLog
 from usage.models import ReconciliationRun
 from usage.numbers import value as audit_value
+
+
+def _append(rows: list[dict]) -> list[AuditLog]:
+    """Append audit rows in one call; the rows appended."""
+    if not rows:
+        return []
+    for row in rows:
+        row["target_id"] = str(row["target_id"])
+        if row.get("customer_id") is not None:
+            row["customer_id"] = str(row["customer_id"])
+    return list(AuditLog.objects.raw("SELECT * FROM billing_audit_append(%s::jsonb)", [json.dumps(rows)]))
 
 
 def audit_record(
@@ -19,16 +35,22 @@ def audit_record(
     after: dict | None = None,
     reason: str = "",
 ) -> AuditLog:
-    return AuditLog.objects.create(
-        actor=actor,
-        action=action,
-        target_type=target_type,
-        target_id=str(target_id),
-        customer_id=customer_id,
-        before=before,
-        after=after,
-        reason=reason,
+    """Append one audit row; the row."""
+    (row,) = _append(
+        [
+            {
+                "actor": actor,
+                "action": str(action),
+                "target_type": target_type,
+                "target_id": target_id,
+                "customer_id": customer_id,
+                "before": before,
+                "after": after,
+                "reason": reason,
+            }
+        ]
     )
+    return row
 
 
 def audit_recount(*, run: ReconciliationRun, rows: list[dict]) -> None:
@@ -41,18 +63,20 @@ def audit_recount(*, run: ReconciliationRun, rows: list[dict]) -> None:
         key = row["check"] if row["target_id"] is None else f"{row['check']}:{row['target_id']}"
         before, after = per_customer[(row["customer_id"], row["email"])]
         before[key], after[key] = row["tracked"], row["actual"]
-    AuditLog.objects.bulk_create(
-        AuditLog(
-            actor=run.started_by,
-            action=AuditLog.Action.RECOUNT,
-            target_type="customer",
-            target_id=customer_id,
-            customer_id=customer_id,
-            before=before,
-            after=after,
-            reason=f"counters set to the truth recomputed from their source rows (reconciliation run #{run.pk}, {email})",
-        )
-        for (customer_id, email), (before, after) in per_customer.items()
+    _append(
+        [
+            {
+                "actor": run.started_by,
+                "action": str(AuditLog.Action.RECOUNT),
+                "target_type": "customer",
+                "target_id": customer_id,
+                "customer_id": customer_id,
+                "before": before,
+                "after": after,
+                "reason": f"counters set to the truth recomputed from their source rows (reconciliation run #{run.pk}, {email})",
+            }
+            for (customer_id, email), (before, after) in per_customer.items()
+        ]
     )
 
 

@@ -1,13 +1,15 @@
 """Least privilege in the database (SPEC §10): the owner role and the app role, as SQL.
 
 The owner role owns the schema's tables and functions and runs ``migrate``; the app role is what the
-web processes, the cron commands and the product connect as. The app role can read and write rows,
-call every function and use temporary tables (the discrepancy report's scratch table), and nothing
-else: it owns nothing, so it cannot ALTER TABLE ... DISABLE TRIGGER; it holds no TRUNCATE, TRIGGER or
-REFERENCES privilege; it is no superuser, so it cannot SET session_replication_role; it cannot write
+web processes, the cron commands and the product connect as. The app role can read and write rows
+and call every function, and nothing else: it owns nothing, so it cannot ALTER TABLE ... DISABLE TRIGGER; it holds no TRUNCATE, TRIGGER or
+REFERENCES privilege; it is no superuser, so it cannot SET session_replication_role; it
+can create no object at all (no CREATE on any schema, no TEMPORARY on the database, not even through
+PUBLIC), so no trigger, rule, view or function of its own can run its writes at trigger depth 1, where
+the counter guards let the counter triggers' own writes through; it cannot write
 usage_counter_write_grants, so the counter guard opens only inside the owner's SECURITY DEFINER
-recount functions; and it can only append to audit_log (no UPDATE or DELETE; TRUNCATE is refused by a
-trigger for every role).
+recount functions; and it appends to audit_log only through billing_audit_append(), the owner's SECURITY DEFINER
+function (no INSERT, UPDATE or DELETE; TRUNCATE is refused by a trigger for every role).
 
 The SQL is idempotent: applying it again changes nothing, and it hands objects that another role
 created (a database migrated by a superuser) to the owner role. Apply it before the first migrate
@@ -45,12 +47,29 @@ BEGIN
 END
 $roles$;
 
-GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {app};
-GRANT CONNECT, CREATE ON DATABASE {database} TO {owner};
+GRANT CONNECT ON DATABASE {database} TO {app};
+-- No temporary objects: a trigger on a temporary table of the app's ran past the counter guards.
+REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC;
+REVOKE TEMPORARY ON DATABASE {database} FROM {app};
+GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {database} TO {owner};
 GRANT USAGE, CREATE ON SCHEMA {schema} TO {owner};
 REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC;
 REVOKE CREATE ON SCHEMA {schema} FROM {app};
 GRANT USAGE ON SCHEMA {schema} TO {app};
+DO $nothing_of_its_own$
+DECLARE
+    where_ text;
+BEGIN
+    SELECT string_agg(n.nspname, ', ') INTO where_ FROM pg_namespace n
+    WHERE has_schema_privilege('{app}', n.oid, 'CREATE');
+    IF where_ IS NOT NULL THEN
+        RAISE EXCEPTION 'role {app} can create objects in schema(s) %: REVOKE CREATE ON SCHEMA ... FROM {app} (and FROM PUBLIC)', where_;
+    END IF;
+    IF has_database_privilege('{app}', current_database(), 'TEMPORARY') THEN
+        RAISE EXCEPTION 'role {app} can still create temporary tables (through a role it belongs to?)';
+    END IF;
+END
+$nothing_of_its_own$;
 
 -- Everything in the schema belongs to the owner (tables take their own sequences with them).
 DO $owner$
@@ -90,7 +109,11 @@ BEGIN
         REVOKE ALL ON {schema}.usage_counter_write_grants FROM {app};
     END IF;
     IF to_regclass('{schema}.audit_log') IS NOT NULL THEN
-        REVOKE UPDATE, DELETE ON {schema}.audit_log FROM {app};
+        -- Appending goes through billing_audit_append() (SECURITY DEFINER, the owner's).
+        REVOKE INSERT, UPDATE, DELETE ON {schema}.audit_log FROM {app};
+        IF pg_get_serial_sequence('{schema}.audit_log', 'id') IS NOT NULL THEN
+            EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM {app}', pg_get_serial_sequence('{schema}.audit_log', 'id'));
+        END IF;
     END IF;
 END
 $revoke$;

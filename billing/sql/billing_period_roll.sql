@@ -60,12 +60,13 @@ BEGIN
 
     UPDATE customers SET current_period_start = new_start, current_period_end = new_end WHERE id = p_customer;
     PERFORM usage_tracking_open(p_customer, new_start, new_end);
-    INSERT INTO audit_log (at, actor, action, target_type, target_id, customer_id, before, after, reason)
-    VALUES (now(), p_actor, 'period_rollover', 'customer', p_customer::text, p_customer,
-            jsonb_build_object('period_start', cur_start, 'period_end', cur_end),
-            jsonb_build_object('period_start', new_start, 'period_end', new_end),
-            CASE WHEN NOT renewal THEN 'the period ended; metered usage restarts, credits carry over'
-                 ELSE 'processor renewal; metered usage restarts, credits carry over' END);
+    PERFORM billing_audit_append(jsonb_build_array(jsonb_build_object(
+        'actor', p_actor, 'action', 'period_rollover', 'target_type', 'customer', 'target_id', p_customer::text,
+        'customer_id', p_customer,
+        'before', jsonb_build_object('period_start', cur_start, 'period_end', cur_end),
+        'after', jsonb_build_object('period_start', new_start, 'period_end', new_end),
+        'reason', CASE WHEN NOT renewal THEN 'the period ended; metered usage restarts, credits carry over'
+                       ELSE 'processor renewal; metered usage restarts, credits carry over' END)));
     RETURN true;
 END;
 $$;

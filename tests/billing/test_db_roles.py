@@ -21,11 +21,13 @@ from django.test import Client
 from django.utils import timezone
 
 from billing.models import AuditLog, Subscription, WebhookEvent
+from billing.ops.checks import drift_rows
 from billing.ops.integrity import usage_reconcile
 from billing.ops.usage_report import usage_report
 from billing.services.consume import consume
 from billing.services.credits import credit_grant
 from billing.services.periods import period_roll_due
+from billing.services.plans import subscription_change_plan
 from billing.services.projects import project_create
 from demo import webhook_payloads as wp
 from demo.data import plans_ensure
@@ -121,12 +123,31 @@ def test_the_app_role_runs_the_apps_own_operations(roles, settings):
         assert period_roll_due(actor="test (app role)") == 1
         month = customer.current_period_start.strftime("%Y-%m")
         assert any(r["email"] == "roles@example.com" for r in usage_report(month))
-        assert AuditLog.objects.filter(action="recount").exists()  # appended through the app role
+        credit_grant(
+            customer=customer, metric="minutes", quantity=5, source="goodwill", actor="t", reason="r"
+        )
+        subscription_change_plan(customer=customer, target=plans["pro"], actor="t", override_reason="test")
+        small = CustomerFactory()
+        subscription_change_plan(customer=small, target=plans["starter"], actor="t")
+        ProjectFactory.create_batch(plans["starter"].max_active_projects, customer=small)
+        project_create(
+            customer=small, name="One more", actor="t", override_reason="launch", is_superuser=True
+        )
+        # Every audited action appended through billing_audit_append() as the app role.
+        assert set(AuditLog.objects.values_list("action", flat=True)) == {
+            "recount",
+            "webhook_effect",
+            "period_rollover",
+            "credit_grant",
+            "plan_change",
+            "project_limit_override",
+        }
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET ROLE")
     due.refresh_from_db()
     assert due.current_period_end > timezone.now()
+    assert AuditLog.objects.filter(action="period_rollover", customer_id=due.pk).exists()
     assert_invariants()
 
     # The commands, as a real login of the app role.
@@ -163,6 +184,13 @@ def test_the_app_role_runs_the_apps_own_operations(roles, settings):
         ("UPDATE credit_grants SET remaining = 99", "23514"),
         ("INSERT INTO usage_counter_write_grants VALUES (pg_current_xact_id()::text::bigint)", "42501"),
         ("UPDATE audit_log SET reason = 'rewritten'", "42501"),
+        # Appending goes through billing_audit_append(), which stamps the time itself.
+        (
+            "INSERT INTO audit_log (at, actor, action, target_type, target_id, reason)"
+            " VALUES ('2020-01-01', 'forged', 'recount', 'customer', 'x', 'back-dated')",
+            "42501",
+        ),
+        ("SELECT nextval(pg_get_serial_sequence('audit_log', 'id'))", "42501"),
         ("DELETE FROM audit_log", "42501"),
         ("CREATE TABLE usage_tracking_copy (n int)", "42501"),
         (f"SET ROLE {OWNER}", "42501"),
@@ -212,3 +240,81 @@ def test_db_roles_prints_the_sql_and_refuses_bad_names():
         refused = run_manage("db_roles", *args)
         assert refused.returncode == 2 and refused.stdout == "", refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
+
+
+_EVIL_FUNCTION = (
+    "CREATE FUNCTION pg_temp.evil() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "UPDATE public.usage_tracking SET active_projects_count = 99; "
+    "UPDATE public.credit_grants SET remaining = 99; RETURN NULL; END $$; "
+)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # A trigger on a temporary table of its own ran at trigger depth 1, past the counter guards.
+        "CREATE TEMP TABLE t (n int); " + _EVIL_FUNCTION + "CREATE TRIGGER evil AFTER INSERT ON t "
+        "FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.evil(); INSERT INTO t VALUES (1)",
+        # The same through a temporary view's INSTEAD OF trigger.
+        "CREATE TEMP VIEW v AS SELECT 1 AS n; "
+        + _EVIL_FUNCTION.replace("RETURN NULL", "RETURN NEW")
+        + "CREATE TRIGGER evil INSTEAD OF INSERT ON v FOR EACH ROW EXECUTE FUNCTION pg_temp.evil(); "
+        "INSERT INTO v VALUES (1)",
+        # A trigger of its own on a table it can write.
+        _EVIL_FUNCTION + "CREATE TRIGGER evil AFTER INSERT ON projects FOR EACH STATEMENT "
+        "EXECUTE FUNCTION pg_temp.evil()",
+        "CREATE FUNCTION public.evil() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
+        # Rules: on a table it can write, and on a temporary view of its own.
+        "CREATE RULE evil AS ON INSERT TO projects DO ALSO UPDATE usage_tracking SET active_projects_count = 99",
+        "CREATE TEMP VIEW v AS SELECT 1 AS n; CREATE RULE evil AS ON INSERT TO v DO INSTEAD "
+        "UPDATE usage_tracking SET active_projects_count = 99; INSERT INTO v VALUES (1)",
+        "CREATE VIEW public.evil AS SELECT 1 AS n",
+        "CREATE EVENT TRIGGER evil ON ddl_command_start EXECUTE FUNCTION pg_temp.evil()",
+    ],
+    ids=[
+        "temp-table-trigger",
+        "temp-view-instead-of",
+        "trigger-on-projects",
+        "function-in-public",
+        "rule-on-projects",
+        "rule-on-temp-view",
+        "view-in-public",
+        "event-trigger",
+    ],
+)
+def test_the_app_role_can_run_no_trigger_rule_or_view_of_its_own(roles, sql):
+    """Nothing the app role creates can run writes nested in a trigger (depth > 0), where the counter
+    guards let the counter triggers' own writes through: it can create no object at all."""
+    plans_ensure()
+    customer = CustomerFactory()
+    ProjectFactory(customer=customer)
+    credit_grant(customer=customer, metric="minutes", quantity=5, source="goodwill", actor="t", reason="r")
+    before = _snapshot()
+    assert _sqlstate(sql) == "42501"
+    assert _snapshot() == before
+    with psycopg.connect(**_conninfo(APP)) as conn:
+        assert conn.execute(
+            "SELECT has_database_privilege(current_database(), 'TEMPORARY'),"
+            " (SELECT count(*) FROM pg_namespace n WHERE has_schema_privilege(n.oid, 'CREATE'))"
+        ).fetchone() == (False, 0)
+
+
+def test_the_scan_leaves_no_rows_behind_and_sees_only_its_own(roles):
+    """The discrepancy scan's rows are its transaction's: a later scan clears finished ones."""
+    plans_ensure()
+    drifted = CustomerFactory()
+    ProjectFactory.create_batch(2, customer=drifted)
+    with transaction.atomic(), counter_writes_allowed():
+        UsageTracking.objects.filter(customer=drifted).update(active_projects_count=7)
+    _as(APP)
+    try:
+        for _ in range(3):
+            assert len(drift_rows()) == 1
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM usage_drift_rows")
+        assert cursor.fetchone()[0] <= 1  # the last scan's row only
+        cursor.execute("SELECT count(*) FROM usage_drift")  # another transaction's rows: none seen
+        assert cursor.fetchone()[0] == 0

@@ -1,7 +1,7 @@
 """The checks of usage's own counters (SPEC §6): set-based SQL, one pass per check, plain functions.
 
 Each check compares one kind of counter with its source of truth for every row in scope and writes
-only the rows that differ into a temporary table (``pg_temp.usage_drift``), returning its totals in
+only the rows that differ into ``usage_drift`` (the transaction's own rows of usage_drift_rows), returning its totals in
 the same pass. Rows are then streamed from that table sorted by the size of the difference, so the
 Python side holds a summary, never a row per customer.
 
@@ -20,15 +20,16 @@ from django.db import connection
 from usage.metrics import METRICS
 from usage.numbers import number_plain
 
-_DRIFT_TABLE = """
-CREATE TEMP TABLE IF NOT EXISTS usage_drift (
-    check_name text NOT NULL,
-    customer_id uuid NOT NULL,
-    target_id text,
-    tracked jsonb,
-    actual jsonb,
-    difference numeric
-) ON COMMIT DROP
+# The scan's rows live in usage_drift_rows (usage 0016), seen through the view usage_drift, which
+# shows the current transaction's rows only: no temporary table, as the app role may create none
+# (SPEC §10). Before it writes, a scan deletes its transaction's earlier rows and those of
+# transactions that have finished (older than every snapshot's xmin), skipping rows another
+# scan is deleting, so two scans never wait on each other.
+_DRIFT_CLEAR = """
+DELETE FROM usage_drift_rows WHERE xact = pg_current_xact_id()::text::bigint
+   OR ctid = ANY (ARRAY(SELECT ctid FROM usage_drift_rows
+                        WHERE xact < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                        FOR UPDATE SKIP LOCKED))
 """
 
 # Each statement: (per-target comparison) -> drifted rows into usage_drift, totals per check out.
@@ -45,7 +46,7 @@ WITH per AS (
            ON a.customer_id = c.id
     WHERE true {scope_customers}
 ), drifted AS (
-    INSERT INTO pg_temp.usage_drift
+    INSERT INTO usage_drift
     SELECT 'active_projects', customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
     FROM per WHERE tracked <> actual OR {everything}
 )
@@ -83,7 +84,7 @@ WITH periods AS (
     CROSS JOIN LATERAL (VALUES ('ai_interactions', s.ai), ('minutes', s.minutes)) AS m(check_name, actual)
     WHERE s.row_id IS NULL AND m.actual <> 0
 ), drifted AS (
-    INSERT INTO pg_temp.usage_drift
+    INSERT INTO usage_drift
     SELECT check_name, customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
     FROM per WHERE tracked <> actual OR {everything}
 )
@@ -99,11 +100,11 @@ WITH per AS (
                WHERE true {scope_uses} GROUP BY preset_id) u ON u.preset_id = p.id
     WHERE true {scope_presets}
 ), drifted_count AS (
-    INSERT INTO pg_temp.usage_drift
+    INSERT INTO usage_drift
     SELECT 'preset_usage_count', customer_id, target_id, to_jsonb(usage_count), to_jsonb(n), n - usage_count
     FROM per WHERE usage_count <> n OR {everything}
 ), drifted_last AS (
-    INSERT INTO pg_temp.usage_drift
+    INSERT INTO usage_drift
     SELECT 'preset_last_used_at', customer_id, target_id, to_jsonb(last_used_at), to_jsonb(last_used),
            extract(epoch FROM last_used - last_used_at)
     FROM per WHERE last_used_at IS DISTINCT FROM last_used OR {everything}
@@ -140,25 +141,25 @@ def _scoped(sql: str, ids: list[str] | None, everything: bool = False, columns: 
 
 @dataclass
 class Scan:
-    """The drifted rows of one scope, held in pg_temp.usage_drift for the enclosing transaction."""
+    """The drifted rows of one scope, held in usage_drift for the enclosing transaction."""
 
     customers_checked: int = 0
     metrics: dict = field(default_factory=dict)
 
     @property
     def customers_with_drift(self) -> int:
-        return _scalar("SELECT count(DISTINCT customer_id) FROM pg_temp.usage_drift")
+        return _scalar("SELECT count(DISTINCT customer_id) FROM usage_drift")
 
     @property
     def discrepancies(self) -> int:
-        return _scalar("SELECT count(*) FROM pg_temp.usage_drift")
+        return _scalar("SELECT count(*) FROM usage_drift")
 
     def rows(self, chunk_size: int = 2000) -> Iterator[dict]:
         """Drifted counters, largest difference first, streamed through a server-side cursor."""
         with connection.chunked_cursor() as cursor:
             cursor.execute(
                 "SELECT d.check_name, d.customer_id, c.email, d.target_id, d.tracked, d.actual, d.difference "
-                "FROM pg_temp.usage_drift d LEFT JOIN customers c ON c.id = d.customer_id "
+                "FROM usage_drift d LEFT JOIN customers c ON c.id = d.customer_id "
                 "ORDER BY abs(d.difference) DESC NULLS LAST, d.check_name, d.customer_id"
             )
             while batch := cursor.fetchmany(chunk_size):
@@ -195,7 +196,7 @@ class CheckGroup:
 
     Reconciliation fixes each group in its own transaction (the triggers lock the groups' tables
     separately, so holding one group's rows while waiting for another's could deadlock with a product
-    transaction that writes both). ``statements`` write drifted rows into pg_temp.usage_drift and
+    transaction that writes both). ``statements`` write drifted rows into usage_drift and
     return (check, rows, tracked, actual); ``fix()`` sets the drifted rows of its checks to the truth
     and returns how many it set; ``scope_columns`` adds {scope_*} placeholders for other tables.
     """
@@ -217,11 +218,13 @@ def drift_scan(
     shows every counter beside its truth, computed by the same SQL as the report.
     """
     if not connection.in_atomic_block:
-        raise RuntimeError("drift_scan() must run inside transaction.atomic(): its table lives until commit")
+        raise RuntimeError(
+            "drift_scan() must run inside transaction.atomic(): its rows are the transaction's"
+        )
     ids = [str(i) for i in customer_ids] if customer_ids is not None else None
     scan = Scan()
     with connection.cursor() as cursor:
-        cursor.execute(_DRIFT_TABLE + ";\nTRUNCATE pg_temp.usage_drift")  # one round trip
+        cursor.execute(_DRIFT_CLEAR)
         for group in groups:
             for sql in group.statements:
                 cursor.execute(_scoped(sql, ids, everything, group.scope_columns), {"ids": ids})
@@ -254,7 +257,7 @@ def _recount(function: str, checks: tuple[str, ...]) -> int:
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {function}(array_agg(DISTINCT customer_id)), count(*) FROM pg_temp.usage_drift "
+            f"SELECT {function}(array_agg(DISTINCT customer_id)), count(*) FROM usage_drift "
             "WHERE check_name = ANY(%s)",
             [list(checks)],
         )
