@@ -10,17 +10,80 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import DatabaseError, connection, transaction
-from psycopg import errors
 
-from billing.services.credits import METRICS, quantity_parse
+from billing.services.credits import METRICS, QuantityTooLarge, QuantityTooPrecise, quantity_parse
 
-BAD_AMOUNT = "amount must be a positive number with at most 3 decimals, not {quantity!r}"
+BAD_AMOUNT = "amount must be a positive number, not {quantity!r}"
+TOO_PRECISE = "amount {quantity} has more than 3 decimals"
 AMOUNT_MAX = Decimal(10**15)  # billing_consume's bound (usage_events.quantity is numeric(18, 3))
 TOO_LARGE = "amount {quantity} is too large (less than {maximum:,} per call)"
 
 
 class ConsumeError(ValueError):
-    """Bad arguments: unknown customer or metric, amount <= 0, a reused idempotency key."""
+    """billing_consume refused its arguments and wrote nothing; ``sqlstate`` says which refusal.
+
+    One subclass per refusal, each with the SQLSTATE billing_consume raises (README "Consume, from any
+    service"); class UC is billing-ops' own.
+    """
+
+    sqlstate = ""
+
+
+class UnknownCustomer(ConsumeError):
+    sqlstate = "UC001"
+
+
+class UnknownMetric(ConsumeError):
+    sqlstate = "UC002"
+
+
+class AmountNotPositive(ConsumeError):
+    sqlstate = "UC003"
+
+
+class AmountTooPrecise(ConsumeError):
+    sqlstate = "UC004"
+
+
+class AmountTooLarge(ConsumeError):
+    sqlstate = "22003"  # numeric_value_out_of_range
+
+
+class FractionOfWholeMetric(ConsumeError):
+    sqlstate = "UC005"
+
+
+class BadIdempotencyKey(ConsumeError):
+    sqlstate = "UC006"
+
+
+class IdempotencyKeyReused(ConsumeError):
+    sqlstate = "UC007"
+
+
+class IdempotencyKeyTaken(ConsumeError):
+    sqlstate = "UC008"
+
+
+class NoPlan(ConsumeError):
+    sqlstate = "UC009"
+
+
+CONSUME_ERRORS: dict[str, type[ConsumeError]] = {
+    cls.sqlstate: cls
+    for cls in (
+        UnknownCustomer,
+        UnknownMetric,
+        AmountNotPositive,
+        AmountTooPrecise,
+        AmountTooLarge,
+        FractionOfWholeMetric,
+        BadIdempotencyKey,
+        IdempotencyKeyReused,
+        IdempotencyKeyTaken,
+        NoPlan,
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -41,13 +104,19 @@ def consume(
     try:
         customer_id = uuid.UUID(str(customer_id))
     except ValueError:
-        raise ConsumeError(f"no customer with id {customer_id!r} (not a UUID)") from None
+        raise UnknownCustomer(f"no customer with id {customer_id!r} (not a UUID)") from None
     if metric not in METRICS:
-        raise ConsumeError(f"unknown metric {metric!r}; metrics are: {', '.join(METRICS)}")
+        raise UnknownMetric(f"unknown metric {metric!r}; metrics are: {', '.join(METRICS)}")
     try:
-        amount = quantity_parse(amount, maximum=AMOUNT_MAX, too_large=TOO_LARGE, bad=BAD_AMOUNT)
+        amount = quantity_parse(
+            amount, maximum=AMOUNT_MAX, too_large=TOO_LARGE, bad=BAD_AMOUNT, too_precise=TOO_PRECISE
+        )
+    except QuantityTooLarge as exc:
+        raise AmountTooLarge(str(exc)) from None
+    except QuantityTooPrecise as exc:
+        raise AmountTooPrecise(str(exc)) from None
     except ValueError as exc:
-        raise ConsumeError(str(exc)) from None
+        raise AmountNotPositive(str(exc)) from None
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
@@ -56,8 +125,8 @@ def consume(
             )
             row = cursor.fetchone()
     except DatabaseError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, (errors.InvalidParameterValue, errors.NoDataFound)):
-            raise ConsumeError(cause.diag.message_primary) from None
+        error = CONSUME_ERRORS.get(getattr(exc.__cause__, "sqlstate", None) or "")
+        if error is not None:
+            raise error(exc.__cause__.diag.message_primary) from None  # type: ignore[union-attr]
         raise
     return ConsumeResult(*row)

@@ -33,11 +33,22 @@ class CreditGrantError(ValueError):
     pass
 
 
-def quantity_parse(value: object, *, maximum: Decimal, too_large: str, bad: str) -> Decimal:
+class QuantityTooLarge(ValueError):
+    pass
+
+
+class QuantityTooPrecise(ValueError):
+    pass
+
+
+def quantity_parse(
+    value: object, *, maximum: Decimal, too_large: str, bad: str, too_precise: str | None = None
+) -> Decimal:
     """A positive Decimal with at most 3 decimals and below ``maximum``, trailing zeros trimmed.
 
-    Any other text (1e30, 1E+5000, NaN, 0.0001) raises ValueError with ``bad`` or ``too_large``,
-    never an arithmetic error: this parses what people type and what callers send.
+    Any other text (1e30, 1E+5000, NaN, 0.0001) raises a ValueError with ``bad``, never an arithmetic
+    error (QuantityTooLarge with ``too_large``, QuantityTooPrecise with ``too_precise``, or ``bad``
+    without it): this parses what people type and what callers send.
     """
     try:
         number = Decimal(str(value).strip())
@@ -46,9 +57,9 @@ def quantity_parse(value: object, *, maximum: Decimal, too_large: str, bad: str)
     if not number.is_finite() or number <= 0:
         raise ValueError(bad.format(quantity=value))
     if number >= maximum:
-        raise ValueError(too_large.format(quantity=value, maximum=maximum))
+        raise QuantityTooLarge(too_large.format(quantity=value, maximum=maximum))
     if number != round(number, 3):  # finite and below maximum: rounding cannot overflow
-        raise ValueError(bad.format(quantity=value))
+        raise QuantityTooPrecise((too_precise or bad).format(quantity=value))
     number = round(number, 3)
     return number.to_integral_value() if number == number.to_integral_value() else number.normalize()
 

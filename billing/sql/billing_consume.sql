@@ -1,11 +1,13 @@
 -- Check-and-consume `amount` of a metric in one locked step (SPEC §5). Allowed when period usage +
 -- amount <= plan allowance + remaining credit; usage beyond the allowance draws credit, earliest
 -- expiry first, then oldest. With an idempotency key, a retry returns the first answer and consumes
--- nothing. Bad arguments write nothing; each has its own message, none leaks from a table:
---   unknown metric, amount <= 0 or NULL, more than 3 decimals or >= 1e15, a fraction of a whole metric,
---   a key of 0 or > 200 characters, a key reused with another metric or amount, a key already taken by a
---   usage event the product wrote itself: 22023 invalid_parameter_value;
---   an unknown customer, or no live subscription and no free plan: P0002 no_data_found.
+-- nothing. Each refusal writes nothing and has its own SQLSTATE (README "Consume, from any service";
+-- class UC is billing-ops' own, "consume refused"; 22003 is the standard code for a number too large):
+--   UC001 no such customer (or NULL)            UC006 idempotency key of 0 or over 200 characters
+--   UC002 unknown metric (or NULL)              UC007 key reused with another metric or amount
+--   UC003 amount <= 0 (or NULL)                 UC008 key taken by a usage event the product wrote
+--   UC004 amount with more than 3 decimals      UC009 no live subscription and no free plan
+--   22003 amount of 10^15 or more               UC005 a fraction of a whole-numbered metric
 -- Amounts and answers are normalized with trim_scale (2.000 is 2).
 CREATE OR REPLACE FUNCTION billing_consume(customer_id uuid, metric text, amount numeric, idempotency_key text)
 RETURNS TABLE (allowed boolean, new_usage numeric, effective_limit numeric, plan text,
@@ -36,15 +38,18 @@ DECLARE
 BEGIN
     IF v_metric IS NULL OR NOT EXISTS (SELECT 1 FROM usage_metrics() m WHERE m.code = v_metric AND m.metered) THEN
         RAISE EXCEPTION 'unknown metric %; metrics are ai_interaction and minutes', coalesce(quote_literal(v_metric), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
+            USING ERRCODE = 'UC002';
     END IF;
     IF v_amount IS NULL OR v_amount <= 0 THEN
         RAISE EXCEPTION 'amount must be a positive number, not %', coalesce(v_amount::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
+            USING ERRCODE = 'UC003';
     END IF;
-    IF v_amount <> round(v_amount, 3) OR v_amount >= 1e15 THEN
-        RAISE EXCEPTION 'amount % has more than 3 decimals or is too large', v_amount
-            USING ERRCODE = 'invalid_parameter_value';
+    IF v_amount >= 1e15 THEN
+        RAISE EXCEPTION 'amount is too large (at most 999,999,999,999,999.999 per call)'
+            USING ERRCODE = 'numeric_value_out_of_range';
+    END IF;
+    IF v_amount <> round(v_amount, 3) THEN
+        RAISE EXCEPTION 'amount % has more than 3 decimals', v_amount USING ERRCODE = 'UC004';
     END IF;
     -- 1.000 (with any number of trailing zeros) is 1: answers and messages never echo the caller's scale.
     v_amount := trim_scale(v_amount);
@@ -52,13 +57,13 @@ BEGIN
     SELECT m.label INTO v_label FROM usage_metrics() m WHERE m.code = v_metric AND m.whole;
     IF FOUND AND v_amount <> trunc(v_amount) THEN
         RAISE EXCEPTION '% are counted in whole numbers, not %', upper(left(v_label, 1)) || substr(v_label, 2), v_amount
-            USING ERRCODE = 'invalid_parameter_value';
+            USING ERRCODE = 'UC005';
     END IF;
     IF v_key IS NOT NULL AND (length(v_key) = 0 OR length(v_key) > 200) THEN
-        RAISE EXCEPTION 'idempotency key must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'idempotency key must be 1 to 200 characters' USING ERRCODE = 'UC006';
     END IF;
     IF v_customer IS NULL OR NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = v_customer) THEN
-        RAISE EXCEPTION 'no customer with id %', coalesce(v_customer::text, 'NULL') USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'no customer with id %', coalesce(v_customer::text, 'NULL') USING ERRCODE = 'UC001';
     END IF;
 
     row_ := billing_period_lock(v_customer);
@@ -69,7 +74,7 @@ BEGIN
             IF prior.metric <> v_metric OR prior.amount <> v_amount THEN
                 RAISE EXCEPTION 'idempotency key % was first used to consume % %; a retry must repeat the same metric and amount',
                     quote_literal(v_key), trim_scale(prior.amount), prior.metric
-                    USING ERRCODE = 'invalid_parameter_value';
+                    USING ERRCODE = 'UC007';
             END IF;
             allowed := prior.allowed;
             new_usage := trim_scale(prior.new_usage);
@@ -87,7 +92,7 @@ BEGIN
     SELECT p.* INTO pl FROM plans p WHERE p.id = v_plan_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'customer % has no live subscription and there is no free plan', v_customer
-            USING ERRCODE = 'no_data_found';
+            USING ERRCODE = 'UC009';
     END IF;
 
     SELECT m.label, (to_jsonb(row_) ->> m.counter)::numeric INTO v_label, v_used FROM usage_metrics() m WHERE m.code = v_metric;
@@ -117,7 +122,7 @@ BEGIN
         IF v_event IS NULL THEN
             RAISE EXCEPTION 'idempotency key % is already taken by a usage event written without billing_consume; use a new key',
                 quote_literal(v_key)
-                USING ERRCODE = 'invalid_parameter_value';
+                USING ERRCODE = 'UC008';
         END IF;
         -- The part of this amount beyond the allowance draws credit, earliest expiry first, then oldest.
         v_need := CASE WHEN v_allowance IS NULL THEN 0

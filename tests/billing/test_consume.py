@@ -6,11 +6,29 @@ from decimal import Decimal
 
 import pgtrigger
 import pytest
-from django.db import DataError, IntegrityError, ProgrammingError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing.models import AuditLog, ConsumeRequest, CreditDraw, CreditGrant, Plan, Subscription
-from billing.services.consume import AMOUNT_MAX, BAD_AMOUNT, TOO_LARGE, ConsumeError, consume
+from billing.services.consume import (
+    AMOUNT_MAX,
+    BAD_AMOUNT,
+    CONSUME_ERRORS,
+    TOO_LARGE,
+    TOO_PRECISE,
+    AmountNotPositive,
+    AmountTooLarge,
+    AmountTooPrecise,
+    BadIdempotencyKey,
+    ConsumeError,
+    FractionOfWholeMetric,
+    IdempotencyKeyReused,
+    IdempotencyKeyTaken,
+    NoPlan,
+    UnknownCustomer,
+    UnknownMetric,
+    consume,
+)
 from billing.services.credits import (
     BAD_METRIC,
     BAD_QUANTITY,
@@ -29,6 +47,20 @@ from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory
 from tests.referee import assert_invariants
 from usage.models import Project, UsageEvent, UsageTracking
 from usage.services.counters import counter_writes_allowed
+
+# The SQLSTATEs the README documents for consume's refusals (billing/sql/billing_consume.sql).
+CODES = {
+    UnknownCustomer: "UC001",
+    UnknownMetric: "UC002",
+    AmountNotPositive: "UC003",
+    AmountTooPrecise: "UC004",
+    AmountTooLarge: "22003",
+    FractionOfWholeMetric: "UC005",
+    BadIdempotencyKey: "UC006",
+    IdempotencyKeyReused: "UC007",
+    IdempotencyKeyTaken: "UC008",
+    NoPlan: "UC009",
+}
 
 
 def _subscribe(customer, plan):
@@ -135,63 +167,100 @@ class TestConsume:
         assert not big.allowed
 
     @pytest.mark.parametrize(
-        "kwargs, error",
+        "kwargs, error, message",
         [
             (
                 dict(metric="tokens", amount=1),
+                UnknownMetric,
                 "unknown metric 'tokens'; metrics are: ai_interaction, minutes",
             ),
-            (dict(metric="minutes", amount=0), BAD_AMOUNT.format(quantity=0)),
-            (dict(metric="minutes", amount=-3), BAD_AMOUNT.format(quantity=-3)),
-            (dict(metric="minutes", amount="lots"), BAD_AMOUNT.format(quantity="lots")),
-            (dict(metric="minutes", amount="0.0001"), BAD_AMOUNT.format(quantity="0.0001")),
-            (dict(metric="minutes", amount="NaN"), BAD_AMOUNT.format(quantity="NaN")),
-            (dict(metric="minutes", amount=10**15), TOO_LARGE.format(quantity=10**15, maximum=AMOUNT_MAX)),
+            (dict(metric="minutes", amount=0), AmountNotPositive, BAD_AMOUNT.format(quantity=0)),
+            (dict(metric="minutes", amount=-3), AmountNotPositive, BAD_AMOUNT.format(quantity=-3)),
+            (dict(metric="minutes", amount="lots"), AmountNotPositive, BAD_AMOUNT.format(quantity="lots")),
+            (dict(metric="minutes", amount="NaN"), AmountNotPositive, BAD_AMOUNT.format(quantity="NaN")),
+            (
+                dict(metric="minutes", amount="0.0001"),
+                AmountTooPrecise,
+                TOO_PRECISE.format(quantity="0.0001"),
+            ),
+            (
+                dict(metric="minutes", amount="1e-5000"),
+                AmountTooPrecise,
+                TOO_PRECISE.format(quantity="1e-5000"),
+            ),
+            (
+                dict(metric="minutes", amount=10**15),
+                AmountTooLarge,
+                TOO_LARGE.format(quantity=10**15, maximum=AMOUNT_MAX),
+            ),
             (
                 dict(metric="minutes", amount="1E+5000"),
+                AmountTooLarge,
                 TOO_LARGE.format(quantity="1E+5000", maximum=AMOUNT_MAX),
             ),
-            (dict(metric="minutes", amount="1e-5000"), BAD_AMOUNT.format(quantity="1e-5000")),
             (
                 dict(metric="ai_interaction", amount="1.5"),
+                FractionOfWholeMetric,
                 "AI interactions are counted in whole numbers, not 1.5",
             ),
             (
                 dict(metric="minutes", amount=1, idempotency_key=""),
+                BadIdempotencyKey,
                 "idempotency key must be 1 to 200 characters",
             ),
             (
                 dict(metric="minutes", amount=1, idempotency_key="x" * 201),
+                BadIdempotencyKey,
                 "idempotency key must be 1 to 200 characters",
             ),
         ],
     )
-    def test_bad_arguments_raise_and_write_nothing(self, kwargs, error):
+    def test_bad_arguments_raise_and_write_nothing(self, kwargs, error, message):
         plans_ensure()
         customer = CustomerFactory()
         before = _table_counts()
-        with pytest.raises(ConsumeError) as raised:
+        with pytest.raises(error) as raised:
             consume(customer_id=customer.pk, **kwargs)
-        assert str(raised.value) == error
+        assert str(raised.value) == message
+        assert isinstance(raised.value, ConsumeError) and raised.value.sqlstate == CODES[error]
         assert _table_counts() == before
+
+    def test_every_refusal_has_its_own_class_and_sqlstate(self):
+        """SPEC §10: each failure of consume with its own SQLSTATE (most shared 22023 before)."""
+        assert len(CONSUME_ERRORS) == len(CODES) == len(set(CODES.values())) == 10
+        assert {cls: cls.sqlstate for cls in CONSUME_ERRORS.values()} == CODES
 
     def test_unknown_customer_and_reused_key_raise_and_write_nothing(self):
         plans_ensure()
         customer = CustomerFactory()
-        with pytest.raises(ConsumeError) as raised:
+        with pytest.raises(UnknownCustomer) as raised:
             consume(customer_id="00000000-0000-0000-0000-000000000001", metric="minutes", amount=1)
         assert str(raised.value) == "no customer with id 00000000-0000-0000-0000-000000000001"
-        with pytest.raises(ConsumeError) as raised:
+        assert raised.value.sqlstate == "UC001"
+        with pytest.raises(UnknownCustomer) as raised:
             consume(customer_id="not-a-uuid", metric="minutes", amount=1)
         assert str(raised.value) == "no customer with id 'not-a-uuid' (not a UUID)"
         consume(customer_id=customer.pk, metric="minutes", amount=1, idempotency_key="k")
         before = _table_counts()
         for metric, amount in (("minutes", 2), ("ai_interaction", 1)):
-            with pytest.raises(ConsumeError) as raised:
+            with pytest.raises(IdempotencyKeyReused) as raised:
                 consume(customer_id=customer.pk, metric=metric, amount=amount, idempotency_key="k")
             assert str(raised.value) == (
                 "idempotency key 'k' was first used to consume 1 minutes; a retry must repeat the same metric and amount"
             )
+        assert _table_counts() == before
+
+    def test_no_live_subscription_and_no_free_plan_is_its_own_error(self):
+        plans_ensure()
+        customer = CustomerFactory()
+        Plan.objects.filter(code="free").delete()
+        before = _table_counts()
+        with pytest.raises(NoPlan) as raised:
+            consume(customer_id=customer.pk, metric="minutes", amount=1, idempotency_key="k")
+        assert (
+            str(raised.value) == f"customer {customer.pk} has no live subscription and there is no free plan"
+        )
+        assert raised.value.sqlstate == "UC009"
         assert _table_counts() == before
 
     def test_sql_callers_get_the_same_row_and_errors(self):
@@ -212,62 +281,104 @@ class TestConsume:
             assert cursor.fetchone()[:4] == (True, Decimal("3"), Decimal("50"), "free")
 
     @pytest.mark.parametrize(
-        "metric, amount, key, sqlstate, message",
+        "customer, metric, amount, key, sqlstate, message",
         [
-            ("tokens", 1, None, "22023", "unknown metric 'tokens'; metrics are ai_interaction and minutes"),
-            (None, 1, None, "22023", "unknown metric NULL; metrics are ai_interaction and minutes"),
-            ("minutes", 0, None, "22023", "amount must be a positive number, not 0"),
-            ("minutes", -2, None, "22023", "amount must be a positive number, not -2"),
-            ("minutes", None, None, "22023", "amount must be a positive number, not NULL"),
-            ("minutes", "0.0001", None, "22023", "amount 0.0001 has more than 3 decimals or is too large"),
-            ("minutes", 10**15, None, "22023", f"amount {10**15} has more than 3 decimals or is too large"),
-            ("minutes", 1, "", "22023", "idempotency key must be 1 to 200 characters"),
-            ("minutes", 1, "k" * 201, "22023", "idempotency key must be 1 to 200 characters"),
             (
+                "nobody",
+                "minutes",
+                1,
+                None,
+                "UC001",
+                "no customer with id 00000000-0000-0000-0000-000000000001",
+            ),
+            (None, "minutes", 1, None, "UC001", "no customer with id NULL"),
+            (
+                "it",
+                "tokens",
+                1,
+                None,
+                "UC002",
+                "unknown metric 'tokens'; metrics are ai_interaction and minutes",
+            ),
+            ("it", None, 1, None, "UC002", "unknown metric NULL; metrics are ai_interaction and minutes"),
+            ("it", "minutes", 0, None, "UC003", "amount must be a positive number, not 0"),
+            ("it", "minutes", -2, None, "UC003", "amount must be a positive number, not -2"),
+            ("it", "minutes", None, None, "UC003", "amount must be a positive number, not NULL"),
+            ("it", "minutes", "0.0001", None, "UC004", "amount 0.0001 has more than 3 decimals"),
+            (
+                "it",
+                "minutes",
+                10**15,
+                None,
+                "22003",
+                "amount is too large (at most 999,999,999,999,999.999 per call)",
+            ),
+            (
+                "it",
+                "minutes",
+                "1e5000",
+                None,
+                "22003",
+                "amount is too large (at most 999,999,999,999,999.999 per call)",
+            ),
+            (
+                "it",
+                "ai_interaction",
+                "1.5",
+                None,
+                "UC005",
+                "AI interactions are counted in whole numbers, not 1.5",
+            ),
+            ("it", "minutes", 1, "", "UC006", "idempotency key must be 1 to 200 characters"),
+            ("it", "minutes", 1, "k" * 201, "UC006", "idempotency key must be 1 to 200 characters"),
+            (
+                "it",
                 "minutes",
                 2,
                 "taken",
-                "22023",
+                "UC007",
                 "idempotency key 'taken' was first used to consume 1 minutes; a retry must repeat the same metric and amount",
             ),
-            ("ai_interaction", "1.5", None, "22023", "AI interactions are counted in whole numbers, not 1.5"),
             (
+                "it",
                 "minutes",
                 1,
                 "product-wrote-it",
-                "22023",
+                "UC008",
                 "idempotency key 'product-wrote-it' is already taken by a usage event written without "
                 "billing_consume; use a new key",
+            ),
+            (
+                "no-plan",
+                "minutes",
+                1,
+                None,
+                "UC009",
+                "customer {id} has no live subscription and there is no free plan",
             ),
         ],
     )
     def test_sql_callers_bad_arguments_each_have_their_sqlstate_and_write_nothing(
-        self, metric, amount, key, sqlstate, message
+        self, customer, metric, amount, key, sqlstate, message
     ):
         plans_ensure()
-        customer = CustomerFactory()
-        consume(customer_id=customer.pk, metric="minutes", amount=1, idempotency_key="taken")
+        it = CustomerFactory()
+        consume(customer_id=it.pk, metric="minutes", amount=1, idempotency_key="taken")
         # The product's own write of a usage event, with a key its consume call reuses (was a raw 23505).
         UsageEvent.objects.create(
-            customer=customer, metric="minutes", quantity=1, idempotency_key="product-wrote-it"
+            customer=it, metric="minutes", quantity=1, idempotency_key="product-wrote-it"
         )
+        if customer == "no-plan":
+            Plan.objects.filter(code="free").delete()
+        customer_id = {"nobody": "00000000-0000-0000-0000-000000000001", None: None}.get(customer, str(it.pk))
         before = _table_counts()
-        with raises_sqlstate(DataError, sqlstate) as raised, connection.cursor() as cursor:
+        with pytest.raises(DatabaseError) as raised, transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
-                "SELECT * FROM billing_consume(%s, %s, %s, %s)", [customer.pk, metric, amount, key]
+                "SELECT * FROM billing_consume(%s::uuid, %s, %s::numeric, %s)",
+                [customer_id, metric, amount, key],
             )
-        assert raised.value.__cause__.diag.message_primary == message
-        assert _table_counts() == before
-
-    def test_sql_callers_naming_no_customer_get_no_data_found(self):
-        plans_ensure()
-        before = _table_counts()
-        for customer_id in ("00000000-0000-0000-0000-000000000001", None):
-            with raises_sqlstate(ProgrammingError, "P0002") as raised, connection.cursor() as cursor:
-                cursor.execute("SELECT * FROM billing_consume(%s::uuid, 'minutes', 1, NULL)", [customer_id])
-            assert (
-                raised.value.__cause__.diag.message_primary == f"no customer with id {customer_id or 'NULL'}"
-            )
+        assert raised.value.__cause__.sqlstate == sqlstate
+        assert raised.value.__cause__.diag.message_primary == message.format(id=it.pk)
         assert _table_counts() == before
 
     def test_a_key_taken_by_a_product_event_is_a_consume_error(self):
@@ -275,7 +386,9 @@ class TestConsume:
         customer = CustomerFactory()
         UsageEvent.objects.create(customer=customer, metric="minutes", quantity=2, idempotency_key="job-7")
         before = _table_counts()
-        with pytest.raises(ConsumeError, match="'job-7' is already taken by a usage event written without"):
+        with pytest.raises(
+            IdempotencyKeyTaken, match="'job-7' is already taken by a usage event written without"
+        ):
             consume(customer_id=customer.pk, metric="minutes", amount=1, idempotency_key="job-7")
         assert _table_counts() == before
 
