@@ -14,6 +14,7 @@ from usage.metrics import BY_CHECK as METRICS_BY_CHECK
 from usage.metrics import METRICS
 from usage.models import ReconciliationRow
 from usage.numbers import number_plain
+from usage.services.drift import drift_clear
 
 # Every check, in the order the page shows them: the catalogue's metrics first, by their labels.
 COUNTER_LABELS = {
@@ -160,6 +161,7 @@ def customer_diagnose(*, customer, plans=None, trigger_health: bool = True) -> D
     with transaction.atomic(savepoint=False):
         scan = drift_scan([customer.pk], everything=True)
         rows = list(scan.rows())
+        drift_clear()
     # The current period's row is the one the active-projects check compares (None: no row yet).
     current = next((r["target_id"] for r in rows if r["check"] == "active_projects"), None)
     counters = []

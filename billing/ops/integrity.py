@@ -26,7 +26,7 @@ from billing.ops.checks import CHECK_GROUPS, drift_scan
 from billing.ops.findings import FINDING_CHECKS, findings
 from billing.services.audit import audit_recount
 from usage.models import Customer, ReconciliationRun
-from usage.services.drift import Scan, scan_summary
+from usage.services.drift import Scan, drift_clear, scan_summary
 
 RECONCILE_LOCK = 0x62696C6C  # pg advisory lock key: one reconciliation at a time
 ANOTHER_RUN_ACTIVE = (
@@ -87,6 +87,7 @@ def discrepancy_report(
             emit(scan, found)
         else:
             rows = list(scan.rows())
+        drift_clear()
     return ReportResult(run, summary, found, rows)
 
 
@@ -214,6 +215,7 @@ def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResu
         first = drift_scan(customer_ids)
         customers_checked = first.customers_checked
         drifted = [str(r[0]) for r in _fetch("SELECT DISTINCT customer_id FROM usage_drift ORDER BY 1")]
+        drift_clear()
     batches = [drifted[i : i + batch_size] for i in range(0, len(drifted), batch_size)]
     # Progress on the run itself, so the run page can show how far a background run has gone.
     ReconciliationRun.objects.filter(pk=run.pk).update(
@@ -238,6 +240,7 @@ def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResu
             "batches": len(batches),
             "batches_done": len(batches),
         }
+        drift_clear()
     run.refresh_from_db()
     run.customers_checked = customers_checked
     run.customers_with_drift = totals["customers_with_drift"]
@@ -266,6 +269,7 @@ def _reconcile_batch(run, customer_ids) -> None:
                 fixed = group.fix()
                 _record_rows(run, fixed=True)
                 audit_recount(run=run, rows=changed)  # the audit commits with the fix
+            drift_clear()
             ReconciliationRun.objects.filter(pk=run.pk).update(
                 discrepancies=F("discrepancies") + found,
                 fixed=F("fixed") + fixed,

@@ -32,6 +32,16 @@ DELETE FROM usage_drift_rows WHERE xact = pg_current_xact_id()::text::bigint
                         FOR UPDATE SKIP LOCKED))
 """
 
+_DRIFT_MINE = "DELETE FROM usage_drift_rows WHERE xact = pg_current_xact_id_if_assigned()::text::bigint"
+
+
+def drift_clear() -> None:
+    """Delete this transaction's scan rows: call it last in a transaction that scanned, so a read-only
+    report (Finance's) commits no row at all."""
+    with connection.cursor() as cursor:
+        cursor.execute(_DRIFT_MINE)
+
+
 # Each statement: (per-target comparison) -> drifted rows into usage_drift, totals per check out.
 # {scope} filters customer ids: "" for everyone, or "AND {col} = ANY(%(ids)s)".
 _ACTIVE_PROJECTS = """
