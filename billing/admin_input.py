@@ -5,9 +5,10 @@ every changelist as an attacker would):
 
 - an action posted on a selection whose ids are not the model's keys (``_selected_action=zzz`` on
   a UUID or integer key: Django's admin filters ``pk__in`` with them and raises);
-- a NUL character in a list filter's value (``?status=%00``): PostgreSQL text cannot hold it and the
-  driver refuses the query while the page renders. Pages that read their own parameters (Finance's,
-  the plan and month filters) answer these themselves; this catches the rest.
+- a NUL character in a list filter's value (``?status=%00``), or in a plan change's reason (the
+  audit row's jsonb refused it): PostgreSQL text cannot hold it, the database refuses it, and the
+  change's transaction rolls back. Pages that read their own parameters (Finance's, the plan and
+  month filters) and Django's forms answer these themselves; this catches the rest.
 """
 
 import logging
@@ -47,13 +48,16 @@ class AdminInputMiddleware:
         return None
 
     def process_exception(self, request, exception):
-        if (
-            request.path.startswith(ADMIN_PREFIX)
-            and isinstance(exception, DataError)
-            and "NUL (0x00)" in str(exception)
-        ):
+        if request.path.startswith(ADMIN_PREFIX) and isinstance(exception, DataError) and _holds_nul(request):
             return _refuse(request, NUL_CHARACTER)
         return None
+
+
+def _holds_nul(request) -> bool:
+    queries = [request.GET, request.POST] if request.method == "POST" else [request.GET]
+    return any(
+        "\x00" in text for query in queries for key, values in query.lists() for text in (key, *values)
+    )
 
 
 def _refuse(request, message: str) -> HttpResponseBadRequest:

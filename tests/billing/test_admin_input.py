@@ -95,3 +95,14 @@ def test_an_action_on_real_ids_still_runs(superuser_client):
         {"action": "delete_selected", "_selected_action": [str(project.pk)], "index": 0},
     )
     assert response.status_code == 200 and b"Are you sure" in response.content
+
+
+def test_a_nul_in_a_plan_changes_reason_is_a_400_and_changes_nothing(superuser_client):
+    """The plan page's reason went into the audit row's jsonb, which refused it: a 500 (so did the ORM's
+    text column before). The list's action validates its reason in Django's action form."""
+    customer = Customer.objects.get()
+    response = superuser_client.post(
+        f"/admin/usage/customer/{customer.pk}/plan/", {"to": "pro", "reason": "launch\x00"}
+    )
+    assert response.status_code == 400 and response.content.decode() == NUL_CHARACTER
+    assert not AuditLog.objects.exists() and not customer.subscriptions.exists()
