@@ -17,6 +17,7 @@ BAD_AMOUNT = "amount must be a positive number, not {quantity!r}"
 TOO_PRECISE = "amount {quantity} has more than 3 decimals"
 AMOUNT_MAX = Decimal(10**15)  # billing_consume's bound (usage_events.quantity is numeric(18, 3))
 TOO_LARGE = "amount {quantity} is too large (less than {maximum:,} per call)"
+KEY_NOT_TEXT = "idempotency key must be text without NUL characters"
 
 
 class ConsumeError(ValueError):
@@ -117,6 +118,9 @@ def consume(
         raise AmountTooPrecise(str(exc)) from None
     except ValueError as exc:
         raise AmountNotPositive(str(exc)) from None
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or "\x00" in idempotency_key):
+        # PostgreSQL text cannot hold a NUL: the driver would refuse it with a bare DataError.
+        raise BadIdempotencyKey(KEY_NOT_TEXT)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(

@@ -14,6 +14,7 @@ from billing.services.consume import (
     AMOUNT_MAX,
     BAD_AMOUNT,
     CONSUME_ERRORS,
+    KEY_NOT_TEXT,
     TOO_LARGE,
     TOO_PRECISE,
     AmountNotPositive,
@@ -213,6 +214,9 @@ class TestConsume:
                 BadIdempotencyKey,
                 "idempotency key must be 1 to 200 characters",
             ),
+            # A bare DataError from the driver before (PostgreSQL text cannot hold a NUL).
+            (dict(metric="minutes", amount=1, idempotency_key="job\x007"), BadIdempotencyKey, KEY_NOT_TEXT),
+            (dict(metric="minutes", amount=1, idempotency_key=7), BadIdempotencyKey, KEY_NOT_TEXT),
         ],
     )
     def test_bad_arguments_raise_and_write_nothing(self, kwargs, error, message):
