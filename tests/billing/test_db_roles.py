@@ -236,7 +236,14 @@ def test_db_roles_prints_the_sql_and_refuses_bad_names():
     assert printed.returncode == 0, printed.stderr
     assert "CREATE ROLE acme_app LOGIN NOSUPERUSER" in printed.stdout
     assert "REVOKE ALL ON public.usage_counter_write_grants FROM acme_app;" in printed.stdout
-    for args in (["--app", "Robert'); DROP TABLE audit_log;--"], ["--owner", "same", "--app", "same"]):
+    for args in (
+        ["--app", "Robert'); DROP TABLE audit_log;--"],
+        ["--owner", "same", "--app", "same"],
+        # Printed (and applied) grants of writes on the system catalogs to the app role before.
+        ["--schema", "pg_catalog"],
+        ["--schema", "information_schema"],
+        ["--schema", "pg_toast"],
+    ):
         refused = run_manage("db_roles", *args)
         assert refused.returncode == 2 and refused.stdout == "", refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
