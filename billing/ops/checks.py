@@ -11,7 +11,7 @@ from billing import selectors as billing_selectors
 from usage import selectors as usage_selectors
 from usage.selectors import TriggerStatus
 from usage.selectors import trigger_health as _trigger_health
-from usage.services.drift import USAGE_CHECK_GROUPS, CheckGroup, Scan, drift_clear
+from usage.services.drift import USAGE_CHECK_GROUPS, CheckGroup, Scan
 from usage.services.drift import drift_scan as _drift_scan
 
 # --- I4: credit_grants.remaining, billing's own counter ------------------------------------------
@@ -64,9 +64,7 @@ def drift_scan(customer_ids=None, *, groups=CHECK_GROUPS, everything: bool = Fal
 def drift_rows(customer_ids=None, *, everything: bool = False) -> list[dict]:
     """The drifted counters of the scope (every counter with ``everything``), in their own transaction."""
     with transaction.atomic():
-        rows = list(drift_scan(customer_ids, everything=everything).rows())
-        drift_clear()
-    return rows
+        return drift_scan(customer_ids, everything=everything).take_rows()
 
 
 def trigger_health(using: str = "default") -> list[TriggerStatus]:

@@ -14,7 +14,6 @@ from usage.metrics import BY_CHECK as METRICS_BY_CHECK
 from usage.metrics import METRICS
 from usage.models import ReconciliationRow
 from usage.numbers import number_plain
-from usage.services.drift import drift_clear
 
 # Every check, in the order the page shows them: the catalogue's metrics first, by their labels.
 COUNTER_LABELS = {
@@ -159,9 +158,7 @@ def customer_diagnose(*, customer, plans=None, trigger_health: bool = True) -> D
     plan = customer_plan(customer, subscription=subscription, plans=plans)
     # Inside a caller's transaction, no savepoint (two statements less); alone, its own transaction.
     with transaction.atomic(savepoint=False):
-        scan = drift_scan([customer.pk], everything=True)
-        rows = list(scan.rows())
-        drift_clear()
+        rows = drift_scan([customer.pk], everything=True).take_rows()  # its rows go: nothing stays written
     # The current period's row is the one the active-projects check compares (None: no row yet).
     current = next((r["target_id"] for r in rows if r["check"] == "active_projects"), None)
     counters = []

@@ -167,22 +167,36 @@ class Scan:
     def rows(self, chunk_size: int = 2000) -> Iterator[dict]:
         """Drifted counters, largest difference first, streamed through a server-side cursor."""
         with connection.chunked_cursor() as cursor:
-            cursor.execute(
-                "SELECT d.check_name, d.customer_id, c.email, d.target_id, d.tracked, d.actual, d.difference "
-                "FROM usage_drift d LEFT JOIN customers c ON c.id = d.customer_id "
-                "ORDER BY abs(d.difference) DESC NULLS LAST, d.check_name, d.customer_id"
-            )
+            cursor.execute(_ROWS.format(source="usage_drift"))
             while batch := cursor.fetchmany(chunk_size):
-                for check, customer_id, email, target_id, tracked, actual, difference in batch:
-                    yield {
-                        "check": check,
-                        "customer_id": str(customer_id),
-                        "email": email,
-                        "target_id": target_id,
-                        "tracked": _plain(tracked),
-                        "actual": _plain(actual),
-                        "difference": _plain(difference),
-                    }
+                yield from map(_row, batch)
+
+    def take_rows(self) -> list[dict]:
+        """The same rows as a list, deleted as they are read (one statement, so a page's one-customer
+        diagnosis costs no extra query): the last use of the scan in its transaction."""
+        with connection.cursor() as cursor:
+            cursor.execute(f"WITH taken AS ({_DRIFT_MINE} RETURNING *) " + _ROWS.format(source="taken"))
+            return list(map(_row, cursor.fetchall()))
+
+
+_ROWS = (
+    "SELECT d.check_name, d.customer_id, c.email, d.target_id, d.tracked, d.actual, d.difference "
+    "FROM {source} d LEFT JOIN customers c ON c.id = d.customer_id "
+    "ORDER BY abs(d.difference) DESC NULLS LAST, d.check_name, d.customer_id"
+)
+
+
+def _row(row: tuple) -> dict:
+    check, customer_id, email, target_id, tracked, actual, difference = row
+    return {
+        "check": check,
+        "customer_id": str(customer_id),
+        "email": email,
+        "target_id": target_id,
+        "tracked": _plain(tracked),
+        "actual": _plain(actual),
+        "difference": _plain(difference),
+    }
 
 
 def _plain(value):
