@@ -123,6 +123,7 @@ class AuditLog(models.Model):
         PERIOD_ROLLOVER = "period_rollover"
         WEBHOOK_EFFECT = "webhook_effect"
         PROJECT_LIMIT_OVERRIDE = "project_limit_override"
+        OPENING_BALANCE = "opening_balance"  # adopt: a counter with no source rows, as an event
 
     at = models.DateTimeField(db_default=Now(), editable=False)
     actor = models.CharField(max_length=200, help_text="A staff user, a command, or a processor's webhook.")

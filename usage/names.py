@@ -203,20 +203,6 @@ _TOKEN = re.compile(
       |(?P<other>.)""",
     re.S | re.X,
 )
-_CLAUSE_END = {
-    "select",
-    "values",
-    "where",
-    "from",
-    "returning",
-    "on",
-    "default",
-    "do",
-    "join",
-    "group",
-    "order",
-    "limit",
-}
 _TABLE_BEFORE = {"from", "join", "update", "into", "table", "only"}
 _NOT_ALIAS = {
     "as",
@@ -261,131 +247,147 @@ def _other_tables_columns() -> dict[str, set[str]]:
 
 
 def render(
-    sql: str, names: NameMapping | None = None, *, other_columns: dict[str, set[str]] | None = None
+    sql: str,
+    names: NameMapping | None = None,
+    *,
+    other_columns: dict[str, set[str]] | None = None,
+    extra_tables: dict[str, set[str]] | None = None,
 ) -> str:
-    """``sql`` with billing-ops' product names replaced by the mapping's (the identity returns it as is)."""
+    """``sql`` with billing-ops' product names replaced by the mapping's (the identity returns it as is).
+
+    ``other_columns``: the columns of the tables that are not the product's (billing-ops' own models
+    by default); ``extra_tables`` adds more (a temporary table of the caller's).
+    """
     names = names or mapping()
     if names.identity:
         return sql
-    if other_columns is None:
-        other_columns = _other_tables_columns()
+    other = dict(_other_tables_columns() if other_columns is None else other_columns)
+    other.update(extra_tables or {})
     renames = names.column_renames()
-    tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(sql)]
-    words = [(i, text.lower()) for i, (kind, text) in enumerate(tokens) if kind == "word"]
-    position = {i: n for n, (i, _) in enumerate(words)}
+    tokens = [(m.lastgroup or "", m.group()) for m in _TOKEN.finditer(sql)]
+    code = [i for i, (kind, _) in enumerate(tokens) if kind not in ("space", "comment")]
 
-    # Which tables the text names, and the aliases it gives them.
-    aliases: dict[str, str] = {}  # alias (or table name) -> billing-ops' table
-    named_other: set[str] = set()
-    for n, (i, word) in enumerate(words):
-        if n == 0 or words[n - 1][1] not in _TABLE_BEFORE:
+    def low(i: int) -> str:
+        return tokens[i][1].lower()
+
+    # Pass 1: the tables the text names (FROM/JOIN/UPDATE/INTO x [[AS] alias]), and their aliases.
+    refs: dict[int, tuple[str, str]] = {}  # token index of a table name -> (table, the word before)
+    product_alias: dict[str, str] = {}
+    other_alias: set[str] = set()
+    read_other: set[str] = set()
+    for n, i in enumerate(code):
+        if tokens[i][0] != "word" or n == 0:
             continue
-        if word in PRODUCT_COLUMNS:
-            aliases[word] = word
-            following = words[n + 1 : n + 3]
-            if following and following[0][1] == "as" and len(following) > 1:
-                aliases[following[1][1]] = word
-            elif following and following[0][1] not in _NOT_ALIAS and _adjacent(tokens, i, following[0][0]):
-                aliases[following[0][1]] = word
-        elif word in other_columns:
-            named_other.add(word)
-    ambiguous = {c for t in named_other for c in other_columns[t] if c in renames}
+        k = n - 1
+        if low(code[k]) == "." and k >= 2 and low(code[k - 1]) in _SCHEMAS:
+            k -= 2  # schema.table
+        before = low(code[k])
+        if before not in _TABLE_BEFORE or (k == n - 1 and n >= 2 and low(code[n - 1]) == "."):
+            continue
+        name = low(i)
+        if name not in PRODUCT_COLUMNS and name not in other:
+            continue
+        refs[i] = (name, before)
+        alias = ""
+        if n + 1 < len(code) and tokens[code[n + 1]][0] == "word":
+            alias = low(code[n + 1])
+            if alias == "as" and n + 2 < len(code):
+                alias = low(code[n + 2])
+            elif alias in _NOT_ALIAS:
+                alias = ""
+        for a in filter(None, (name, alias)):
+            if name in PRODUCT_COLUMNS:
+                product_alias[a] = name
+            else:
+                other_alias.add(a)
+        if name in other and before != "into":
+            read_other.add(name)
+    ambiguous = {c for t in read_other for c in other[t] if c in renames}
 
+    # Pass 2: rename.
     out = [text for _, text in tokens]
-    stmt_table: str | None = None  # the product table of the INSERT or UPDATE being read
-    list_table: str | None = None  # inside "INSERT INTO t (...)" or "ON CONFLICT (...)": its table
+    stmt: tuple[str, str] | None = None  # ("product" | "other", table) of the INSERT or UPDATE being read
+    stmt_words: set[str] = set()  # its table's name and alias: a "(" after one opens its column list
+    list_of: tuple[str, str] | None = None
     list_depth = set_depth = -1
-    set_table: str | None = None  # inside "UPDATE t SET ...": its table
+    set_of: tuple[str, str] | None = None
     depth = 0
-    previous = ""  # the previous token that is not a space or a comment, lower case
-    for i, (kind, text) in enumerate(tokens):
-        if kind in ("space", "comment"):
-            continue
-        low = text.lower()
-        last, previous = previous, low
+    for n, i in enumerate(code):
+        kind, text = tokens[i]
+        word = text.lower()
+        last = low(code[n - 1]) if n else ""
         if kind == "other":
             if text == "(":
                 depth += 1
-                if stmt_table and (last == "conflict" or last in _insert_heads(stmt_table, aliases, names)):
-                    list_table, list_depth = stmt_table, depth
+                if stmt and (last == "conflict" or (last in stmt_words and _head_of_insert(code, n, tokens))):
+                    list_of, list_depth = stmt, depth
             elif text == ")":
-                if list_table and depth == list_depth:
-                    list_table = None
+                if list_of and depth == list_depth:
+                    list_of = None
                 depth -= 1
-                if set_table and depth < set_depth:
-                    set_table = None
+                if set_of and depth < set_depth:
+                    set_of = None
             elif text == ";":
-                stmt_table = set_table = list_table = None
+                stmt = set_of = list_of = None
             continue
         if kind == "string":
             inner = text[1:-1]
-            if inner in renames and _counter_literal(inner):
+            if inner in renames and inner in _COUNTERS:
                 out[i] = "'" + renames[inner] + "'"
             continue
         if kind != "word":
             continue
-        n = position[i]
-        before = words[n - 1][1] if n else ""
-        if low in PRODUCT_COLUMNS and not _qualified(tokens, i):
+        if i in refs:
+            table_name, before = refs[i]
             if before in ("into", "update"):
-                stmt_table = low
-            out[i] = names.table(low)
+                stmt = ("product" if table_name in PRODUCT_COLUMNS else "other", table_name)
+                alias = (
+                    [a for a, t in product_alias.items() if t == table_name] if stmt[0] == "product" else []
+                )
+                stmt_words = {table_name, names.table(table_name), *alias}
+                if stmt[0] == "other":
+                    nxt = low(code[n + 1]) if n + 1 < len(code) else ""
+                    stmt_words |= {nxt} if nxt not in _NOT_ALIAS else set()
+                    if nxt == "as" and n + 2 < len(code):
+                        stmt_words.add(low(code[n + 2]))
+            if table_name in PRODUCT_COLUMNS:
+                out[i] = names.table(table_name)
             continue
-        if low == "set" and stmt_table and (before == "update" or set_table is None):
-            set_table, set_depth = stmt_table, depth
+        if word in PRODUCT_COLUMNS and not (n and low(code[n - 1]) == "."):
+            out[i] = names.table(word)  # a table name as a qualifier (usage_tracking.x) or elsewhere
             continue
-        if set_table and depth == set_depth and low in ("from", "where", "returning"):
-            set_table = None
-        if low not in renames:
+        if word == "set" and stmt and (last == "update" or set_of is None):
+            set_of, set_depth = stmt, depth
             continue
-        qualifier = _qualifier(tokens, i)
-        if qualifier is not None:
-            table_of = aliases.get(qualifier.lower())
-            if table_of is not None:
-                out[i] = names.column(table_of, low)
-            elif low not in ambiguous and qualifier.lower() not in other_columns:
-                out[i] = renames[low]
+        if set_of and depth == set_depth and word in ("from", "where", "returning"):
+            set_of = None
+        if word not in renames:
             continue
-        if _next_is_dot(tokens, i):
+        if n and low(code[n - 1]) == ".":  # qualified: alias.column
+            qualifier = low(code[n - 2]) if n >= 2 else ""
+            if qualifier in product_alias:
+                out[i] = names.column(product_alias[qualifier], word)
+            elif qualifier not in other_alias and qualifier not in other and word not in ambiguous:
+                out[i] = renames[word]
             continue
-        if list_table is not None and depth == list_depth:
-            out[i] = names.column(list_table, low)
-        elif set_table is not None and depth == set_depth and _next_non_space(tokens, i) == "=":
-            out[i] = names.column(set_table, low)
-        elif low not in ambiguous:
-            out[i] = renames[low]
+        if n + 1 < len(code) and low(code[n + 1]) == ".":
+            continue  # a qualifier itself
+        if list_of is not None and depth == list_depth:
+            if list_of[0] == "product":
+                out[i] = names.column(list_of[1], word)
+        elif set_of is not None and depth == set_depth and n + 1 < len(code) and low(code[n + 1]) == "=":
+            if set_of[0] == "product":
+                out[i] = names.column(set_of[1], word)
+        elif word not in ambiguous:
+            out[i] = renames[word]
     return "".join(out)
 
 
-def _insert_heads(table_name: str, aliases: dict[str, str], names: NameMapping) -> set[str]:
-    """What stands just before an INSERT's column list: the table's name (either) or its alias."""
-    return {table_name, names.table(table_name)} | {a for a, t in aliases.items() if t == table_name}
+_SCHEMAS = {"public", "pg_temp"}
+_COUNTERS = ("active_projects_count", "ai_interactions_count", "minutes_used")
 
 
-def _counter_literal(value: str) -> bool:
-    return value in ("active_projects_count", "ai_interactions_count", "minutes_used")
-
-
-def _adjacent(tokens, i: int, j: int) -> bool:
-    return all(kind == "space" for kind, _ in tokens[i + 1 : j])
-
-
-def _qualified(tokens, i: int) -> bool:
-    return i > 0 and tokens[i - 1][1] == "."
-
-
-def _qualifier(tokens, i: int) -> str | None:
-    if i >= 2 and tokens[i - 1][1] == "." and tokens[i - 2][0] == "word":
-        return tokens[i - 2][1]
-    return None
-
-
-def _next_is_dot(tokens, i: int) -> bool:
-    return i + 1 < len(tokens) and tokens[i + 1][1] == "."
-
-
-def _next_non_space(tokens, i: int) -> str:
-    for kind, text in tokens[i + 1 :]:
-        if kind != "space":
-            return text
-    return ""
+def _head_of_insert(code: list[int], n: int, tokens) -> bool:
+    """Whether the "(" at code[n] follows "INSERT INTO table [AS alias]" (a column list)."""
+    back = [tokens[code[k]][1].lower() for k in range(max(0, n - 6), n)]
+    return "into" in back

@@ -22,7 +22,16 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from billing.adoption import PRODUCT_MODELS
 from billing.adoption.catalog import catalog_snapshot
-from billing.adoption.preflight import ADDS, ADOPTION_TABLE, Preflight, adoption_preflight
+from billing.adoption.preflight import (
+    ADDS,
+    ADOPTION_TABLE,
+    OPENING_BALANCE_KEY,
+    OPENING_BALANCES,
+    Preflight,
+    adoption_preflight,
+)
+from billing.models import AuditLog
+from usage.models import UsageEvent
 from usage.selectors import sql_definitions
 from usage.sql_functions import sql_functions_install
 
@@ -91,7 +100,23 @@ def adoption_install(*, drop_product_counter_triggers: bool = False, using: str 
             if app == "usage":
                 recorder.record_applied(app, name)
         call_command("migrate", database=using, interactive=False, verbosity=0)
+        if any(i.subject == OPENING_BALANCES for i in adds):
+            _audit_opening_balances(cursor)
     return preflight
+
+
+def _audit_opening_balances(cursor) -> None:
+    """One audit row per opening-balance event: what the counter was, and the event that now holds it."""
+    events = UsageEvent._meta.db_table
+    customer = UsageEvent._meta.get_field("customer").column
+    cursor.execute(
+        f"INSERT INTO {AuditLog._meta.db_table} (at, actor, action, target_type, target_id, customer_id, before, after, reason) "
+        f"SELECT now(), 'manage.py adopt', %s, 'usage_event', e.id::text, e.{customer}, NULL, "
+        "jsonb_build_object('metric', e.metric, 'quantity', e.quantity, 'occurred_at', e.occurred_at, "
+        "'idempotency_key', e.idempotency_key), e.reason "
+        f"FROM {events} e WHERE e.idempotency_key LIKE %s ORDER BY e.{customer}, e.occurred_at, e.metric",
+        [AuditLog.Action.OPENING_BALANCE, OPENING_BALANCE_KEY + "%"],
+    )
 
 
 def adoption_uninstall(*, using: str = "default") -> None:

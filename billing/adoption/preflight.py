@@ -14,6 +14,9 @@ from django.apps import apps
 from django.db import connections, models, transaction
 
 from billing.adoption import PRODUCT_MODELS
+from usage import metrics
+from usage.models import Preset, PresetUsage, UsageEvent, UsageTracking
+from usage.names import column as product_column
 from usage.selectors import expected_sql_functions, row_constraint_present, row_constraints, sql_definitions
 
 BLOCKER, ADDS, NOTE = "blocker", "adds", "note"
@@ -31,6 +34,16 @@ _TYPE_FAMILIES = {
     "text": {"text", "character varying"},
 }
 _WRITES = r"(?:UPDATE|INSERT\s+INTO)\s+(?:ONLY\s+)?(?:\w+\.)?{table}\b"
+
+# A product keyed by a month string ('YYYY-MM', UTC calendar months) gets the period bounds beside it,
+# filled from it: {month} is the month column (qualified as the query needs).
+PERIOD_FROM_MONTH = {
+    "period_start": "(({month} || '-01')::timestamp AT TIME ZONE 'UTC')",
+    "period_end": "((({month} || '-01')::timestamp + interval '1 month') AT TIME ZONE 'UTC')",
+}
+MONTH_FORMAT = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+OPENING_BALANCES = "opening balances"
+OPENING_BALANCE_KEY = "opening-balance:"  # idempotency_key prefix of the opening-balance events
 
 
 @dataclass(frozen=True)
@@ -104,11 +117,13 @@ def _columns(cursor, oid: int) -> dict[str, str]:
     return dict(cursor.fetchall())
 
 
-def _collect_sql(connection, action) -> str:
-    """The DDL Django's schema editor would run for ``action(editor)``, without running it."""
+def _collect_sql(connection, action, *, without_triggers=False) -> str:
+    """The DDL Django's schema editor would run for ``action(editor)``, without running it
+    (``without_triggers``: without the statements of django-pgtrigger's, which adopt installs last)."""
     with connection.schema_editor(collect_sql=True, atomic=False) as editor:
         action(editor)
-    return "; ".join(s.rstrip(";") for s in editor.collected_sql) + ";"
+    statements = [s for s in editor.collected_sql if not (without_triggers and "pgtrigger_" in s)]
+    return "; ".join(s.rstrip(";") for s in statements) + ";"
 
 
 def adoption_preflight(*, drop_product_counter_triggers: bool = False, using: str = "default") -> Preflight:
@@ -156,6 +171,8 @@ def _preflight_items(connection, cursor, version_num, role, superuser, schema, c
         return items
     for model in PRODUCT_MODELS:
         items += _product_table_items(connection, cursor, model, tables, role, superuser)
+    if UsageEvent._meta.db_table not in tables and UsageTracking._meta.db_table in tables:
+        items += _opening_balance_items(cursor)
     items += _extension_items(cursor, superuser)
     items += _own_object_items(cursor, tables)
     return items
@@ -163,6 +180,18 @@ def _preflight_items(connection, cursor, version_num, role, superuser, schema, c
 
 def _product_table_items(connection, cursor, model, tables, role, superuser) -> list[Item]:
     table = model._meta.db_table
+    if table not in tables and model is UsageEvent:
+        # The product keeps no usage events (its counters are all it has): billing-ops' own table of
+        # them is created empty, and each counter's value today becomes an opening-balance event.
+        sql = _collect_sql(connection, lambda editor: editor.create_model(model), without_triggers=True)
+        return [
+            Item(
+                ADDS,
+                table,
+                f"table {table} is missing: adopt creates it (the source rows of the metered counters)",
+                sql,
+            )
+        ]
     if table not in tables:
         columns = ", ".join(f"{f.column} {f.db_type(connection)}" for f in model._meta.concrete_fields)
         return [
@@ -170,8 +199,8 @@ def _product_table_items(connection, cursor, model, tables, role, superuser) -> 
                 BLOCKER,
                 table,
                 f"table {table} is missing: billing-ops counts from it ({columns})",
-                f"Create {table} or rename the product's table to {table}; adopt never renames product "
-                "tables (a name mapping is not supported yet).",
+                f"Create {table}, or name the product's table in BILLING_OPS_NAMES_FILE "
+                f'({{"tables": {{"{_logical_table(model)}": "<the product\'s table>"}}}}); adopt never renames product tables.',
             )
         ]
     items = []
@@ -187,10 +216,60 @@ def _product_table_items(connection, cursor, model, tables, role, superuser) -> 
             )
         )
     found = _columns(cursor, info["oid"])
+    derived: dict[str, str] = {}  # column -> the expression adopt fills it with (from the month key)
+    month = product_column("usage_tracking", "month")
     for field in model._meta.concrete_fields:
         needed = field.db_type(connection)
+        if (
+            field.column not in found
+            and model is UsageTracking
+            and field.name in PERIOD_FROM_MONTH
+            and month in found
+        ):
+            bad = 0
+            if info["readable"]:
+                cursor.execute(f"SELECT count(*) FROM {table} WHERE {month} !~ %s", [MONTH_FORMAT])
+                bad = cursor.fetchone()[0]
+            if bad:
+                items.append(
+                    Item(
+                        BLOCKER,
+                        f"{table}.{field.column}",
+                        f"column missing, and {bad} row(s) have a {month} that is not 'YYYY-MM' to fill it from",
+                        f"Correct them (SELECT * FROM {table} WHERE {month} !~ '{MONTH_FORMAT}'), then adopt adds it.",
+                    )
+                )
+                continue
+            expression = PERIOD_FROM_MONTH[field.name].format(month=month)
+            derived[field.column] = expression
+            items.append(
+                Item(
+                    ADDS,
+                    f"{table}.{field.column}",
+                    f"column missing ({needed}): adopt adds it beside {month} and fills it from it (UTC calendar months)",
+                    f"ALTER TABLE {table} ADD COLUMN {field.column} {needed}; "
+                    f"UPDATE {table} SET {field.column} = {expression}; "
+                    f"ALTER TABLE {table} ALTER COLUMN {field.column} SET NOT NULL;",
+                )
+            )
+            continue
         if field.column not in found:
-            if field.null or field.has_db_default():
+            if model is Preset and field.name == "last_used_at":
+                # A derived counter: added with its true value, as the triggers keep it from then on.
+                uses = PresetUsage._meta
+                sql = _collect_sql(connection, lambda editor, f=field: editor.add_field(model, f)) + (
+                    f" UPDATE {table} p SET {field.column} = (SELECT max(u.{uses.get_field('used_at').column}) "
+                    f"FROM {uses.db_table} u WHERE u.{uses.get_field('preset').column} = p.id);"
+                )
+                items.append(
+                    Item(
+                        ADDS,
+                        f"{table}.{field.column}",
+                        f"column missing ({needed}): adopt adds it, filled with each preset's last use",
+                        sql,
+                    )
+                )
+            elif field.null or field.has_db_default():
                 sql = _collect_sql(connection, lambda editor, f=field: editor.add_field(model, f))
                 items.append(Item(ADDS, f"{table}.{field.column}", f"column missing ({needed})", sql))
             else:
@@ -199,10 +278,19 @@ def _product_table_items(connection, cursor, model, tables, role, superuser) -> 
                         BLOCKER,
                         f"{table}.{field.column}",
                         f"column missing ({needed}, no default billing-ops could fill it with)",
-                        f"Add {table}.{field.column} {needed} and fill it; adopt never renames product columns "
-                        "(a name mapping is not supported yet).",
+                        f"Add {table}.{field.column} {needed} and fill it, or name the product's column in "
+                        f'BILLING_OPS_NAMES_FILE ({{"columns": {{"{_logical_table(model)}.{field.get_attname()}": '
+                        '"<the product\'s column>"}}); adopt never renames product columns.',
                     )
                 )
+        elif (
+            model is UsageTracking
+            and field.primary_key
+            and base_type(found[field.column]) in ("uuid", "bigint", "integer")
+        ):
+            pass  # the product's own key type for its period rows: nothing refers to it
+        elif _whole_counter(model, field) and base_type(found[field.column]) in ("integer", "bigint"):
+            pass  # a whole-numbered metric's counter in an integer column: the deltas are whole too
         elif base_type(found[field.column]) not in _TYPE_FAMILIES.get(base_type(needed), {base_type(needed)}):
             items.append(
                 Item(
@@ -214,19 +302,71 @@ def _product_table_items(connection, cursor, model, tables, role, superuser) -> 
                 )
             )
     # Whether the rows allow the missing constraints needs reading them: the owner's run will tell.
-    if info["readable"] and all(f.column in found for f in model._meta.concrete_fields):
-        items += _constraint_items(connection, cursor, model, info["oid"])
+    if info["readable"] and all(f.column in found or f.column in derived for f in model._meta.concrete_fields):
+        items += _constraint_items(connection, cursor, model, info["oid"], derived)
     return items
 
 
-def _constraint_items(connection, cursor, model, oid) -> list[Item]:
+def _logical_table(model) -> str:
+    return {
+        m: n
+        for m, n in zip(
+            PRODUCT_MODELS,
+            ("customers", "projects", "presets", "preset_usage", "usage_events", "usage_tracking"),
+            strict=True,
+        )
+    }[model]
+
+
+def _whole_counter(model, field) -> bool:
+    return model is UsageTracking and any(m.counter == field.name and m.whole for m in metrics.METERED)
+
+
+def _opening_balance_items(cursor) -> list[Item]:
+    """Each metered counter's value today, as one event per customer and period (SPEC §2)."""
+    events, tracking = UsageEvent._meta.db_table, UsageTracking._meta.db_table
+    customer = UsageEvent._meta.get_field("customer").column
+    t_customer = UsageTracking._meta.get_field("customer").column
+    values = ", ".join(
+        f"('{m.code}', t.{UsageTracking._meta.get_field(m.counter).column})" for m in metrics.METERED
+    )
+    # Recorded before billing-ops' triggers are installed: the balances are the counters' values
+    # already, so they are not counted again.
+    sql = (
+        f"INSERT INTO {events} ({customer}, metric, quantity, occurred_at, idempotency_key, reason) "
+        f"SELECT t.{t_customer}, m.code, m.n, t.period_start, '{OPENING_BALANCE_KEY}' || m.code || ':' || t.month, "
+        "'opening balance at adoption: the counter''s value, which had no source rows' "
+        f"FROM {tracking} t CROSS JOIN LATERAL (VALUES {values}) AS m(code, n) WHERE m.n <> 0;"
+    )
+    return [
+        Item(
+            ADDS,
+            OPENING_BALANCES,
+            f"the metered counters of {tracking} have no source rows: adopt records each non-zero counter "
+            "as one opening-balance event per customer and period (in the audit log too), so the report "
+            "has a truth from day one",
+            sql,
+        )
+    ]
+
+
+def _constraint_items(connection, cursor, model, oid, derived=None) -> list[Item]:
     """The constraints the counters and consume rely on: adopt adds them unless the rows break them."""
     table, items = model._meta.db_table, []
+    derived = derived or {}
+
+    def value(column: str, alias: str = "") -> str:
+        """A column, or the expression adopt fills it with when adopt adds it."""
+        if column in derived:
+            month = product_column("usage_tracking", "month")
+            return derived[column].replace(f"({month} ||", f"({alias}{month} ||")
+        return f"{alias}{column}"
+
     for constraint in row_constraints(model):
         if row_constraint_present(cursor, model, constraint):
             continue
         if isinstance(constraint, models.UniqueConstraint):
-            columns = [model._meta.get_field(name).column for name in constraint.fields]
+            columns = [value(model._meta.get_field(name).column) for name in constraint.fields]
             cursor.execute(
                 f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE "
                 + " AND ".join(f"{c} IS NOT NULL" for c in columns)
@@ -236,13 +376,15 @@ def _constraint_items(connection, cursor, model, oid) -> list[Item]:
             example = f"SELECT {', '.join(columns)}, count(*) FROM {table} GROUP BY {', '.join(columns)} HAVING count(*) > 1"
         else:
             # The one exclusion billing-ops declares: a customer's periods never overlap.
+            c = model._meta.get_field("customer").column
             overlap = (
-                f"FROM {table} a JOIN {table} b ON a.customer_id = b.customer_id AND a.ctid < b.ctid "
-                "AND tstzrange(a.period_start, a.period_end) && tstzrange(b.period_start, b.period_end)"
+                f"FROM {table} a JOIN {table} b ON a.{c} = b.{c} AND a.ctid < b.ctid "
+                f"AND tstzrange({value('period_start', 'a.')}, {value('period_end', 'a.')}) "
+                f"&& tstzrange({value('period_start', 'b.')}, {value('period_end', 'b.')})"
             )
             cursor.execute(f"SELECT count(*) {overlap}")
             broken = cursor.fetchone()[0]
-            example = f"SELECT a.customer_id, a.period_start, b.period_start {overlap}"
+            example = f"SELECT a.{c}, {value('period_start', 'a.')}, {value('period_start', 'b.')} {overlap}"
         if broken:
             items.append(
                 Item(
@@ -258,8 +400,8 @@ def _constraint_items(connection, cursor, model, oid) -> list[Item]:
             Item(
                 ADDS,
                 f"{table} {constraint.name}",
-                "constraint missing (migrate --fake-initial never creates it): without it concurrent "
-                "first writes can create the same row twice",
+                "constraint missing (the product never declared it, or migrate --fake-initial left it out): "
+                "without it concurrent first writes can create the same row twice",
                 sql,
             )
         )

@@ -11,6 +11,7 @@ from billing.ops.checks import trigger_health
 from billing.selectors import OVER_LIMIT_SQL, customer_usage_scope
 from usage.metrics import ACTIVE_PROJECTS
 from usage.metrics import BY_CODE as METRICS_BY_CODE
+from usage.names import render
 from usage.numbers import number_plain
 
 
@@ -86,7 +87,7 @@ def _scope(customer_ids):
 def over_limit(customer_ids=None):
     scope, params = customer_usage_scope(customer_ids)
     with connection.cursor() as cursor:
-        cursor.execute(_OVER_LIMIT.format(scope=scope), params)
+        cursor.execute(render(_OVER_LIMIT.format(scope=scope)), params)
         for customer_id, email, plan, code, used, allowance in cursor.fetchall():
             used_n, allowance_n = number_plain(used), number_plain(allowance)
             percent = f"{used / allowance * 100:.0f} %" if allowance else "no allowance"
@@ -109,7 +110,7 @@ def over_limit(customer_ids=None):
 def stale_period(customer_ids=None):
     scope, params = _scope(customer_ids)
     with connection.cursor() as cursor:
-        cursor.execute(_STALE_PERIOD.format(scope=scope), params)
+        cursor.execute(render(_STALE_PERIOD.format(scope=scope)), params)
         for customer_id, email, what, ended in cursor.fetchall():
             yield Finding(
                 "stale_period",
@@ -140,7 +141,7 @@ def failed_webhook(customer_ids=None):
     else:
         scope, params = "AND w.customer_id = ANY(%(ids)s::uuid[])", {"ids": [str(i) for i in customer_ids]}
     with connection.cursor() as cursor:
-        cursor.execute(_FAILED_WEBHOOKS.format(scope=scope), params)
+        cursor.execute(render(_FAILED_WEBHOOKS.format(scope=scope)), params)
         for customer_id, email, processor, event_type, event_id, received, error in cursor.fetchall():
             yield Finding(
                 "failed_webhook",

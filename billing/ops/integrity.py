@@ -26,7 +26,7 @@ from billing.ops.checks import CHECK_GROUPS, drift_scan
 from billing.ops.findings import FINDING_CHECKS, findings
 from billing.services.audit import audit_recount
 from usage.models import Customer, ReconciliationRun
-from usage.services.drift import Scan, drift_clear, scan_summary
+from usage.services.drift import Scan, drift_clear, drift_sql, scan_summary
 
 RECONCILE_LOCK = 0x62696C6C  # pg advisory lock key: one reconciliation at a time
 ANOTHER_RUN_ACTIVE = (
@@ -94,11 +94,13 @@ def discrepancy_report(
 def _record_rows(run: ReconciliationRun, *, fixed: bool) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO reconciliation_run_rows "
-            '(run_id, "check", customer_id, email, target_id, tracked, actual, difference, after, fixed) '
-            "SELECT %s, d.check_name, d.customer_id, coalesce(c.email, ''), coalesce(d.target_id, ''), "
-            "       d.tracked, d.actual, d.difference, CASE WHEN %s THEN d.actual END, %s "
-            "FROM usage_drift d LEFT JOIN customers c ON c.id = d.customer_id",
+            drift_sql(
+                "INSERT INTO reconciliation_run_rows "
+                '(run_id, "check", customer_id, email, target_id, tracked, actual, difference, after, fixed) '
+                "SELECT %s, d.check_name, d.customer_id, coalesce(c.email, ''), coalesce(d.target_id, ''), "
+                "       d.tracked, d.actual, d.difference, CASE WHEN %s THEN d.actual END, %s "
+                "FROM usage_drift d LEFT JOIN customers c ON c.id = d.customer_id"
+            ),
             [run.pk, fixed, fixed],
         )
 
@@ -259,7 +261,7 @@ def _reconcile_batch(run, customer_ids) -> None:
     """
     for group in CHECK_GROUPS:
         with transaction.atomic():
-            _fetch(group.lock_sql, [customer_ids])
+            _fetch(drift_sql(group.lock_sql), [customer_ids])
             # A later statement than the lock: its snapshot sees every write committed before it.
             scan = drift_scan(customer_ids, groups=(group,))
             found = scan.discrepancies

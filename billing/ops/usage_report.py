@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from django.db import connections
 from django.utils import timezone
 
+from usage.names import render
+
 REPORT_FIELDS = (
     "customer_id",
     "email",
@@ -80,7 +82,7 @@ def month_parse(value: str) -> str:
 def usage_report(month: str, chunk_size: int = 2000, using: str = "default") -> Iterator[dict]:
     month = month_parse(month)
     with connections[using].chunked_cursor() as cursor:
-        cursor.execute(_REPORT, {"month": month})
+        cursor.execute(render(_REPORT), {"month": month})
         while batch := cursor.fetchmany(chunk_size):
             for row in batch:
                 yield dict(zip(REPORT_FIELDS, row, strict=True))

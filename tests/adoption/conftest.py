@@ -28,6 +28,7 @@ def _admin(dbname="postgres") -> psycopg.Connection:
 class ProductDB:
     def __init__(self, name: str):
         self.name = name
+        self.names_file = None  # the product's names (usage/names.py), for every manage.py run
 
     def url(self, role: str = OWNER) -> str:
         server = _server()
@@ -41,9 +42,11 @@ class ProductDB:
             cur = conn.execute(statement, params)
             return cur.fetchall() if cur.description else None
 
-    def manage(self, *args, role: str = OWNER, timeout=300) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if k != "EMBEDDED_DBNAME"}
+    def manage(self, *args, role: str = OWNER, timeout=300, names_file=None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k not in ("EMBEDDED_DBNAME", "BILLING_OPS_NAMES_FILE")}
         env["DATABASE_URL"] = self.url(role)
+        if names_file or self.names_file:
+            env["BILLING_OPS_NAMES_FILE"] = str(names_file or self.names_file)
         return subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), *args],
             capture_output=True,

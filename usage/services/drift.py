@@ -18,6 +18,7 @@ from decimal import Decimal
 from django.db import connection
 
 from usage.metrics import METRICS
+from usage.names import render
 from usage.numbers import number_plain
 
 # The scan's rows live in usage_drift_rows (usage 0016), seen through the view usage_drift, which
@@ -40,6 +41,16 @@ def drift_clear() -> None:
     report (Finance's) commits no row at all."""
     with connection.cursor() as cursor:
         cursor.execute(_DRIFT_MINE)
+
+
+_DRIFT_ROW = {"check_name", "customer_id", "target_id", "tracked", "actual", "difference"}
+# The scan's view, and take_rows' name for the rows it deletes: billing-ops' own names.
+DRIFT_COLUMNS = {"usage_drift": _DRIFT_ROW, "taken": _DRIFT_ROW, "usage_drift_rows": _DRIFT_ROW | {"xact"}}
+
+
+def drift_sql(sql: str) -> str:
+    """``sql`` with the product's table and column names (usage/names.py); usage_drift keeps its own."""
+    return render(sql, extra_tables=DRIFT_COLUMNS)
 
 
 # Each statement: (per-target comparison) -> drifted rows into usage_drift, totals per check out.
@@ -158,16 +169,16 @@ class Scan:
 
     @property
     def customers_with_drift(self) -> int:
-        return _scalar("SELECT count(DISTINCT customer_id) FROM usage_drift")
+        return _scalar(drift_sql("SELECT count(DISTINCT customer_id) FROM usage_drift"))
 
     @property
     def discrepancies(self) -> int:
-        return _scalar("SELECT count(*) FROM usage_drift")
+        return _scalar(drift_sql("SELECT count(*) FROM usage_drift"))
 
     def rows(self, chunk_size: int = 2000) -> Iterator[dict]:
         """Drifted counters, largest difference first, streamed through a server-side cursor."""
         with connection.chunked_cursor() as cursor:
-            cursor.execute(_ROWS.format(source="usage_drift"))
+            cursor.execute(drift_sql(_ROWS.format(source="usage_drift")))
             while batch := cursor.fetchmany(chunk_size):
                 yield from map(_row, batch)
 
@@ -175,7 +186,9 @@ class Scan:
         """The same rows as a list, deleted as they are read (one statement, so a page's one-customer
         diagnosis costs no extra query): the last use of the scan in its transaction."""
         with connection.cursor() as cursor:
-            cursor.execute(f"WITH taken AS ({_DRIFT_MINE} RETURNING *) " + _ROWS.format(source="taken"))
+            cursor.execute(
+                drift_sql(f"WITH taken AS ({_DRIFT_MINE} RETURNING *) " + _ROWS.format(source="taken"))
+            )
             return list(map(_row, cursor.fetchall()))
 
 
@@ -251,7 +264,7 @@ def drift_scan(
         cursor.execute(_DRIFT_CLEAR)
         for group in groups:
             for sql in group.statements:
-                cursor.execute(_scoped(sql, ids, everything, group.scope_columns), {"ids": ids})
+                cursor.execute(drift_sql(_scoped(sql, ids, everything, group.scope_columns)), {"ids": ids})
                 for check, n, tracked, actual in cursor.fetchall():
                     scan.metrics[check] = {"rows": n, "tracked": _plain(tracked), "actual": _plain(actual)}
                     if check == "active_projects":
@@ -281,8 +294,10 @@ def _recount(function: str, checks: tuple[str, ...]) -> int:
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {function}(array_agg(DISTINCT customer_id)), count(*) FROM usage_drift "
-            "WHERE check_name = ANY(%s)",
+            drift_sql(
+                f"SELECT {function}(array_agg(DISTINCT customer_id)), count(*) FROM usage_drift "
+                "WHERE check_name = ANY(%s)"
+            ),
             [list(checks)],
         )
         return cursor.fetchone()[1]

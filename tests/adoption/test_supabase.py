@@ -1,0 +1,197 @@
+"""Adopting the Supabase shape through the name mapping (issue 13, deliver 2 and 3; SPEC §2).
+
+users(id, email), user_id everywhere, usage_tracking keyed by a 'YYYY-MM' month with counter names of
+its own, presets.usage_count, preset_usage, no usage-events table, the product's own counter trigger
+and RPC function: docs/adoption/supabase-names.json names it all; adopt adds the period bounds beside
+the month (filled from it), billing-ops' own usage_events with one opening-balance event per metered
+counter (audited), the constraints and the triggers. Built by raw DDL with data and planted drift.
+"""
+
+import json
+
+import psycopg
+import pytest
+
+from tests.adoption import product
+from tests.adoption.conftest import APP_ROLE, build, drop
+from tests.adoption.test_adoption import by_subject, catalog
+from tests.conftest import ROOT
+
+NAMES = ROOT / "docs" / "adoption" / "supabase-names.json"
+# The product's own columns of each table: adoption may add columns, never change these.
+PRODUCT_COLUMNS = {
+    "users": "id, email, created_at",
+    "projects": "id, user_id, name, status, created_at, updated_at",
+    "usage_tracking": "id, user_id, month, projects_count, ai_interactions, transcription_minutes, updated_at",
+    "presets": "id, user_id, name, usage_count, created_at",
+    "preset_usage": "id, preset_id, user_id, used_at",
+}
+# Planted: what the report must find (check, email, tracked, actual), and nothing else.
+PLANTED = sorted(
+    [("active_projects", f"u{i}@supa.example", "2", "1") for i in range(1, 11) if i != 4]
+    + [
+        ("active_projects", "u4@supa.example", "0", "1"),  # no usage_tracking row this month
+        ("preset_usage_count", "u2@supa.example", "5", "1"),
+    ]
+)
+DRIFT = """
+UPDATE presets SET usage_count = 5 WHERE user_id = (SELECT id FROM users WHERE email = 'u2@supa.example');
+DELETE FROM usage_tracking WHERE user_id = (SELECT id FROM users WHERE email = 'u4@supa.example');
+-- A counter with no source rows is its own truth at adoption: it becomes an opening balance (a
+-- negative one carries its reason), not drift.
+UPDATE usage_tracking SET transcription_minutes = -1.5
+WHERE user_id = (SELECT id FROM users WHERE email = 'u3@supa.example');
+"""
+
+
+@pytest.fixture
+def supabase_named():
+    db = build(product.SUPABASE_DDL, product.SUPABASE_DATA, DRIFT)
+    db.names_file = NAMES
+    yield db
+    drop(db)
+
+
+def check(db, *args):
+    result = db.manage("adopt", "--check", "--format", "json", *args)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def product_rows(db) -> dict[str, str]:
+    """The product's own columns of every row, hashed per table."""
+    return {
+        t: db.sql(
+            f"SELECT count(*) || ':' || md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) "
+            f"FROM (SELECT {columns} FROM {t}) r"
+        )[0][0]
+        for t, columns in PRODUCT_COLUMNS.items()
+    }
+
+
+def report(db) -> tuple[list, dict]:
+    result = db.manage("usage_discrepancies", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    rows = sorted((r["check"], r["email"], str(r["tracked"]), str(r["actual"])) for r in doc["discrepancies"])
+    return rows, doc
+
+
+def test_check_of_the_supabase_shape_names_what_adopt_adds(supabase_named):
+    code, doc = check(supabase_named)
+    assert code == 1
+    assert set(by_subject(doc, "blocker")) == {"trigger on_preset_used on preset_usage"}
+    code, doc = check(supabase_named, "--drop-product-counter-triggers")
+    assert code == 0, doc
+    adds = by_subject(doc, "adds")
+    assert {
+        "users.name",
+        "users.current_period_start",
+        "users.current_period_end",
+        "presets.last_used_at",
+        "usage_tracking.period_start",
+        "usage_tracking.period_end",
+        "usage_events",
+        "opening balances",
+        "usage_tracking usage_tracking_customer_period",
+        "usage_tracking usage_tracking_periods_disjoint",
+        "trigger on_preset_used on preset_usage",
+    } <= set(adds)
+    assert adds["usage_tracking.period_start"]["fix"] == (
+        "ALTER TABLE usage_tracking ADD COLUMN period_start timestamp with time zone; "
+        "UPDATE usage_tracking SET period_start = ((month || '-01')::timestamp AT TIME ZONE 'UTC'); "
+        "ALTER TABLE usage_tracking ALTER COLUMN period_start SET NOT NULL;"
+    )
+    assert adds["usage_tracking usage_tracking_customer_period"]["fix"] == (
+        'ALTER TABLE "usage_tracking" ADD CONSTRAINT "usage_tracking_customer_period" '
+        'UNIQUE ("user_id", "period_start");'
+    )
+    assert "pgtrigger_" not in adds["usage_events"]["fix"]  # its triggers come last, after the balances
+    # Without the mapping the same database is refused, naming the mapping.
+    supabase_named.names_file = None
+    code, doc = check(supabase_named)
+    assert code == 1 and "users" not in doc["items"][0]["subject"]
+    assert "BILLING_OPS_NAMES_FILE" in by_subject(doc, "blocker")["customers"]["fix"]
+
+
+def test_a_month_that_is_not_yyyy_mm_is_a_blocker(supabase_named):
+    supabase_named.sql(
+        "UPDATE usage_tracking SET month = '2026-13' WHERE ctid = (SELECT min(ctid) FROM usage_tracking)"
+    )
+    code, doc = check(supabase_named, "--drop-product-counter-triggers")
+    assert code == 1
+    assert (
+        "1 row(s) have a month that is not 'YYYY-MM'"
+        in by_subject(doc, "blocker")["usage_tracking.period_start"]["problem"]
+    )
+
+
+def test_adopt_the_supabase_shape_end_to_end(supabase_named):
+    db = supabase_named
+    before, rows_before = catalog(db), product_rows(db)
+    ai_before = dict(
+        db.sql("SELECT u.email, t.ai_interactions FROM usage_tracking t JOIN users u ON u.id = t.user_id")
+    )
+
+    result = db.manage("adopt", "--drop-product-counter-triggers")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert product_rows(db) == rows_before  # only columns were added
+    assert db.sql(
+        "SELECT count(*) FROM usage_tracking WHERE period_start IS NULL OR period_end <= period_start"
+    ) == [(0,)]
+
+    # Opening balances: one event per customer and period with a non-zero counter, each audited.
+    events = db.sql(
+        "SELECT u.email, e.metric, e.quantity, e.occurred_at = t.period_start FROM usage_events e "
+        "JOIN users u ON u.id = e.user_id JOIN usage_tracking t ON t.user_id = e.user_id ORDER BY 1, 2"
+    )
+    expected = sorted(
+        [(email, "ai_interaction", n, True) for email, n in ai_before.items()]
+        + [("u3@supa.example", "minutes", -1.5, True)]
+    )
+    assert [(e, m, float(q), at) for e, m, q, at in events] == [
+        (e, m, float(q), at) for e, m, q, at in expected
+    ]
+    assert db.sql("SELECT count(*) FROM audit_log WHERE action = 'opening_balance'") == [(len(expected),)]
+
+    result = db.manage("check_triggers")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    found, doc = report(db)
+    assert found == PLANTED
+    result = db.manage("reconcile_usage", "--apply")
+    assert result.returncode == 0, result.stdout + result.stderr
+    found, _ = report(db)
+    assert found == []
+
+    # The product's raw writes, as its own role: every counter follows.
+    db.sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}")
+    u1 = db.sql("SELECT id FROM users WHERE email = 'u1@supa.example'")[0][0]
+    db.sql("INSERT INTO projects (user_id, name) VALUES (%s, 'second')", [u1], role=APP_ROLE)
+    db.sql(
+        "INSERT INTO preset_usage (preset_id, user_id) SELECT id, user_id FROM presets WHERE user_id = %s",
+        [u1],
+        role=APP_ROLE,
+    )
+    db.sql(
+        "INSERT INTO usage_events (user_id, metric, quantity) VALUES (%s, 'ai_interaction', 1)",
+        [u1],
+        role=APP_ROLE,
+    )
+    db.sql("INSERT INTO users (email) VALUES ('new@supa.example')", role=APP_ROLE)
+    new = db.sql("SELECT id FROM users WHERE email = 'new@supa.example'")[0][0]
+    db.sql("INSERT INTO projects (user_id, name) VALUES (%s, 'first')", [new], role=APP_ROLE)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.sql("SELECT increment_ai_usage(%s)", [u1], role=APP_ROLE)  # its own counter write: refused
+    assert db.sql(
+        "SELECT projects_count, ai_interactions FROM usage_tracking WHERE user_id = %s AND month = to_char(now(), 'YYYY-MM')",
+        [u1],
+    ) == [(2, ai_before["u1@supa.example"] + 1)]
+    assert db.sql("SELECT usage_count FROM presets WHERE user_id = %s", [u1]) == [(2,)]
+    assert db.sql("SELECT projects_count FROM usage_tracking WHERE user_id = %s", [new]) == [(1,)]
+    found, _ = report(db)
+    assert found == []
+
+    result = db.manage("adopt", "--uninstall")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert catalog(db) == before
