@@ -182,3 +182,29 @@ def test_the_models_take_their_table_and_column_names_from_the_mapping_file():
         "user_id",
         "False",
     ]
+
+
+def test_the_identity_puts_nothing_in_the_migrations_state():
+    from importlib import import_module
+
+    migration = import_module("usage.migrations.0016_product_names").Migration
+    (operation,) = migration.operations
+    assert operation.state_operations == [] and operation.database_operations == []
+
+
+def test_the_report_keeps_its_own_table_s_customer_id_and_renames_the_product_s():
+    from usage.services.drift import DRIFT_COLUMNS
+
+    sql = (
+        "INSERT INTO reconciliation_run_rows (run_id, customer_id, email) "
+        "SELECT 1, d.customer_id, c.email FROM pg_temp.usage_drift d LEFT JOIN customers c ON c.id = d.customer_id"
+    )
+    assert render(sql, SUPABASE, extra_tables=DRIFT_COLUMNS) == sql.replace(
+        "JOIN customers c", "JOIN users c"
+    )
+    count = "SELECT count(DISTINCT customer_id) FROM pg_temp.usage_drift"
+    assert render(count, SUPABASE, extra_tables=DRIFT_COLUMNS) == count
+    check = "INSERT INTO pg_temp.usage_drift (check_name, customer_id) SELECT 'x', customer_id FROM projects"
+    assert render(check, SUPABASE, extra_tables=DRIFT_COLUMNS) == (
+        "INSERT INTO pg_temp.usage_drift (check_name, customer_id) SELECT 'x', user_id FROM projects"
+    )
