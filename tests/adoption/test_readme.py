@@ -43,3 +43,39 @@ def test_the_readme_walk_through_adopts_the_exact_shape():
             db.sql("UPDATE usage_tracking SET ai_interactions_count = ai_interactions_count + 1")
     finally:
         drop(db)
+
+
+def supabase_steps() -> tuple[dict[str, str], list[list[str]]]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Adopting a Supabase-style schema", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)[1]
+    exports, steps = {}, []
+    for line in block.splitlines():
+        command = line.split("#", 1)[0].strip()
+        if command.startswith("export "):
+            name, _, value = command.removeprefix("export ").partition("=")
+            exports[name] = value
+            continue
+        assert command.startswith(".venv/bin/python manage.py "), line
+        steps.append(shlex.split(command)[2:])
+    return exports, steps
+
+
+def test_the_readme_walk_through_adopts_the_supabase_shape():
+    from tests.adoption.test_supabase import DRIFT
+
+    db = build(product.SUPABASE_DDL, product.SUPABASE_DATA, DRIFT)
+    try:
+        exports, steps = supabase_steps()
+        assert set(exports) == {"DATABASE_URL", "BILLING_OPS_NAMES_FILE"}  # the test's database stands in
+        db.names_file = exports["BILLING_OPS_NAMES_FILE"]  # relative to the checkout, as the README runs
+        assert steps[0][:2] == ["adopt", "--check"]
+        for args in steps:
+            result = db.manage(*args)
+            assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+        result = db.manage("usage_discrepancies", "--fail-on-drift")
+        assert result.returncode == 0, result.stdout + result.stderr
+        with pytest.raises(psycopg.errors.CheckViolation):  # the product's RPC counter write
+            db.sql("SELECT increment_ai_usage(id) FROM users LIMIT 1")
+    finally:
+        drop(db)
