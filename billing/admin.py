@@ -73,6 +73,7 @@ from usage.admin import (
     customers_matching,
 )
 from usage.models import Customer, Project, ReconciliationRow, ReconciliationRun, UsageEvent
+from usage.names import render
 from usage.numbers import limit, money, number
 
 RECONCILE_PERMISSION = "usage.reconcile_selection"
@@ -127,7 +128,7 @@ def _actor(request) -> str:
 # stops after 50 matches; the count behind a filter is capped (usage.admin.EstimatedCountPaginator).
 
 # The customer's live subscription by its one definition (billing/sql/billing_live_plan.sql).
-_LIVE = RawSQL("SELECT subscription_id FROM billing_live_plan(customers.id)", ())
+_LIVE = RawSQL(render("SELECT subscription_id FROM billing_live_plan(customers.id)"), ())
 
 
 def _live_subscription(*conditions, **fields):
@@ -180,7 +181,7 @@ class ProcessorFilter(admin.SimpleListFilter):
 
 
 _ACTIVE_PROJECTS = RawSQL(
-    "(SELECT count(*) FROM projects p WHERE p.customer_id = customers.id AND p.status = 'active')", ()
+    render("(SELECT count(*) FROM projects p WHERE p.customer_id = customers.id AND p.status = 'active')"), ()
 )
 
 

@@ -12,6 +12,7 @@ from django.db.models.expressions import RawSQL
 from billing.models import Plan, Subscription
 from usage.metrics import ACTIVE_PROJECTS, AI_INTERACTIONS, METRICS, MINUTES, Metric
 from usage.models import ALL_CUSTOMERS, Customer, ReconciliationRun
+from usage.names import render
 from usage.sql_functions import SqlFunction, sql_functions
 
 DEFAULT_PLAN_CODE = Plan.Code.FREE  # a customer with no live subscription is on Free (billing_live_plan)
@@ -185,7 +186,7 @@ def customer_usage(customer_ids: Iterable | None) -> dict:
     """CustomerUsage by customer id, for a page of customers (one query)."""
     scope, params = customer_usage_scope(customer_ids)
     with connection.cursor() as cursor:
-        cursor.execute(CUSTOMER_USAGE_SQL.format(scope=scope), params)
+        cursor.execute(render(CUSTOMER_USAGE_SQL.format(scope=scope)), params)
         return {row[0]: CustomerUsage(*row) for row in cursor.fetchall()}
 
 

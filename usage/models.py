@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from usage import metrics as catalogue
 from usage import triggers
-from usage.names import db_column, table
+from usage.names import db_column, table, uuid_id
 
 
 class GenRandomUUID(Func):
@@ -278,6 +278,11 @@ class UsageTracking(CounterFieldsMixin, models.Model):
     """
 
     counter_fields = ("active_projects_count", "ai_interactions_count", "minutes_used", "updated_at")
+
+    if uuid_id("usage_tracking"):  # the product's own key type (usage/names.py); billing-ops' is a bigint
+        id = models.UUIDField(
+            primary_key=True, default=uuid.uuid4, db_default=GenRandomUUID(), editable=False
+        )
 
     customer = models.ForeignKey(
         Customer,

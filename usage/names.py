@@ -65,6 +65,9 @@ PRODUCT_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# billing-ops' product tables whose id is a bigint (the others' are uuids): a product's may be a uuid.
+BIGINT_IDS = ("usage_tracking",)
+
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -72,10 +75,11 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 class NameMapping:
     tables: dict[str, str] = field(default_factory=dict)  # billing-ops' table -> the product's
     columns: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> {column -> product's}
+    uuid_ids: frozenset[str] = frozenset()  # tables whose id is a uuid where billing-ops' is a bigint
 
     @property
     def identity(self) -> bool:
-        return not self.tables and not self.columns
+        return not self.tables and not self.columns and not self.uuid_ids
 
     def table(self, name: str) -> str:
         return self.tables.get(name, name)
@@ -101,9 +105,14 @@ def mapping_parse(data: object, *, source: str = "BILLING_OPS_NAMES") -> NameMap
         return NameMapping()
     if not isinstance(data, dict):
         raise refuse('must be an object {"tables": {...}, "columns": {...}}')
-    unknown = set(data) - {"tables", "columns"}
+    unknown = set(data) - {"tables", "columns", "uuid_ids"}
     if unknown:
-        raise refuse(f"unknown key(s) {', '.join(sorted(unknown))} (only 'tables' and 'columns')")
+        raise refuse(f"unknown key(s) {', '.join(sorted(unknown))} (only 'tables', 'columns' and 'uuid_ids')")
+    uuid_ids = data.get("uuid_ids") or []
+    if not isinstance(uuid_ids, list) or set(uuid_ids) - set(BIGINT_IDS):
+        raise refuse(
+            f"'uuid_ids' lists the tables whose id is a uuid in the product: only {', '.join(BIGINT_IDS)}"
+        )
     tables_in, columns_in = data.get("tables") or {}, data.get("columns") or {}
     if not isinstance(tables_in, dict) or not isinstance(columns_in, dict):
         raise refuse("'tables' and 'columns' must be objects")
@@ -142,7 +151,7 @@ def mapping_parse(data: object, *, source: str = "BILLING_OPS_NAMES") -> NameMap
     for new in new_tables:
         if new_tables.count(new) > 1 or (new in PRODUCT_COLUMNS and new not in tables):
             raise refuse(f"two product tables would be named {new!r}")
-    return NameMapping(tables, columns)
+    return NameMapping(tables, columns, frozenset(uuid_ids))
 
 
 def mapping_load(setting: object, path: str) -> NameMapping:
@@ -182,6 +191,11 @@ def table(name: str) -> str:
 def column(table_name: str, name: str) -> str:
     """The product's name of billing-ops' column ``table_name.name``."""
     return mapping().column(table_name, name)
+
+
+def uuid_id(table_name: str) -> bool:
+    """Whether the product's ``table_name`` has a uuid id where billing-ops' is a bigint."""
+    return table_name in mapping().uuid_ids
 
 
 def db_column(table_name: str, name: str) -> str | None:

@@ -16,6 +16,7 @@ from django.db import connections, models, transaction
 from billing.adoption import PRODUCT_MODELS
 from usage import metrics
 from usage.models import Preset, PresetUsage, UsageEvent, UsageTracking
+from usage.names import BIGINT_IDS
 from usage.names import column as product_column
 from usage.selectors import expected_sql_functions, row_constraint_present, row_constraints, sql_definitions
 
@@ -283,12 +284,6 @@ def _product_table_items(connection, cursor, model, tables, role, superuser) -> 
                         '"<the product\'s column>"}}); adopt never renames product columns.',
                     )
                 )
-        elif (
-            model is UsageTracking
-            and field.primary_key
-            and base_type(found[field.column]) in ("uuid", "bigint", "integer")
-        ):
-            pass  # the product's own key type for its period rows: nothing refers to it
         elif _whole_counter(model, field) and base_type(found[field.column]) in ("integer", "bigint"):
             pass  # a whole-numbered metric's counter in an integer column: the deltas are whole too
         elif base_type(found[field.column]) not in _TYPE_FAMILIES.get(base_type(needed), {base_type(needed)}):
@@ -297,7 +292,12 @@ def _product_table_items(connection, cursor, model, tables, role, superuser) -> 
                     BLOCKER,
                     f"{table}.{field.column}",
                     f"type {found[field.column]}, billing-ops needs {needed}",
-                    f"ALTER TABLE {table} ALTER COLUMN {field.column} TYPE {needed}; "
+                    f'Name it in BILLING_OPS_NAMES_FILE ("uuid_ids": ["{_logical_table(model)}"]): the models '
+                    "then read the product's uuid key; adopt never retypes a product column."
+                    if field.primary_key
+                    and base_type(found[field.column]) == "uuid"
+                    and _logical_table(model) in BIGINT_IDS
+                    else f"ALTER TABLE {table} ALTER COLUMN {field.column} TYPE {needed}; "
                     "(adopt never retypes a product column)",
                 )
             )

@@ -14,6 +14,7 @@ from billing.finance.selectors import last_full_month, month_parse, month_shift
 from billing.models import Plan
 from usage.admin import UsageTrackingAdmin as BaseUsageTrackingAdmin
 from usage.models import UsageTracking
+from usage.names import render
 
 MONTH_CHOICES = 24
 COUNT_CAP = 10_000
@@ -66,7 +67,9 @@ class PlanFilter(admin.SimpleListFilter):
             return queryset.none()  # no such plan (and never a NUL byte sent to PostgreSQL)
         # The live plan's one definition (billing_live_plan), as usage_report and billing_consume read it.
         live_plan = RawSQL(
-            "SELECT p.code FROM billing_live_plan(usage_tracking.customer_id) lp JOIN plans p ON p.id = lp.plan_id",
+            render(
+                "SELECT p.code FROM billing_live_plan(usage_tracking.customer_id) lp JOIN plans p ON p.id = lp.plan_id"
+            ),
             [],
         )
         return queryset.alias(live_plan=live_plan).filter(live_plan=code)

@@ -23,6 +23,7 @@ from billing.ops.usage_report import REPORT_FIELDS, REPORT_ROWS_SQL, month_parse
 from billing.selectors import OVER_LIMIT_RULE, USAGE_PREFIX, over_limit_lines
 from usage.metrics import BY_CODE, METERED
 from usage.metrics import METRICS as CATALOGUE
+from usage.names import render
 
 __all__ = ["REPORT_FIELDS", "month_parse", "usage_report"]
 
@@ -47,7 +48,7 @@ def finance_database() -> str:
 
 def _fetchall(sql: str, params: dict) -> list[tuple]:
     with connections[finance_database()].cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(render(sql), params)
         return cursor.fetchall()
 
 
@@ -266,7 +267,7 @@ def over_limit_customers(limit: int | None = None) -> list[OverLimit]:
 def over_limit_stream(chunk_size: int = 2000) -> Iterator[OverLimit]:
     """Every over-limit line, through a server-side cursor (the CSV export)."""
     with connections[finance_database()].chunked_cursor() as cursor:
-        cursor.execute(_OVER_LIMIT, {"limit": None})
+        cursor.execute(render(_OVER_LIMIT), {"limit": None})
         while batch := cursor.fetchmany(chunk_size):
             for r in batch:
                 yield OverLimit(str(r[0]), *r[1:])

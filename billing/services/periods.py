@@ -12,6 +12,8 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
+from usage.names import render
+
 ROLL_BATCH = 500
 
 
@@ -29,14 +31,16 @@ def period_roll_due(
     """
     now = now or timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM customers WHERE current_period_end <= %s", [now])
+        cursor.execute(render("SELECT count(*) FROM customers WHERE current_period_end <= %s"), [now])
         due = cursor.fetchone()[0]
     rolled, after = 0, None
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
-                "SELECT id FROM customers WHERE current_period_end <= %s AND (%s::uuid IS NULL OR id > %s::uuid) "
-                "ORDER BY id LIMIT %s",
+                render(
+                    "SELECT id FROM customers WHERE current_period_end <= %s AND (%s::uuid IS NULL OR id > %s::uuid) "
+                    "ORDER BY id LIMIT %s"
+                ),
                 [now, after, after, batch_size],
             )
             ids = [r[0] for r in cursor.fetchall()]

@@ -140,8 +140,10 @@ def test_check_refuses_the_supabase_shape_naming_each_gap(supabase_db):
         "presets.customer_id",
         "preset_usage.customer_id",
         "usage_tracking.customer_id",
+        "usage_tracking.id",
         "trigger on_preset_used on preset_usage",
     }
+    assert '"uuid_ids": ["usage_tracking"]' in by_subject(doc, "blocker")["usage_tracking.id"]["fix"]
     assert "table customers is missing" in by_subject(doc, "blocker")["customers"]["problem"]
     # What adopt could add itself is not a blocker: the period bounds beside the month, the events table.
     assert {"usage_tracking.period_start", "usage_tracking.period_end", "usage_events"} <= set(

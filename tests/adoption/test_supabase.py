@@ -195,3 +195,35 @@ def test_adopt_the_supabase_shape_end_to_end(supabase_named):
     result = db.manage("adopt", "--uninstall")
     assert result.returncode == 0, result.stdout + result.stderr
     assert catalog(db) == before
+
+
+PAGES = """
+from django.contrib.auth.models import User
+from django.test import Client
+from usage.models import Customer, UsageTracking
+User.objects.create_superuser("root", "root@ops.example", "a-long-enough-password-1")
+client = Client()
+client.login(username="root", password="a-long-enough-password-1")
+customer, period = Customer.objects.order_by("email").first(), UsageTracking.objects.first()
+for url in [
+    "/admin/usage/customer/", f"/admin/usage/customer/{customer.pk}/change/", "/admin/usage/customer/?over=yes",
+    "/admin/usage/customer/?projects=yes", "/admin/usage/customer/?plan=free", "/admin/usage/usagetracking/",
+    f"/admin/usage/usagetracking/{period.pk}/change/", "/admin/usage/usagetracking/?plan=free",
+    "/admin/usage/project/", "/admin/usage/preset/", "/admin/usage/usageevent/", "/admin/finance/usage/",
+    "/admin/finance/over-limit/", "/admin/finance/usage.csv", "/healthz",
+]:
+    response = client.get(url, HTTP_HOST="localhost")
+    print(response.status_code, url)
+print("email", customer.email in client.get(f"/admin/usage/customer/{customer.pk}/change/", HTTP_HOST="localhost").content.decode())
+"""
+
+
+def test_the_pages_of_an_adopted_supabase_database(supabase_named):
+    """The same code serves the product's names: the admin, finance pages and health all answer."""
+    result = supabase_named.manage("adopt", "--drop-product-counter-triggers")
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = supabase_named.manage("shell", "-c", PAGES)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line[:3].isdigit() or line.startswith("email")]
+    assert [line for line in lines if not line.startswith(("200 ", "email"))] == [], result.stderr[-3000:]
+    assert "email True" in lines

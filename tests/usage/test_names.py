@@ -124,6 +124,7 @@ def test_a_mapping_renames_the_guards_and_counter_triggers_of_the_models():
         ({"columns": {"projects.customer_id": "user_id"}}, "renamed the same way on every product table"),
         ({"columns": {"projects.name": "status"}}, "two columns named 'status'"),
         ({"tables": {"projects": "customers"}}, "two product tables would be named 'customers'"),
+        ({"uuid_ids": ["customers"]}, "'uuid_ids' lists the tables whose id is a uuid"),
     ],
 )
 def test_a_wrong_mapping_is_refused_with_what_is_wrong(data, message):
@@ -170,7 +171,7 @@ def test_the_models_take_their_table_and_column_names_from_the_mapping_file():
         "from usage.models import Customer, UsageTracking, UsageEvent; import pgtrigger;"
         "print(Customer._meta.db_table);"
         "print(sorted(f.column for f in UsageTracking._meta.concrete_fields));"
-        "print(UsageEvent._meta.get_field('customer').column);"
+        "print(UsageEvent._meta.get_field('customer').column, UsageTracking._meta.pk.get_internal_type());"
         "print(any('customer_id' in t.func for m, t in pgtrigger.registered() if m._meta.app_label == 'usage'))"
     )
     result = _manage("shell", "-c", script, names_file=SUPABASE_NAMES)
@@ -179,7 +180,7 @@ def test_the_models_take_their_table_and_column_names_from_the_mapping_file():
         "users",
         "['ai_interactions', 'id', 'month', 'period_end', 'period_start', 'projects_count', "
         "'transcription_minutes', 'updated_at', 'user_id']",
-        "user_id",
+        "user_id UUIDField",
         "False",
     ]
 

@@ -30,6 +30,9 @@ def _state_operations():
     by_table = {
         m._meta.db_table: m for m in usage_models.Customer._meta.apps.get_app_config("usage").get_models()
     }
+    for table in sorted(mapping.uuid_ids):
+        model = by_table[mapping.table(table)]
+        operations.append(migrations.AlterField(_MODELS[table], "id", model._meta.pk.clone()))
     for table, columns in sorted(mapping.columns.items()):
         model = by_table[mapping.table(table)]
         for field in model._meta.concrete_fields:
