@@ -211,6 +211,7 @@ _TOKEN = re.compile(
     r"""(?P<comment>--[^\n]*|/\*.*?\*/)
       |(?P<string>[Ee]?'(?:[^']|'')*')
       |(?P<quoted>"(?:[^"]|"")*")
+      |(?P<param>%\(\w+\)s)
       |(?P<dollar>\$[A-Za-z_]*\$)
       |(?P<word>[A-Za-z_][A-Za-z0-9_$]*)
       |(?P<space>\s+)
@@ -367,7 +368,7 @@ def render(
             if table_name in PRODUCT_COLUMNS:
                 out[i] = names.table(table_name)
             continue
-        if word in PRODUCT_COLUMNS and not (n and low(code[n - 1]) == "."):
+        if word in PRODUCT_COLUMNS and not (n and low(code[n - 1]) in (".", "as")):
             out[i] = names.table(word)  # a table name as a qualifier (usage_tracking.x) or elsewhere
             continue
         if word == "set" and stmt and (last == "update" or set_of is None):

@@ -327,6 +327,7 @@ def _opening_balance_items(cursor) -> list[Item]:
     events, tracking = UsageEvent._meta.db_table, UsageTracking._meta.db_table
     customer = UsageEvent._meta.get_field("customer").column
     t_customer = UsageTracking._meta.get_field("customer").column
+    t_start, t_month = (UsageTracking._meta.get_field(name).column for name in ("period_start", "month"))
     values = ", ".join(
         f"('{m.code}', t.{UsageTracking._meta.get_field(m.counter).column})" for m in metrics.METERED
     )
@@ -334,7 +335,7 @@ def _opening_balance_items(cursor) -> list[Item]:
     # already, so they are not counted again.
     sql = (
         f"INSERT INTO {events} ({customer}, metric, quantity, occurred_at, idempotency_key, reason) "
-        f"SELECT t.{t_customer}, m.code, m.n, t.period_start, '{OPENING_BALANCE_KEY}' || m.code || ':' || t.month, "
+        f"SELECT t.{t_customer}, m.code, m.n, t.{t_start}, '{OPENING_BALANCE_KEY}' || m.code || ':' || t.{t_month}, "
         "'opening balance at adoption: the counter''s value, which had no source rows' "
         f"FROM {tracking} t CROSS JOIN LATERAL (VALUES {values}) AS m(code, n) WHERE m.n <> 0;"
     )

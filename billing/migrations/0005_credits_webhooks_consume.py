@@ -9,6 +9,8 @@ import usage.models
 import uuid
 from django.db import migrations, models
 
+from usage.names import render
+
 SQL = Path(__file__).resolve().parent / "sql"  # frozen, never edited (SPEC §13; CONTRIBUTING.md)
 
 
@@ -377,5 +379,6 @@ class Migration(migrations.Migration):
             ),
         ),
         # The ledger, rollover and consume functions (reviewable SQL next to this migration), after the tables.
-        migrations.RunSQL((SQL / "0005_billing.sql").read_text(), reverse_sql=migrations.RunSQL.noop),
+        # Rendered with the product's names (usage/names.py): the identity runs the frozen text as it is.
+        migrations.RunSQL(render((SQL / "0005_billing.sql").read_text()), reverse_sql=migrations.RunSQL.noop),
     ]

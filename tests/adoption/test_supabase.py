@@ -8,6 +8,7 @@ counter (audited), the constraints and the triggers. Built by raw DDL with data 
 """
 
 import json
+import re
 
 import psycopg
 import pytest
@@ -52,18 +53,81 @@ def supabase_named():
     drop(db)
 
 
+# The same product under other names again (the issue's check uses "other names, data and drift").
+OTHER_NAMES = {
+    "users": "accounts",
+    "user_id": "account_id",
+    "projects": "workspaces",
+    "usage_tracking": "usage_monthly",
+    "month": "period_key",
+    "projects_count": "workspaces_count",
+    "ai_interactions": "ai_calls",
+    "transcription_minutes": "minutes_total",
+    "presets": "templates",
+    "preset_usage": "template_uses",
+    "preset_id": "template_id",
+    "usage_count": "uses",
+    "usage_events": "usage_log",
+    "on_preset_used": "on_template_used",
+    "increment_preset_usage": "bump_template",
+    "increment_ai_usage": "bump_ai",
+}
+OTHER_MAPPING = {
+    "tables": {
+        "customers": "accounts",
+        "projects": "workspaces",
+        "presets": "templates",
+        "preset_usage": "template_uses",
+        "usage_events": "usage_log",
+        "usage_tracking": "usage_monthly",
+    },
+    "columns": {
+        **{
+            f"{t}.customer_id": "account_id"
+            for t in ("projects", "presets", "preset_usage", "usage_events", "usage_tracking")
+        },
+        "preset_usage.preset_id": "template_id",
+        "presets.usage_count": "uses",
+        "usage_tracking.month": "period_key",
+        "usage_tracking.active_projects_count": "workspaces_count",
+        "usage_tracking.ai_interactions_count": "ai_calls",
+        "usage_tracking.minutes_used": "minutes_total",
+    },
+    "uuid_ids": ["usage_tracking"],
+}
+
+
+def other_names(sql: str) -> str:
+    return re.sub(r"\b(" + "|".join(OTHER_NAMES) + r")\b", lambda m: OTHER_NAMES[m[1]], sql)
+
+
+@pytest.fixture(params=["supabase", "other names"])
+def shape(request, tmp_path):
+    n = (lambda sql: sql) if request.param == "supabase" else other_names
+    db = build(*(n(sql) for sql in (product.SUPABASE_DDL, product.SUPABASE_DATA, DRIFT)))
+    if request.param == "supabase":
+        db.names_file = NAMES
+    else:
+        db.names_file = tmp_path / "names.json"
+        db.names_file.write_text(json.dumps(OTHER_MAPPING))
+    yield db, n
+    drop(db)
+
+
 def check(db, *args):
     result = db.manage("adopt", "--check", "--format", "json", *args)
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)
 
 
-def product_rows(db) -> dict[str, str]:
+def product_rows(db, n=lambda sql: sql) -> dict[str, str]:
     """The product's own columns of every row, hashed per table."""
     return {
         t: db.sql(
-            f"SELECT count(*) || ':' || md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) "
-            f"FROM (SELECT {columns} FROM {t}) r"
+            n(
+                f"SELECT count(*) || ':' || md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) "
+                f"FROM (SELECT {columns} FROM {t}) r"
+            )
         )[0][0]
         for t, columns in PRODUCT_COLUMNS.items()
     }
@@ -126,22 +190,27 @@ def test_a_month_that_is_not_yyyy_mm_is_a_blocker(supabase_named):
     )
 
 
-def test_adopt_the_supabase_shape_end_to_end(supabase_named):
-    db = supabase_named
-    before, rows_before = catalog(db), product_rows(db)
+def test_adopt_end_to_end(shape):
+    """The Supabase shape, and the same product under other names again (its own mapping)."""
+    db, n = shape
+
+    def q(sql, params=None, **kwargs):
+        return db.sql(n(sql), params, **kwargs)
+
+    before, rows_before = catalog(db), product_rows(db, n)
     ai_before = dict(
-        db.sql("SELECT u.email, t.ai_interactions FROM usage_tracking t JOIN users u ON u.id = t.user_id")
+        q("SELECT u.email, t.ai_interactions FROM usage_tracking t JOIN users u ON u.id = t.user_id")
     )
 
     result = db.manage("adopt", "--drop-product-counter-triggers")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert product_rows(db) == rows_before  # only columns were added
-    assert db.sql(
+    assert product_rows(db, n) == rows_before  # only columns were added
+    assert q(
         "SELECT count(*) FROM usage_tracking WHERE period_start IS NULL OR period_end <= period_start"
     ) == [(0,)]
 
     # Opening balances: one event per customer and period with a non-zero counter, each audited.
-    events = db.sql(
+    events = q(
         "SELECT u.email, e.metric, e.quantity, e.occurred_at = t.period_start FROM usage_events e "
         "JOIN users u ON u.id = e.user_id JOIN usage_tracking t ON t.user_id = e.user_id ORDER BY 1, 2"
     )
@@ -152,7 +221,7 @@ def test_adopt_the_supabase_shape_end_to_end(supabase_named):
     assert [(e, m, float(q), at) for e, m, q, at in events] == [
         (e, m, float(q), at) for e, m, q, at in expected
     ]
-    assert db.sql("SELECT count(*) FROM audit_log WHERE action = 'opening_balance'") == [(len(expected),)]
+    assert q("SELECT count(*) FROM audit_log WHERE action = 'opening_balance'") == [(len(expected),)]
 
     result = db.manage("check_triggers")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -165,30 +234,30 @@ def test_adopt_the_supabase_shape_end_to_end(supabase_named):
     assert found == []
 
     # The product's raw writes, as its own role: every counter follows.
-    db.sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}")
-    u1 = db.sql("SELECT id FROM users WHERE email = 'u1@supa.example'")[0][0]
-    db.sql("INSERT INTO projects (user_id, name) VALUES (%s, 'second')", [u1], role=APP_ROLE)
-    db.sql(
+    q(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}")
+    u1 = q("SELECT id FROM users WHERE email = 'u1@supa.example'")[0][0]
+    q("INSERT INTO projects (user_id, name) VALUES (%s, 'second')", [u1], role=APP_ROLE)
+    q(
         "INSERT INTO preset_usage (preset_id, user_id) SELECT id, user_id FROM presets WHERE user_id = %s",
         [u1],
         role=APP_ROLE,
     )
-    db.sql(
+    q(
         "INSERT INTO usage_events (user_id, metric, quantity) VALUES (%s, 'ai_interaction', 1)",
         [u1],
         role=APP_ROLE,
     )
-    db.sql("INSERT INTO users (email) VALUES ('new@supa.example')", role=APP_ROLE)
-    new = db.sql("SELECT id FROM users WHERE email = 'new@supa.example'")[0][0]
-    db.sql("INSERT INTO projects (user_id, name) VALUES (%s, 'first')", [new], role=APP_ROLE)
+    q("INSERT INTO users (email) VALUES ('new@supa.example')", role=APP_ROLE)
+    new = q("SELECT id FROM users WHERE email = 'new@supa.example'")[0][0]
+    q("INSERT INTO projects (user_id, name) VALUES (%s, 'first')", [new], role=APP_ROLE)
     with pytest.raises(psycopg.errors.CheckViolation):
-        db.sql("SELECT increment_ai_usage(%s)", [u1], role=APP_ROLE)  # its own counter write: refused
-    assert db.sql(
+        q("SELECT increment_ai_usage(%s)", [u1], role=APP_ROLE)  # its own counter write: refused
+    assert q(
         "SELECT projects_count, ai_interactions FROM usage_tracking WHERE user_id = %s AND month = to_char(now(), 'YYYY-MM')",
         [u1],
     ) == [(2, ai_before["u1@supa.example"] + 1)]
-    assert db.sql("SELECT usage_count FROM presets WHERE user_id = %s", [u1]) == [(2,)]
-    assert db.sql("SELECT projects_count FROM usage_tracking WHERE user_id = %s", [new]) == [(1,)]
+    assert q("SELECT usage_count FROM presets WHERE user_id = %s", [u1]) == [(2,)]
+    assert q("SELECT projects_count FROM usage_tracking WHERE user_id = %s", [new]) == [(1,)]
     found, _ = report(db)
     assert found == []
 
@@ -218,8 +287,9 @@ print("email", customer.email in client.get(f"/admin/usage/customer/{customer.pk
 """
 
 
-def test_the_pages_of_an_adopted_supabase_database(supabase_named):
+def test_the_pages_of_an_adopted_database_with_other_names(shape):
     """The same code serves the product's names: the admin, finance pages and health all answer."""
+    supabase_named, _ = shape
     result = supabase_named.manage("adopt", "--drop-product-counter-triggers")
     assert result.returncode == 0, result.stdout + result.stderr
     result = supabase_named.manage("shell", "-c", PAGES)

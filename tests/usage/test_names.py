@@ -193,6 +193,28 @@ def test_the_identity_puts_nothing_in_the_migrations_state():
     assert operation.state_operations == [] and operation.database_operations == []
 
 
+def test_query_parameters_keep_their_names():
+    sql = "SELECT count(*) FROM usage_tracking WHERE month = %(month)s AND customer_id = %s"
+    assert (
+        render(sql, SUPABASE)
+        == "SELECT count(*) FROM usage_tracking WHERE month = %(month)s AND user_id = %s"
+    )
+    renamed = mapping_parse({"columns": {"usage_tracking.month": "period_key"}})
+    assert (
+        render(sql, renamed)
+        == "SELECT count(*) FROM usage_tracking WHERE period_key = %(month)s AND customer_id = %s"
+    )
+
+
+def test_a_column_alias_named_like_a_product_table_is_kept():
+    sql = "SELECT a.projects FROM (SELECT count(*) AS projects FROM projects p) active"
+    renamed = mapping_parse({"tables": {"projects": "workspaces"}})
+    assert (
+        render(sql, renamed)
+        == "SELECT a.projects FROM (SELECT count(*) AS projects FROM workspaces p) active"
+    )
+
+
 def test_the_report_keeps_its_own_table_s_customer_id_and_renames_the_product_s():
     from usage.services.drift import DRIFT_COLUMNS
 
