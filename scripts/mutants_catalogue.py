@@ -386,12 +386,12 @@ MUTANTS = [
     Mutant(
         "recount-before-lock",
         "billing/ops/integrity.py",
-        "            _fetch(group.lock_sql, [customer_ids])\n"
+        "            _fetch(drift_sql(group.lock_sql), [customer_ids])\n"
         "            # A later statement than the lock: its snapshot sees every write committed before it.\n"
         "            scan = drift_scan(customer_ids, groups=(group,))",
         "            scan = drift_scan(customer_ids, groups=(group,))\n"
         "            # A later statement than the lock: its snapshot sees every write committed before it.\n"
-        "            _fetch(group.lock_sql, [customer_ids])",
+        "            _fetch(drift_sql(group.lock_sql), [customer_ids])",
         (INTEGRITY,),
         "reconciliation recounts before locking: loses a blocked writer's increment (issue 14 finding)",
     ),
