@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0010_audit_project_limit_override"),
+        ("billing", "0012_run_findings_search_indexes"),
     ]
 
     operations = [
