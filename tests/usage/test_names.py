@@ -92,7 +92,9 @@ def test_a_mapping_keeps_billing_ops_own_columns_where_the_text_also_names_one_o
     assert "billing_consume.customer_id" in consume
     roll = render((BILLING_SQL / "billing_period_roll.sql").read_text(), SUPABASE)
     assert "UPDATE users SET current_period_start = new_start" in roll
-    assert "INSERT INTO audit_log (at, actor, action, target_type, target_id, customer_id," in roll
+    assert "'customer_id', p_customer" in roll  # the audit row's key, appended by billing_audit_append
+    audit = render((BILLING_SQL / "billing_audit_append.sql").read_text(), SUPABASE)
+    assert "INSERT INTO audit_log (at, actor, action, target_type, target_id, customer_id," in audit
     assert "WHERE t.user_id = p_customer" in roll
 
 
