@@ -3,15 +3,12 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from django.contrib import admin, messages
-from django.contrib.admin import helpers
+from django.contrib import admin
 from django.contrib.admin.views.main import ORDER_VAR, ChangeList
-from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import OperationalError, connection, connections, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
-from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -126,20 +123,6 @@ class BigTableAdmin(admin.ModelAdmin):
         return IndexOrderChangeList
 
     empty_value_display = ""
-
-    def response_action(self, request, queryset):
-        """A selection that is not ids of this table (a hand-made POST: "not-a-uuid", a NUL byte) gets
-        a message and no action; Django's own filter raised ValidationError, a 500."""
-        pk = self.model._meta.pk
-        try:
-            for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
-                pk.to_python(value)
-        except ValidationError:
-            self.message_user(
-                request, "Nothing was done: the selection is not rows of this list.", messages.ERROR
-            )
-            return HttpResponseRedirect(request.get_full_path())
-        return super().response_action(request, queryset)
 
 
 SEARCH_CUSTOMERS_MAX = 1_000
