@@ -190,7 +190,7 @@ def test_the_models_take_their_table_and_column_names_from_the_mapping_file():
 def test_the_identity_puts_nothing_in_the_migrations_state():
     from importlib import import_module
 
-    migration = import_module("usage.migrations.0016_product_names").Migration
+    migration = import_module("usage.migrations.0018_product_names").Migration
     (operation,) = migration.operations
     assert operation.state_operations == [] and operation.database_operations == []
 

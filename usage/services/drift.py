@@ -21,7 +21,7 @@ from usage.metrics import METRICS
 from usage.names import render
 from usage.numbers import number_plain
 
-# The scan's rows live in usage_drift_rows (usage 0016), seen through the view usage_drift, which
+# The scan's rows live in usage_drift_rows (usage 0017), seen through the view usage_drift, which
 # shows the current transaction's rows only: no temporary table, as the app role may create none
 # (SPEC §10). Before it writes, a scan deletes its transaction's earlier rows and those of
 # transactions that have finished (older than every snapshot's xmin), skipping rows another

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0012_run_findings_search_indexes"),
+        ("billing", "0013_admin_filter_indexes"),
     ]
 
     operations = [

@@ -43,7 +43,7 @@ def _state_operations():
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("usage", "0015_customers_email_message"),
+        ("usage", "0017_drift_rows"),
     ]
 
     operations = [migrations.SeparateDatabaseAndState(state_operations=_state_operations())]

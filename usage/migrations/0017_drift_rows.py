@@ -24,7 +24,7 @@ CREATE VIEW usage_drift AS
 class Migration(migrations.Migration):
     """usage_drift_rows and its per-transaction view usage_drift: the scan's rows without a temp table."""
 
-    dependencies = [("usage", "0015_customers_email_message")]
+    dependencies = [("usage", "0016_customers_email_prefix")]
 
     operations = [
         migrations.RunSQL(SQL, reverse_sql="DROP VIEW usage_drift; DROP TABLE usage_drift_rows;"),
