@@ -302,7 +302,9 @@ def _product_table_items(connection, cursor, model, tables, role, superuser) -> 
                 )
             )
     # Whether the rows allow the missing constraints needs reading them: the owner's run will tell.
-    if info["readable"] and all(f.column in found or f.column in derived for f in model._meta.concrete_fields):
+    if info["readable"] and all(
+        f.column in found or f.column in derived for f in model._meta.concrete_fields
+    ):
         items += _constraint_items(connection, cursor, model, info["oid"], derived)
     return items
 
