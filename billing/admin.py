@@ -209,31 +209,35 @@ class ActiveProjectsFilter(admin.SimpleListFilter):
         return queryset if high is None else queryset.filter(active_projects__lte=high)
 
 
-def _found_at_last_report(queryset, check: str):
-    """The customers the last full report found with ``check`` (its findings, by index)."""
-    run = last_full_report()
-    if run is None:
-        return queryset.none()
-    return queryset.filter(pk__in=RunFinding.objects.filter(run=run, check_name=check).values("customer_id"))
+class LastReportFindingFilter(admin.SimpleListFilter):
+    """The customers the last full report found with ``check`` (its findings, kept with the run, by
+    index), as the dashboard counts them: evaluated row by row, these filters walked every customer at
+    a million (bench/admin.py)."""
 
-
-class OverLimitFilter(admin.SimpleListFilter):
-    """Over a limit at the last full report (its findings, by index), as the dashboard counts them.
-
-    Computing each customer's usage from its events for the whole list took seconds at a million
-    customers (bench/admin.py); the OVER flag on each listed row is still computed now, from the truth.
-    """
-
-    title = "over a limit"
-    parameter_name = "over"
+    check = ""
+    label = ""
 
     def lookups(self, request, model_admin):
-        return [("yes", "at the last full report")]
+        return [("yes", self.label)]
 
     def queryset(self, request, queryset):
         if self.value() != "yes":
             return queryset
-        return _found_at_last_report(queryset, "over_limit")
+        run = last_full_report()
+        if run is None:
+            return queryset.none()
+        found = RunFinding.objects.filter(run=run, check_name=self.check).values("customer_id")
+        return queryset.filter(pk__in=found)
+
+
+class OverLimitFilter(LastReportFindingFilter):
+    """Over a limit at the last full report; the OVER flag on each listed row is still computed now,
+    from the truth."""
+
+    title = "over a limit"
+    parameter_name = "over"
+    check = "over_limit"
+    label = "at the last full report"
 
 
 class DriftFilter(admin.SimpleListFilter):
@@ -256,21 +260,14 @@ class DriftFilter(admin.SimpleListFilter):
         return queryset.filter(pk__in=drifted)
 
 
-class StalePeriodFilter(admin.SimpleListFilter):
-    """The stale_period finding (a period that ended unrolled) at the last full report, as the
-    dashboard counts it: evaluated row by row it walked every customer when none was stale (94 s at
-    1M customers, bench/admin.py). Cron opens the next periods every few minutes (roll_usage_periods)."""
+class StalePeriodFilter(LastReportFindingFilter):
+    """A period that ended unrolled (stale_period) at the last full report. Cron opens the next
+    periods every few minutes (roll_usage_periods)."""
 
     title = "period"
     parameter_name = "stale"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "ended without a rollover, at the last full report")]
-
-    def queryset(self, request, queryset):
-        if self.value() != "yes":
-            return queryset
-        return _found_at_last_report(queryset, "stale_period")
+    check = "stale_period"
+    label = "ended without a rollover, at the last full report"
 
 
 class CustomerChangeList(IndexOrderChangeList):
