@@ -34,6 +34,7 @@ from demo.data import plans_ensure
 from tests.conftest import raises_sqlstate, run_manage
 from tests.factories import CustomerFactory, ProjectFactory
 from tests.referee import assert_invariants
+from usage.horizon import PERIOD_OUTSIDE_HORIZON, latest
 from usage.models import Preset, UsageTracking
 from usage.services.counters import counter_writes_allowed
 
@@ -325,3 +326,51 @@ def test_the_scan_leaves_no_rows_behind_and_sees_only_its_own(roles):
         assert cursor.fetchone()[0] == 0  # each scan deletes its rows before it commits
         cursor.execute("SELECT count(*) FROM usage_drift")  # another transaction's rows: none seen
         assert cursor.fetchone()[0] == 0
+
+
+def _periods(customer) -> list:
+    return list(UsageTracking.objects.filter(customer=customer).values_list("period_start", "period_end"))
+
+
+@pytest.mark.parametrize(
+    "start, end",
+    [
+        ("end", "9999-01-01T00:00:00Z"),  # reproduced as billing_app: a period ending in 9999, opened
+        ("end", "horizon+1s"),
+        ("1970-01-01T00:00:00Z", "1970-02-01T00:00:00Z"),
+        ("1999-12-31T23:59:59Z", "2000-01-15T00:00:00Z"),
+        ("end+1d", "end"),  # reversed
+        ("end", "end"),  # empty
+        (None, "end"),
+        ("end", None),
+    ],
+)
+def test_the_app_role_opens_no_period_outside_the_horizon(roles, start, end):
+    """usage_tracking_open is SECURITY DEFINER and the app role may call it: it took any bounds."""
+    plans_ensure()
+    customer = CustomerFactory()
+    ProjectFactory(customer=customer)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        now = cursor.fetchone()[0]
+    after = customer.current_period_end  # no period of the customer's overlaps what is opened here
+    at = {"end": after, "end+1d": after + timedelta(days=1), "horizon+1s": latest(now) + timedelta(seconds=1)}
+    start, end = (at.get(v, v) for v in (start, end))
+    before, audit = _periods(customer), AuditLog.objects.count()
+    with (
+        psycopg.connect(**_conninfo(APP)) as conn,
+        pytest.raises(psycopg.Error) as refused,
+        conn.transaction(),
+    ):
+        conn.execute("SELECT usage_tracking_open(%s, %s, %s)", [customer.pk, start, end])
+    assert refused.value.sqlstate == PERIOD_OUTSIDE_HORIZON
+    assert "is outside the accepted range: it must start on or after 2000-01-01" in str(refused.value)
+    assert (_periods(customer), AuditLog.objects.count()) == (before, audit)
+
+    # A period within the horizon still opens (the rule refuses bounds, not the app role).
+    assert (
+        _sqlstate("SELECT usage_tracking_open(%s, %s, %s)", [customer.pk, after, after + timedelta(days=31)])
+        is None
+    )
+    assert (after, after + timedelta(days=31)) in _periods(customer)
+    assert_invariants()
