@@ -342,7 +342,7 @@ def _parallel_redeliveries(app, plans, args) -> dict:
         for processor, _, data in events:
             barrier, got = threading.Barrier(copies), []
 
-            def deliver(processor=processor, data=data, barrier=barrier, got=got):
+            def deliver(processor=processor, data=data, barrier=barrier, got=got, answers=answers, lock=lock):
                 environ = _environ(processor, data)
                 try:
                     barrier.wait()
