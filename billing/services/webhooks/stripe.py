@@ -140,7 +140,34 @@ def charge_refunded(event: WebhookEvent, actor: str) -> Outcome:
 def dispute_created(event: WebhookEvent, actor: str) -> Outcome:
     dispute = STRIPE.fields(event)
     ref = dispute.text("payment_intent", required=False) or dispute.text("charge")
-    return pack_take_back(event, external_ref=f"stripe:{ref}", kind=CreditDraw.Kind.CHARGEBACK, actor=actor)
+    dispute_id = dispute.text("id")
+
+    def won_already(grant) -> str | None:
+        """Stripe does not promise the order of events: a close in our favour delivered first (and
+        applied: it found nothing taken) means this dispute takes nothing back."""
+        closed = (
+            WebhookEvent.objects.filter(
+                customer_id=grant.customer_id,  # indexed; the won close was recorded with it
+                processor="stripe",
+                event_type="charge.dispute.closed",
+                status=WebhookEvent.Status.PROCESSED,
+                payload__data__object__id=dispute_id,
+                payload__data__object__status="won",
+            )
+            .values_list("event_id", flat=True)
+            .first()
+        )
+        if closed is None:
+            return None
+        return f"dispute {dispute_id} was already closed won ({closed}): nothing taken back"
+
+    return pack_take_back(
+        event,
+        external_ref=f"stripe:{ref}",
+        kind=CreditDraw.Kind.CHARGEBACK,
+        actor=actor,
+        settled=won_already,
+    )
 
 
 def dispute_closed(event: WebhookEvent, actor: str) -> Outcome:
