@@ -68,9 +68,17 @@ def _subscription_state(event: WebhookEvent) -> SubscriptionState:
 
 
 def _plan_item(items: list[Fields], price_ids: tuple[str, ...]) -> Fields | None:
-    """The item whose period counts: the plan's (the first with a period if none is known yet)."""
+    """The item whose period counts: the plan's (the first with a period if none is known yet).
+
+    Items of one subscription usually share its billing period: then any of them says it, and the
+    plans need not be read (a second statement per delivery, SPEC §11); the plan's item is looked up
+    only when the items' periods differ.
+    """
     from billing.models import Plan
 
+    periodic = [item for item in items if item.has("current_period_start")]
+    if len({(item.raw("current_period_start"), item.raw("current_period_end")) for item in periodic}) <= 1:
+        return periodic[0] if periodic else None
     plan_prices = set(
         Plan.objects.filter(stripe_price_id__in=price_ids).values_list("stripe_price_id", flat=True)
     )
