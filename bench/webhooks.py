@@ -43,7 +43,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from common import fresh_bench_schema, log  # sets up Django on the benchmark database
+from common import ROOT, fresh_bench_schema, log  # sets up Django on the benchmark database
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count
@@ -67,6 +67,12 @@ def main():
         "--threads", type=int, default=8, help="threads of the concurrent rounds (gunicorn --threads)"
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--port", type=int, default=8123, help="where the gunicorn rounds' server listens (127.0.0.1)"
+    )
+    parser.add_argument(
+        "--no-gunicorn", action="store_true", help="skip the rounds against a gunicorn process"
+    )
     args = parser.parse_args()
     if not 2 <= args.threads <= 64:
         parser.error("--threads must be 2 to 64")
@@ -86,39 +92,62 @@ def main():
     for n in range(args.rounds):
         rows.append(_threaded_round(app, plans, args, tag=f"t{n}"))
     parallel = _parallel_redeliveries(app, plans, args)
+    if not args.no_gunicorn:
+        server, worker, server_log = _gunicorn_start(args)
+        try:
+            warm = argparse.Namespace(**{**vars(args), "customers": 20, "deliveries": 20 * args.threads})
+            _gunicorn_round(worker, plans, warm, tag="gw")  # each thread's connection, first imports
+            for n in range(args.rounds):
+                rows.append(_gunicorn_round(worker, plans, args, tag=f"g{n}"))
+        finally:
+            server.terminate()
+            server.wait(30)
+        log(f"gunicorn's log: {server_log}")
     commit_us = _commit_floor()
     stack_us = _stack_floor(client)
     connect_us = _connect_cost()
 
     print(
-        f"Webhook ingestion, one process ({os.cpu_count()} cores), {args.deliveries:,} deliveries a round of "
-        f"which {args.deliveries - int(args.deliveries * 0.9):,} are redeliveries; same stream every round. "
-        "Sequential rounds: one delivery after another through the test client, the Python path and one "
-        f"statement alternating. Concurrent rounds: {args.threads} threads of this process, each its own "
-        "connection, calling the WSGI application as gunicorn's gthread worker does (one statement).\n"
+        f"Webhook ingestion on one process, {os.cpu_count()} cores, {args.deliveries:,} deliveries a round of "
+        f"which {args.deliveries - int(args.deliveries * 0.9):,} are redeliveries; the same stream every round.\n\n"
+        "- sequential: one delivery after another through Django's test client (the Python path and one "
+        "statement alternating)\n"
+        f"- threads: {args.threads} threads of this process, each its own kept connection, calling the WSGI "
+        "application as gunicorn's gthread worker does\n"
+        f"- gunicorn: a real `gunicorn --workers 1 --threads {args.threads}` (gunicorn.conf.py, DEBUG off, "
+        f"its JSON access log) fed over HTTP/1.1 keep-alive by {args.threads} client connections of this "
+        "process; CPU is the worker process's (the client's is listed apart)\n"
     )
     print(
-        "| path | threads | deliveries/s | statements per delivery | HTTP answers | inbox rows (unique events) "
-        "| by status | credit grants (packs) | audit rows | CPU per delivery: Python, PostgreSQL | load average (1 min) |"
+        "| served by | path | deliveries/s | statements per delivery | HTTP answers | inbox rows (unique events) "
+        "| by status | credit grants (packs) | audit rows | CPU per delivery: Python, PostgreSQL "
+        "| load average (1 min) |"
     )
-    print("|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|")
     for r in rows:
+        served = {"test client": "sequential", "threads": f"{r['threads']} threads", "gunicorn": "gunicorn"}[
+            r["server"]
+        ]
+        statements = "-" if r["statements"] is None else f"{r['statements']:.1f}"
+        client = f" (client {r['client_cpu_ms']:.2f} ms)" if "client_cpu_ms" in r else ""
         print(
-            f"| {'one statement' if r['one_statement'] else 'Python'} | {r['threads']} | {r['rate']:,.0f} "
-            f"| {r['statements']:.1f} | {r['answers']} | {r['stored']:,} ({r['unique']:,}) | {r['by_status']} "
+            f"| {served} | {'one statement' if r['one_statement'] else 'Python'} | {r['rate']:,.0f} "
+            f"| {statements} | {r['answers']} | {r['stored']:,} ({r['unique']:,}) | {r['by_status']} "
             f"| {r['grants']:,} ({r['packs']:,}) | {r['audit']:,} "
-            f"| {r['cpu_ms']:.2f} ms, {r['backend_cpu_ms']:.2f} ms | {r['load']:.1f} |"
+            f"| {r['cpu_ms']:.2f} ms, {r['backend_cpu_ms']:.2f} ms{client} | {r['load']:.1f} |"
         )
-    sequential = [r for r in rows if r["threads"] == 1]
+    sequential = [r for r in rows if r["server"] == "test client"]
     old = statistics.median(r["rate"] for r in sequential if not r["one_statement"])
     new = statistics.median(r["rate"] for r in sequential if r["one_statement"])
-    threaded = [r for r in rows if r["threads"] > 1]
-    par = statistics.median(r["rate"] for r in threaded)
-    print(
-        f"\nMedian deliveries/s: Python path {old:,.0f}, one statement {new:,.0f} ({new / old:.2f}x), "
-        f"one statement on {args.threads} threads **{par:,.0f}** (SPEC §11 asks 500; load average "
-        f"{statistics.median(r['load'] for r in threaded):.1f} on {os.cpu_count()} cores during those rounds)."
-    )
+    summary = [f"sequential: Python path {old:,.0f}, one statement {new:,.0f} ({new / old:.2f}x)"]
+    for server, name in (("threads", f"{args.threads} threads in this process"), ("gunicorn", "gunicorn")):
+        mine = [r for r in rows if r["server"] == server]
+        if mine:
+            summary.append(
+                f"{name} **{statistics.median(r['rate'] for r in mine):,.0f}** (load average "
+                f"{statistics.median(r['load'] for r in mine):.1f})"
+            )
+    print(f"\nMedian deliveries/s (SPEC §11 asks 500 on one process): {'; '.join(summary)}.")
     print(
         f"Parallel redeliveries: each of {parallel['unique']} events delivered by {args.threads} threads at "
         f"the same instant: answers {parallel['answers']}, applied by exactly one delivery: "
@@ -208,6 +237,7 @@ def _round(client, plans, args, *, tag: str, one_statement: bool) -> dict:
     return {
         "one_statement": one_statement,
         "threads": 1,
+        "server": "test client",
         "rate": len(deliveries) / elapsed,
         "statements": statements[0] / len(deliveries),
         "answers": statuses,
@@ -329,12 +359,166 @@ def _threaded_round(app, plans, args, *, tag: str) -> dict:
     return {
         "one_statement": True,
         "threads": args.threads,
+        "server": "threads",
         "rate": len(deliveries) / elapsed,
         "statements": sum(statements) / len(deliveries),
         "answers": statuses,
         "load": os.getloadavg()[0],
         "cpu_ms": cpu / len(deliveries) * 1000,
         "backend_cpu_ms": (sum(backends_cpu) - backend_started) / len(deliveries) * 1000,
+        **_kept(customers, events, unique),
+    }
+
+
+def _gunicorn_start(args):
+    """gunicorn as production runs it (gunicorn.conf.py: its logging, one JSON access line a request),
+    one worker of ``args.threads`` threads, on the benchmark's database; behind a TLS proxy as far as
+    the app can tell (X-Forwarded-Proto from 127.0.0.1, which gunicorn trusts by default)."""
+    import subprocess
+    import urllib.request
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "billing.settings",
+        "SECRET_KEY": "bench-webhooks-" + "k" * 40,
+        "DEBUG": "off",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "EMBEDDED_DBNAME": settings.DATABASES["default"]["NAME"],
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "PADDLE_WEBHOOK_SECRET": SECRET,
+    }
+    if settings.DATABASES["default"]["ENGINE"] != "billing.db.embedded":
+        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-webhooks-gunicorn-{os.getpid()}.log"
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "--config",
+            str(ROOT / "gunicorn.conf.py"),
+            "--workers",
+            "1",
+            "--threads",
+            str(args.threads),
+            "--bind",
+            f"127.0.0.1:{args.port}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log_path.open("wb"),  # its log lines (one per request), as production writes them
+        start_new_session=True,
+    )
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/healthz", timeout=5):
+                break
+        except OSError:
+            if server.poll() is not None:
+                raise SystemExit(f"gunicorn exited ({server.returncode}); its log: {log_path}") from None
+            time.sleep(0.1)
+    else:
+        server.terminate()
+        raise SystemExit(f"gunicorn did not answer on port {args.port}; its log: {log_path}")
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    if len(children) != 1:
+        server.terminate()
+        raise SystemExit(f"expected one gunicorn worker, found {children}")
+    return server, int(children[0]), log_path
+
+
+def _backends() -> dict[int, float]:
+    """CPU seconds of every other connection to the benchmark database: the server's."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        )
+        pids = [pid for (pid,) in cursor.fetchall()]
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = _cpu_seconds(pid)
+        except OSError:  # a server on another machine (DATABASE_URL): not measured
+            pass
+    return found
+
+
+def _gunicorn_round(worker: int, plans, args, *, tag: str) -> dict:
+    """The round's deliveries over HTTP/1.1 keep-alive from ``args.threads`` client connections."""
+    import http.client
+
+    customers, events, unique, deliveries = _population(plans, args, tag)
+    shares = [deliveries[n :: args.threads] for n in range(args.threads)]
+    # Requests built and signed before the clock starts (the processor's work, not ours).
+    requests = [
+        [
+            (
+                f"/webhooks/{processor}/",
+                data,
+                {
+                    "Content-Type": "application/json",
+                    "X-Forwarded-Proto": "https",
+                    f"{processor.title()}-Signature": signature_header(processor, data, SECRET),
+                },
+            )
+            for processor, _, data in share
+        ]
+        for share in shares
+    ]
+    answers: list[dict] = [{} for _ in shares]
+    errors: list[str] = []
+    ready, go = threading.Barrier(len(shares) + 1), threading.Event()
+
+    def client(n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=60)
+        try:
+            conn.connect()
+            ready.wait()
+            go.wait()
+            for path, body, headers in requests[n]:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                answers[n][response.status] = answers[n].get(response.status, 0) + 1
+        except Exception as exc:  # noqa: BLE001 - reported after the round, which then fails
+            errors.append(repr(exc))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(len(shares))]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    log(
+        f"round {tag} (gunicorn, 1 worker, {args.threads} threads): posting {len(deliveries):,} deliveries ..."
+    )
+    backends_started, worker_started = _backends(), _cpu_seconds(worker)
+    client_started = time.process_time()
+    started = time.perf_counter()
+    go.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    client_cpu = time.process_time() - client_started
+    worker_cpu = _cpu_seconds(worker) - worker_started
+    backends_cpu = sum(cpu - backends_started.get(pid, 0.0) for pid, cpu in _backends().items())
+    if errors:
+        raise SystemExit(f"round {tag}: a delivery failed: {errors[0]}")
+    statuses: dict[int, int] = {}
+    for share in answers:
+        for code, n in share.items():
+            statuses[code] = statuses.get(code, 0) + n
+    return {
+        "one_statement": True,
+        "threads": args.threads,
+        "server": "gunicorn",
+        "rate": len(deliveries) / elapsed,
+        "statements": None,
+        "answers": statuses,
+        "load": os.getloadavg()[0],
+        "cpu_ms": worker_cpu / len(deliveries) * 1000,
+        "backend_cpu_ms": backends_cpu / len(deliveries) * 1000,
+        "client_cpu_ms": client_cpu / len(deliveries) * 1000,
         **_kept(customers, events, unique),
     }
 
