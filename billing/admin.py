@@ -148,7 +148,11 @@ class PlanFilter(admin.SimpleListFilter):
             return queryset
         if code == DEFAULT_PLAN_CODE:  # no live subscription counts as Free
             return queryset.filter(~_live_subscription(~Q(plan__code=code)))
-        return queryset.filter(_live_subscription(plan__code=code))
+        return queryset.filter(_live_subscription(**self.subscription_fields()))
+
+    def subscription_fields(self):
+        code = self.value()
+        return {"plan__code": code} if code in Plan.Code.values and code != DEFAULT_PLAN_CODE else {}
 
 
 class SubscriptionStatusFilter(admin.SimpleListFilter):
@@ -163,8 +167,11 @@ class SubscriptionStatusFilter(admin.SimpleListFilter):
         if status == "none":
             return queryset.filter(~_live_subscription())
         if status in Subscription.Status.values:
-            return queryset.filter(_live_subscription(status=status))
+            return queryset.filter(_live_subscription(**self.subscription_fields()))
         return queryset
+
+    def subscription_fields(self):
+        return {"status": self.value()} if self.value() in Subscription.Status.values else {}
 
 
 class ProcessorFilter(admin.SimpleListFilter):
@@ -176,8 +183,11 @@ class ProcessorFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() in Subscription.Processor.values:
-            return queryset.filter(_live_subscription(processor=self.value()))
+            return queryset.filter(_live_subscription(**self.subscription_fields()))
         return queryset
+
+    def subscription_fields(self):
+        return {"processor": self.value()} if self.value() in Subscription.Processor.values else {}
 
 
 _ACTIVE_PROJECTS = RawSQL(
@@ -272,6 +282,20 @@ class StalePeriodFilter(LastReportFindingFilter):
 
 class CustomerChangeList(IndexOrderChangeList):
     """Each page's plan, counters and their truth in one query (CUSTOMER_USAGE_SQL), and its findings."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        """The live-subscription filters (plan, status, processor) each keep their definition above;
+        together they also narrow the list to the customers having any subscription with all the
+        asked fields, one index-only range (subscriptions_live_filter) the planner can start from. A
+        rare pair (Paddle, past due: 5,000 of 1M) made the list walk 200,000 customers along the
+        email order, checking each one's live subscription (1.3 s at 1M, bench/admin.py)."""
+        queryset = super().get_queryset(request, exclude_parameters)
+        fields = {}
+        for spec in self.filter_specs:
+            fields.update(getattr(spec, "subscription_fields", dict)())
+        if fields:
+            queryset = queryset.filter(pk__in=Subscription.objects.filter(**fields).values("customer_id"))
+        return queryset
 
     def get_results(self, request):
         super().get_results(request)

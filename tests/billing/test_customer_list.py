@@ -198,3 +198,49 @@ def test_the_subscription_status_reads_in_words(admin_client, book):
     """ "past due (paddle)", not the stored "past_due" (seen on the tour's Growth filter)."""
     rows = _rows(admin_client.get(reverse(LIST), {"plan": "growth"}).content.decode())
     assert "past due (paddle)" in rows["small@example.com"] and "past_due" not in rows["small@example.com"]
+
+
+def _list_queries(client, query):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(reverse(LIST), query)
+    assert response.status_code == 200
+    return response, [q["sql"] for q in captured]
+
+
+def test_the_live_subscription_filters_start_from_the_subscriptions_they_ask_for(admin_client, book):
+    """ "Paddle, past due" (5,000 of 1M customers) walked 200,000 customers along the email order,
+    checking each one's live subscription: 1.3 s at 1M (bench/admin.py). The list now also narrows to
+    the customers with a subscription having every asked field, in one subquery an index serves
+    (subscriptions_live_filter), and its capped count is unordered (any 1,001 rows count the same)."""
+    response, queries = _list_queries(admin_client, {"processor": "paddle", "status": "past_due"})
+    assert list(_rows(response.content.decode())) == ["small@example.com"]
+    listing = [q for q in queries if q.startswith('SELECT "customers"."id"')]
+    assert listing, queries
+    narrowed = re.search(
+        r'"customers"\."id" IN \(SELECT U0\."customer_id" AS "customer_id" FROM "subscriptions" U0 WHERE \((.*?)\)\)',
+        listing[0],
+    )
+    assert narrowed, listing[0]
+    assert "\"processor\" = 'paddle'" in narrowed.group(1) and "\"status\" = 'past_due'" in narrowed.group(1)
+    count = [q for q in queries if q.startswith("SELECT COUNT(*)")]
+    assert count and "ORDER BY" not in count[0], count
+
+
+def test_the_live_subscription_still_decides(admin_client, book):
+    """The narrowing reads any subscription; the filter is still the live one's (billing_live_plan): a
+    customer whose Pro subscription was canceled, now on Starter, is not on Pro."""
+    plans = book
+    moved = CustomerFactory(email="moved@example.com")
+    _subscribe(moved, plans["pro"], status="canceled", processor="paddle")
+    _subscribe(moved, plans["starter"], processor="stripe")
+    assert "moved@example.com" not in _rows(admin_client.get(reverse(LIST), {"plan": "pro"}).content.decode())
+    listed = _rows(
+        admin_client.get(reverse(LIST), {"plan": "starter", "processor": "stripe"}).content.decode()
+    )
+    assert list(listed) == ["moved@example.com"]
+    assert (
+        _rows(admin_client.get(reverse(LIST), {"processor": "paddle", "plan": "pro"}).content.decode()) == {}
+    )

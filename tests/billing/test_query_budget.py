@@ -61,6 +61,8 @@ def _pages():
         "subscriptions, by processor id": reverse("admin:billing_subscription_changelist") + f"?q={sub}",
         "credit grants, by customer": reverse("admin:billing_creditgrant_changelist") + f"?q={s5.email}",
         "webhook events, failed": reverse("admin:billing_webhookevent_changelist") + "?status__exact=failed",
+        "customer list, Paddle, past due": reverse("admin:usage_customer_changelist")
+        + "?processor=paddle&status=past_due",
     }
 
 
