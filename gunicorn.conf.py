@@ -21,3 +21,9 @@ logconfig_dict = logging_config()
 # The control socket's default path is one per user, shared by every gunicorn on the machine (the
 # tests start several); this one is managed with signals (TERM to stop, HUP to reload).
 control_socket_disable = True
+# Each worker serves several requests at once: gunicorn's gthread worker, one process with this many
+# threads, each keeping its own database connection (DATABASE_CONN_MAX_AGE). Webhook deliveries served
+# in parallel share WAL flushes and overlap PostgreSQL's CPU with Python's; gunicorn's default (one
+# thread, the sync worker) served them one after another, which cannot reach SPEC §11's 500 a second
+# on one process (bench/webhooks.py). GUNICORN_CMD_ARGS="--threads N" overrides it.
+threads = 8

@@ -404,3 +404,14 @@ def test_health_is_200_on_plain_http_from_the_production_server(collected):
         status, _, body = server.get("/healthz")
     assert status == 200
     assert json.loads(body)["status"] == "ok"
+
+
+@pytest.mark.django_db
+def test_production_serves_requests_in_parallel_threads_of_one_worker(collected):
+    """gunicorn.conf.py's threads: one worker process serves several requests at once (SPEC §11's
+    webhook rate on one process needs it); gunicorn's default served one at a time."""
+    with gunicorn(collected) as server:
+        status, _, _ = server.get("/admin/login/", VIA_TLS_PROXY)
+        assert status == 200
+    messages = [r["message"] for r in json_lines(server.stderr) if r["logger"] == "gunicorn.error"]
+    assert "Using worker: gthread" in messages, messages
