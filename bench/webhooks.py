@@ -14,7 +14,11 @@ Every round runs on customers and subscriptions of its own with the same stream 
   CPU overlaps Python's. Threads in this process rather than a gunicorn process fed over HTTP by a
   client process: on a 2-core machine a client process would take CPU from the server it measures,
   and here the server process's CPU (Python) and its backends' (PostgreSQL) are measured exactly.
-  What this leaves out is gunicorn's own HTTP parsing and socket writes.
+  What this leaves out is gunicorn's own HTTP parsing and socket writes, which the next rounds add.
+- **gunicorn rounds**: a real ``gunicorn --workers 1 --threads N`` with production's gunicorn.conf.py
+  (DEBUG off, its JSON access log; X-Forwarded-Proto from 127.0.0.1 as a TLS proxy sends it) on
+  ``--port``, fed over HTTP/1.1 keep-alive by N client connections of this process; the worker's CPU
+  and its backends' per delivery, the client's apart (``--no-gunicorn`` skips them).
 - **Parallel redeliveries**: each event of a small stream delivered by every thread at the same
   instant must be applied by exactly one of them, leaving the rows the same stream leaves when each
   event is delivered once.
@@ -27,7 +31,7 @@ commit waits for) and the request stack alone (a delivery refused for its signat
 The load average (1 min) is printed beside every figure: other processes on the machine lower them.
 
     .venv/bin/python bench/webhooks.py               # 3,000 deliveries a round, two rounds of each
-    .venv/bin/python bench/webhooks.py --deliveries 1500 --rounds 2 --threads 8
+    .venv/bin/python bench/webhooks.py --deliveries 1500 --rounds 2 --threads 8 --port 8123
 
 Runs in its own database (billing_ops_bench). Progress on stderr; the Markdown table on stdout.
 """
