@@ -37,7 +37,7 @@ def test_the_current_period_predicate_is_written_once():
 
 
 def test_the_live_plan_is_written_once():
-    assert _copies(r"status\s*<>\s*'canceled'") == ["billing/sql/billing_live_plan.sql"]
+    assert _copies(r"status\s*<>\s*'canceled'") == ["billing/sql/billing_live_by_customer.sql"]
     assert _copies(r"Status\.CANCELED\)") == []
 
 

@@ -57,7 +57,8 @@ class PlanFilter(admin.SimpleListFilter):
     parameter_name = "plan"
 
     def lookups(self, request, model_admin):
-        return [(p.code, p.name) for p in Plan.objects.order_by("price", "code")]
+        self.plans = list(Plan.objects.order_by("price", "code").values_list("code", "name", "pk"))
+        return [(code, name) for code, name, _ in self.plans]
 
     def queryset(self, request, queryset):
         code = self.value()
@@ -65,14 +66,19 @@ class PlanFilter(admin.SimpleListFilter):
             return queryset
         if code not in {c for c, _ in self.lookup_choices}:
             return queryset.none()  # no such plan (and never a NUL byte sent to PostgreSQL)
-        # The live plan's one definition (billing_live_plan), as usage_report and billing_consume read it.
+        # The live plan's one definition, by key: the customer's live subscription
+        # (billing_live_by_customer, one probe of its unique index), else the plan billing_live_plan(NULL)
+        # gives a customer with none; as usage_report and billing_consume read it.
+        plan_id = next(pk for c, _, pk in self.plans if c == code)
         live_plan = RawSQL(
             render(
-                "SELECT p.code FROM billing_live_plan(usage_tracking.customer_id) lp JOIN plans p ON p.id = lp.plan_id"
+                "coalesce((SELECT ls.plan_id FROM billing_live_by_customer() ls"
+                " WHERE ls.customer_id = usage_tracking.customer_id),"
+                " (SELECT nosub.plan_id FROM billing_live_plan(NULL::uuid) nosub))"
             ),
             [],
         )
-        return queryset.alias(live_plan=live_plan).filter(live_plan=code)
+        return queryset.alias(live_plan_id=live_plan).filter(live_plan_id=plan_id)
 
 
 admin.site.unregister(UsageTracking)

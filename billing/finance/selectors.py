@@ -170,12 +170,13 @@ def usage_rows(month: str, plan: Plan | None = None) -> Iterator[dict]:
 # --- over-limit customers ------------------------------------------------------------------------
 
 
-# Current period (usage_period_current), tracked counters, the live plan (billing_live_plan) and its
-# allowance per metric (billing_plan_allowance: once per plan, not per row), the overage credit usage
-# drew in the period; "over" is billing.selectors' one rule (over_limit_lines, OVER_LIMIT_RULE) read
-# from the counters. "Since": the first of the unbroken run of periods, up to this one, over the same
-# limit by the same rule (the per-period counters against the plan now; subscriptions keep no plan
-# history).
+# Current period (usage_period_current), tracked counters, the live plan (billing_live_by_customer by
+# one hash join; none: billing_live_plan(NULL)) and its allowance per metric (billing_plan_allowance:
+# once per plan, not per row), the overage credit usage drew in the period (one grouped join over the
+# draws into current periods, not a probe per period); "over" is billing.selectors' one rule
+# (over_limit_lines, OVER_LIMIT_RULE) read from the counters; the email joined for the lines over only.
+# "Since": the first of the unbroken run of periods, up to this one, over the same limit by the same
+# rule (the per-period counters against the plan now; subscriptions keep no plan history).
 def _over_limit_sql() -> str:
     allowances = ", ".join(
         f"billing_plan_allowance(pl, '{m.code}') AS {USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE
@@ -184,10 +185,12 @@ def _over_limit_sql() -> str:
     kept_allowances = ", ".join(f"o.{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE)
     tracked = ", ".join(f"t.{m.counter} AS {USAGE_PREFIX[m.code]}_tracked" for m in CATALOGUE)
     credited = ", ".join(f"dr.{m.code} AS {USAGE_PREFIX[m.code]}_credited" for m in METERED)
+    per_metric = ", ".join(
+        f"sum(d.quantity) FILTER (WHERE g.metric = '{m.code}') AS {m.code}" for m in METERED
+    )
     # Overage credit usage drew within usage period t, per metric (what credit paid for is not over).
     draws = (
-        "SELECT "
-        + ", ".join(f"sum(d.quantity) FILTER (WHERE g.metric = '{m.code}') AS {m.code}" for m in METERED)
+        f"SELECT {per_metric}"
         + """
         FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
         WHERE d.customer_id = t.customer_id AND d.kind = 'usage'
@@ -195,20 +198,29 @@ def _over_limit_sql() -> str:
     )
     excess = "(o.used - o.allowance - o.credit)"
     return f"""
-WITH allowed AS (
+WITH allowed AS MATERIALIZED (
     SELECT pl.id, pl.code, pl.name, {allowances} FROM plans pl
+), drawn AS (  -- per current period: the draws usage made in it
+    SELECT t.id, {per_metric}
+    FROM credit_draws d
+    JOIN usage_tracking t ON t.customer_id = d.customer_id
+     AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+    JOIN credit_grants g ON g.id = d.grant_id
+    WHERE d.kind = 'usage' AND usage_period_current(t.period_start, t.period_end)
+    GROUP BY t.id
 ), usage AS (
-    SELECT c.id AS customer_id, c.email, pl.code AS plan_code, pl.name AS plan_name, {plan_allowances},
+    SELECT t.customer_id, pl.code AS plan_code, pl.name AS plan_name, {plan_allowances},
            {tracked}, {credited}, t.period_start, t.period_end
     FROM usage_tracking t
-    JOIN customers c ON c.id = t.customer_id
-    CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
-    JOIN allowed pl ON pl.id = lp.plan_id
-    LEFT JOIN LATERAL ({draws}) AS dr ON true
+    LEFT JOIN billing_live_by_customer() AS ls ON ls.customer_id = t.customer_id
+    CROSS JOIN billing_live_plan(NULL::uuid) AS nosub
+    JOIN allowed pl ON pl.id = coalesce(ls.plan_id, nosub.plan_id)
+    LEFT JOIN drawn dr ON dr.id = t.id
     WHERE usage_period_current(t.period_start, t.period_end)
 ), over AS (
-    SELECT u.*, m.metric, m.used, m.allowance, m.credit FROM usage u
+    SELECT u.*, c.email, m.metric, m.used, m.allowance, m.credit FROM usage u
     {over_limit_lines("tracked")}
+    JOIN customers c ON c.id = u.customer_id
     WHERE {OVER_LIMIT_RULE}
 )
 SELECT o.customer_id, o.email, o.plan_code, o.plan_name, o.metric, o.used, o.allowance, o.credit,
@@ -353,15 +365,14 @@ def credit_by_month(first: str, last: str, now: datetime | None = None) -> list[
 
 # --- trends --------------------------------------------------------------------------------------
 
-# The live plan once per customer (billing_live_plan), not once per period row.
+# The live plan by one hash join (billing_live_by_customer; none: billing_live_plan(NULL)), not a probe
+# per customer or per period row.
 _USAGE_TREND = """
-WITH live AS (
-    SELECT c.id AS customer_id, lp.plan_id FROM customers c CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
-)
 SELECT t.month, pl.code, sum(t.ai_interactions_count), sum(t.minutes_used)
 FROM usage_tracking t
-LEFT JOIN live s ON s.customer_id = t.customer_id
-LEFT JOIN plans pl ON pl.id = s.plan_id
+LEFT JOIN billing_live_by_customer() AS ls ON ls.customer_id = t.customer_id
+CROSS JOIN billing_live_plan(NULL::uuid) AS nosub
+LEFT JOIN plans pl ON pl.id = coalesce(ls.plan_id, nosub.plan_id)
 WHERE t.month >= %(first)s AND t.month <= %(last)s
 GROUP BY 1, 2
 """

@@ -29,23 +29,29 @@ REPORT_FIELDS = (
 )
 
 # One row per usage period that started in the month; finance's pages aggregate this same statement
-# (billing/finance/selectors.py), so the page, its CSV and this command cannot disagree.
+# (billing/finance/selectors.py), so the page, its CSV and this command cannot disagree. Set-based over
+# the month's million periods: the live plan by one hash join of billing_live_by_customer() (at most one
+# live subscription per customer; none = the plan billing_live_plan(NULL) gives), not a probe per row;
+# customers by a LEFT JOIN on their key (usage_tracking.customer_id is a non-null foreign key, so no
+# row is lost), which PostgreSQL drops when the aggregate reads no customer column.
 REPORT_ROWS_SQL = """
 WITH allowed AS MATERIALIZED (  -- each plan's allowances once, not once per period row
     SELECT pl.id, pl.code, billing_plan_allowance(pl, 'ai_interaction')::bigint AS ai_allowance,
            billing_plan_allowance(pl, 'minutes')::bigint AS minutes_allowance
     FROM plans pl
-), drawn AS (  -- overage credit usage drew in each of the month's periods (not a refund's take-back)
+), drawn AS (  -- overage credit usage drew in each of the month's periods (not a refund's take-back);
+    -- a period that started in the month starts at its first instant or later, so do its draws
     SELECT t.id, sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
            sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
-    FROM usage_tracking t
-    JOIN credit_draws d ON d.customer_id = t.customer_id AND d.kind = 'usage'
+    FROM credit_draws d
+    JOIN usage_tracking t ON t.customer_id = d.customer_id
      AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
     JOIN credit_grants g ON g.id = d.grant_id
-    WHERE t.month = %(month)s
+    WHERE t.month = %(month)s AND d.kind = 'usage'
+      AND d.drawn_at >= (%(month)s || '-01 00:00:00+00')::timestamptz
     GROUP BY t.id
 )
-SELECT c.id AS customer_id, c.email, pl.code AS plan, t.period_start, t.period_end,
+SELECT t.customer_id, c.email, pl.code AS plan, t.period_start, t.period_end,
        t.active_projects_count AS active_projects,
        t.ai_interactions_count AS ai_interactions,
        pl.ai_allowance,
@@ -53,9 +59,10 @@ SELECT c.id AS customer_id, c.email, pl.code AS plan, t.period_start, t.period_e
        t.minutes_used AS minutes, pl.minutes_allowance,
        coalesce(dr.minutes, 0) AS minutes_from_credit
 FROM usage_tracking t
-JOIN customers c ON c.id = t.customer_id
-CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
-LEFT JOIN allowed pl ON pl.id = lp.plan_id
+LEFT JOIN customers c ON c.id = t.customer_id
+LEFT JOIN billing_live_by_customer() AS ls ON ls.customer_id = t.customer_id
+CROSS JOIN billing_live_plan(NULL::uuid) AS nosub
+LEFT JOIN allowed pl ON pl.id = coalesce(ls.plan_id, nosub.plan_id)
 LEFT JOIN drawn dr ON dr.id = t.id
 WHERE t.month = %(month)s
 """
