@@ -45,8 +45,8 @@ def fetch(client: Client, url: str) -> int:
     )
 
 
-def measure(client: Client, url: str) -> dict:
-    """Best of three for the time; the query count; then one more run under tracemalloc (which slows
+def measure(client: Client, url: str, runs: int = 3) -> dict:
+    """Best of ``runs`` for the time; the query count; then one more run under tracemalloc (which slows
     Python down several times) for the peak memory."""
     times, queries = [], []
 
@@ -54,7 +54,7 @@ def measure(client: Client, url: str) -> dict:
         queries.append(sql)
         return execute(sql, params, many, context)
 
-    for _ in range(3):
+    for _ in range(runs):
         queries.clear()
         start = time.perf_counter()
         with connection.execute_wrapper(count):  # the request's own queries (CaptureQueriesContext
@@ -75,6 +75,8 @@ def main():
     parser.add_argument(
         "--reuse", action="store_true", help="keep the database's dataset if it was generated at this scale"
     )
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per page (the best is shown)")
+    parser.add_argument("--only", default="", help="measure only the pages whose URL contains this")
     args = parser.parse_args()
     customers = max(100, int(1_000_000 * args.scale))
 
@@ -107,8 +109,10 @@ def main():
         client.get(url)  # warm: the first request pays for imports and template compilation
     results = []
     for url in urls:
+        if args.only not in url:
+            continue
         log(f"GET {url} ...")
-        results.append(measure(client, url))
+        results.append(measure(client, url, args.runs))
 
     print(
         f"\nFinance pages at {customers:,} customers, {customers * MONTHS:,} usage periods "
@@ -119,7 +123,7 @@ def main():
             else "dataset kept from an earlier run.\n"
         )
     )
-    print("| page | time (best of 3) | queries | response | peak Python memory |")
+    print(f"| page | time (best of {args.runs}) | queries | response | peak Python memory |")
     print("|---|---:|---:|---:|---:|")
     for r in results:
         print(

@@ -73,7 +73,7 @@ class PlanFilter(admin.SimpleListFilter):
         live_plan = RawSQL(
             render(
                 "coalesce((SELECT ls.plan_id FROM billing_live_by_customer() ls"
-                " WHERE ls.customer_id = usage_tracking.customer_id),"
+                " WHERE ls.customer = usage_tracking.customer_id),"
                 " (SELECT nosub.plan_id FROM billing_live_plan(NULL::uuid) nosub))"
             ),
             [],

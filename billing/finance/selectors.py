@@ -172,8 +172,8 @@ def usage_rows(month: str, plan: Plan | None = None) -> Iterator[dict]:
 
 # Current period (usage_period_current), tracked counters, the live plan (billing_live_by_customer by
 # one hash join; none: billing_live_plan(NULL)) and its allowance per metric (billing_plan_allowance:
-# once per plan, not per row), the overage credit usage drew in the period (one grouped join over the
-# draws into current periods, not a probe per period); "over" is billing.selectors' one rule
+# once per plan, not per row), the overage credit usage drew in the period (for the periods above an
+# allowance only); "over" is billing.selectors' one rule
 # (over_limit_lines, OVER_LIMIT_RULE) read from the counters; the email joined for the lines over only.
 # "Since": the first of the unbroken run of periods, up to this one, over the same limit by the same
 # rule (the per-period counters against the plan now; subscriptions keep no plan history).
@@ -185,40 +185,43 @@ def _over_limit_sql() -> str:
     kept_allowances = ", ".join(f"o.{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE)
     tracked = ", ".join(f"t.{m.counter} AS {USAGE_PREFIX[m.code]}_tracked" for m in CATALOGUE)
     credited = ", ".join(f"dr.{m.code} AS {USAGE_PREFIX[m.code]}_credited" for m in METERED)
-    per_metric = ", ".join(
-        f"sum(d.quantity) FILTER (WHERE g.metric = '{m.code}') AS {m.code}" for m in METERED
+    # A line over by the rule is above its allowance (the credit usage drew is a sum of consume's draws,
+    # each positive), so only the periods with a counter above its allowance can be over: the credit
+    # drawn is looked up for those (a few percent of the current periods), not for every period.
+    above = " OR ".join(
+        f"u.{USAGE_PREFIX[m.code]}_tracked > u.{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE
     )
-    # Overage credit usage drew within usage period t, per metric (what credit paid for is not over).
-    draws = (
-        f"SELECT {per_metric}"
-        + """
+
+    def draws(row: str) -> str:
+        """Overage credit usage drew within usage period ``row``, per metric (what credit paid for is
+        not over)."""
+        return (
+            "SELECT "
+            + ", ".join(f"sum(d.quantity) FILTER (WHERE g.metric = '{m.code}') AS {m.code}" for m in METERED)
+            + f"""
         FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
-        WHERE d.customer_id = t.customer_id AND d.kind = 'usage'
-          AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end"""
-    )
+        WHERE d.customer_id = {row}.customer_id AND d.kind = 'usage'
+          AND d.drawn_at >= {row}.period_start AND d.drawn_at < {row}.period_end"""
+        )
+
     excess = "(o.used - o.allowance - o.credit)"
     return f"""
 WITH allowed AS MATERIALIZED (
     SELECT pl.id, pl.code, pl.name, {allowances} FROM plans pl
-), drawn AS (  -- per current period: the draws usage made in it
-    SELECT t.id, {per_metric}
-    FROM credit_draws d
-    JOIN usage_tracking t ON t.customer_id = d.customer_id
-     AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
-    JOIN credit_grants g ON g.id = d.grant_id
-    WHERE d.kind = 'usage' AND usage_period_current(t.period_start, t.period_end)
-    GROUP BY t.id
 ), usage AS (
-    SELECT t.customer_id, pl.code AS plan_code, pl.name AS plan_name, {plan_allowances},
-           {tracked}, {credited}, t.period_start, t.period_end
+    SELECT t.customer_id AS customer_id, pl.code AS plan_code, pl.name AS plan_name, {plan_allowances},
+           {tracked}, t.period_start, t.period_end
     FROM usage_tracking t
-    LEFT JOIN billing_live_by_customer() AS ls ON ls.customer_id = t.customer_id
+    LEFT JOIN billing_live_by_customer() AS ls ON ls.customer = t.customer_id
     CROSS JOIN billing_live_plan(NULL::uuid) AS nosub
     JOIN allowed pl ON pl.id = coalesce(ls.plan_id, nosub.plan_id)
-    LEFT JOIN drawn dr ON dr.id = t.id
     WHERE usage_period_current(t.period_start, t.period_end)
+), candidate AS (  -- the credit drawn is looked up for the rows above an allowance only (see above)
+    SELECT u.*, {credited} FROM usage u
+    LEFT JOIN LATERAL ({draws("u")}) AS dr ON true
+    WHERE {above}
 ), over AS (
-    SELECT u.*, c.email, m.metric, m.used, m.allowance, m.credit FROM usage u
+    SELECT u.*, c.email, m.metric, m.used, m.allowance, m.credit FROM candidate u
     {over_limit_lines("tracked")}
     JOIN customers c ON c.id = u.customer_id
     WHERE {OVER_LIMIT_RULE}
@@ -235,7 +238,7 @@ LEFT JOIN LATERAL (  -- this customer's earlier periods only (the over-limit few
         FROM (
             SELECT t.period_start, {kept_allowances}, {tracked}, {credited}
             FROM usage_tracking t
-            LEFT JOIN LATERAL ({draws}) AS dr ON true
+            LEFT JOIN LATERAL ({draws("t")}) AS dr ON true
             WHERE t.customer_id = o.customer_id AND t.period_start <= o.period_start
         ) u
         {over_limit_lines("tracked")}
@@ -370,7 +373,7 @@ def credit_by_month(first: str, last: str, now: datetime | None = None) -> list[
 _USAGE_TREND = """
 SELECT t.month, pl.code, sum(t.ai_interactions_count), sum(t.minutes_used)
 FROM usage_tracking t
-LEFT JOIN billing_live_by_customer() AS ls ON ls.customer_id = t.customer_id
+LEFT JOIN billing_live_by_customer() AS ls ON ls.customer = t.customer_id
 CROSS JOIN billing_live_plan(NULL::uuid) AS nosub
 LEFT JOIN plans pl ON pl.id = coalesce(ls.plan_id, nosub.plan_id)
 WHERE t.month >= %(first)s AND t.month <= %(last)s

@@ -51,7 +51,7 @@ WITH allowed AS MATERIALIZED (  -- each plan's allowances once, not once per per
       AND d.drawn_at >= (%(month)s || '-01 00:00:00+00')::timestamptz
     GROUP BY t.id
 )
-SELECT t.customer_id, c.email, pl.code AS plan, t.period_start, t.period_end,
+SELECT t.customer_id AS customer_id, c.email, pl.code AS plan, t.period_start, t.period_end,
        t.active_projects_count AS active_projects,
        t.ai_interactions_count AS ai_interactions,
        pl.ai_allowance,
@@ -60,7 +60,7 @@ SELECT t.customer_id, c.email, pl.code AS plan, t.period_start, t.period_end,
        coalesce(dr.minutes, 0) AS minutes_from_credit
 FROM usage_tracking t
 LEFT JOIN customers c ON c.id = t.customer_id
-LEFT JOIN billing_live_by_customer() AS ls ON ls.customer_id = t.customer_id
+LEFT JOIN billing_live_by_customer() AS ls ON ls.customer = t.customer_id
 CROSS JOIN billing_live_plan(NULL::uuid) AS nosub
 LEFT JOIN allowed pl ON pl.id = coalesce(ls.plan_id, nosub.plan_id)
 LEFT JOIN drawn dr ON dr.id = t.id

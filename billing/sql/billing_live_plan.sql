@@ -12,7 +12,7 @@ LANGUAGE sql STABLE AS $$
     FROM (SELECT 1) AS one
     LEFT JOIN LATERAL (
         SELECT s.subscription_id, s.subscription_status, s.plan_id FROM billing_live_by_customer() s
-        WHERE s.customer_id = p_customer
+        WHERE s.customer = p_customer
         ORDER BY s.created_at DESC, s.subscription_id DESC LIMIT 1
     ) AS s ON true
     LEFT JOIN plans free ON free.code = 'free'
