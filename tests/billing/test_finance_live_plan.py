@@ -1,0 +1,89 @@
+"""Finance reads each customer's plan by the live plan's one definition (billing_live_plan), though it
+joins the set form (billing_live_by_customer) over a month of periods: a customer with no subscription
+or only a canceled one is on Free, a canceled subscription never counts, a live one (trialing, active,
+past due) does. The command's rows, the month page, the drill-down and the trends all agree with it."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from billing.finance.selectors import usage_by_plan, usage_trend
+from billing.models import Plan, Subscription
+from billing.ops.usage_report import usage_report
+from billing.services.consume import consume
+from demo.data import plans_ensure
+from tests.factories import CustomerFactory, ProjectFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def subscribe(customer, plan, status):
+    return Subscription.objects.create(
+        customer=customer,
+        plan=plan,
+        status=status,
+        current_period_start=customer.current_period_start,
+        current_period_end=customer.current_period_end,
+    )
+
+
+def live_plan_code(customer) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.code FROM billing_live_plan(%s) lp JOIN plans p ON p.id = lp.plan_id", [customer.pk]
+        )
+        return cursor.fetchone()[0]
+
+
+def test_every_finance_view_of_a_month_takes_each_customers_live_plan(staff_client):
+    plans = plans_ensure()
+    Plan.objects.update(ai_interactions_per_period=None)  # nobody is refused below
+    kinds = {
+        name: CustomerFactory(email=f"{name}@finance-plan.test")
+        for name in ("no-subscription", "only-canceled", "canceled-then-trialing", "past-due", "active")
+    }
+    subscribe(kinds["only-canceled"], plans["growth"], Subscription.Status.CANCELED)
+    subscribe(kinds["canceled-then-trialing"], plans["pro"], Subscription.Status.CANCELED)
+    subscribe(kinds["canceled-then-trialing"], plans["starter"], Subscription.Status.TRIALING)
+    subscribe(kinds["past-due"], plans["growth"], Subscription.Status.PAST_DUE)
+    subscribe(kinds["active"], plans["pro"], Subscription.Status.ACTIVE)
+    used = {}
+    for n, customer in enumerate(kinds.values(), start=1):
+        ProjectFactory(customer=customer)
+        consume(customer_id=customer.pk, metric="ai_interaction", amount=10**n)  # 10, 100, ... per customer
+        used[customer.email] = Decimal(10**n)
+
+    expected = {c.email: live_plan_code(c) for c in kinds.values()}
+    assert expected == {
+        "no-subscription@finance-plan.test": "free",
+        "only-canceled@finance-plan.test": "free",
+        "canceled-then-trialing@finance-plan.test": "starter",
+        "past-due@finance-plan.test": "growth",
+        "active@finance-plan.test": "pro",
+    }
+    month = kinds["active"].current_period_start.strftime("%Y-%m")
+
+    # The command's rows (and so the month page and its CSV, which aggregate its statement).
+    rows = {r["email"]: r for r in usage_report(month) if r["email"] in expected}
+    assert {email: r["plan"] for email, r in rows.items()} == expected
+    per_plan = {}
+    for email, code in expected.items():
+        per_plan[code] = per_plan.get(code, 0) + used[email]
+    by_plan, _ = usage_by_plan(month)
+    assert {row.plan: row.metrics["ai"].used for row in by_plan} == per_plan
+
+    # The trends' month.
+    trend = usage_trend(month)
+    column = trend["months"].index(month)
+    assert {
+        code: values[column] for code, values in trend["series"]["ai"].items() if values[column]
+    } == per_plan
+
+    # The drill-down: each customer under its live plan and under no other.
+    finance = staff_client("fay", "Finance")
+    for code in ("free", "starter", "growth", "pro"):
+        listing = finance.get("/admin/usage/usagetracking/", {"month": month, "plan": code}).content.decode()
+        assert {email for email in expected if email in listing} == {
+            email for email, plan in expected.items() if plan == code
+        }, code
