@@ -343,6 +343,14 @@ MUTANTS = [
         "clients may write derived counters directly (I5)",
     ),
     Mutant(
+        "period-delete-guard-off",
+        "usage/triggers.py",
+        "IF EXISTS (SELECT 1 FROM customers c WHERE c.id = OLD.customer_id) THEN",
+        "IF false THEN",
+        ("tests/billing/test_db_roles.py",),
+        "the app role may DELETE a usage period row and keep its customer (issue 9)",
+    ),
+    Mutant(
         "counter-guard-misses-minutes",
         "usage/triggers.py",
         '" OLD.ai_interactions_count, OLD.minutes_used) IS DISTINCT FROM',

@@ -88,6 +88,23 @@ class TestNow:
         due.refresh_from_db()
         assert (due.current_period_start, due.current_period_end) == before
 
+    @pytest.mark.parametrize("now", ["9999-12-31T23:59:59Z", "1999-12-31T23:00:00Z", "+1130 days"])
+    def test_force_accepts_no_now_outside_the_horizon(self, now):
+        """With --force, --now 9999-12-31 still moved every customer into year 9999."""
+        due = self._due()
+        if now[0] == "+":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT (now() + interval '{now}')")
+                now = cursor.fetchone()[0].isoformat()
+        before = (due.current_period_start, due.current_period_end)
+        result = run_manage("roll_usage_periods", "--now", now, "--force")
+        assert result.returncode == 2, result.stdout + result.stderr
+        line = result.stderr.strip()
+        assert line.startswith(f"CommandError: --now {now[:4]}") and "even with --force" in line, line
+        assert "\n" not in line and result.stdout == ""
+        due.refresh_from_db()
+        assert (due.current_period_start, due.current_period_end) == before
+
     def test_within_a_day_runs_and_force_accepts_a_catch_up(self):
         due = self._due()
         with connection.cursor() as cursor:

@@ -14,6 +14,7 @@ from django.contrib.postgres.constraints import ExclusionConstraint
 from django.db import connections, models
 from django.db.models import BooleanField, F, Func
 
+from usage.horizon import period_check_sql_function
 from usage.metrics import metrics_sql_function
 from usage.models import Customer, UsageTracking
 from usage.sql_functions import SqlFunction, sql_functions
@@ -63,8 +64,9 @@ class TriggerStatus:
 
 
 def sql_definitions() -> list[SqlFunction]:
-    """usage's SQL functions, current definitions: usage/sql/*.sql and the generated catalogue."""
-    return [*sql_functions(SQL_DIR), metrics_sql_function()]
+    """usage's SQL functions, current definitions: usage/sql/*.sql and the generated ones (the metric
+    catalogue, the period horizon)."""
+    return [*sql_functions(SQL_DIR), metrics_sql_function(), period_check_sql_function()]
 
 
 def expected_sql_functions(definitions: Iterable[SqlFunction] | None = None) -> dict[str, str]:

@@ -269,8 +269,42 @@ def preset_triggers():
     ]
 
 
+_NOT_A_CASCADE = "pg_trigger_depth() = 0"  # the database's cascade from customers runs at depth 1
+
+
+def _protect_delete():
+    """A usage period row goes only with its customer (I5, SPEC §10): the app role could DELETE it.
+
+    Deferred to the commit: Django's cascade (Customer.delete, the admin's delete) and a product
+    that deletes a customer's rows before the customer both delete the periods first, in the same
+    transaction. The WHEN clause is evaluated at the DELETE itself, so the database's own cascade
+    from customers (depth 1) queues nothing. No function deletes a period (a recount rewrites it), so
+    no grant opens this guard: a period whose customer is still there at the commit was deleted by hand.
+    """
+    return pgtrigger.Trigger(
+        name="usage_tracking_protect_delete",
+        level=pgtrigger.Row,
+        when=pgtrigger.After,
+        operation=pgtrigger.Delete,
+        timing=pgtrigger.Deferred,
+        condition=pgtrigger.Condition(_NOT_A_CASCADE),
+        func=render(
+            """
+IF EXISTS (SELECT 1 FROM customers c WHERE c.id = OLD.customer_id) THEN
+    RAISE EXCEPTION 'usage period % of customer % was deleted without its customer: usage periods are deleted only with their customer', OLD.month, OLD.customer_id
+        USING ERRCODE = 'check_violation',
+              HINT = 'Delete the customer (its periods go with it); a wrong counter is recounted by manage.py reconcile_usage --apply.';
+END IF;
+RETURN NULL;
+""",
+            other_columns=_PRODUCT_ONLY,
+        ),
+    )
+
+
 def usage_tracking_triggers():
     return [
+        _protect_delete(),
         # Period rows are opened by the counter triggers or by the period services, never by hand.
         _protect("usage_tracking_protect_insert", pgtrigger.Insert, "true"),
         _protect(

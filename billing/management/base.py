@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
+from usage.horizon import EARLIEST, PERIOD_HORIZON, latest
+
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
 # Output beyond this much waits in a temporary file rather than in memory.
@@ -19,6 +21,10 @@ _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 NOW_TOO_FAR = (
     "--now {now} is {days} from the database clock ({db_now}); a wrong --now moves customers' periods "
     "for good. Check it, and add --force if it is meant."
+)
+NOW_OUTSIDE_HORIZON = (
+    "--now {now} is outside the accepted range of periods, even with --force: from {earliest} to "
+    "{latest} (the database clock + {days} days)"
 )
 
 
@@ -75,6 +81,16 @@ def now_checked(now: datetime | None, *, force: bool) -> datetime | None:
         days = f"{off.days:,} days" if off.days else "more than a day"
         raise CommandError(
             NOW_TOO_FAR.format(now=now.isoformat(), days=days, db_now=db_now.isoformat(timespec="seconds")),
+            returncode=EXIT_USAGE,
+        )
+    if not EARLIEST <= now <= latest(db_now):
+        raise CommandError(
+            NOW_OUTSIDE_HORIZON.format(
+                now=now.isoformat(),
+                earliest=EARLIEST.isoformat(),
+                latest=latest(db_now).isoformat(timespec="seconds"),
+                days=PERIOD_HORIZON.days,
+            ),
             returncode=EXIT_USAGE,
         )
     return now

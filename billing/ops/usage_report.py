@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from django.db import connections
 from django.utils import timezone
 
+from usage.horizon import EARLIEST
 from usage.names import render
 
 REPORT_FIELDS = (
@@ -70,7 +71,7 @@ WHERE t.month = %(month)s
 _REPORT = REPORT_ROWS_SQL + "ORDER BY c.email, t.period_start\n"
 
 
-FIRST_MONTH = "2000-01"  # no usage period started before billing-ops existed
+FIRST_MONTH = EARLIEST.strftime("%Y-%m")  # no usage period starts before the horizon (usage/horizon.py)
 MONTHS_AHEAD = 12  # periods open a month ahead at most; a year leaves room for clocks and cron
 
 

@@ -34,7 +34,8 @@ from demo.data import plans_ensure
 from tests.conftest import raises_sqlstate, run_manage
 from tests.factories import CustomerFactory, ProjectFactory
 from tests.referee import assert_invariants
-from usage.models import Preset, UsageTracking
+from usage.horizon import PERIOD_OUTSIDE_HORIZON, latest
+from usage.models import Customer, Preset, UsageTracking
 from usage.services.counters import counter_writes_allowed
 
 OWNER, APP = "billing_test_owner", "billing_test_app"
@@ -59,11 +60,13 @@ def _conninfo(user) -> dict:
 
 
 def _sqlstate(sql, params=None, *, user=APP) -> str | None:
-    """Run one statement as a real login of ``user``; the SQLSTATE it failed with (None: it ran)."""
+    """Run one statement (or a list of them, one transaction, each with ``params``) as a real login
+    of ``user``; the SQLSTATE it failed with (None: it ran and committed)."""
     with psycopg.connect(**_conninfo(user)) as conn:
         try:
             with conn.transaction():
-                conn.execute(sql, params)
+                for statement in [sql] if isinstance(sql, str) else sql:
+                    conn.execute(statement, params)
         except psycopg.Error as exc:
             return exc.sqlstate
     return None
@@ -180,6 +183,10 @@ def test_the_app_role_runs_the_apps_own_operations(roles, settings):
             "UPDATE usage_tracking SET active_projects_count = 99",
             "23514",
         ),
+        # A period row goes only with its customer (checked at the commit, so a cascade passes).
+        ("DELETE FROM usage_tracking", "23514"),
+        ("SET CONSTRAINTS ALL IMMEDIATE; DELETE FROM usage_tracking", "23514"),
+        ("DELETE FROM usage_tracking; SET CONSTRAINTS ALL DEFERRED", "23514"),
         ("UPDATE presets SET usage_count = 99", "23514"),
         ("UPDATE credit_grants SET remaining = 99", "23514"),
         ("INSERT INTO usage_counter_write_grants VALUES (pg_current_xact_id()::text::bigint)", "42501"),
@@ -325,3 +332,85 @@ def test_the_scan_leaves_no_rows_behind_and_sees_only_its_own(roles):
         assert cursor.fetchone()[0] == 0  # each scan deletes its rows before it commits
         cursor.execute("SELECT count(*) FROM usage_drift")  # another transaction's rows: none seen
         assert cursor.fetchone()[0] == 0
+
+
+def _periods(customer) -> list:
+    return list(UsageTracking.objects.filter(customer=customer).values_list("period_start", "period_end"))
+
+
+@pytest.mark.parametrize(
+    "start, end",
+    [
+        ("end", "9999-01-01T00:00:00Z"),  # reproduced as billing_app: a period ending in 9999, opened
+        ("end", "horizon+1s"),
+        ("1970-01-01T00:00:00Z", "1970-02-01T00:00:00Z"),
+        ("1999-12-31T23:59:59Z", "2000-01-15T00:00:00Z"),
+        ("end+1d", "end"),  # reversed
+        ("end", "end"),  # empty
+        (None, "end"),
+        ("end", None),
+    ],
+)
+def test_the_app_role_opens_no_period_outside_the_horizon(roles, start, end):
+    """usage_tracking_open is SECURITY DEFINER and the app role may call it: it took any bounds."""
+    plans_ensure()
+    customer = CustomerFactory()
+    ProjectFactory(customer=customer)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        now = cursor.fetchone()[0]
+    after = customer.current_period_end  # no period of the customer's overlaps what is opened here
+    at = {"end": after, "end+1d": after + timedelta(days=1), "horizon+1s": latest(now) + timedelta(seconds=1)}
+    start, end = (at.get(v, v) for v in (start, end))
+    before, audit = _periods(customer), AuditLog.objects.count()
+    with (
+        psycopg.connect(**_conninfo(APP)) as conn,
+        pytest.raises(psycopg.Error) as refused,
+        conn.transaction(),
+    ):
+        conn.execute("SELECT usage_tracking_open(%s, %s, %s)", [customer.pk, start, end])
+    assert refused.value.sqlstate == PERIOD_OUTSIDE_HORIZON
+    assert "is outside the accepted range: it must start on or after 2000-01-01" in str(refused.value)
+    assert (_periods(customer), AuditLog.objects.count()) == (before, audit)
+
+    # A period within the horizon still opens (the rule refuses bounds, not the app role).
+    assert (
+        _sqlstate("SELECT usage_tracking_open(%s, %s, %s)", [customer.pk, after, after + timedelta(days=31)])
+        is None
+    )
+    assert (after, after + timedelta(days=31)) in _periods(customer)
+    assert_invariants()
+
+
+def test_the_app_role_deletes_a_customer_with_its_periods_and_no_period_alone(roles):
+    """The guard on DELETE FROM usage_tracking lets a customer's deletion through, every way it comes:
+    Django's cascade (Customer.delete() deletes the periods first), the product's raw DELETE FROM
+    customers (the database's cascade), a product deleting the rows first (an adopted product's order)."""
+    plans_ensure()
+    by_orm, by_sql, rows_first, kept = CustomerFactory.create_batch(4)
+    for customer in (by_orm, by_sql, rows_first, kept):
+        ProjectFactory(customer=customer)
+        consume(customer_id=customer.pk, metric="minutes", amount=2)
+    _as(APP)
+    try:
+        Customer.objects.get(pk=by_orm.pk).delete()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
+    assert _sqlstate("DELETE FROM customers WHERE id = %s", [by_sql.pk]) is None
+    rows_then_customer = [
+        "DELETE FROM usage_tracking WHERE customer_id = %(id)s",
+        "DELETE FROM customers WHERE id = %(id)s",
+    ]
+    assert _sqlstate(rows_then_customer, {"id": rows_first.pk}) is None
+    # Its periods, then the customer, then the customer put back as it was: refused at the commit.
+    put_back = (
+        "INSERT INTO customers (id, email, name, current_period_start, current_period_end, created_at) "
+        "VALUES (%(id)s, %(email)s, %(name)s, %(current_period_start)s, %(current_period_end)s, %(created_at)s)"
+    )
+    row = Customer.objects.filter(pk=kept.pk).values().get()
+    assert _sqlstate([*rows_then_customer, put_back], row) == "23514"
+    assert _sqlstate("DELETE FROM usage_tracking WHERE customer_id = %s", [kept.pk]) == "23514"
+    assert set(UsageTracking.objects.values_list("customer_id", flat=True)) == {kept.pk}
+    assert not Customer.objects.filter(pk__in=[by_orm.pk, by_sql.pk, rows_first.pk]).exists()
+    assert_invariants()

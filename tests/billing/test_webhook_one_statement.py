@@ -20,7 +20,12 @@ from django.test.utils import CaptureQueriesContext
 from billing.models import AuditLog, CreditGrant, Subscription, WebhookEvent
 from demo import webhook_payloads as wp
 from demo.data import plans_ensure
-from tests.billing.test_webhook_traffic import _now, paddle_subscription, stripe_event
+from tests.billing.test_webhook_traffic import (
+    _now,
+    paddle_subscription,
+    stripe_event,
+    stripe_subscription_basil,
+)
 from tests.billing.test_webhooks import PADDLE_SECRET, STRIPE_SECRET, post
 from tests.factories import CustomerFactory, ProjectFactory
 from usage.models import Customer, UsageTracking
@@ -276,7 +281,9 @@ def test_both_paths_leave_the_same_rows_and_answers(settings):
         assert any(said in outcome for outcome in outcomes), said
 
 
-@pytest.mark.parametrize("kind", ["stripe update", "paddle update", "stripe pack", "paddle pack"])
+@pytest.mark.parametrize(
+    "kind", ["stripe update", "stripe update (basil)", "paddle update", "stripe pack", "paddle pack"]
+)
 def test_a_usual_delivery_is_one_statement(kind):
     now = _now()
     start, end = now - timedelta(days=3), now + timedelta(days=27)
@@ -287,6 +294,19 @@ def test_a_usual_delivery_is_one_statement(kind):
             stripe_event(
                 "customer.subscription.updated", _stripe_sub(C1, "price_demo_growth", start, end), created=now
             ),
+        )
+    elif kind == "stripe update (basil)":  # API 2025-03-31 on: the period on each item, an add-on first
+        sub = stripe_subscription_basil(
+            C1,
+            sub_id="sub_os_stripe",
+            items=[
+                ("price_seats_metered", "metered", start, end),
+                ("price_demo_growth", "licensed", start, end),
+            ],
+        )
+        processor, payload = (
+            "stripe",
+            stripe_event("customer.subscription.updated", sub, created=now, api_version="2025-03-31.basil"),
         )
     elif kind == "paddle update":
         processor, payload = (

@@ -848,3 +848,54 @@ def test_four_parallel_deliveries_of_one_event_apply_it_once(live_server, kind):
     else:  # each delivery is an attempt the processor made; none wrote anything else
         assert answers == [409] * 4 and (stored.status, stored.attempts) == ("failed", 4)
         assert not AuditLog.objects.exists()
+
+
+def test_a_dispute_closed_won_before_its_created_arrives_takes_nothing_back(client):
+    """Stripe does not promise event order: charge.dispute.closed (won) can reach us before
+    charge.dispute.created. The late created then takes nothing, and a refund after still can."""
+    plans_ensure()
+    customer = CustomerFactory()
+    session, grant = _pack_with_use(client, customer)  # 100 minutes, 30 used
+    won = stripe_event("charge.dispute.closed", _stripe_dispute(session, "won"), created=_now())
+    assert post(client, "stripe", won).json()["status"] == "processed"
+    opened = stripe_event(
+        "charge.dispute.created",
+        _stripe_dispute(session, "needs_response"),
+        created=_now() - timedelta(days=20),  # created long before it closed
+    )
+    answer = post(client, "stripe", opened).json()
+    assert answer["status"] == "processed"
+    outcome = WebhookEvent.objects.get(event_id=opened["id"]).outcome
+    assert (
+        outcome
+        == f"dispute dp_1MtJUT2eZvKYlo2CNaw2HvEv was already closed won ({won['id']}): nothing taken back"
+    )
+    grant.refresh_from_db()
+    assert grant.remaining == 70
+    assert not CreditDraw.objects.filter(grant=grant, kind="chargeback").exists()
+    assert not AuditLog.objects.filter(target_type="credit_grant", action="webhook_effect").exists()
+    # Another customer's dispute of another pack is not settled by this one's close.
+    other_session, other_grant = _pack_with_use(client, CustomerFactory())
+    other = stripe_event(
+        "charge.dispute.created",
+        _stripe_dispute(other_session, "needs_response", dispute_id="dp_other"),
+        created=_now(),
+    )
+    assert post(client, "stripe", other).json()["status"] == "processed"
+    other_grant.refresh_from_db()
+    assert other_grant.remaining == 0
+    # A refund of the first pack after all this takes back what is left.
+    charge = {
+        "id": "ch_3MtJUS2eZvKYlo2C1ACo3Y7D",
+        "object": "charge",
+        "amount": 1000,
+        "amount_refunded": 1000,
+        "refunded": True,
+        "payment_intent": session["payment_intent"],
+        "status": "succeeded",
+    }
+    assert post(client, "stripe", stripe_event("charge.refunded", charge, created=_now())).json()[
+        "status"
+    ] == ("processed")
+    grant.refresh_from_db()
+    assert grant.remaining == 0

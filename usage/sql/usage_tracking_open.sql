@@ -7,12 +7,15 @@
 -- its writes through (usage_counter_writes_granted) because it marks its transaction in
 -- usage_counter_write_grants, which the app role cannot write. Its search_path is fixed with pg_temp
 -- last, so a temporary table of the caller's cannot stand in for projects or usage_events.
+-- The app role may call it with any bounds: a period outside the sane horizon (usage_period_check,
+-- generated from usage/horizon.py) is refused with SQLSTATE UP001 and nothing written.
 CREATE OR REPLACE FUNCTION usage_tracking_open(p_customer uuid, p_period_start timestamptz, p_period_end timestamptz)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     mine boolean;
 BEGIN
+    PERFORM usage_period_check(p_period_start, p_period_end);
     INSERT INTO usage_counter_write_grants VALUES (pg_current_xact_id()::text::bigint) ON CONFLICT DO NOTHING RETURNING true INTO mine;
     INSERT INTO usage_tracking AS t (
         customer_id, period_start, period_end, month,

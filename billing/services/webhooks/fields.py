@@ -6,7 +6,7 @@ checks its JSON type, its length and its range, and raises WebhookFailed naming 
 failed with a reason a person can act on, instead of answering 500.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from uuid import UUID
 
@@ -14,11 +14,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from billing.services.webhooks.outcome import WebhookFailed
+from usage.horizon import EARLIEST, latest
 
-# Nothing we bill for started before this; a later time than now + PERIOD_HORIZON is a typo or an attack.
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-# The longest billing interval the processors offer is three years (Stripe); a few weeks of slack.
-PERIOD_HORIZON = timedelta(days=3 * 366 + 31)
 MAX_TEXT = 500  # ids, statuses, codes: nothing we read is longer
 
 _JSON_TYPE = {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}
@@ -33,11 +30,11 @@ def _kind(value) -> str:
 
 
 def time_in_range(value: datetime, path: str) -> datetime:
-    latest = timezone.now() + PERIOD_HORIZON
-    if not EARLIEST <= value <= latest:
+    last = latest(timezone.now())
+    if not EARLIEST <= value <= last:
         raise WebhookFailed(
             f"{path}: {value.isoformat()} is outside the accepted range "
-            f"[{EARLIEST.date().isoformat()}, {latest.date().isoformat()}]"
+            f"[{EARLIEST.date().isoformat()}, {last.date().isoformat()}]"
         )
     return value
 
@@ -45,7 +42,7 @@ def time_in_range(value: datetime, path: str) -> datetime:
 def unix_seconds(value, path: str) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int):
         raise WebhookFailed(f"{path}: expected a Unix time in seconds, got {_kind(value)}")
-    if not EARLIEST.timestamp() <= value <= (timezone.now() + PERIOD_HORIZON).timestamp():
+    if not EARLIEST.timestamp() <= value <= latest(timezone.now()).timestamp():
         raise WebhookFailed(f"{path}: {value} is outside the accepted range of times")
     return datetime.fromtimestamp(value, tz=UTC)
 

@@ -7,6 +7,8 @@ wins gives back what its chargeback took: a chargeback entry of the opposite sig
 chargebacks sum to nothing.
 """
 
+from collections.abc import Callable
+
 from django.db.models import Sum
 
 from billing.models import AuditLog, CreditDraw, CreditGrant, WebhookEvent
@@ -14,11 +16,24 @@ from billing.services.audit import audit_record
 from billing.services.webhooks.outcome import Outcome
 
 
-def pack_take_back(event: WebhookEvent, *, external_ref: str, kind: str, actor: str) -> Outcome:
-    """Take back what is left of the pack paid by ``external_ref``; once per grant."""
+def pack_take_back(
+    event: WebhookEvent,
+    *,
+    external_ref: str,
+    kind: str,
+    actor: str,
+    settled: Callable[[CreditGrant], str | None] | None = None,
+) -> Outcome:
+    """Take back what is left of the pack paid by ``external_ref``; once per grant.
+
+    ``settled``, asked under the grant's lock, says why nothing is to be taken (a dispute already
+    closed in the merchant's favour, its close delivered first), or None.
+    """
     grant = CreditGrant.objects.select_for_update().filter(external_ref=external_ref).first()
     if grant is None:
         return Outcome.ignored(f"{kind} of {external_ref}, which bought no overage pack")
+    if settled is not None and (why := settled(grant)):
+        return Outcome.processed(why, grant.customer_id)
     taken = CreditDraw.objects.filter(grant=grant, kind__in=CreditDraw.TAKE_BACK_KINDS).aggregate(
         n=Sum("quantity")
     )["n"]

@@ -68,9 +68,17 @@ def _subscription_state(event: WebhookEvent) -> SubscriptionState:
 
 
 def _plan_item(items: list[Fields], price_ids: tuple[str, ...]) -> Fields | None:
-    """The item whose period counts: the plan's (the first with a period if none is known yet)."""
+    """The item whose period counts: the plan's (the first with a period if none is known yet).
+
+    Items of one subscription usually share its billing period: then any of them says it, and the
+    plans need not be read (a second statement per delivery, SPEC §11); the plan's item is looked up
+    only when the items' periods differ.
+    """
     from billing.models import Plan
 
+    periodic = [item for item in items if item.has("current_period_start")]
+    if len({(item.raw("current_period_start"), item.raw("current_period_end")) for item in periodic}) <= 1:
+        return periodic[0] if periodic else None
     plan_prices = set(
         Plan.objects.filter(stripe_price_id__in=price_ids).values_list("stripe_price_id", flat=True)
     )
@@ -140,7 +148,34 @@ def charge_refunded(event: WebhookEvent, actor: str) -> Outcome:
 def dispute_created(event: WebhookEvent, actor: str) -> Outcome:
     dispute = STRIPE.fields(event)
     ref = dispute.text("payment_intent", required=False) or dispute.text("charge")
-    return pack_take_back(event, external_ref=f"stripe:{ref}", kind=CreditDraw.Kind.CHARGEBACK, actor=actor)
+    dispute_id = dispute.text("id")
+
+    def won_already(grant) -> str | None:
+        """Stripe does not promise the order of events: a close in our favour delivered first (and
+        applied: it found nothing taken) means this dispute takes nothing back."""
+        closed = (
+            WebhookEvent.objects.filter(
+                customer_id=grant.customer_id,  # indexed; the won close was recorded with it
+                processor="stripe",
+                event_type="charge.dispute.closed",
+                status=WebhookEvent.Status.PROCESSED,
+                payload__data__object__id=dispute_id,
+                payload__data__object__status="won",
+            )
+            .values_list("event_id", flat=True)
+            .first()
+        )
+        if closed is None:
+            return None
+        return f"dispute {dispute_id} was already closed won ({closed}): nothing taken back"
+
+    return pack_take_back(
+        event,
+        external_ref=f"stripe:{ref}",
+        kind=CreditDraw.Kind.CHARGEBACK,
+        actor=actor,
+        settled=won_already,
+    )
 
 
 def dispute_closed(event: WebhookEvent, actor: str) -> Outcome:
