@@ -188,16 +188,24 @@ def _over_limit_sql() -> str:
     # A line over by the rule is above its allowance (the credit usage drew is a sum of consume's draws,
     # each positive), so only the periods with a counter above its allowance can be over: the credit
     # drawn is looked up for those (a few percent of the current periods), not for every period.
+    per_metric = ", ".join(
+        f"sum(d.quantity) FILTER (WHERE g.metric = '{m.code}') AS {m.code}" for m in METERED
+    )
     above = " OR ".join(
         f"u.{USAGE_PREFIX[m.code]}_tracked > u.{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE
+    )
+    # And a period above its plan's allowance is above the smallest allowance of any plan (NULL when no
+    # plan limits the metric: nobody over it): the periods under every plan's allowance are left out
+    # before the plans are joined (half the current periods at 1M).
+    above_least = " OR ".join(
+        f"t.{m.counter} > (SELECT min({USAGE_PREFIX[m.code]}_allowance) FROM allowed)" for m in CATALOGUE
     )
 
     def draws(row: str) -> str:
         """Overage credit usage drew within usage period ``row``, per metric (what credit paid for is
         not over)."""
         return (
-            "SELECT "
-            + ", ".join(f"sum(d.quantity) FILTER (WHERE g.metric = '{m.code}') AS {m.code}" for m in METERED)
+            f"SELECT {per_metric}"
             + f"""
         FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
         WHERE d.customer_id = {row}.customer_id AND d.kind = 'usage'
@@ -215,11 +223,18 @@ WITH allowed AS MATERIALIZED (
     LEFT JOIN billing_live_by_customer() AS ls ON ls.customer = t.customer_id
     CROSS JOIN billing_live_plan(NULL::uuid) AS nosub
     JOIN allowed pl ON pl.id = coalesce(ls.plan_id, nosub.plan_id)
-    WHERE usage_period_current(t.period_start, t.period_end)
-), candidate AS (  -- the credit drawn is looked up for the rows above an allowance only (see above)
-    SELECT u.*, {credited} FROM usage u
-    LEFT JOIN LATERAL ({draws("u")}) AS dr ON true
-    WHERE {above}
+    WHERE usage_period_current(t.period_start, t.period_end) AND ({above_least})
+), above AS MATERIALIZED (  -- a period above an allowance: only these can be over (see above)
+    SELECT u.* FROM usage u WHERE {above}
+), drawn AS (  -- the credit usage drew in each of those periods (one current period per customer)
+    SELECT a.customer_id, {per_metric}
+    FROM above a
+    JOIN credit_draws d ON d.customer_id = a.customer_id AND d.kind = 'usage'
+     AND d.drawn_at >= a.period_start AND d.drawn_at < a.period_end
+    JOIN credit_grants g ON g.id = d.grant_id
+    GROUP BY a.customer_id
+), candidate AS (
+    SELECT a.*, {credited} FROM above a LEFT JOIN drawn dr ON dr.customer_id = a.customer_id
 ), over AS (
     SELECT u.*, c.email, m.metric, m.used, m.allowance, m.credit FROM candidate u
     {over_limit_lines("tracked")}

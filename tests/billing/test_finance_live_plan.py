@@ -5,6 +5,7 @@ past due) does. The command's rows, the month page, the drill-down and the trend
 
 from decimal import Decimal
 
+import pgtrigger
 import pytest
 from django.db import connection
 
@@ -13,7 +14,7 @@ from billing.models import Plan, Subscription
 from billing.ops.usage_report import usage_report
 from billing.services.consume import consume
 from demo.data import plans_ensure
-from tests.factories import CustomerFactory, ProjectFactory
+from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,3 +88,33 @@ def test_every_finance_view_of_a_month_takes_each_customers_live_plan(staff_clie
         assert {email for email in expected if email in listing} == {
             email for email, plan in expected.items() if plan == code
         }, code
+
+
+def test_a_plan_change_mid_month_and_a_reconciled_counter_show_at_once(staff_client):
+    """Nothing finance shows is kept aside: a customer moved to another plan mid-month is counted under
+    the new plan (the plan now, as the command has it), and a drifted counter that reconciliation sets
+    to the truth shows its true value on the next read."""
+    from billing.ops.integrity import usage_reconcile
+    from billing.services.plans import subscription_change_plan
+
+    plans = plans_ensure()
+    Plan.objects.update(ai_interactions_per_period=None)
+    customer = CustomerFactory(email="mover@finance-plan.test")
+    subscribe(customer, plans["starter"], Subscription.Status.ACTIVE)
+    ProjectFactory(customer=customer)
+    consume(customer_id=customer.pk, metric="ai_interaction", amount=7)
+    month = customer.current_period_start.strftime("%Y-%m")
+
+    def ai_by_plan():
+        return {row.plan: row.metrics["ai"].used for row in usage_by_plan(month)[0] if row.metrics["ai"].used}
+
+    assert ai_by_plan() == {"starter": 7}
+    subscription_change_plan(customer=customer, target=plans["growth"], actor="test")
+    assert ai_by_plan() == {"growth": 7}
+    assert [r["plan"] for r in usage_report(month) if r["email"] == customer.email] == ["growth"]
+
+    with pgtrigger.ignore("usage.UsageEvent:usage_events_on_insert"):  # drift: an event never counted
+        UsageEventFactory(customer=customer, metric="ai_interaction", quantity=5)
+    assert ai_by_plan() == {"growth": 7}  # the counters as they are
+    usage_reconcile(customer_ids=[customer.pk], apply=True, started_by="test")
+    assert ai_by_plan() == {"growth": 12}  # set to the truth: the next read shows it
