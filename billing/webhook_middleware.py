@@ -5,8 +5,8 @@ to frame. The middleware after this one (sessions, common, CSRF, authentication,
 clickjacking, admin input) had nothing to do for it and cost about a fifth of its Python time, as did
 resolving its URL; at 500 deliveries a second on one process that is what the process spends. What
 still applies runs: SecurityMiddleware and WhiteNoise before this one (HTTPS redirect, HSTS), the
-Host check of ALLOWED_HOSTS (CommonMiddleware's, done here), the view's own POST-only rule, and an
-exception still becomes a logged 500 (Django wraps every middleware).
+Host check of ALLOWED_HOSTS and the Content-Length header (CommonMiddleware's, done here), the view's
+own POST-only rule, and an exception still becomes a logged 500 (Django wraps every middleware).
 """
 
 from django.urls import get_script_prefix, reverse
@@ -28,4 +28,7 @@ class WebhookMiddleware:
         if view is None:
             return self.get_response(request)
         request.get_host()  # DisallowedHost (400) for a Host outside ALLOWED_HOSTS, as CommonMiddleware does
-        return view(request)
+        response = view(request)
+        # CommonMiddleware's too: without a length, a server sends the body chunked (one more write).
+        response.headers["Content-Length"] = str(len(response.content))
+        return response

@@ -136,6 +136,8 @@ def test_a_delivery_goes_to_its_view_past_the_admins_middleware(settings, client
     response = post(client, "stripe", ignored)
     assert response.status_code == 200 and response.json()["status"] == "ignored"
     assert "X-Frame-Options" not in response.headers and "Vary" not in response.headers
+    # Its length is said, as CommonMiddleware says it: without it gunicorn sent the answer chunked.
+    assert response.headers["Content-Length"] == str(len(response.content))
     assert client.get("/admin/login/").headers["X-Frame-Options"] == "DENY"
 
 
