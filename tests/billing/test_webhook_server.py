@@ -17,7 +17,7 @@ from django.test import Client
 from billing.models import CreditGrant, Subscription, WebhookEvent
 from billing.services.webhooks import signature_header
 from demo import webhook_payloads as wp
-from tests.billing.test_webhook_one_statement import C1, S1, _customers, _stripe_sub
+from tests.billing.test_webhook_one_statement import C1, C3, S1, _customers, _stripe_sub
 from tests.billing.test_webhook_traffic import _now, stripe_event
 from tests.billing.test_webhooks import STRIPE_SECRET
 
@@ -94,14 +94,8 @@ def test_a_delivery_on_a_kept_connection_sends_one_statement_and_no_health_check
     assert CreditGrant.objects.get(customer_id=C1).granted == 100
 
 
-def test_a_connection_the_server_dropped_between_deliveries_is_replaced_and_the_event_applied_once(caplog):
-    now = _now()
-    start, end = now - timedelta(days=3), now + timedelta(days=27)
-    _customers(start, end)
-    upgrade, pack, ignored = _events(start, end)
-    handler = WSGIHandler()
-    assert _deliver(handler, ignored) == "200 OK"
-    pid = connection.connection.info.backend_pid
+def _terminate(pid: int) -> None:
+    """The server drops a connection (a restart, an idle timeout, pg_terminate_backend by a person)."""
     with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
         assert other.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0] is True
         for _ in range(200):  # the backend exits asynchronously
@@ -109,18 +103,40 @@ def test_a_connection_the_server_dropped_between_deliveries_is_replaced_and_the_
                 other.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]
                 == 0
             ):
-                break
+                return
             time.sleep(0.05)
-        else:
-            pytest.fail(f"backend {pid} did not exit")
-    for payload in (pack, pack, upgrade):  # the first finds the connection dead
+    pytest.fail(f"backend {pid} did not exit")
+
+
+@pytest.mark.parametrize("first", ["one statement", "Python path"])
+def test_a_connection_the_server_dropped_between_deliveries_is_replaced_and_the_event_applied_once(
+    caplog, first
+):
+    now = _now()
+    start, end = now - timedelta(days=3), now + timedelta(days=27)
+    _customers(start, end)
+    upgrade, pack, ignored = _events(start, end)
+    # A subscription new here takes the Python path: its transaction meets the dropped connection.
+    new = stripe_event(
+        "customer.subscription.created",
+        _stripe_sub(C3, "price_demo_pro", start, end, sub_id="sub_server_new"),
+        created=now,
+    )
+    handler = WSGIHandler()
+    assert _deliver(handler, ignored) == "200 OK"
+    pid = connection.connection.info.backend_pid
+    _terminate(pid)
+    deliveries = (pack, pack, upgrade, new) if first == "one statement" else (new, pack, upgrade, new)
+    for payload in deliveries:  # the first finds the connection dead
         assert _deliver(handler, payload) == "200 OK"
     assert connection.connection.info.backend_pid != pid
     assert "the database connection was lost" in caplog.text
     assert CreditGrant.objects.get(customer_id=C1).granted == 100
     assert Subscription.objects.get(pk=S1).plan.code == "growth"
+    assert Subscription.objects.get(external_subscription_id="sub_server_new").plan.code == "pro"
     assert sorted(WebhookEvent.objects.values_list("status", "attempts")) == [
         ("ignored", 1),
+        ("processed", 1),
         ("processed", 1),
         ("processed", 1),
     ]
