@@ -67,7 +67,9 @@ def plan_allowance(plan: Plan, metric: Metric) -> int | None:
 # (the metric catalogue). The truth is read per customer through indexes: active projects
 # (projects_active_by_cust), the period's usage events (usage_events_sum_cover), the credit drawn
 # this period. {scope} narrows the customers.
-CUSTOMER_USAGE_SQL = """
+def _customer_usage_sql(*, projects: str, ai: str, minutes: str, truth: str) -> str:
+    """CUSTOMER_USAGE_SQL's columns, with the truth of the three metrics read by ``truth``'s joins."""
+    return f"""
 SELECT c.id AS customer_id, c.email, pl.code AS plan_code, pl.name AS plan_name,
        s.status AS subscription_status, s.processor,
        billing_plan_allowance(pl, 'active_projects') AS projects_allowance,
@@ -75,15 +77,30 @@ SELECT c.id AS customer_id, c.email, pl.code AS plan_code, pl.name AS plan_name,
        billing_plan_allowance(pl, 'minutes') AS minutes_allowance,
        t.id AS period_id, t.active_projects_count AS projects_tracked,
        t.ai_interactions_count AS ai_tracked, t.minutes_used AS minutes_tracked,
-       active.projects AS projects_actual,
-       coalesce(used.ai, 0) AS ai_actual, coalesce(used.minutes, 0) AS minutes_actual,
+       {projects} AS projects_actual, {ai} AS ai_actual, {minutes} AS minutes_actual,
        coalesce(credited.ai, 0) AS ai_credited, coalesce(credited.minutes, 0) AS minutes_credited
 FROM customers c
 CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
 JOIN plans pl ON pl.id = lp.plan_id
 LEFT JOIN subscriptions s ON s.id = lp.subscription_id
 LEFT JOIN usage_tracking t ON t.customer_id = c.id AND usage_period_current(t.period_start, t.period_end)
-CROSS JOIN LATERAL (
+{truth}
+LEFT JOIN LATERAL (  -- metered usage beyond the allowance that overage credit paid for is not over
+    SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
+           sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
+    FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
+    WHERE d.customer_id = c.id AND d.kind = 'usage'  -- a refund's take-back paid for no usage
+      AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+) AS credited ON true
+WHERE true {{scope}}
+"""
+
+
+CUSTOMER_USAGE_SQL = _customer_usage_sql(
+    projects="active.projects",
+    ai="coalesce(used.ai, 0)",
+    minutes="coalesce(used.minutes, 0)",
+    truth="""CROSS JOIN LATERAL (
     SELECT count(*) AS projects FROM projects p WHERE p.customer_id = c.id AND p.status = 'active'
 ) AS active
 LEFT JOIN LATERAL (
@@ -92,16 +109,25 @@ LEFT JOIN LATERAL (
     FROM usage_events e
     WHERE e.customer_id = c.id AND e.metric IN ('ai_interaction', 'minutes')
       AND e.occurred_at >= t.period_start AND e.occurred_at < t.period_end
-) AS used ON true
-LEFT JOIN LATERAL (  -- metered usage beyond the allowance that overage credit paid for is not over
-    SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
-           sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
-    FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
-    WHERE d.customer_id = c.id AND d.kind = 'usage'  -- a refund's take-back paid for no usage
-      AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
-) AS credited ON true
-WHERE true {scope}
-"""
+) AS used ON true""",
+)
+
+# The same rows inside a transaction whose drift scan (billing.ops.checks.drift_scan) covered these
+# customers: the scan compared every counter with its truth and kept the ones that differ in
+# usage_drift, so the truth is the counter plus the scan's difference (a customer with no current
+# period row: 0 plus it). The report over a million customers reads this instead of counting each
+# one's projects and summing its events again (600 s at 1M, bench/integrity.py). Run through
+# usage.services.drift.drift_sql (usage_drift keeps its own names).
+CUSTOMER_USAGE_AFTER_SCAN_SQL = _customer_usage_sql(
+    projects="coalesce(t.active_projects_count, 0) + coalesce(dp.difference, 0)",
+    ai="coalesce(t.ai_interactions_count, 0) + coalesce(da.difference, 0)",
+    minutes="coalesce(t.minutes_used, 0) + coalesce(dm.difference, 0)",
+    truth="""LEFT JOIN usage_drift dp ON dp.check_name = 'active_projects' AND dp.customer_id = c.id
+LEFT JOIN usage_drift da
+       ON da.check_name = 'ai_interactions' AND da.customer_id = c.id AND da.target_id = t.id::text
+LEFT JOIN usage_drift dm
+       ON dm.check_name = 'minutes' AND dm.customer_id = c.id AND dm.target_id = t.id::text""",
+)
 
 
 def customer_usage_scope(customer_ids: Iterable | None) -> tuple[str, dict]:
@@ -139,13 +165,19 @@ def over_limit_lines(source: str, row: str = "u") -> str:
 # Each customer's usage over a limit, by the truth: one row per (customer, metric) over; "allowance"
 # is what the customer may use (the plan's plus the credit drawn). The over-limit finding orders it;
 # the customer list's filter asks whether a row exists for a customer.
-OVER_LIMIT_SQL = (
-    "SELECT u.customer_id, u.email, u.plan_name, m.metric, m.used, m.allowance + m.credit AS allowance FROM ("
-    + CUSTOMER_USAGE_SQL
-    + ") AS u\n"
-    + over_limit_lines("actual")
-    + f"\nWHERE {OVER_LIMIT_RULE}\n"
-)
+def _over_limit_sql(usage_sql: str) -> str:
+    return (
+        "SELECT u.customer_id, u.email, u.plan_name, m.metric, m.used, m.allowance + m.credit AS allowance FROM ("
+        + usage_sql
+        + ") AS u\n"
+        + over_limit_lines("actual")
+        + f"\nWHERE {OVER_LIMIT_RULE}\n"
+    )
+
+
+OVER_LIMIT_SQL = _over_limit_sql(CUSTOMER_USAGE_SQL)
+# The same lines after a drift scan of the same customers in this transaction (the report's).
+OVER_LIMIT_AFTER_SCAN_SQL = _over_limit_sql(CUSTOMER_USAGE_AFTER_SCAN_SQL)
 
 
 @dataclass

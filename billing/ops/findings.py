@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from django.db import connection
 
 from billing.ops.checks import trigger_health
-from billing.selectors import OVER_LIMIT_SQL, customer_usage_scope
+from billing.selectors import OVER_LIMIT_AFTER_SCAN_SQL, OVER_LIMIT_SQL, customer_usage_scope
 from usage.metrics import ACTIVE_PROJECTS
 from usage.metrics import BY_CODE as METRICS_BY_CODE
 from usage.names import render
 from usage.numbers import number_plain
+from usage.services.drift import drift_sql
 
 
 @dataclass
@@ -33,11 +34,13 @@ class Finding:
 FINDING_CHECKS = ("trigger_health", "over_limit", "stale_period", "failed_webhook")
 
 
-def findings(customer_ids=None, *, skip=()) -> list[Finding]:
-    """Every finding in scope (None: every customer), in this order; ``skip``: checks left out."""
+def findings(customer_ids=None, *, skip=(), after_scan: bool = False) -> list[Finding]:
+    """Every finding in scope (None: every customer), in this order; ``skip``: checks left out.
+    ``after_scan``: this transaction's drift scan covered the scope (the report's), so the over-limit
+    finding reads the truth from it (OVER_LIMIT_AFTER_SCAN_SQL)."""
     providers = {
         "trigger_health": lambda: unhealthy_triggers(),
-        "over_limit": lambda: over_limit(customer_ids),
+        "over_limit": lambda: over_limit(customer_ids, after_scan=after_scan),
         "stale_period": lambda: stale_period(customer_ids),
         "failed_webhook": lambda: failed_webhook(customer_ids),
     }
@@ -62,9 +65,7 @@ def unhealthy_triggers() -> Iterator[Finding]:
 # billing.selectors.CUSTOMER_USAGE_SQL (the live plan, the allowances of the catalogue, the active
 # projects themselves and the period's usage events). A customer with no row for its current period
 # (S1 "missing") is still over when its projects are.
-_OVER_LIMIT = (
-    OVER_LIMIT_SQL + "ORDER BY m.used / nullif(m.allowance + m.credit, 0) DESC NULLS FIRST, u.email\n"
-)
+_OVER_LIMIT_ORDER = "ORDER BY m.used / nullif(m.allowance + m.credit, 0) DESC NULLS FIRST, u.email\n"
 
 _STALE_PERIOD = """
 SELECT c.id, c.email, 'customer' AS what, c.current_period_end
@@ -84,10 +85,16 @@ def _scope(customer_ids):
     return "AND c.id = ANY(%(ids)s::uuid[])", {"ids": [str(i) for i in customer_ids]}
 
 
-def over_limit(customer_ids=None):
+def over_limit(customer_ids=None, *, after_scan: bool = False):
+    """Over a limit now, by the truth; ``after_scan``: read it from this transaction's drift scan of
+    the same customers (set-based: the report over a million customers), else count it per customer."""
     scope, params = customer_usage_scope(customer_ids)
+    if after_scan:
+        statement = drift_sql((OVER_LIMIT_AFTER_SCAN_SQL + _OVER_LIMIT_ORDER).format(scope=scope))
+    else:
+        statement = render((OVER_LIMIT_SQL + _OVER_LIMIT_ORDER).format(scope=scope))
     with connection.cursor() as cursor:
-        cursor.execute(render(_OVER_LIMIT.format(scope=scope)), params)
+        cursor.execute(statement, params)
         for customer_id, email, plan, code, used, allowance in cursor.fetchall():
             used_n, allowance_n = number_plain(used), number_plain(allowance)
             percent = f"{used / allowance * 100:.0f} %" if allowance else "no allowance"

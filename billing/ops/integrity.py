@@ -64,7 +64,7 @@ def discrepancy_report(
                 started_by=started_by, mode=ReconciliationRun.Mode.REPORT, scope=scope
             )
         scan = drift_scan(customer_ids)
-        found = findings(customer_ids)
+        found = findings(customer_ids, after_scan=True)
         summary = scan_summary(scan)
         # Customers (or objects) per finding, kept with the run: the dashboard reads them from here.
         summary["findings"] = {

@@ -100,3 +100,53 @@ def test_the_rule_reads_one_source_or_refuses():
     assert "u.ai_tracked" in over_limit_lines("tracked") and "_actual" not in over_limit_lines("tracked")
     with pytest.raises(ValueError, match="source"):
         over_limit_lines("events")
+
+
+def _drift(customer, **counters):
+    """Set the customer's current-period counters past their guard (triggers off): drift."""
+    sets = ", ".join(f"{column} = %({column})s" for column in counters)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(
+            f"UPDATE usage_tracking SET {sets} WHERE customer_id = %(id)s AND period_start <= now() "
+            "AND period_end > now()",
+            {**counters, "id": customer.pk},
+        )
+        cursor.execute("SET LOCAL session_replication_role = origin")
+
+
+def test_the_reports_over_limit_finding_reads_the_truth_from_its_drift_scan():
+    """The report over a million customers spent ~600 s counting each customer's projects and summing
+    its events for the over-limit finding, after its drift scan had compared every counter with that
+    truth (bench/integrity.py). It now reads the truth from the scan (counter + the scan's difference):
+    usage_events is read once per report. Its findings are the per-customer definition's, drift or
+    not: truth over with its counter under (hidden), its counter over with the truth under (inflated),
+    the S1 customers (a counter with no projects, projects with no counter, no period row at all)."""
+    demo_data_load(customers=16, seed=11)
+    starter = Plan.objects.get(code="starter")
+    hidden = _on("starter")
+    UsageEvent.objects.create(customer=hidden, metric="minutes", quantity=starter.minutes_per_period + 7)
+    _drift(hidden, minutes_used=0)
+    inflated = _on("starter")
+    UsageEvent.objects.create(customer=inflated, metric="ai_interaction", quantity=2)
+    _drift(inflated, ai_interactions_count=starter.ai_interactions_per_period + 50, active_projects_count=9)
+
+    from django.test.utils import CaptureQueriesContext
+
+    from billing.ops.integrity import discrepancy_report
+
+    with CaptureQueriesContext(connection) as queries:
+        report = discrepancy_report(started_by="test")
+    reading_events = [q["sql"] for q in queries if "FROM usage_events" in q["sql"]]
+    assert len(reading_events) == 1, reading_events  # the drift scan's; the finding reads its rows
+
+    found = [f.as_dict() for f in report.findings if f.check == "over_limit"]
+    assert found == [f.as_dict() for f in over_limit()]  # the per-customer definition, no scan
+    by_customer = {f["customer_id"]: f["detail"] for f in found}
+    assert f"{starter.minutes_per_period + 7:,} / {starter.minutes_per_period:,}".replace(",", "") in (
+        by_customer[str(hidden.pk)].replace(",", "")
+    )
+    assert str(inflated.pk) not in by_customer
+    six = Customer.objects.get(email__startswith="s1-six")
+    assert by_customer[str(six.pk)].startswith("6 / 1 active projects")
+    assert report.summary["findings"]["over_limit"] == len(by_customer)
