@@ -92,3 +92,27 @@ def test_when_the_report_ran_reads_on_one_line(admin_client):
     link = reverse("admin:usage_reconciliationrun_change", args=[run.pk])
     assert f'<a href="{link}" style="display:inline">last full report #{run.pk}</a>, just now' in html
     assert "0\xa0minutes ago" not in html and "0 minutes ago" not in html
+
+
+def test_after_a_reconciliation_the_findings_figures_come_from_the_last_report_and_say_so(admin_client):
+    """A reconciliation over every customer fixes counters and measures no findings: the over-limit and
+    stale figures read "—" (not measured) after one, though the report before had measured them. They
+    now come from that report, naming it and its age; drift comes from the reconciliation."""
+    from billing.ops.integrity import usage_reconcile
+
+    plans_ensure()
+    s1 = plant_s1()
+    report = discrepancy_report(started_by="cron").run
+    apply = usage_reconcile(apply=True, started_by="cron").run
+    figures = _figures(admin_client)
+    value, link = figures["customers over a limit"]
+    assert value == "2" and _listed(admin_client, link) == {s1["six"].email, s1["missing"].email}
+    assert figures["stale periods (ended without a rollover)"][0] == "0"
+    assert figures["customers with drift"][0] == "0"  # the reconciliation fixed them
+    html = admin_client.get(reverse("admin:index")).content.decode()
+    report_link = reverse("admin:usage_reconciliationrun_change", args=[report.pk])
+    apply_link = reverse("admin:usage_reconciliationrun_change", args=[apply.pk])
+    assert (
+        f'<a href="{report_link}" style="display:inline">last full report #{report.pk}</a>, just now' in html
+    )
+    assert f'<a href="{apply_link}" style="display:inline">last full reconciliation #{apply.pk}</a>' in html
