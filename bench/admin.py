@@ -55,6 +55,7 @@ def pages():
     sub = sql(
         "SELECT external_subscription_id FROM subscriptions WHERE external_subscription_id IS NOT NULL LIMIT 1"
     )
+    key = sql("SELECT idempotency_key FROM usage_events WHERE idempotency_key IS NOT NULL LIMIT 1")[0][0]
     month = time.strftime("%Y-%m", time.gmtime())
     pro = sql("SELECT id FROM plans WHERE code = 'pro'")[0][0]
     customers = reverse("admin:usage_customer_changelist")
@@ -88,10 +89,14 @@ def pages():
         "usage events, this month, minutes": admin_list("usage_usageevent")
         + f"?month={month}&metric=minutes",
         "usage events, search by email": admin_list("usage_usageevent") + f"?q={email}",
+        "usage events, search by idempotency key": admin_list("usage_usageevent") + f"?q={key}",
         "projects": admin_list("usage_project"),
         "projects, archived": admin_list("usage_project") + "?status=archived",
         "projects, search by email": admin_list("usage_project") + f"?q={email}",
+        "projects, search by part of a name (common)": admin_list("usage_project") + "?q=Project+12",
+        "projects, search by part of a name (nobody's)": admin_list("usage_project") + "?q=Garden",
         "presets": admin_list("usage_preset"),
+        "presets, search by part of a name": admin_list("usage_preset") + "?q=lectur",
         "preset uses": admin_list("usage_presetusage"),
         "subscriptions": admin_list("billing_subscription"),
         "subscriptions, Pro, past due": admin_list("billing_subscription")

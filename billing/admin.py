@@ -979,7 +979,11 @@ class ProjectAdmin(CustomerSearch, BigTableAdmin):
     list_filter = ("status",)
     list_select_related = ("customer",)
     ordering = ("-customer_id", "-created_at")  # the customer index, small sorts per customer
-    search_help_text = "The customer's email (exact, any case), an email prefix, or a customer id."
+    name_search_fields = ("name",)
+    search_help_text = (
+        "Part of the project's name (3 characters or more), or the customer's email (exact, any case), "
+        "an email prefix, or a customer id."
+    )
     raw_id_fields = ("customer",)
     readonly_fields = ("id", "created_at", "updated_at")
     form = ProjectForm

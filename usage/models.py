@@ -9,10 +9,10 @@ import uuid
 
 from django.contrib.postgres.constraints import ExclusionConstraint
 from django.contrib.postgres.fields import DateTimeRangeField, RangeOperators
-from django.contrib.postgres.indexes import OpClass
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Func, Q
-from django.db.models.functions import Lower, Now
+from django.db.models.functions import Lower, Now, Upper
 from django.utils import timezone
 
 from usage import metrics as catalogue
@@ -141,6 +141,10 @@ class Project(models.Model):
         indexes = [
             # COUNT of active projects per customer: opening a period row, reports, reconciliation.
             models.Index(fields=["customer"], condition=Q(status="active"), name="projects_active_by_cust"),
+            # Support searches projects by part of the name (usage.admin.NameSearch), among 5M at a
+            # million customers: trigrams, so "%term%" is an index lookup, not a scan.
+            # On UPPER(name), the expression Django's icontains compares.
+            GinIndex(OpClass(Upper("name"), name="gin_trgm_ops"), name="projects_name_trgm"),
         ]
         triggers = triggers.project_triggers()
 
@@ -172,6 +176,7 @@ class Preset(CounterFieldsMixin, models.Model):
     class Meta:
         db_table = table("presets")
         ordering = ["name"]
+        indexes = [GinIndex(OpClass(Upper("name"), name="gin_trgm_ops"), name="presets_name_trgm")]
         triggers = triggers.preset_triggers()
 
     def __str__(self):
@@ -265,6 +270,13 @@ class UsageEvent(models.Model):
                 fields=["customer", "metric", "occurred_at"],
                 include=["quantity"],
                 name="usage_events_sum_cover",
+            ),
+            # Support pastes an idempotency key to find the event (a retried charge); the unique key
+            # above leads with the customer.
+            models.Index(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="usage_events_idempotency_key",
             ),
         ]
         triggers = triggers.usage_event_triggers()

@@ -91,6 +91,7 @@ def adoption_install(*, drop_product_counter_triggers: bool = False, using: str 
         # billing-ops' own usage objects that a migration makes in SQL, not from a model (the
         # migrations are recorded as applied below, without running).
         cursor.execute(import_module("usage.migrations.0017_drift_rows").SQL)
+        cursor.execute(import_module("usage.migrations.0020_search_indexes").DRIFT_ROWS_INDEX)
         for model, trigger in pgtrigger.registered():
             if model in product:
                 trigger.install(model, database=using)

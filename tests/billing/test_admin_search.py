@@ -13,7 +13,7 @@ from django.utils import timezone
 from billing.models import AuditLog, Subscription, WebhookEvent
 from billing.ops.integrity import discrepancy_report
 from demo.data import plans_ensure
-from tests.factories import CustomerFactory
+from tests.factories import CustomerFactory, PresetFactory, ProjectFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -160,3 +160,54 @@ def test_failed_webhook_events_are_counted_along_an_index_that_serves_the_filter
         inbox, subscriptions = cursor.fetchone()
     assert "(status, id DESC)" in inbox
     assert "(processor, status, customer_id) INCLUDE (id)" in subscriptions
+
+
+@pytest.mark.parametrize(
+    ("changelist", "table", "make", "term", "wanted", "other"),
+    [
+        (
+            "admin:usage_project_changelist",
+            "projects",
+            lambda c, name: ProjectFactory(customer=c, name=name),
+            "arden",
+            "Garden Centre site",
+            "Bakery shop",
+        ),
+        (
+            "admin:usage_preset_changelist",
+            "presets",
+            lambda c, name: PresetFactory(customer=c, name=name),
+            "INTERVIEW",
+            "Customer interview notes",
+            "Meeting notes",
+        ),
+    ],
+)
+def test_projects_and_presets_by_part_of_their_name(
+    admin_client, changelist, table, make, term, wanted, other
+):
+    """Project and preset names were searchable (the admin's ILIKE, a scan of 5M projects joined to
+    customers), then not at all (the search read only the customer). Part of a name again, through
+    its trigram index: the condition is the name's ILIKE, never with the customer's email."""
+    make(CustomerFactory(email="gardener@example.com"), wanted)
+    make(CustomerFactory(email="baker@example.com"), other)
+    page, wheres = _searches(admin_client, reverse(changelist), term, table)
+    assert wanted in page and other not in page
+    assert all("email" not in w for w in wheres), wheres
+    page = admin_client.get(reverse(changelist), {"q": term[:2]}).content.decode()
+    assert wanted not in page  # two characters: no trigram to look up, so no name search
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT pg_get_indexdef('{table}_name_trgm'::regclass)")
+        assert "gin (upper((name)::text) gin_trgm_ops)" in cursor.fetchone()[0]
+
+
+def test_usage_events_by_idempotency_key(admin_client):
+    """An idempotency key (a retried charge support is asked about) found nothing: the search read only
+    the customer. Now the exact key, by its index."""
+    UsageEventFactory(customer=CustomerFactory(), idempotency_key="charge-2026-11-0042")
+    UsageEventFactory(customer=CustomerFactory(), idempotency_key="charge-2026-11-0043")
+    page, wheres = _searches(
+        admin_client, reverse("admin:usage_usageevent_changelist"), " charge-2026-11-0042 ", "usage_events"
+    )
+    assert "charge-2026-11-0042" in page and "charge-2026-11-0043" not in page
+    assert _by_index([w.split(" OR ")[-1] for w in wheres]) or all("LIKE" not in w.upper() for w in wheres)
