@@ -74,7 +74,7 @@ from usage.admin import (
 )
 from usage.models import Customer, Project, ReconciliationRow, ReconciliationRun, UsageEvent
 from usage.names import render
-from usage.numbers import limit, money, number
+from usage.numbers import count_of, limit, money, number
 
 RECONCILE_PERMISSION = "usage.reconcile_selection"
 VALIDATE_PERMISSION = "billing.view_plan"
@@ -631,7 +631,7 @@ class CustomerAdmin(BigTableAdmin):
                 return None
             self.message_user(
                 request,
-                f"Set {result.summary['fixed']} counter(s) of {len(customers)} customer(s) to the truth "
+                f"Set {count_of(result.summary['fixed'], 'counter')} of {count_of(len(customers), 'customer')} to the truth "
                 f"(run #{result.run.pk}).",
                 messages.SUCCESS,
             )
@@ -681,6 +681,7 @@ class CustomerAdmin(BigTableAdmin):
                 "opts": self.opts,
                 "target": target,
                 "results": results,
+                "checked": count_of(len(results), "customer"),
                 "blocked": sum(1 for r in results if not r.allowed),
             },
         )
@@ -702,7 +703,9 @@ class CustomerAdmin(BigTableAdmin):
                 continue
             changed += result.direction != "same"
         if changed:
-            self.message_user(request, f"Moved {changed} customer(s) to {target.name}.", messages.SUCCESS)
+            self.message_user(
+                request, f"Moved {count_of(changed, 'customer')} to {target.name}.", messages.SUCCESS
+            )
         for line in refused:
             self.message_user(request, f"Not moved: {line}", messages.ERROR)
         return None
@@ -1093,7 +1096,8 @@ class WebhookEventAdmin(ReadOnlyAdmin):
             else:
                 done += 1
         self.message_user(
-            request, f"Replayed {done} event(s); {still} still failing; {skipped} skipped (not failed)."
+            request,
+            f"Replayed {count_of(done, 'event')}; {number(still)} still failing; {number(skipped)} skipped (not failed).",
         )
 
 

@@ -3,10 +3,11 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.core.paginator import Paginator
-from django.db import OperationalError, connection, connections, transaction
+from django.db import OperationalError, connection, connections, models, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.urls import reverse
@@ -112,7 +113,17 @@ class IndexOrderChangeList(ChangeList):
         return super().get_ordering(request, queryset)
 
 
+class PlainDecimalField(forms.DecimalField):
+    """A quantity as people type it (usage.numbers.plain_decimal): Django's own read "1e3" as 1,000."""
+
+    def to_python(self, value):
+        if value not in self.empty_values and not numbers.plain_decimal(value):
+            raise forms.ValidationError(numbers.NOT_PLAIN.format(value=str(value).strip()), code="invalid")
+        return super().to_python(value)
+
+
 class BigTableAdmin(admin.ModelAdmin):
+    formfield_overrides = {models.DecimalField: {"form_class": PlainDecimalField}}
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # a count per filter choice is a scan per choice

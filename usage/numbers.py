@@ -11,6 +11,7 @@ until they were merged); in usage, the lower layer, so both apps reach it. ``{% 
 them as template filters.
 """
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -50,6 +51,24 @@ def number(value, *, none: str = NONE) -> str:
     else:
         text = f"{value.normalize():,f}"
     return text.replace("-", "−")
+
+
+def count_of(n, noun: str, plural: str | None = None) -> str:
+    """1 → "1 project", 1000 → "1,000 projects": messages say how many in words, never "project(s)"."""
+    return f"{number(n)} {noun if n == 1 else plural or noun + 's'}"
+
+
+# What people may type as a number (every quantity field, the grant's quantity, consume's amount as
+# text): digits with at most one decimal point, a minus where negatives are allowed. Python's Decimal
+# and Django's DecimalField also read "1e3" (as 1,000), "1E+5" and " NaN": a typo, not a quantity.
+PLAIN_DECIMAL = re.compile(r"^-?(\d+(\.\d*)?|\.\d+)$")
+NOT_PLAIN = (
+    "{value!r} is not a plain number: write it with digits and at most one decimal point, like 1000 or 12.5"
+)
+
+
+def plain_decimal(text) -> bool:
+    return bool(PLAIN_DECIMAL.match(str(text).strip()))
 
 
 def limit(value) -> str:

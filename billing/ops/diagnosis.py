@@ -201,5 +201,5 @@ def customer_diagnose(*, customer, plans=None, trigger_health: bool = True) -> D
             f"Recount: the Recount button on this customer's admin page, or "
             f"manage.py reconcile_usage --apply --customer {customer.email}"
         )
-    diagnosis.fixes.extend(f"{f.check}: {f.fix}" for f in found if f.fix)
+    diagnosis.fixes.extend(f"{f.label}: {f.fix}" for f in found if f.fix)
     return diagnosis

@@ -12,7 +12,7 @@ from billing.selectors import OVER_LIMIT_AFTER_SCAN_SQL, OVER_LIMIT_SQL, custome
 from usage.metrics import ACTIVE_PROJECTS
 from usage.metrics import BY_CODE as METRICS_BY_CODE
 from usage.names import render
-from usage.numbers import number_plain
+from usage.numbers import count_of, number_plain
 from usage.services.drift import drift_sql
 
 
@@ -27,11 +27,22 @@ class Finding:
     detail: str
     fix: str = ""
 
+    @property
+    def label(self) -> str:
+        return FINDING_LABELS.get(self.check, self.check)
+
     def as_dict(self):
         return {k: getattr(self, k) for k in ("check", "customer_id", "email", "target_id", "detail", "fix")}
 
 
 FINDING_CHECKS = ("trigger_health", "over_limit", "stale_period", "failed_webhook")
+# The findings in words, for pages and messages (JSON and CSV keep the codes above).
+FINDING_LABELS = {
+    "trigger_health": "trigger or function not healthy",
+    "over_limit": "over a limit",
+    "stale_period": "period ended without a rollover",
+    "failed_webhook": "failed webhook",
+}
 
 
 def findings(customer_ids=None, *, skip=(), after_scan: bool = False) -> list[Finding]:
@@ -100,7 +111,7 @@ def over_limit(customer_ids=None, *, after_scan: bool = False):
             percent = f"{used / allowance * 100:.0f} %" if allowance else "no allowance"
             metric = METRICS_BY_CODE[code]
             fix = (
-                f"archive {used_n - allowance_n} project(s) or move to a bigger plan"
+                f"archive {count_of(used_n - allowance_n, 'project')} or move to a bigger plan"
                 if metric is ACTIVE_PROJECTS
                 else "sell an overage pack or move to a bigger plan"
             )

@@ -15,11 +15,13 @@ from billing.models import AuditLog, CreditGrant
 from billing.services.audit import audit_record
 from usage.metrics import BY_CODE, METERED
 from usage.models import Customer
+from usage.numbers import plain_decimal
 
 METRICS = {m.code: m.title for m in METERED}  # the catalogue's metered metrics (usage/metrics.py)
 BAD_METRIC = "unknown metric {metric!r}; metrics are: {metrics}"
 BAD_QUANTITY = (
-    "credit must be a positive number with at most 3 decimals, like 1000, 1,000 or 12.5; not {quantity!r}"
+    "credit must be a positive number with at most 3 decimals, written with digits (like 1000, 1,000 "
+    "or 12.5); not {quantity!r}"
 )
 CREDIT_MAX = Decimal(1_000_000)  # per grant: the largest overage pack is 10,000; beyond this is a typo
 TOO_MUCH_CREDIT = "credit of {quantity} is more than one grant may hold (less than {maximum:,}); grant less"
@@ -46,10 +48,12 @@ def quantity_parse(
 ) -> Decimal:
     """A positive Decimal with at most 3 decimals and below ``maximum``, trailing zeros trimmed.
 
-    Any other text (1e30, 1E+5000, NaN, 0.0001) raises a ValueError with ``bad``, never an arithmetic
+    Text must be a plain number (usage.numbers.plain_decimal): 1e3, 1E+5000, NaN and 0.0001 raise a ValueError with ``bad``, never an arithmetic
     error (QuantityTooLarge with ``too_large``, QuantityTooPrecise with ``too_precise``, or ``bad``
     without it): this parses what people type and what callers send.
     """
+    if isinstance(value, str) and not plain_decimal(value):  # typed: "1e3" is a typo, not 1,000
+        raise ValueError(bad.format(quantity=value))
     try:
         number = Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
