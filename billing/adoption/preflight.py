@@ -416,32 +416,43 @@ def _constraint_items(connection, cursor, model, oid, derived=None) -> list[Item
     return items
 
 
+# The extensions the models' constraints and indexes need, and what for.
+EXTENSIONS = {
+    "btree_gist": "the disjoint-periods constraint needs it",
+    "pg_trgm": "support's search by part of a project's or preset's name needs it (its trigram indexes)",
+}
+
+
 def _extension_items(cursor, superuser) -> list[Item]:
-    cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'btree_gist'")
+    return [
+        item for name, need in EXTENSIONS.items() for item in _extension_item(cursor, superuser, name, need)
+    ]
+
+
+def _extension_item(cursor, superuser, name: str, need: str) -> list[Item]:
+    cursor.execute("SELECT 1 FROM pg_extension WHERE extname = %s", [name])
     if cursor.fetchone():
         return []
-    cursor.execute("SELECT bool_or(trusted) FROM pg_available_extension_versions WHERE name = 'btree_gist'")
+    cursor.execute("SELECT bool_or(trusted) FROM pg_available_extension_versions WHERE name = %s", [name])
     trusted = cursor.fetchone()[0]
     if trusted is None:
         return [
             Item(
                 BLOCKER,
-                "extension btree_gist",
-                "not available on this server (the disjoint-periods constraint needs it)",
+                f"extension {name}",
+                f"not available on this server ({need})",
                 "Install PostgreSQL's contrib package on the server.",
             )
         ]
     cursor.execute("SELECT has_database_privilege(current_database(), 'CREATE')")
     if superuser or (trusted and cursor.fetchone()[0]):
-        return [
-            Item(ADDS, "extension btree_gist", "not installed", "CREATE EXTENSION IF NOT EXISTS btree_gist;")
-        ]
+        return [Item(ADDS, f"extension {name}", "not installed", f"CREATE EXTENSION IF NOT EXISTS {name};")]
     return [
         Item(
             BLOCKER,
-            "extension btree_gist",
+            f"extension {name}",
             "not installed, and this role cannot install it",
-            "As a superuser (or the database owner): CREATE EXTENSION btree_gist;",
+            f"As a superuser (or the database owner): CREATE EXTENSION {name};",
         )
     ]
 

@@ -109,6 +109,10 @@ def test_check_lists_each_mismatch_of_the_exact_shape_with_its_fix(exact_db):
         "usage_events usage_events_sum_cover",
         "customers customers_email_order",  # the admin's customer list order
         "customers customers_email_prefix",  # support's search by an email prefix
+        "extension pg_trgm",  # support's search by part of a name
+        "projects projects_name_trgm",
+        "presets presets_name_trgm",
+        "usage_events usage_events_idempotency_key",  # support's search by an idempotency key
     }
     assert adds["usage_tracking usage_tracking_customer_period"]["fix"] == (
         'ALTER TABLE "usage_tracking" ADD CONSTRAINT "usage_tracking_customer_period" '
@@ -124,7 +128,7 @@ def test_check_table_output_and_ready_without_the_product_counter_trigger():
         result = db.manage("adopt", "--check")
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.splitlines()[-1] == (
-            f"ready: PostgreSQL {db.sql('SHOW server_version')[0][0]} as {OWNER}; 0 blocker(s), 11 thing(s) adopt adds"
+            f"ready: PostgreSQL {db.sql('SHOW server_version')[0][0]} as {OWNER}; 0 blocker(s), 15 thing(s) adopt adds"
         )
         assert "adds     extension btree_gist: not installed\n" in result.stdout
     finally:
