@@ -64,52 +64,78 @@ def plan_allowance(plan: Plan, metric: Metric) -> int | None:
 # Each customer's plan, its current-period counters and their truth, in one statement: the customer
 # list's columns and the over-limit finding read the same definition. The live plan is
 # billing_live_plan, the current period usage_period_current, the allowances billing_plan_allowance
-# (the metric catalogue). The truth is read per customer through indexes: active projects
-# (projects_active_by_cust), the period's usage events (usage_events_sum_cover), the credit drawn
-# this period. {scope} narrows the customers.
-def _customer_usage_sql(*, projects: str, ai: str, minutes: str, truth: str) -> str:
-    """CUSTOMER_USAGE_SQL's columns, with the truth of the three metrics read by ``truth``'s joins."""
+# (the metric catalogue). {scope} narrows the customers.
+#
+# Built in two steps: the customers with their period row, its truth and the credit drawn this period
+# (``base``, fenced with OFFSET 0 so PostgreSQL plans it on its own: joined to the live plan, it took a
+# million customers for 20,000 and probed each one's period row by index), then each one's live plan.
+def _customer_usage_sql(*, projects: str, ai: str, minutes: str, joins: str) -> str:
+    """CUSTOMER_USAGE_SQL's columns; ``joins`` bring the truth of the three metrics and ``credited``."""
     return f"""
-SELECT c.id AS customer_id, c.email, pl.code AS plan_code, pl.name AS plan_name,
+SELECT b.customer_id, b.email, pl.code AS plan_code, pl.name AS plan_name,
        s.status AS subscription_status, s.processor,
        billing_plan_allowance(pl, 'active_projects') AS projects_allowance,
        billing_plan_allowance(pl, 'ai_interaction') AS ai_allowance,
        billing_plan_allowance(pl, 'minutes') AS minutes_allowance,
-       t.id AS period_id, t.active_projects_count AS projects_tracked,
-       t.ai_interactions_count AS ai_tracked, t.minutes_used AS minutes_tracked,
-       {projects} AS projects_actual, {ai} AS ai_actual, {minutes} AS minutes_actual,
-       coalesce(credited.ai, 0) AS ai_credited, coalesce(credited.minutes, 0) AS minutes_credited
-FROM customers c
-CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
+       b.period_id, b.projects_tracked, b.ai_tracked, b.minutes_tracked,
+       b.projects_actual, b.ai_actual, b.minutes_actual, b.ai_credited, b.minutes_credited
+FROM (
+    SELECT c.id AS customer_id, c.email,
+           t.id AS period_id, t.active_projects_count AS projects_tracked,
+           t.ai_interactions_count AS ai_tracked, t.minutes_used AS minutes_tracked,
+           {projects} AS projects_actual, {ai} AS ai_actual, {minutes} AS minutes_actual,
+           coalesce(credited.ai, 0) AS ai_credited, coalesce(credited.minutes, 0) AS minutes_credited
+    FROM customers c
+    LEFT JOIN usage_tracking t
+           ON t.customer_id = c.id AND usage_period_current(t.period_start, t.period_end)
+{joins}
+    WHERE true {{scope}}
+    OFFSET 0
+) AS b
+CROSS JOIN LATERAL billing_live_plan(b.customer_id) AS lp
 JOIN plans pl ON pl.id = lp.plan_id
 LEFT JOIN subscriptions s ON s.id = lp.subscription_id
-LEFT JOIN usage_tracking t ON t.customer_id = c.id AND usage_period_current(t.period_start, t.period_end)
-{truth}
-LEFT JOIN LATERAL (  -- metered usage beyond the allowance that overage credit paid for is not over
-    SELECT sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
-           sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
-    FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
-    WHERE d.customer_id = c.id AND d.kind = 'usage'  -- a refund's take-back paid for no usage
-      AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
-) AS credited ON true
-WHERE true {{scope}}
 """
 
 
+# Metered usage beyond the allowance that overage credit paid for is not over: the credit usage drew
+# in the current period (a refund's take-back paid for no usage), as a page reads it (per customer,
+# by index) and as the report reads it (every draw once, grouped).
+_CREDITED_SUMS = """sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
+           sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes"""
+_CREDITED_PER_CUSTOMER = f"""    LEFT JOIN LATERAL (
+        SELECT {_CREDITED_SUMS}
+        FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
+        WHERE d.customer_id = c.id AND d.kind = 'usage'
+          AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+    ) AS credited ON true"""
+_CREDITED_GROUPED = f"""    LEFT JOIN (
+        SELECT d.customer_id, {_CREDITED_SUMS}
+        FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
+        JOIN usage_tracking pt
+          ON pt.customer_id = d.customer_id AND usage_period_current(pt.period_start, pt.period_end)
+        WHERE d.kind = 'usage' AND d.drawn_at >= pt.period_start AND d.drawn_at < pt.period_end
+        GROUP BY d.customer_id
+    ) AS credited ON credited.customer_id = c.id"""
+
+# A page of customers: the truth read per customer through indexes: active projects
+# (projects_active_by_cust), the period's usage events (usage_events_sum_cover), the credit drawn.
 CUSTOMER_USAGE_SQL = _customer_usage_sql(
     projects="active.projects",
     ai="coalesce(used.ai, 0)",
     minutes="coalesce(used.minutes, 0)",
-    truth="""CROSS JOIN LATERAL (
-    SELECT count(*) AS projects FROM projects p WHERE p.customer_id = c.id AND p.status = 'active'
-) AS active
-LEFT JOIN LATERAL (
-    SELECT sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction') AS ai,
-           sum(e.quantity) FILTER (WHERE e.metric = 'minutes') AS minutes
-    FROM usage_events e
-    WHERE e.customer_id = c.id AND e.metric IN ('ai_interaction', 'minutes')
-      AND e.occurred_at >= t.period_start AND e.occurred_at < t.period_end
-) AS used ON true""",
+    joins="""    CROSS JOIN LATERAL (
+        SELECT count(*) AS projects FROM projects p WHERE p.customer_id = c.id AND p.status = 'active'
+    ) AS active
+    LEFT JOIN LATERAL (
+        SELECT sum(e.quantity) FILTER (WHERE e.metric = 'ai_interaction') AS ai,
+               sum(e.quantity) FILTER (WHERE e.metric = 'minutes') AS minutes
+        FROM usage_events e
+        WHERE e.customer_id = c.id AND e.metric IN ('ai_interaction', 'minutes')
+          AND e.occurred_at >= t.period_start AND e.occurred_at < t.period_end
+    ) AS used ON true
+"""
+    + _CREDITED_PER_CUSTOMER,
 )
 
 # The same rows inside a transaction whose drift scan (billing.ops.checks.drift_scan) covered these
@@ -122,11 +148,13 @@ CUSTOMER_USAGE_AFTER_SCAN_SQL = _customer_usage_sql(
     projects="coalesce(t.active_projects_count, 0) + coalesce(dp.difference, 0)",
     ai="coalesce(t.ai_interactions_count, 0) + coalesce(da.difference, 0)",
     minutes="coalesce(t.minutes_used, 0) + coalesce(dm.difference, 0)",
-    truth="""LEFT JOIN usage_drift dp ON dp.check_name = 'active_projects' AND dp.customer_id = c.id
-LEFT JOIN usage_drift da
-       ON da.check_name = 'ai_interactions' AND da.customer_id = c.id AND da.target_id = t.id::text
-LEFT JOIN usage_drift dm
-       ON dm.check_name = 'minutes' AND dm.customer_id = c.id AND dm.target_id = t.id::text""",
+    joins="""    LEFT JOIN usage_drift dp ON dp.check_name = 'active_projects' AND dp.customer_id = c.id
+    LEFT JOIN usage_drift da
+           ON da.check_name = 'ai_interactions' AND da.customer_id = c.id AND da.target_id = t.id::text
+    LEFT JOIN usage_drift dm
+           ON dm.check_name = 'minutes' AND dm.customer_id = c.id AND dm.target_id = t.id::text
+"""
+    + _CREDITED_GROUPED,
 )
 
 
