@@ -575,7 +575,7 @@ class CustomerAdmin(BigTableAdmin):
             fixed = result.summary["fixed"]
             self.message_user(
                 request,
-                f"Recounted {customer.email}: {fixed} counter(s) set to the truth (run #{result.run.pk})."
+                f"Recounted {customer.email}: {count_of(fixed, 'counter')} set to the truth (run #{result.run.pk})."
                 if fixed
                 else f"Recounted {customer.email}: every counter already matched (run #{result.run.pk}).",
                 messages.SUCCESS,

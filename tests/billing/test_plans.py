@@ -143,7 +143,7 @@ def test_admin_validates_a_selection_and_support_cannot_override(growth_customer
     page = client.post(
         url, {"action": "validate_plan_change_action", "_selected_action": ids, "plan": "starter"}
     ).content.decode()
-    assert "2 customer(s) checked against Starter: 1 blocked." in page
+    assert "2 customers checked against Starter: 1 blocked." in page
     assert "Archive 2 projects before moving to Starter" in page
     no_plan = client.post(
         url, {"action": "validate_plan_change_action", "_selected_action": ids, "plan": ""}, follow=True
@@ -155,6 +155,6 @@ def test_admin_validates_a_selection_and_support_cannot_override(growth_customer
         follow=True,
     )
     html = changed.content.decode()
-    assert "Moved 1 customer(s) to Starter." in html and OVERRIDE_NEEDS_SUPERUSER in html
+    assert "Moved 1 customer to Starter." in html and OVERRIDE_NEEDS_SUPERUSER in html
     assert Subscription.objects.get(customer=growth_customer).plan.code == "growth"
     assert Subscription.objects.get(customer=other).plan.code == "starter"

@@ -83,7 +83,7 @@ def test_a_support_agents_day(live_server, page, django_user_model, roles):  # n
 
     # Recount: the counter takes its true value, the finding appears with its remedy.
     page.click("#recount-button")
-    assert "1 counter(s) set to the truth" in page.inner_text(".messagelist")
+    assert "1 counter set to the truth" in page.inner_text(".messagelist")
     assert "DRIFT" not in page.locator("tr.counter-line[data-check=active_projects]").inner_text()
     assert "6 / 1 active projects (600 %) on Free" in page.inner_text("#findings")
 

@@ -101,7 +101,7 @@ def test_support_recounts_an_s1_customer_in_the_browser(live_server, page, djang
     assert (line.locator("td.tracked").inner_text(), line.locator("td.actual").inner_text()) == ("0", "6")
 
     page.click("#recount-button")
-    assert "1 counter(s) set to the truth" in page.inner_text(".messagelist")
+    assert "1 counter set to the truth" in page.inner_text(".messagelist")
     line = page.locator("tr.counter-line[data-check=active_projects]")
     assert "drifted" not in (line.get_attribute("class") or "")
     assert line.locator("td.tracked").inner_text() == "6"
