@@ -45,7 +45,7 @@ from billing.services.credits import (
     GOODWILL_NEEDS_REASON,
     CreditGrantError,
     credit_grant,
-    credit_quantity_parse,
+    credit_quantity_typed,
 )
 from billing.services.plans import (
     PlanChangeBlocked,
@@ -816,7 +816,7 @@ class GoodwillGrantForm(forms.ModelForm):
 
     def clean_granted(self):
         try:
-            return credit_quantity_parse(self.cleaned_data["granted"], self.data.get("metric"))
+            return credit_quantity_typed(self.cleaned_data["granted"], self.data.get("metric"))
         except CreditGrantError as exc:
             raise forms.ValidationError(str(exc))
 

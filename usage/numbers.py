@@ -92,6 +92,9 @@ def percent(part, whole) -> str:
     return f"{Decimal(part) / Decimal(whole) * 100:,.0f} %"
 
 
+_CODE = re.compile(r"^[a-z]+(_[a-z]+)+$")
+
+
 def value(item) -> str:
     """One audited value for people: numbers formatted, nothing as "none", lists joined."""
     if item is None:
@@ -101,6 +104,8 @@ def value(item) -> str:
     if isinstance(item, (int, float, Decimal)):
         return number(item)
     if isinstance(item, str):
+        if _CODE.match(item):  # a stored code ("past_due") in words
+            return item.replace("_", " ")
         try:
             return number(Decimal(item)) if item.strip() else '""'
         except ArithmeticError:

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import transaction
+from django.utils.text import capfirst
 
 from billing.models import AuditLog, CreditGrant, WebhookEvent
 from billing.ops.checks import drift_scan
@@ -201,5 +202,5 @@ def customer_diagnose(*, customer, plans=None, trigger_health: bool = True) -> D
             f"Recount: the Recount button on this customer's admin page, or "
             f"manage.py reconcile_usage --apply --customer {customer.email}"
         )
-    diagnosis.fixes.extend(f"{f.label}: {f.fix}" for f in found if f.fix)
+    diagnosis.fixes.extend(f"{capfirst(f.label)}: {f.fix}" for f in found if f.fix)
     return diagnosis

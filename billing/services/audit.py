@@ -9,8 +9,9 @@ import uuid
 from collections import defaultdict
 
 from billing.models import AuditLog
+from usage.metrics import BY_CODE as METRICS_BY_CODE
 from usage.models import ReconciliationRun
-from usage.numbers import value as audit_value
+from usage.numbers import value as value_for_people
 
 
 def _append(rows: list[dict]) -> list[AuditLog]:
@@ -90,15 +91,21 @@ def audit_changes(before: object, after: object, labels: dict | None = None) -> 
     before = before if isinstance(before, dict) else {}
     after = after if isinstance(after, dict) else {}
     lines = []
+
+    def audit_value(item, key):
+        # a metric by its label ("AI interactions"), not its code ("ai_interaction")
+        metric = METRICS_BY_CODE.get(item) if key == "metric" and isinstance(item, str) else None
+        return metric.label if metric else value_for_people(item)
+
     for key in dict.fromkeys([*before, *after]):
         name = labels.get(key.split(":", 1)[0], key.split(":", 1)[0].replace("_", " "))
         if key in before and key in after:
             if before[key] == after[key]:  # a webhook's effect records every field: list only changes
                 continue
-            lines.append(f"{name}: {audit_value(before[key])} → {audit_value(after[key])}")
+            lines.append(f"{name}: {audit_value(before[key], key)} → {audit_value(after[key], key)}")
         elif key in after:
             if after[key] not in (None, "", []):
-                lines.append(f"{name}: {audit_value(after[key])}")
+                lines.append(f"{name}: {audit_value(after[key], key)}")
         else:
-            lines.append(f"{name}: {audit_value(before[key])} → removed")
+            lines.append(f"{name}: {audit_value(before[key], key)} → removed")
     return lines

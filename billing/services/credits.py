@@ -20,8 +20,8 @@ from usage.numbers import plain_decimal
 METRICS = {m.code: m.title for m in METERED}  # the catalogue's metered metrics (usage/metrics.py)
 BAD_METRIC = "unknown metric {metric!r}; metrics are: {metrics}"
 BAD_QUANTITY = (
-    "credit must be a positive number with at most 3 decimals, written with digits (like 1000, 1,000 "
-    "or 12.5); not {quantity!r}"
+    "credit must be a positive number with at most 3 decimals, like 1000, 1,000 or 12.5 (digits, no "
+    "exponent); not {quantity!r}"
 )
 CREDIT_MAX = Decimal(1_000_000)  # per grant: the largest overage pack is 10,000; beyond this is a typo
 TOO_MUCH_CREDIT = "credit of {quantity} is more than one grant may hold (less than {maximum:,}); grant less"
@@ -48,12 +48,10 @@ def quantity_parse(
 ) -> Decimal:
     """A positive Decimal with at most 3 decimals and below ``maximum``, trailing zeros trimmed.
 
-    Text must be a plain number (usage.numbers.plain_decimal): 1e3, 1E+5000, NaN and 0.0001 raise a ValueError with ``bad``, never an arithmetic
+    Any other text (1e30, 1E+5000, NaN, 0.0001) raises a ValueError with ``bad``, never an arithmetic
     error (QuantityTooLarge with ``too_large``, QuantityTooPrecise with ``too_precise``, or ``bad``
     without it): this parses what people type and what callers send.
     """
-    if isinstance(value, str) and not plain_decimal(value):  # typed: "1e3" is a typo, not 1,000
-        raise ValueError(bad.format(quantity=value))
     try:
         number = Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
@@ -66,6 +64,15 @@ def quantity_parse(
         raise QuantityTooPrecise((too_precise or bad).format(quantity=value))
     number = round(number, 3)
     return number.to_integral_value() if number == number.to_integral_value() else number.normalize()
+
+
+def credit_quantity_typed(text: str, metric: str | None = None) -> Decimal:
+    """A grant's quantity as a person typed it (the admin's forms): digits, thousands commas and a
+    decimal point only (usage.numbers.plain_decimal): Decimal reads "1e3" as 1,000, a typo here."""
+    stripped = str(text).strip()
+    if not (plain_decimal(stripped) or _THOUSANDS.match(stripped)):
+        raise CreditGrantError(BAD_QUANTITY.format(quantity=stripped))
+    return credit_quantity_parse(stripped, metric)
 
 
 def credit_quantity_parse(quantity: object, metric: str | None = None) -> Decimal:

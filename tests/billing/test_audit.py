@@ -85,5 +85,5 @@ def test_the_audit_log_pages_show_changes_not_json(staff_client):
     support = staff_client("sam", "Support")
     for url in ("/admin/billing/auditlog/", f"/admin/billing/auditlog/{entry.pk}/change/"):
         html = support.get(url).content.decode()
-        assert "granted: 1,000" in html and "metric: minutes" in html, url
+        assert "granted: 1,000" in html and "metric: transcription minutes" in html, url
         assert "&quot;granted&quot;" not in html and '"granted"' not in html, url

@@ -36,7 +36,7 @@ def test_the_customer_page_names_its_findings_in_words(admin_client):
     discrepancy_report(started_by="test", customer_ids=[six.pk], scope="one")
     page = _text(admin_client.get(reverse("admin:usage_customer_change", args=[six.pk])))
     assert "Over a limit: 6 / 1 active projects (600 %) on Free" in page
-    assert "over a limit: archive 5 projects or move to a bigger plan" in page
+    assert "Over a limit: archive 5 projects or move to a bigger plan" in page
     assert "over_limit" not in page and "project(s)" not in page
 
 
@@ -97,3 +97,10 @@ def test_a_usage_event_quantity_must_be_a_plain_number(admin_client, typed):
     assert response.status_code == 200
     assert "is not a plain number: write it with digits and at most one decimal point" in _text(response)
     assert not UsageEvent.objects.filter(customer=customer).exists()
+
+
+def test_the_audit_names_metrics_and_codes_in_words():
+    from billing.services.audit import audit_changes
+
+    lines = audit_changes({}, {"metric": "ai_interaction", "source": "goodwill", "status": "past_due"})
+    assert lines == ["metric: AI interactions", "source: goodwill", "status: past due"]
