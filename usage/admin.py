@@ -184,8 +184,12 @@ class CustomerSearch:
         for field in self.exact_search_fields:
             condition |= Q(**{field: term})
         if len(term) >= NAME_SEARCH_MIN:
+            # The rows first (their trigram index, at most SEARCH_CUSTOMERS_MAX), then the list by
+            # their keys: an OR of the name's ILIKE with the customer walked the list's order through
+            # 5M projects when few matched (8 s at 1M, bench/admin.py).
             for field in self.name_search_fields:
-                condition |= Q(**{f"{field}__icontains": term})
+                named = self.model._default_manager.filter(**{f"{field}__icontains": term}).order_by()
+                condition |= Q(pk__in=list(named.values_list("pk", flat=True)[:SEARCH_CUSTOMERS_MAX]))
         return queryset.filter(condition), False
 
 

@@ -124,3 +124,46 @@ def test_a_support_agents_day(live_server, page, django_user_model, roles):  # n
     )
     _shot(page, "refused-past-the-limit.png")
     assert Project.objects.get(pk=shelved.pk).status == "archived"
+
+
+def test_after_a_reconciliation_searching_by_name_and_a_typo_in_a_quantity(
+    live_server,
+    page,  # noqa: F811
+    django_user_model,
+    roles,
+):
+    """Issue 11, at 1,400 px: after the nightly reconciliation the dashboard still gives the findings of
+    the last report (named, with its age); a project is found by part of its name; "1e3" typed as
+    credit is refused in words, nothing granted."""
+    plans_ensure()
+    s1 = plant_s1()
+    ProjectFactory(customer=s1["six"], name="Garden Centre site")
+    ProjectFactory(customer=CustomerFactory(email="baker@example.com"), name="Bakery shop")
+    report = discrepancy_report(started_by="manage.py usage_discrepancies (cron)").run
+    from billing.ops.integrity import usage_reconcile
+
+    usage_reconcile(apply=True, started_by="manage.py reconcile_usage --apply (cron)")
+    agent = django_user_model.objects.create_user("sam", password="pw-for-tests", is_staff=True)
+    agent.groups.add(Group.objects.get(name="Support"))
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "sam")
+    page.fill("#id_password", "pw-for-tests")
+    page.click("input[type=submit]")
+    over = page.locator("tr.figure", has_text="customers over a limit")
+    assert over.locator("td").nth(1).inner_text().strip() == "2"
+    assert f"last full report #{report.pk}" in over.inner_text()
+    _shot(page, "dashboard-after-reconciliation.png")
+
+    page.goto(f"{live_server.url}/admin/usage/project/?q=garden")
+    assert page.locator("#result_list").inner_text().count("Garden Centre site") == 1
+    assert "Bakery shop" not in page.locator("#result_list").inner_text()
+    _shot(page, "projects-by-name.png")
+
+    page.goto(f"{live_server.url}/admin/usage/customer/{s1['six'].pk}/grant/")
+    page.fill("#id_granted", "1e3")
+    page.fill("#id_reason", "outage on the 3rd")
+    page.click("input[type=submit]")
+    assert "(digits, no exponent); not '1e3'" in page.locator(".errorlist").inner_text()
+    assert not CreditGrant.objects.exists()
+    _shot(page, "grant-1e3.png")
