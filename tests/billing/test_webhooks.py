@@ -397,7 +397,7 @@ class TestStripe:
             {"action": "replay_failed", "_selected_action": [stored.pk]},
             follow=True,
         )
-        assert "Replayed 1 event(s); 0 still failing; 0 skipped (not failed)." in response.content.decode()
+        assert "Replayed 1 event; 0 still failing; 0 skipped (not failed)." in response.content.decode()
         stored.refresh_from_db()
         assert (stored.status, stored.attempts, stored.error) == ("processed", 2, "")
         assert Subscription.objects.get(external_subscription_id="sub_fail").plan == plans["pro"]
