@@ -16,7 +16,7 @@ DRIFT_ROWS_INDEX = (
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("usage", "0018_product_names"),
+        ("usage", "0019_usage_tracking_protect_delete"),
     ]
 
     operations = [
