@@ -15,4 +15,4 @@ class BillingConfig(AppConfig):
         if settings.DATABASES["default"]["ENGINE"] == "billing.db.embedded":
             from billing.db.embedded.base import exit_cleanly_on_termination
 
-            exit_cleanly_on_termination()
+            exit_cleanly_on_termination(settings.DATABASES["default"]["PGDATA"])

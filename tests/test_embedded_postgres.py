@@ -1,10 +1,15 @@
 """The embedded default (SPEC §2): a private server per data folder, reused, stopped cleanly."""
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -317,3 +322,57 @@ def _wait_for(condition, what, seconds=60):
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "signum, whom",
+    [
+        (signal.SIGTERM, "process"),  # kill <pid>
+        (signal.SIGTERM, "group"),  # pkill -f runserver: the autoreloader and its child alike
+        (signal.SIGINT, "group"),  # Ctrl-C in the terminal
+    ],
+)
+def test_runserver_ended_by_a_signal_stops_the_server(pgdata, signum, whom):
+    """runserver (with its autoreloader, as people run it) ended by a signal left the server running:
+    the autoreloader kills its serving child, the process that held the server, with SIGKILL."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{port}"],
+        env=embedded_env(pgdata),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert time.monotonic() < deadline and server.poll() is None, server.stderr.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10):
+                    break
+            except urllib.error.HTTPError:
+                break  # answered (503 before migrate): the serving child holds the server
+            except OSError:
+                time.sleep(0.2)
+        assert postmaster_running(pgdata)
+        if whom == "group":
+            os.killpg(server.pid, signum)
+        else:
+            server.send_signal(signum)
+        server.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while subprocess.run(["pgrep", "-s", str(server.pid)], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "the serving child outlived the autoreloader"
+            time.sleep(0.2)
+        assert not postmaster_running(pgdata), "the server outlived every process that used it"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)

