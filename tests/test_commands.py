@@ -157,3 +157,49 @@ def test_fractions_are_exact_strings_in_json():
     assert [(r["tracked"], r["actual"], r["difference"]) for r in document["discrepancies"]] == [
         ("1.875", "1.625", "-0.25")
     ]
+
+
+LONG = "x" * 5000
+UNDECODABLE = os.fsdecode(b"caf\xff")  # bytes that are not UTF-8 in argv: a lone surrogate in Python
+
+
+@pytest.mark.parametrize(
+    "args, refusal",
+    [
+        (["diagnose_customer", LONG], "no customer with email or id 'xxx"),
+        (["diagnose_customer", "--format", LONG, "a@example.com"], "invalid choice: 'xxx"),
+        (["reconcile_usage", "--customer", LONG], "no customer with email or id 'xxx"),
+        (["reconcile_usage", "--started-by", LONG], "at most 200 characters, not 'xxx"),
+        (["reconcile_usage", "--batch-size", LONG], "expected a whole number, got 'xxx"),
+        (["roll_usage_periods", "--now", LONG], "expected an ISO-8601 date and time, got 'xxx"),
+        (["usage_report", "--month", LONG], "month must be YYYY-MM (e.g. 2026-11), not 'xxx"),
+        (["validate_plan_change", LONG, "--to", "pro"], "no customer with email or id 'xxx"),
+        (["db_roles", "--app", LONG], "role names are lower-case letters"),
+        (["check_triggers", "--database", LONG], "invalid choice: 'xxx"),
+        (["usage_discrepancies", "--fail-on-drift", LONG], "unrecognized arguments: xxx"),
+    ],
+    ids=lambda v: " ".join(v)[:40] if isinstance(v, list) else None,
+)
+def test_commands_echo_no_argument_whole(args, refusal):
+    """diagnose_customer echoed a 5,000-character argument whole (so did every command's refusals)."""
+    result = run_manage(*args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert refusal in result.stderr, result.stderr[-2000:]
+    assert len(result.stderr) < 1000 and "… (5,000 characters)" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "args, refusal",
+    [
+        (["diagnose_customer", UNDECODABLE], "no customer with email or id 'caf\\udcff'"),
+        (["usage_discrepancies", "--customer", UNDECODABLE], "no customer with email or id 'caf\\udcff'"),
+        # Ran the whole reconciliation and failed storing its run: exit 1 and a traceback.
+        (["reconcile_usage", "--started-by", UNDECODABLE], "holds a NUL or bytes that are not UTF-8"),
+    ],
+)
+def test_commands_refuse_undecodable_arguments_in_words(args, refusal):
+    """The driver's "'utf-8' codec can't encode character '\\udcff'" was the message, or a traceback."""
+    result = run_manage(*args)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr[-2000:]
+    assert refusal in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]

@@ -18,9 +18,10 @@ from usage.horizon import period_check_sql_function
 from usage.metrics import metrics_sql_function
 from usage.models import Customer, UsageTracking
 from usage.sql_functions import SqlFunction, sql_functions
+from usage.text import echo, storable
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-UNKNOWN_CUSTOMER = "no customer with email or id {ref!r}"
+UNKNOWN_CUSTOMER = "no customer with email or id {ref}"
 
 
 class PeriodCurrent(Func):
@@ -41,13 +42,15 @@ def current_period(customer: Customer) -> UsageTracking | None:
 def customer_resolve(ref: str) -> Customer:
     """A customer by id or by email (any case); ValueError with a clear message when there is none."""
     ref = (ref or "").strip()
+    if not storable(ref):  # a NUL or undecodable bytes: no customer has it, and the driver would refuse it
+        raise ValueError(UNKNOWN_CUSTOMER.format(ref=echo(ref)))
     try:
         return Customer.objects.get(pk=uuid.UUID(ref))
     except (ValueError, Customer.DoesNotExist):
         pass
     customer = Customer.objects.filter(email__iexact=ref).first() if ref else None
     if customer is None:
-        raise ValueError(UNKNOWN_CUSTOMER.format(ref=ref))
+        raise ValueError(UNKNOWN_CUSTOMER.format(ref=echo(ref)))
     return customer
 
 

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 from usage.horizon import EARLIEST, PERIOD_HORIZON, latest
+from usage.text import bounded, echo, storable
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -35,6 +36,14 @@ class OpsCommand(BaseCommand):
     command finished (or exited on purpose, sys.exit), so a failure midway never leaves half a JSON
     or CSV document for the next program in a pipe.
     """
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        """argparse's own refusals ("invalid choice: ...", "unrecognized arguments: ...") quote the
+        argument whole: a 5,000-character one came back whole. Bounded like every echo (usage/text.py)."""
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        refuse = parser.error
+        parser.error = lambda message: refuse(bounded(message))  # type: ignore[method-assign]
+        return parser
 
     def execute(self, *args, **options):
         target = options.get("stdout") or self.stdout
@@ -103,10 +112,23 @@ def positive_int(minimum: int = 1):
         try:
             n = int(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}")
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {echo(value)}")
         if n < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}")
         return n
+
+    return parse
+
+
+def text_label(max_length: int):
+    """An argparse type: a label of at most ``max_length`` characters PostgreSQL can store (exit 2)."""
+
+    def parse(value):
+        if not storable(value):
+            raise argparse.ArgumentTypeError(f"{echo(value)} holds a NUL or bytes that are not UTF-8")
+        if len(value.strip()) > max_length:
+            raise argparse.ArgumentTypeError(f"at most {max_length:,} characters, not {echo(value)}")
+        return value.strip()
 
     return parse
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from usage.horizon import EARLIEST
 from usage.names import render
+from usage.text import echo
 
 REPORT_FIELDS = (
     "customer_id",
@@ -78,7 +79,7 @@ MONTHS_AHEAD = 12  # periods open a month ahead at most; a year leaves room for 
 def month_parse(value: str) -> str:
     """A report month, YYYY-MM, from FIRST_MONTH to a year after this month (ValueError otherwise)."""
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value or ""):
-        raise ValueError(f"month must be YYYY-MM (e.g. 2026-11), not {value!r}")
+        raise ValueError(f"month must be YYYY-MM (e.g. 2026-11), not {echo(value)}")
     today = timezone.now()
     year, month = divmod(today.year * 12 + today.month - 1 + MONTHS_AHEAD, 12)
     last = f"{year:04d}-{month + 1:02d}"

@@ -21,10 +21,12 @@ import re
 
 from django.db import connection, transaction
 
+from usage.text import echo
+
 ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-BAD_ROLE = "role names are lower-case letters, digits and _ (at most 63, not starting with a digit): {name!r}"
+BAD_ROLE = "role names are lower-case letters, digits and _ (at most 63, not starting with a digit): {name}"
 SAME_ROLE = "the owner role and the app role must differ (the app must own nothing)"
-SYSTEM_SCHEMA = "schema {name!r} is PostgreSQL's own: the app role must get no privilege on it"
+SYSTEM_SCHEMA = "schema {name} is PostgreSQL's own: the app role must get no privilege on it"
 
 _SQL = """\
 -- billing-ops database roles (manage.py db_roles; SPEC §10). Run as a superuser or the database's owner.
@@ -129,12 +131,12 @@ def db_roles_sql(*, owner: str, app: str, database: str, schema: str = "public")
     """The SQL that creates (or checks) the two roles and sets their privileges; ValueError on bad names."""
     for name in (owner, app, schema):
         if not ROLE_NAME.fullmatch(name or ""):
-            raise ValueError(BAD_ROLE.format(name=name))
+            raise ValueError(BAD_ROLE.format(name=echo(name)))
     if owner == app:
         raise ValueError(SAME_ROLE)
     # It would grant the app role writes on the system catalogs (pg_trigger's tgenabled among them).
     if schema.startswith("pg_") or schema == "information_schema":
-        raise ValueError(SYSTEM_SCHEMA.format(name=schema))
+        raise ValueError(SYSTEM_SCHEMA.format(name=echo(schema)))
     quoted_db = '"' + database.replace('"', '""') + '"'
     return _SQL.format(owner=owner, app=app, database=quoted_db, schema=schema)
 

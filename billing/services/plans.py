@@ -18,6 +18,7 @@ from billing.services.audit import audit_record
 from usage.metrics import METERED
 from usage.models import Customer, Project, UsageEvent
 from usage.numbers import number
+from usage.text import echo
 
 BLOCK_ACTIVE_PROJECTS = "Archive {excess} project{s} before moving to {plan}: it allows {limit}, the customer has {active} active."
 WARN_METERED = (
@@ -27,7 +28,7 @@ WARN_METERED = (
 SAME_PLAN = "The customer is already on {plan}."
 OVERRIDE_NEEDS_SUPERUSER = "Only a superuser can override a blocked plan change."
 OVERRIDE_NEEDS_REASON = "Overriding a blocked plan change needs a reason."
-UNKNOWN_PLAN = "no plan {code!r}; plans are: {codes}"
+UNKNOWN_PLAN = "no plan {code}; plans are: {codes}"
 
 
 @dataclass
@@ -69,7 +70,7 @@ def plan_resolve(code: str) -> Plan:
     wanted = str(code or "").strip().lower()
     plan = next((p for p in plans if p.code == wanted), None)
     if plan is None:
-        raise ValueError(UNKNOWN_PLAN.format(code=code, codes=", ".join(p.code for p in plans)))
+        raise ValueError(UNKNOWN_PLAN.format(code=echo(code), codes=", ".join(p.code for p in plans)))
     return plan
 
 

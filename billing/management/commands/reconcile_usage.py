@@ -10,9 +10,11 @@ from billing.management.base import (
     positive_int,
     progress_bar,
     resolve_or_exit,
+    text_label,
 )
 from billing.management.output import write_report
 from billing.ops.integrity import ReconciliationBusy, usage_reconcile
+from usage.models import ReconciliationRun
 from usage.selectors import customer_resolve
 from usage.services.drift import scan_summary
 
@@ -35,6 +37,7 @@ class Command(OpsCommand):
         parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
         parser.add_argument(
             "--started-by",
+            type=text_label(ReconciliationRun._meta.get_field("started_by").max_length),
             default="",
             help="Who started it, for the run history (the admin's background run).",
         )
@@ -43,7 +46,7 @@ class Command(OpsCommand):
         customers = [resolve_or_exit(customer_resolve, ref) for ref in customer or []]
         ids = [c.pk for c in customers] if customers else None
         scope = ", ".join(c.email for c in customers) if customers else "all customers"
-        started_by = started_by.strip()[:200] or "manage.py reconcile_usage" + (" --apply" if apply else "")
+        started_by = started_by or "manage.py reconcile_usage" + (" --apply" if apply else "")
 
         if not apply:
 

@@ -4,6 +4,7 @@ from django.utils.dateparse import parse_datetime
 
 from billing.management.base import OpsCommand, now_checked, positive_int, progress_bar
 from billing.services.periods import period_roll_due
+from usage.text import echo
 
 
 def iso_instant(value):
@@ -13,9 +14,9 @@ def iso_instant(value):
     except ValueError:
         parsed = None
     if parsed is None:
-        raise argparse.ArgumentTypeError(f"expected an ISO-8601 date and time, got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected an ISO-8601 date and time, got {echo(value)}")
     if parsed.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{value!r} has no time zone; add Z or +00:00")
+        raise argparse.ArgumentTypeError(f"{echo(value)} has no time zone; add Z or +00:00")
     return parsed
 
 
