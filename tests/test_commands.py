@@ -196,9 +196,11 @@ def test_commands_echo_no_argument_whole(args, refusal):
         (["usage_discrepancies", "--customer", UNDECODABLE], "no customer with email or id 'caf\\udcff'"),
         # Ran the whole reconciliation and failed storing its run: exit 1 and a traceback.
         (["reconcile_usage", "--started-by", UNDECODABLE], "holds a NUL or bytes that are not UTF-8"),
+        # Was "database error: bigint out of range" after the first query.
+        (["roll_usage_periods", "--batch-size", "1" + "0" * 30], "must be at most 1,000,000"),
     ],
 )
-def test_commands_refuse_undecodable_arguments_in_words(args, refusal):
+def test_commands_refuse_undecodable_or_absurd_arguments_in_words(args, refusal):
     """The driver's "'utf-8' codec can't encode character '\\udcff'" was the message, or a traceback."""
     result = run_manage(*args)
     assert (result.returncode, result.stdout) == (2, ""), result.stderr[-2000:]

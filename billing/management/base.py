@@ -105,8 +105,12 @@ def now_checked(now: datetime | None, *, force: bool) -> datetime | None:
     return now
 
 
-def positive_int(minimum: int = 1):
-    """An argparse type: a whole number of at least ``minimum``, else a clear usage error (exit 2)."""
+# Batch sizes and populations: more than this is a typo (--batch-size 10^30 was "bigint out of range").
+INT_MAXIMUM = 1_000_000
+
+
+def positive_int(minimum: int = 1, maximum: int = INT_MAXIMUM):
+    """An argparse type: a whole number from ``minimum`` to ``maximum``, else a clear usage error (exit 2)."""
 
     def parse(value):
         try:
@@ -115,6 +119,8 @@ def positive_int(minimum: int = 1):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {echo(value)}")
         if n < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        if n > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}")
         return n
 
     return parse
