@@ -414,3 +414,21 @@ def test_the_app_role_deletes_a_customer_with_its_periods_and_no_period_alone(ro
     assert set(UsageTracking.objects.values_list("customer_id", flat=True)) == {kept.pk}
     assert not Customer.objects.filter(pk__in=[by_orm.pk, by_sql.pk, rows_first.pk]).exists()
     assert_invariants()
+
+
+@pytest.mark.parametrize("occurred_at", ["9999-06-01T00:00:00Z", "1970-01-01T00:00:00Z"])
+def test_the_product_opens_no_period_outside_the_horizon_with_an_event(roles, occurred_at):
+    """A usage event the product dated 9999 opened a period ending in 10000 through the counter trigger."""
+    plans_ensure()
+    customer = CustomerFactory()
+    before = _periods(customer)
+    insert = (
+        "INSERT INTO usage_events (id, customer_id, metric, quantity, occurred_at, created_at) "
+        "VALUES (gen_random_uuid(), %s, 'minutes', 1, %s, now())"
+    )
+    assert _sqlstate(insert, [customer.pk, occurred_at]) == PERIOD_OUTSIDE_HORIZON
+    assert _periods(customer) == before and not customer.usage_events.exists()
+    # Within the horizon, a late event of last year opens its period as before.
+    assert _sqlstate(insert, [customer.pk, customer.current_period_start - timedelta(days=365)]) is None
+    assert len(_periods(customer)) == len(before) + 1
+    assert_invariants()

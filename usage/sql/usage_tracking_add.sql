@@ -83,7 +83,10 @@ BEGIN
     END IF;
 
     -- 3. Create the missing rows from the truth. A concurrent creator makes us wait, then skip
-    --    (both the unique key and the no-overlap exclusion constraint are arbiters).
+    --    (both the unique key and the no-overlap exclusion constraint are arbiters). A period outside
+    --    the sane horizon (an event the product dated 9999) is refused: UP001, the statement undone.
+    PERFORM usage_period_check(r.period_start, r.period_end)
+    FROM unnest(rest_start, rest_end) AS r(period_start, period_end);
     WITH d AS (
         SELECT * FROM unnest(rest_customer, rest_start, rest_end) AS d(customer_id, period_start, period_end)
     ), created AS (
