@@ -9,9 +9,10 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from usage.horizon import PERIOD_OUTSIDE_HORIZON
 from usage.names import render
 
 ROLL_BATCH = 500
@@ -56,8 +57,22 @@ def period_roll_due(
             progress(rolled, due)
 
 
+class PeriodOutsideHorizon(ValueError):
+    """The database refused the period (usage_period_check, SQLSTATE UP001); the message says why."""
+
+
 def period_renew(*, customer_id: uuid.UUID | str, start: datetime, end: datetime, actor: str) -> bool:
-    """A processor's renewal of [start, end): opens that period unless it is open already."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT billing_period_roll(%s, now(), %s, %s, %s)", [customer_id, actor, start, end])
-        return cursor.fetchone()[0]
+    """A processor's renewal of [start, end): opens that period unless it is open already.
+
+    PeriodOutsideHorizon when it ends beyond the horizon at the database's clock (a caller that
+    checked at its own clock, a moment later, can still be refused by a second)."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT billing_period_roll(%s, now(), %s, %s, %s)", [customer_id, actor, start, end]
+            )
+            return cursor.fetchone()[0]
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == PERIOD_OUTSIDE_HORIZON:
+            raise PeriodOutsideHorizon(str(exc).strip().splitlines()[0]) from exc
+        raise

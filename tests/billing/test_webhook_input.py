@@ -6,6 +6,7 @@ bodies are refused before any work (400/413, nothing written).
 """
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -17,6 +18,7 @@ from demo import webhook_payloads as wp
 from demo.data import plans_ensure
 from tests.billing.test_webhooks import PADDLE_SECRET, STRIPE_SECRET, post, state
 from tests.factories import CustomerFactory
+from usage.horizon import PERIOD_HORIZON
 
 pytestmark = pytest.mark.django_db
 
@@ -275,3 +277,22 @@ def test_a_paddle_period_beyond_the_horizon_changes_nothing_even_for_a_known_sub
     assert post(client, "paddle", far).json()["status"] == "failed"
     after = state()
     assert after[0] == before[0] + 1 and after[1:] == before[1:]
+
+
+def test_a_period_past_the_horizon_at_the_databases_clock_is_stored_failed_not_a_500(client):
+    """Python checks the horizon at its clock, the database at its transaction's start: a period ending
+    between the two passed the first and was refused by the second (UP001) with a 500."""
+    plans_ensure()
+    customer = CustomerFactory()
+    time.sleep(2)  # the test's transaction, and so the database's now(), began before this
+    end = timezone.now().replace(microsecond=0) + PERIOD_HORIZON  # in range at Python's clock
+    payload = stripe_sub(
+        customer,
+        current_period_start=int(customer.current_period_end.timestamp()),
+        current_period_end=int(end.timestamp()),
+    )
+    response = post(client, "stripe", payload)
+    assert response.status_code == 200 and response.json()["status"] == "failed"
+    event = WebhookEvent.objects.get()
+    assert "is outside the accepted range" in event.error and not event.retry_expected
+    assert not customer.usage_periods.filter(period_end=end).exists()

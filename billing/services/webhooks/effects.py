@@ -13,7 +13,7 @@ from django.utils import timezone
 from billing.models import AuditLog, CreditGrant, Plan, Subscription, WebhookEvent
 from billing.services.audit import audit_record
 from billing.services.credits import BAD_QUANTITY, CreditGrantError, credit_grant, credit_grant_quantity
-from billing.services.periods import period_renew
+from billing.services.periods import PeriodOutsideHorizon, period_renew
 from billing.services.plans import plan_change_validate
 from billing.services.webhooks.fields import Fields
 from billing.services.webhooks.outcome import Outcome, WebhookFailed, WebhookNotYet
@@ -183,13 +183,21 @@ def subscription_sync(event: WebhookEvent, state: SubscriptionState, actor: str)
         after["period_start"],
         after["period_end"],
     )
-    if not ending and new_period and period_renew(customer_id=customer.pk, start=start, end=end, actor=actor):
+    if not ending and new_period and _renew(customer_id=customer.pk, start=start, end=end, actor=actor):
         rolled = " Opened the usage period from the processor's period."
     change = "created" if before is None else "updated"
     return Outcome.processed(
         f"subscription {state.external_id} {change}: {plan.code}, {state.status}.{state.note}{rolled}{warning}",
         customer.pk,
     )
+
+
+def _renew(**period) -> bool:
+    """period_renew, its refusal of a period beyond the horizon stored as the event's failure."""
+    try:
+        return period_renew(**period)
+    except PeriodOutsideHorizon as exc:
+        raise WebhookFailed(str(exc)) from exc
 
 
 def _subscription_snapshot(s: Subscription) -> dict:
@@ -219,7 +227,7 @@ def renewal_apply(
         if subscription.status == Subscription.Status.PAST_DUE:
             subscription.status = Subscription.Status.ACTIVE  # paid
         subscription.save()
-    opened = period_renew(customer_id=subscription.customer_id, start=start, end=end, actor=actor)
+    opened = _renew(customer_id=subscription.customer_id, start=start, end=end, actor=actor)
     after = _subscription_snapshot(subscription)
     if not opened and before == after:
         return Outcome.processed(

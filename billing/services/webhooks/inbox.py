@@ -22,6 +22,7 @@ from billing.services.webhooks.outcome import Outcome, WebhookFailed, WebhookNot
 from billing.services.webhooks.paddle import PADDLE
 from billing.services.webhooks.processor import Processor
 from billing.services.webhooks.stripe import STRIPE
+from usage.horizon import PERIOD_OUTSIDE_HORIZON
 from usage.models import Customer
 
 log = logging.getLogger("billing.webhooks")
@@ -177,7 +178,9 @@ def _one_statement(processor: Processor, envelope: Envelope) -> Ingested | None:
             cursor.execute(sql, params)
             row = cursor.fetchone()
     except DatabaseError as exc:
-        if getattr(exc.__cause__, "sqlstate", None) == PYTHON_PATH:
+        # Handed back, or a period the database's clock puts beyond the horizon: the Python path
+        # stores the event failed with the reason.
+        if getattr(exc.__cause__, "sqlstate", None) in (PYTHON_PATH, PERIOD_OUTSIDE_HORIZON):
             return None
         raise
     duplicate, pk, status, outcome, error, customer_id, attempts, retry, received_at, processed_at = row
