@@ -20,7 +20,7 @@ import statistics
 import time
 from dataclasses import asdict
 
-from common import log  # sets up Django on the benchmark database
+from common import log, sql, timed  # sets up Django on the benchmark database
 from dataset import Params, generate, prepare
 from django.db import connection
 from django.test import Client
@@ -28,20 +28,6 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from billing.ops.integrity import discrepancy_report
-
-
-def sql(statement, params=None):
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        return cursor.fetchall() if cursor.description else None
-
-
-def timed(label, fn):
-    log(f"{label} ...")
-    start = time.perf_counter()
-    result = fn()
-    log(f"  {time.perf_counter() - start:.1f} s")
-    return result
 
 
 def pages():

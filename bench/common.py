@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +18,25 @@ django.setup()
 
 def log(message):
     print(message, file=sys.stderr, flush=True)
+
+
+def sql(statement, params=None):
+    """Run one statement on the benchmark database; its rows, if it returns any."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchall() if cursor.description else None
+
+
+def timed(label, fn):
+    """``(seconds, fn())``, with the label and the wall time on stderr."""
+    log(f"{label} ...")
+    start = time.perf_counter()
+    result = fn()
+    elapsed = time.perf_counter() - start
+    log(f"  {elapsed:.1f} s")
+    return elapsed, result
 
 
 def fresh_bench_schema():

@@ -20,27 +20,12 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, fresh_bench_schema, log  # sets up Django on the benchmark database
+from common import ROOT, fresh_bench_schema, log, sql, timed  # sets up Django on the benchmark database
 from dataset import generate
 from django.db import connection, transaction
 
 from billing.ops.checks import drift_scan
 from billing.ops.integrity import discrepancy_report, usage_reconcile
-
-
-def sql(statement, params=None):
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        return cursor.fetchall() if cursor.description else None
-
-
-def timed(label, fn):
-    log(f"{label} ...")
-    start = time.perf_counter()
-    result = fn()
-    elapsed = time.perf_counter() - start
-    log(f"  {elapsed:.1f} s")
-    return elapsed, result
 
 
 def plant_drift(fraction: float) -> int:

@@ -3,7 +3,6 @@ request signals and the connection a thread keeps between requests (CONN_MAX_AGE
 gthread worker runs it (bench/webhooks.py drives the same handler from several threads).
 """
 
-import io
 import tempfile
 import time
 from datetime import timedelta
@@ -19,7 +18,7 @@ from billing.services.webhooks import signature_header
 from demo import webhook_payloads as wp
 from tests.billing.test_webhook_one_statement import C1, C3, S1, _customers, _stripe_sub
 from tests.billing.test_webhook_traffic import _now, stripe_event
-from tests.billing.test_webhooks import STRIPE_SECRET
+from tests.billing.test_webhooks import STRIPE_SECRET, wsgi_post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,27 +27,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _secrets(settings):
     settings.STRIPE_WEBHOOK_SECRET = STRIPE_SECRET
     settings.WEBHOOK_TOLERANCE_SECONDS = 300
-
-
-def _deliver(handler, payload) -> str:
-    data = wp.body(payload)
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/webhooks/stripe/",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(data),
-        "CONTENT_LENGTH": str(len(data)),
-        "CONTENT_TYPE": "application/json",
-        "HTTP_STRIPE_SIGNATURE": signature_header("stripe", data, STRIPE_SECRET),
-    }
-    answer = []
-    body = handler(environ, lambda status, headers: answer.append(status))
-    b"".join(body)
-    body.close()  # request_finished, as the server sends it
-    return answer[0]
 
 
 def _events(start, end):
@@ -74,14 +52,14 @@ def test_a_delivery_on_a_kept_connection_sends_one_statement_and_no_health_check
     _customers(start, end)
     upgrade, pack, ignored = _events(start, end)
     handler = WSGIHandler()
-    assert _deliver(handler, ignored) == "200 OK"  # opens the connection the next requests keep
+    assert wsgi_post(handler, ignored) == "200 OK"  # opens the connection the next requests keep
     kept = connection.connection
     for payload in (upgrade, pack):
         with tempfile.TemporaryFile() as trace:
             kept.pgconn.trace(trace.fileno())
             kept.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
             try:
-                assert _deliver(handler, payload) == "200 OK"
+                assert wsgi_post(handler, payload) == "200 OK"
             finally:
                 kept.pgconn.untrace()
             trace.seek(0)
@@ -123,12 +101,12 @@ def test_a_connection_the_server_dropped_between_deliveries_is_replaced_and_the_
         created=now,
     )
     handler = WSGIHandler()
-    assert _deliver(handler, ignored) == "200 OK"
+    assert wsgi_post(handler, ignored) == "200 OK"
     pid = connection.connection.info.backend_pid
     _terminate(pid)
     deliveries = (pack, pack, upgrade, new) if first == "one statement" else (new, pack, upgrade, new)
     for payload in deliveries:  # the first finds the connection dead
-        assert _deliver(handler, payload) == "200 OK"
+        assert wsgi_post(handler, payload) == "200 OK"
     assert connection.connection.info.backend_pid != pid
     assert "the database connection was lost" in caplog.text
     assert CreditGrant.objects.get(customer_id=C1).granted == 100

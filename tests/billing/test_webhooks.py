@@ -1,5 +1,6 @@
 """Webhooks (SPEC §5, S6): verification on the raw body, once-only processing, order, failures."""
 
+import io
 import threading
 import time
 import urllib.request
@@ -35,6 +36,29 @@ def post(client, processor, payload, *, secret=None, header=None, raw=None, time
         header = signature_header(processor, data, secret, timestamp)
     extra = {f"HTTP_{processor.upper()}_SIGNATURE": header} if header else {}
     return client.post(f"/webhooks/{processor}/", data=data, content_type="application/json", **extra)
+
+
+def wsgi_post(handler, payload) -> str:
+    """Deliver a signed Stripe event through Django's WSGI handler as gunicorn's gthread worker calls
+    it (request signals included, so CONN_MAX_AGE applies); the answer's status line."""
+    data = wp.body(payload)
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/webhooks/stripe/",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(data),
+        "CONTENT_LENGTH": str(len(data)),
+        "CONTENT_TYPE": "application/json",
+        "HTTP_STRIPE_SIGNATURE": signature_header("stripe", data, STRIPE_SECRET),
+    }
+    answer = []
+    body = handler(environ, lambda status, headers: answer.append(status))
+    b"".join(body)
+    body.close()  # request_finished, as the server sends it
+    return answer[0]
 
 
 def state():
