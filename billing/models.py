@@ -69,6 +69,8 @@ class Subscription(models.Model):
     class Meta:
         db_table = "subscriptions"
         ordering = ["-created_at"]
+        # A change of the live plan keeps each usage period on the plan in effect for it (plan_id).
+        triggers = triggers.subscription_triggers()
         constraints = [
             models.CheckConstraint(
                 condition=Q(status__in=["trialing", "active", "past_due", "canceled"]),

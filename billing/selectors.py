@@ -24,6 +24,20 @@ def sql_definitions() -> list[SqlFunction]:
     return sql_functions(SQL_DIR)
 
 
+def period_plan_sql(alias: str) -> str:
+    """The plan a usage period (``alias``: a usage_tracking row) is attributed to, defined once (SPEC
+    §7 Finance): the plan in effect for that period, stamped on it (usage_tracking.plan_id: as it opens,
+    and again while it runs when the live plan changes; billing/migrations/0018), else, for a period not
+    stamped yet (opened by a counter trigger or by consume), the customer's live plan, which is that
+    plan while no change has happened since (a change stamps it first: billing_period_plans_freeze).
+    Past periods keep their plan: a plan change today moves no past month between plans. The live
+    plan is probed for the unstamped rows only (coalesce stops at a stamp)."""
+    return (
+        f"coalesce({alias}.plan_id,"
+        f" (SELECT period_lp.plan_id FROM billing_live_plan({alias}.customer_id) period_lp))"
+    )
+
+
 def _live_plan(column: str, customer: Customer) -> RawSQL:
     # The one definition of the live plan: billing/sql/billing_live_plan.sql.
     return RawSQL(f"SELECT {column} FROM billing_live_plan(%s)", [customer.pk])

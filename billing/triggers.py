@@ -89,3 +89,60 @@ END IF;
 {_REFUSE}""",
         ),
     ]
+
+
+# --- subscriptions -> usage_tracking.plan_id (the plan in effect for each period, SPEC §7 Finance) ---
+
+# What makes a customer's live plan (billing_live_by_customer): the subscription's customer, plan and
+# status. A renewal (new period bounds on the same plan) fires nothing: the WHEN clause decides.
+_PLAN_MOVED = (
+    "((OLD.customer_id, OLD.plan_id, OLD.status) IS DISTINCT FROM (NEW.customer_id, NEW.plan_id, NEW.status))"
+)
+
+
+def _period_plans(name, when, function, operation, condition=None):
+    """Row triggers that call ``function`` for the customer before and after the row (both, when a
+    subscription moves between customers). Plan changes are rare writes; the counters' path never
+    meets them (they fire on subscriptions, and plan_id is in no index of usage_tracking)."""
+    return pgtrigger.Trigger(
+        name=name,
+        level=pgtrigger.Row,
+        when=when,
+        operation=operation,
+        condition=condition,
+        func=f"""
+IF TG_OP <> 'INSERT' THEN
+    PERFORM {function}(OLD.customer_id);
+END IF;
+IF TG_OP <> 'DELETE' AND (TG_OP = 'INSERT' OR NEW.customer_id IS DISTINCT FROM OLD.customer_id) THEN
+    PERFORM {function}(NEW.customer_id);
+END IF;
+RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+""",
+    )
+
+
+def subscription_triggers():
+    """Before the live plan changes, the customer's ended periods not stamped yet keep the plan they
+    had (billing_period_plans_freeze); after, the periods not ended take the new one
+    (billing_period_plans_restamp)."""
+    freeze, restamp = "billing_period_plans_freeze", "billing_period_plans_restamp"
+    insert_delete = pgtrigger.Insert | pgtrigger.Delete
+    return [
+        _period_plans("subscriptions_period_plans_freeze", pgtrigger.Before, freeze, insert_delete),
+        _period_plans(
+            "subscriptions_period_plans_freeze_update",
+            pgtrigger.Before,
+            freeze,
+            pgtrigger.Update,
+            pgtrigger.Condition(_PLAN_MOVED),
+        ),
+        _period_plans("subscriptions_period_plans_restamp", pgtrigger.After, restamp, insert_delete),
+        _period_plans(
+            "subscriptions_period_plans_restamp_update",
+            pgtrigger.After,
+            restamp,
+            pgtrigger.Update,
+            pgtrigger.Condition(_PLAN_MOVED),
+        ),
+    ]

@@ -12,6 +12,7 @@ from django.utils.functional import cached_property
 
 from billing.finance.selectors import last_full_month, month_parse, month_shift
 from billing.models import Plan
+from billing.selectors import period_plan_sql
 from usage.admin import UsageTrackingAdmin as BaseUsageTrackingAdmin
 from usage.models import UsageTracking
 from usage.names import render
@@ -51,7 +52,8 @@ class MonthFilter(admin.SimpleListFilter):
 
 
 class PlanFilter(admin.SimpleListFilter):
-    """The customer's plan now (the live plan: billing_live_plan), as usage_report has it."""
+    """The plan in effect for the period (stamped on it: billing.selectors.period_plan_sql), as usage_report
+    has it."""
 
     title = "plan"
     parameter_name = "plan"
@@ -66,19 +68,11 @@ class PlanFilter(admin.SimpleListFilter):
             return queryset
         if code not in {c for c, _ in self.lookup_choices}:
             return queryset.none()  # no such plan (and never a NUL byte sent to PostgreSQL)
-        # The live plan's one definition, by key: the customer's live subscription
-        # (billing_live_by_customer, one probe of its unique index), else the plan billing_live_plan(NULL)
-        # gives a customer with none; as usage_report and billing_consume read it.
+        # The plan in effect for each period (the one stamped on it; a period not stamped yet: the live
+        # plan), by its one definition, as usage_report reads it.
         plan_id = next(pk for c, _, pk in self.plans if c == code)
-        live_plan = RawSQL(
-            render(
-                "coalesce((SELECT ls.plan_id FROM billing_live_by_customer() ls"
-                " WHERE ls.customer = usage_tracking.customer_id),"
-                " (SELECT nosub.plan_id FROM billing_live_plan(NULL::uuid) nosub))"
-            ),
-            [],
-        )
-        return queryset.alias(live_plan_id=live_plan).filter(live_plan_id=plan_id)
+        period_plan = RawSQL(render(period_plan_sql("usage_tracking")), [])
+        return queryset.alias(period_plan_id=period_plan).filter(period_plan_id=plan_id)
 
 
 admin.site.unregister(UsageTracking)

@@ -20,7 +20,7 @@ from django.db import connections
 
 from billing.models import CreditDraw, CreditGrant, Plan
 from billing.ops.usage_report import REPORT_FIELDS, REPORT_ROWS_SQL, month_parse, usage_report
-from billing.selectors import OVER_LIMIT_RULE, USAGE_PREFIX, over_limit_lines
+from billing.selectors import OVER_LIMIT_RULE, USAGE_PREFIX, over_limit_lines, period_plan_sql
 from usage.metrics import BY_CODE, METERED
 from usage.metrics import METRICS as CATALOGUE
 from usage.names import render
@@ -383,14 +383,11 @@ def credit_by_month(first: str, last: str, now: datetime | None = None) -> list[
 
 # --- trends --------------------------------------------------------------------------------------
 
-# The live plan by one hash join (billing_live_by_customer; none: billing_live_plan(NULL)), not a probe
-# per customer or per period row.
-_USAGE_TREND = """
+# Each period's plan: the plan in effect for it, stamped on it (period_plan_sql), as usage_report has it.
+_USAGE_TREND = f"""
 SELECT t.month, pl.code, sum(t.ai_interactions_count), sum(t.minutes_used)
 FROM usage_tracking t
-LEFT JOIN billing_live_by_customer() AS ls ON ls.customer = t.customer_id
-CROSS JOIN billing_live_plan(NULL::uuid) AS nosub
-LEFT JOIN plans pl ON pl.id = coalesce(ls.plan_id, nosub.plan_id)
+LEFT JOIN plans pl ON pl.id = {period_plan_sql("t")}
 WHERE t.month >= %(first)s AND t.month <= %(last)s
 GROUP BY 1, 2
 """

@@ -2,7 +2,9 @@
 
 One statement over the month's usage_tracking rows, streamed through a server-side cursor, so a
 million-customer month never sits in memory. "Month" is the month the usage period started in
-(usage_tracking.month). The plan shown is the customer's plan now (subscriptions keep no history).
+(usage_tracking.month). The plan shown is the plan in effect for the period (the plan stamped on it:
+billing.selectors.period_plan_sql), not the customer's plan now: a plan change today moves no past
+month's usage between plans.
 """
 
 import re
@@ -11,6 +13,7 @@ from collections.abc import Iterator
 from django.db import connections
 from django.utils import timezone
 
+from billing.selectors import period_plan_sql
 from usage.horizon import EARLIEST
 from usage.names import render
 from usage.text import echo
@@ -32,11 +35,10 @@ REPORT_FIELDS = (
 
 # One row per usage period that started in the month; finance's pages aggregate this same statement
 # (billing/finance/selectors.py), so the page, its CSV and this command cannot disagree. Set-based over
-# the month's million periods: the live plan by one hash join of billing_live_by_customer() (at most one
-# live subscription per customer; none = the plan billing_live_plan(NULL) gives), not a probe per row;
-# customers by a LEFT JOIN on their key (usage_tracking.customer_id is a non-null foreign key, so no
+# the month's million periods: each period's plan is the one stamped on it (period_plan_sql; the live
+# plan is probed only for a period not stamped yet), so no subscription is read per row; customers by a LEFT JOIN on their key (usage_tracking.customer_id is a non-null foreign key, so no
 # row is lost), which PostgreSQL drops when the aggregate reads no customer column.
-REPORT_ROWS_SQL = """
+REPORT_ROWS_SQL = f"""
 WITH allowed AS MATERIALIZED (  -- each plan's allowances once, not once per period row
     SELECT pl.id, pl.code, billing_plan_allowance(pl, 'ai_interaction')::bigint AS ai_allowance,
            billing_plan_allowance(pl, 'minutes')::bigint AS minutes_allowance
@@ -62,9 +64,7 @@ SELECT t.customer_id AS customer_id, c.email, pl.code AS plan, t.period_start, t
        coalesce(dr.minutes, 0) AS minutes_from_credit
 FROM usage_tracking t
 LEFT JOIN customers c ON c.id = t.customer_id
-LEFT JOIN billing_live_by_customer() AS ls ON ls.customer = t.customer_id
-CROSS JOIN billing_live_plan(NULL::uuid) AS nosub
-LEFT JOIN allowed pl ON pl.id = coalesce(ls.plan_id, nosub.plan_id)
+LEFT JOIN allowed pl ON pl.id = {period_plan_sql("t")}
 LEFT JOIN drawn dr ON dr.id = t.id
 WHERE t.month = %(month)s
 """

@@ -34,7 +34,7 @@ class Command(OpsCommand):
             out.write(json.dumps({"month": month}).rstrip("}") + ', "rows": [')
         else:
             out.write(
-                f"Usage for periods starting in {month} (allowance: the customer's plan now; - = unlimited)\n\n"
+                f"Usage for periods starting in {month} (plan: the plan in effect for the period; - = unlimited)\n\n"
             )
             out.write(
                 f"{'email':<40} {'plan':<8} {'projects':>8} {'AI used':>10} {'of':>8} {'credit':>7} "
