@@ -27,14 +27,28 @@ PRODUCT_TABLES = (
 )
 
 
+# Columns billing-ops adds to a product table (adoption may add columns, never change the product's):
+# the plan in effect for each usage period (billing 0018).
+ADDED_COLUMNS = {"usage_tracking": ("plan_id",)}
+
+
 def checksums(db, tables=PRODUCT_TABLES) -> dict[str, str]:
-    """Every product row, as text, hashed per table: equal means byte-identical rows."""
-    return {
-        t: db.sql(
-            f"SELECT count(*) || ':' || md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), '')) FROM {t} r"
+    """Every product row's own columns, as text, hashed per table: equal means byte-identical rows."""
+    out = {}
+    for t in tables:
+        columns = [
+            name
+            for (name,) in db.sql(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                f" AND table_name = '{t}' ORDER BY ordinal_position"
+            )
+            if name not in ADDED_COLUMNS.get(t, ())
+        ]
+        out[t] = db.sql(
+            f"SELECT count(*) || ':' || md5(coalesce(string_agg(r::text, '|' ORDER BY r::text), ''))"
+            f" FROM (SELECT {', '.join(columns)} FROM {t}) r"
         )[0][0]
-        for t in tables
-    }
+    return out
 
 
 def catalog(db) -> dict:
