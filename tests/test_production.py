@@ -336,6 +336,26 @@ def test_the_demo_server_logs_an_unexpected_error_the_same_way():
     assert_crash_logged(json_lines(server.stderr))
 
 
+@pytest.mark.django_db
+def test_the_demo_servers_access_lines_name_the_request_in_words():
+    """runserver's access lines (django.server) carried the socket's repr as ``request``
+    ("<socket.socket fd=4, ...>") and the time a second time as ``server_time``."""
+    with demo_server("tests.crashing_view_settings") as server:
+        assert server.get("/admin/login/?next=/admin/")[0] == 200
+        assert server.get("/crash")[0] == 500
+    records = json_lines(server.stderr)
+    access = [r for r in records if r["logger"] == "django.server"]
+    assert [(r["request"], r["status_code"]) for r in access] == [
+        ("GET /admin/login/", 200),
+        ("GET /crash", 500),
+    ]
+    assert all("server_time" not in r for r in access)
+    assert '"GET /admin/login/?next=/admin/ HTTP/1.1" 200' in access[0]["message"]  # the query stays there
+    [error] = [r for r in records if r["logger"] == "django.request"]
+    assert error["request"] == "GET /crash"  # was "<WSGIRequest: GET '/crash'>"
+    assert "socket" not in server.stderr
+
+
 def assert_crash_logged(records):
     [error] = [r for r in records if r["logger"] == "django.request"]
     assert error["level"] == "ERROR"
