@@ -13,6 +13,8 @@ With --reuse the dataset is generated once and kept: a later run at the same --s
 (new indexes are built on the kept data) and measures. Keep it in a database of its own:
 
     EMBEDDED_DBNAME=billing_ops_bench_1m nice -n 10 .venv/bin/python bench/admin.py --reuse
+
+bench/finance.py's dataset (twelve periods per customer) serves too: pass --periods 12.
 """
 
 import argparse
@@ -127,10 +129,17 @@ def main():
     parser.add_argument(
         "--reuse", action="store_true", help="keep the database's dataset if it was generated at this scale"
     )
+    parser.add_argument(
+        "--periods",
+        type=int,
+        default=Params.periods,
+        help="usage periods per customer (a kept dataset is reused only with the same number: "
+        "bench/finance.py generates 12)",
+    )
     args = parser.parse_args()
     customers = max(100, int(1_000_000 * args.scale))
 
-    params = Params(customers)
+    params = Params(customers, periods=args.periods)
     if not prepare(params, reuse=args.reuse):
         generate(**asdict(params))
     # One report over everyone, whose run the dashboard and the drift and over-limit filters read (again

@@ -182,6 +182,65 @@ def test_over_since_is_the_first_of_the_unbroken_run_of_periods_over(demo, finan
     assert line["Over since (period start, UTC)"].startswith(month_shift(THIS_MONTH, -1))
 
 
+def test_over_since_runs_on_across_a_month_without_a_period(demo, finance):
+    """The run is of the customer's periods in order: a month with no period (the customer was away)
+    does not break it; a period under the limit does."""
+    usage_reconcile(apply=True, started_by="test")
+    six = Customer.objects.get(email=S1_SIX_PROJECTS)
+    from usage.models import UsageTracking
+    from usage.services.counters import counter_writes_allowed
+
+    this = six.current_period_start.strftime("%Y-%m")
+    with counter_writes_allowed():  # two months ago over (3 of 1), last month no period, before that 1 of 1
+        for back, projects in ((2, 3), (3, 1)):
+            month = month_shift(this, -back)
+            start, end = month_bounds(month)
+            UsageTracking.objects.create(
+                customer=six, period_start=start, period_end=end, month=month, active_projects_count=projects
+            )
+    rows = csv_rows(finance.get("/admin/finance/over-limit.csv"))
+    line = next(r for r in rows if r["Customer email"] == S1_SIX_PROJECTS)
+    assert line["Over since (period start, UTC)"].startswith(month_shift(this, -2))
+    html = finance.get("/admin/finance/over-limit/").content.decode()
+    six_row = re.search(
+        rf'<tr data-email="{re.escape(S1_SIX_PROJECTS)}" data-limit="active_projects">(.*?)</tr>', html, re.S
+    )
+    since = month_bounds(month_shift(this, -2))[0]
+    assert six_row and f"{since.day} {since:%b %Y}" in six_row.group(1)
+
+
+def test_the_over_limit_page_cuts_among_equal_overshoots_as_the_csv_orders_them(demo, finance, monkeypatch):
+    """Lines over by the same share are ordered by email: the page's first lines are the CSV's first
+    lines, also when the page ends in the middle of such a tie."""
+    from billing.finance import views
+    from usage.models import UsageTracking
+    from usage.services.counters import counter_writes_allowed
+
+    usage_reconcile(apply=True, started_by="test")
+    with counter_writes_allowed():  # five Free customers (no subscription), each 3 active projects of 1
+        for name in ("tie-c", "tie-a", "tie-e", "tie-b", "tie-d"):
+            customer = Customer.objects.create(email=f"{name}@over.test")
+            customer.refresh_from_db()
+            UsageTracking.objects.create(
+                customer=customer,
+                period_start=customer.current_period_start,
+                period_end=customer.current_period_end,
+                month=customer.current_period_start.strftime("%Y-%m"),
+                active_projects_count=3,
+            )
+    every = csv_rows(finance.get("/admin/finance/over-limit.csv"))
+    emails = [r["Customer email"] for r in every]
+    tied = [e for e in emails if e.endswith("@over.test")]
+    assert tied == [f"tie-{x}@over.test" for x in "abcde"]
+    first = emails.index("tie-a@over.test")
+    assert emails[first : first + 5] == tied  # nothing else over by the same share here
+    for shown in (first + 1, first + 3):  # the page ends among the tied lines
+        monkeypatch.setattr(views, "OVER_LIMIT_PAGE_ROWS", shown)
+        html = finance.get("/admin/finance/over-limit/").content.decode()
+        page = re.findall(r'<tr data-email="([^"]+)" data-limit="([^"]+)">', html)
+        assert [email for email, _ in page] == emails[:shown]
+
+
 def test_credit_page_equals_the_ledger(demo, finance):
     customer = Customer.objects.get(email=SCENARIOS["goodwill"][0])
     now = timezone.now()
