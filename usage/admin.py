@@ -9,6 +9,7 @@ from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.core.paginator import Paginator
 from django.db import OperationalError, connection, connections, models, transaction
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils import timezone
@@ -180,16 +181,26 @@ class CustomerSearch:
         term = search_term.strip()
         if not term:
             return queryset, False
-        condition = Q(customer_id__in=customers_matching(term))
+        customer_ids = customers_matching(term)
+        condition = Q(customer_id__in=customer_ids)
         for field in self.exact_search_fields:
             condition |= Q(**{field: term})
+        named_ids = []
         if len(term) >= NAME_SEARCH_MIN:
             # The rows first (their trigram index, at most SEARCH_CUSTOMERS_MAX), then the list by
             # their keys: an OR of the name's ILIKE with the customer walked the list's order through
             # 5M projects when few matched (8 s at 1M, bench/admin.py).
             for field in self.name_search_fields:
                 named = self.model._default_manager.filter(**{f"{field}__icontains": term}).order_by()
-                condition |= Q(pk__in=list(named.values_list("pk", flat=True)[:SEARCH_CUSTOMERS_MAX]))
+                named_ids += named.values_list("pk", flat=True)[:SEARCH_CUSTOMERS_MAX]
+        if named_ids and not customer_ids and not self.exact_search_fields:
+            # Only names matched: the rows by their keys, then sorted. Given them as an IN list,
+            # PostgreSQL walked the list's order index for the page's first rows, filtering by the
+            # list (73,000 presets read for 50 when a quarter of 1.5M matched, 436 ms at 1M).
+            pk_type = self.model._meta.pk.db_type(connection)
+            return queryset.filter(pk__in=RawSQL(f"SELECT unnest(%s::{pk_type}[])", [named_ids])), False
+        if named_ids:
+            condition |= Q(pk__in=named_ids)
         return queryset.filter(condition), False
 
 
