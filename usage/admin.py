@@ -1,7 +1,7 @@
 """Admin for the product's tables. Derived counters are read-only everywhere (SPEC §4, §7)."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import MAXYEAR, UTC, datetime, timedelta
 
 from django import forms
 from django.contrib import admin
@@ -261,6 +261,8 @@ class MonthFilter(admin.SimpleListFilter):
             start = datetime.strptime(self.value() or "", "%Y-%m").replace(tzinfo=UTC)
         except ValueError:
             return queryset
+        if start.year == MAXYEAR and start.month == 12:
+            return queryset.none()  # its end is past the calendar; and past the horizon, so it holds nothing
         end = (start + timedelta(days=32)).replace(day=1)
         return queryset.filter(**{f"{self.field}__gte": start, f"{self.field}__lt": end})
 

@@ -19,7 +19,13 @@ from django.conf import settings
 from django.db import connections
 
 from billing.models import CreditDraw, CreditGrant, Plan
-from billing.ops.usage_report import REPORT_FIELDS, REPORT_ROWS_SQL, month_parse, usage_report
+from billing.ops.usage_report import (
+    MONTH_FORMAT,
+    REPORT_FIELDS,
+    REPORT_ROWS_SQL,
+    month_parse,
+    usage_report,
+)
 from billing.selectors import OVER_LIMIT_RULE, USAGE_PREFIX, over_limit_lines, period_plan_sql
 from usage.metrics import BY_CODE, METERED
 from usage.metrics import METRICS as CATALOGUE
@@ -52,15 +58,24 @@ def _fetchall(sql: str, params: dict) -> list[tuple]:
         return cursor.fetchall()
 
 
+def _year_month(month: str) -> tuple[int, int]:
+    """YYYY-MM as numbers, its format checked but not its range: a twelve-month window to the first month
+    month_parse accepts starts before it (and holds nothing there)."""
+    if not MONTH_FORMAT.fullmatch(month):
+        month_parse(month)  # raises the format's message
+    year, mon = month.split("-")
+    return int(year), int(mon)
+
+
 def month_bounds(month: str) -> tuple[datetime, datetime]:
-    year, mon = (int(part) for part in month_parse(month).split("-"))
+    year, mon = _year_month(month)
     start = datetime(year, mon, 1, tzinfo=UTC)
     end = datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=UTC)
     return start, end
 
 
 def month_shift(month: str, months: int) -> str:
-    year, mon = (int(part) for part in month_parse(month).split("-"))
+    year, mon = _year_month(month)
     index = year * 12 + mon - 1 + months
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 

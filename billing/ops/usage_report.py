@@ -76,9 +76,12 @@ FIRST_MONTH = EARLIEST.strftime("%Y-%m")  # no usage period starts before the ho
 MONTHS_AHEAD = 12  # periods open a month ahead at most; a year leaves room for clocks and cron
 
 
+MONTH_FORMAT = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+
+
 def month_parse(value: str) -> str:
     """A report month, YYYY-MM, from FIRST_MONTH to a year after this month (ValueError otherwise)."""
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value or ""):
+    if not MONTH_FORMAT.fullmatch(value or ""):
         raise ValueError(f"month must be YYYY-MM (e.g. 2026-11), not {echo(value)}")
     today = timezone.now()
     year, month = divmod(today.year * 12 + today.month - 1 + MONTHS_AHEAD, 12)

@@ -423,3 +423,18 @@ def test_a_filtered_usage_period_list_counts_up_to_its_cap(demo, finance, monkey
     monkeypatch.setattr(finance_admin, "COUNT_CAP", 3)
     html = finance.get("/admin/usage/usagetracking/", {"month": THIS_MONTH}).content.decode()
     assert "4 usage periods" in html  # counted to the cap and one beyond, never the whole month
+
+
+@pytest.mark.parametrize("month", ["2000-01", "2000-11"])
+@pytest.mark.parametrize(
+    "url", ["/admin/finance/credit/", "/admin/finance/credit.csv", "/admin/finance/trends/"]
+)
+def test_twelve_months_to_the_first_months_of_the_range_are_shown_not_a_500(finance, url, month):
+    """The twelve months to 2000-01 (the first month the picker accepts) start before it: month_bounds
+    and month_shift re-checked the range on the window's first month and raised (a 500)."""
+    plans_ensure()
+    response = finance.get(url, {"month": month})
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    assert month.encode() in body
+    assert month_shift(month, -11).encode() in body  # the whole window, empty months included
