@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.db.models import BooleanField, Exists, Q
+from django.db.models import BooleanField, Exists, OuterRef, Q, Subquery
 from django.db.models.expressions import RawSQL
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -39,7 +39,7 @@ from billing.selectors import (
     last_full_report,
     last_full_run,
 )
-from billing.services.audit import audit_changes
+from billing.services.audit import REASON_MAX, audit_changes
 from billing.services.credits import (
     CREDIT_MAX,
     GOODWILL_NEEDS_REASON,
@@ -99,7 +99,7 @@ class PlanActionForm(helpers.ActionForm):
     )
     reason = forms.CharField(
         required=False,
-        max_length=500,
+        max_length=REASON_MAX,
         widget=forms.TextInput(attrs={"placeholder": "reason (superuser override)", "size": 28}),
     )
 
@@ -591,6 +591,7 @@ class CustomerAdmin(BigTableAdmin):
             result=result,
             can_change=self.has_change_plan_permission(request) and result.direction != "same",
             superuser=request.user.is_superuser,
+            reason_max=REASON_MAX,
         )
 
     def _change_plan(self, request, customer, target, reason):
@@ -599,7 +600,7 @@ class CustomerAdmin(BigTableAdmin):
             customer=customer,
             target=target,
             actor=_actor(request),
-            override_reason=reason[:500],
+            override_reason=reason,
             is_superuser=request.user.is_superuser,
         )
 
@@ -708,7 +709,7 @@ class CustomerAdmin(BigTableAdmin):
         plan = Plan.objects.filter(code=request.POST.get("plan", "")).first()
         if plan is None:
             self.message_user(request, "Choose the target plan next to the action.", messages.ERROR)
-        return plan, request.POST.get("reason", "")[:500]
+        return plan, request.POST.get("reason", "")
 
     @admin.action(description="Validate a plan change to the chosen plan", permissions=["validate"])
     def validate_plan_change_action(self, request, queryset):
@@ -819,7 +820,13 @@ class SubscriptionAdmin(CustomerSearch, BigTableAdmin):
 class AuditLogAdmin(ReadOnlyAdmin):
     """Append-only: the database refuses UPDATE and DELETE on audit_log."""
 
-    list_display = ("at", "actor", "action", "target_type", "target_id", "changes", "reason")
+    # Whose entry it is by email, never the target's row id; a long reason cut to a line (its page shows
+    # it whole), so every column fits at 1,400 px.
+    list_display = ("at", "actor", "action", "customer_email", "changes", "reason_short")
+
+    class Media:
+        css = {"all": ("billing/long-text.css",)}
+
     list_filter = ("action",)
     ordering = ("-id",)  # append-only: the primary key is the time order, no sort of the log
     search_fields = ("actor",)
@@ -836,6 +843,19 @@ class AuditLogAdmin(ReadOnlyAdmin):
         except ValueError:
             return super().get_search_results(request, queryset, term)
 
+    def get_queryset(self, request):
+        # The customer's email by its primary key, for the page's rows only: no join of the log.
+        email = Customer.objects.filter(pk=OuterRef("customer_id")).values("email")[:1]
+        return super().get_queryset(request).annotate(customer_email=Subquery(email))
+
+    @admin.display(description="customer")
+    def customer_email(self, entry):
+        return getattr(entry, "customer_email", None) or "—"
+
+    @admin.display(description="reason")
+    def reason_short(self, entry):
+        return Truncator(entry.reason).chars(120) or "—"
+
     @admin.display(description="changes")
     def changes(self, entry):
         lines = audit_changes(entry.before, entry.after, COUNTER_LABELS)
@@ -851,7 +871,9 @@ class GoodwillGrantForm(forms.ModelForm):
         help_text=f"Positive, at most 3 decimals, below {CREDIT_MAX:,} (like 250, 1,000 or 12.5); whole for AI interactions.",
     )
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3}), help_text="Required: it goes in the audit log."
+        max_length=REASON_MAX,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=f"Required, at most {REASON_MAX} characters: it goes in the audit log.",
     )
 
     class Meta:
@@ -985,7 +1007,7 @@ class ProjectForm(forms.ModelForm):
 
     override_reason = forms.CharField(
         required=False,
-        max_length=500,
+        max_length=REASON_MAX,
         label="Override reason",
         help_text="Superusers only: goes past the plan's active-projects limit; it goes in the audit log.",
     )

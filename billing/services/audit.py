@@ -13,6 +13,16 @@ from usage.metrics import BY_CODE as METRICS_BY_CODE
 from usage.models import ReconciliationRun
 from usage.numbers import value as value_for_people
 
+# A person's reason (goodwill credit, an override) as the forms take it: a few sentences, not a file.
+REASON_MAX = 500
+REASON_TOO_LONG = "a reason is at most {max:,} characters (this one has {length:,}); say it in fewer words"
+
+
+def reason_too_long(reason: str) -> str | None:
+    """Why a person's reason is refused for its length, or None."""
+    length = len(reason.strip())
+    return REASON_TOO_LONG.format(max=REASON_MAX, length=length) if length > REASON_MAX else None
+
 
 def _append(rows: list[dict]) -> list[AuditLog]:
     """Append audit rows in one call; the rows appended."""

@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from django.db import transaction
 
 from billing.models import AuditLog, CreditGrant
-from billing.services.audit import audit_record
+from billing.services.audit import audit_record, reason_too_long
 from usage.metrics import BY_CODE, METERED
 from usage.models import Customer
 from usage.numbers import plain_decimal
@@ -114,6 +114,8 @@ def credit_grant(
     reason = (reason or "").strip()
     if source == CreditGrant.Source.GOODWILL and not reason:
         raise CreditGrantError(GOODWILL_NEEDS_REASON)
+    if source == CreditGrant.Source.GOODWILL and (too_long := reason_too_long(reason)):
+        raise CreditGrantError(too_long)
 
     if source not in CreditGrant.Source.values:
         raise CreditGrantError(f"unknown credit source {source!r}")

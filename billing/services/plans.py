@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from billing.models import AuditLog, Plan, Subscription
 from billing.selectors import customer_plan, live_subscription, plan_allowance
-from billing.services.audit import audit_record
+from billing.services.audit import audit_record, reason_too_long
 from usage.metrics import METERED
 from usage.models import Customer, Project, UsageEvent
 from usage.numbers import number
@@ -131,6 +131,8 @@ def subscription_change_plan(
     if validation.direction == "same":
         return validation
     if not validation.allowed:
+        if too_long := reason_too_long(override_reason):
+            raise PlanChangeBlocked(too_long)
         if not override_reason.strip():
             raise PlanChangeBlocked(
                 " ".join(validation.blocks) + (" " + OVERRIDE_NEEDS_REASON if is_superuser else "")

@@ -12,7 +12,7 @@ from django.db.models import Q
 
 from billing.models import AuditLog, Plan
 from billing.selectors import customer_plan
-from billing.services.audit import audit_record
+from billing.services.audit import audit_record, reason_too_long
 from usage.models import Customer, Project
 
 AT_LIMIT = (
@@ -55,6 +55,8 @@ def project_limit_check(
     )
     upgrade = f" to {bigger.name} ({bigger.max_active_projects or 'unlimited'})" if bigger else ""
     refusal = AT_LIMIT.format(verb=verb, active=active, limit=limit, plan=plan.name, upgrade=upgrade)
+    if too_long := reason_too_long(override_reason):
+        raise ProjectLimitReached(f"{refusal} Not overridden: {too_long}.")
     if not override_reason.strip():
         raise ProjectLimitReached(refusal + (OVERRIDE_HINT if is_superuser else ""))
     if not is_superuser:

@@ -87,3 +87,19 @@ def test_the_audit_log_pages_show_changes_not_json(staff_client):
         html = support.get(url).content.decode()
         assert "granted: 1,000" in html and "metric: transcription minutes" in html, url
         assert "&quot;granted&quot;" not in html and '"granted"' not in html, url
+
+
+def test_the_audit_list_names_the_customer_and_fits_a_long_reason_in_a_line(staff_client):
+    """The list showed each entry's target as an internal row id and no customer, and a long reason
+    whole: one 500-character word stretched the table past 1,400 px, cutting the reasons off."""
+    from billing.services.credits import credit_grant
+    from tests.factories import CustomerFactory
+
+    customer = CustomerFactory(email="long.reason@example.com")
+    grant = credit_grant(
+        customer=customer, metric="minutes", quantity="5", source="goodwill", actor="t", reason="z" * 500
+    )
+    html = staff_client("sam", "Support").get("/admin/billing/auditlog/").content.decode()
+    assert "long.reason@example.com" in html
+    assert str(grant.pk) not in html
+    assert "z" * 500 not in html and "z" * 60 in html

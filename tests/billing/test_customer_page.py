@@ -107,6 +107,8 @@ def test_support_grants_credit_from_the_customer_page(support):
         ),
         ({"granted": "ten"}, "credit must be a positive number"),
         ({"reason": "   "}, "This field is required."),
+        # 5,000 characters were kept whole and stretched the audit log past the page
+        ({"reason": "x" * 5000}, "Ensure this value has at most 500 characters (it has 5000)."),
         ({"metric": "projects"}, "Select a valid choice."),
         ({"expires_at": "soon"}, "Enter a valid date/time."),
         # already expired: it was granted, as credit nobody could ever use
@@ -175,6 +177,16 @@ def test_a_blocked_downgrade_is_refused_to_support_and_overridden_by_a_superuser
     assert Subscription.objects.get(customer=s7).plan.code == "starter"
     audit = AuditLog.objects.get(action="plan_change")
     assert audit.reason.startswith("OVERRIDE of a blocked downgrade") and audit.actor == "root (admin)"
+
+
+def test_an_override_reason_past_the_bound_is_refused_not_cut(superuser, s7):
+    """A direct POST with a 5,000-character reason was cut to 500 characters without a word and the
+    blocked downgrade overridden; now it is refused, and nothing changes."""
+    url = reverse("admin:usage_customer_plan", args=[s7.pk])
+    refused = superuser.post(url, {"to": "starter", "reason": "y" * 5000}, follow=True)
+    assert "Not moved to Starter: a reason is at most 500 characters (this one has 5,000)" in _text(refused)
+    assert Subscription.objects.get(customer=s7).plan.code == "growth"
+    assert not AuditLog.objects.exists()
 
 
 def test_plan_view_bad_input(support, finance, s7):
