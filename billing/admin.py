@@ -72,6 +72,7 @@ from usage.admin import (
     UsageTrackingInline,
     customers_matching,
 )
+from usage.metrics import metric_label
 from usage.models import Customer, Project, ReconciliationRow, ReconciliationRun, UsageEvent
 from usage.names import render
 from usage.numbers import count_of, limit, money, number
@@ -541,7 +542,7 @@ class CustomerAdmin(BigTableAdmin):
             else:
                 self.message_user(
                     request,
-                    f"Granted {number(grant.granted)} {grant.get_metric_display()} of goodwill credit to "
+                    f"Granted {number(grant.granted)} {metric_label(grant.metric)} of goodwill credit to "
                     f"{customer.email}.",
                     messages.SUCCESS,
                 )

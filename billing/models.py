@@ -12,6 +12,7 @@ from django.db.models.functions import Now
 
 from billing import triggers
 from usage import numbers
+from usage.metrics import metric_label
 from usage.models import CounterFieldsMixin, Customer, GenRandomUUID, ReconciliationRun, UsageEvent
 
 
@@ -225,7 +226,7 @@ class CreditGrant(CounterFieldsMixin, models.Model):
         triggers = triggers.credit_grant_triggers()
 
     def __str__(self):
-        return f"{numbers.number(self.granted)} {self.get_metric_display()} ({self.source})"
+        return f"{numbers.number(self.granted)} {metric_label(self.metric)} ({self.source})"
 
 
 class CreditDraw(models.Model):

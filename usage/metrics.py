@@ -59,6 +59,14 @@ MINUTES = Metric(
 METRICS: tuple[Metric, ...] = (ACTIVE_PROJECTS, AI_INTERACTIONS, MINUTES)
 METERED: tuple[Metric, ...] = tuple(m for m in METRICS if m.metered)
 BY_CODE = {m.code: m for m in METRICS}
+
+
+def metric_label(code: str) -> str:
+    """A metric's code as written mid-sentence ("transcription minutes"); an unknown code as it is."""
+    known = BY_CODE.get(code)
+    return known.label if known else code
+
+
 BY_CHECK = {m.check: m for m in METRICS}
 
 

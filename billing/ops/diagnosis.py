@@ -12,7 +12,7 @@ from billing.ops.findings import findings
 from billing.selectors import customer_plan, live_subscription, plan_allowance
 from billing.services.audit import audit_changes
 from usage.metrics import BY_CHECK as METRICS_BY_CHECK
-from usage.metrics import METRICS
+from usage.metrics import METRICS, metric_label
 from usage.models import ReconciliationRow
 from usage.numbers import number_plain
 
@@ -148,6 +148,22 @@ class Diagnosis:
         }
 
 
+def _name_credit_lines(counters: list[CounterLine], credits: list) -> None:
+    """Each grant's "credit remaining" line says which grant it is ("credit remaining: transcription
+    minutes, purchased 2026-12-05"), not the same words on every line. The grants shown below cover the
+    usual case; the rest are read in one query."""
+    lines = [line for line in counters if line.check == "credit_remaining" and line.target_id]
+    grants = {str(g.pk): g for g in credits}
+    missing = [line.target_id for line in lines if str(line.target_id) not in grants]
+    if missing:
+        grants.update((str(g.pk), g) for g in CreditGrant.objects.filter(pk__in=missing))
+    for line in lines:
+        grant = grants.get(str(line.target_id))
+        if grant is not None:
+            source = "purchased" if grant.source == CreditGrant.Source.PURCHASE else grant.source
+            line.label = f"{line.label}: {metric_label(grant.metric)}, {source} {grant.created_at:%Y-%m-%d}"
+
+
 def customer_diagnose(*, customer, plans=None, trigger_health: bool = True) -> Diagnosis:
     """Plan, period, every counter beside its truth, allowance left, findings, history, the fix.
 
@@ -196,6 +212,7 @@ def customer_diagnose(*, customer, plans=None, trigger_health: bool = True) -> D
         entry.changes = audit_changes(entry.before, entry.after, COUNTER_LABELS)
     diagnosis = Diagnosis(customer, plan, subscription, current, counters, found, runs, audit)
     diagnosis.credits = list(CreditGrant.objects.filter(customer=customer).order_by("-created_at")[:10])
+    _name_credit_lines(counters, diagnosis.credits)
     diagnosis.webhooks = list(WebhookEvent.objects.filter(customer_id=customer.pk)[:10])
     if diagnosis.drifted:
         diagnosis.fixes.append(

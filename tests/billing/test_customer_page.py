@@ -9,6 +9,7 @@ import re
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from billing.models import AuditLog, CreditGrant, Subscription
 from billing.services.consume import consume
@@ -224,8 +225,20 @@ def test_numbers_on_the_page_are_for_people(support):
     row = re.search(r'data-check="minutes">(.*?)</tr>', page.content.decode(), re.S).group(1)
     cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
     assert cells == ["transcription minutes", "620", "620", "600", "0", "over by 20"]
-    assert "30 of 50 Transcription minutes left" in text
+    assert "30 of 50 transcription minutes left" in text  # mid-sentence, as the counters say it
     assert ".000" not in page.content.decode() and "−20" not in text
+    # The grant's own counter line says which grant it is (every grant's line read "credit remaining").
+    credit = re.search(r'data-check="credit_remaining">(.*?)</tr>', page.content.decode(), re.S).group(1)
+    today = timezone.now().strftime("%Y-%m-%d")
+    assert f"credit remaining: transcription minutes, purchased {today}" in credit
+
+
+def test_a_grant_of_minutes_is_announced_mid_sentence(support):
+    """ "Granted 12 Transcription minutes of goodwill credit": the metric's label, capitalised, mid-sentence."""
+    customer = CustomerFactory(email="minutes@example.com")
+    url = reverse("admin:usage_customer_grant", args=[customer.pk])
+    response = support.post(url, {"metric": "minutes", "granted": "12", "reason": "outage"}, follow=True)
+    assert "Granted 12 transcription minutes of goodwill credit to minutes@example.com." in _text(response)
 
 
 @pytest.mark.parametrize(

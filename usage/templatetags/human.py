@@ -3,6 +3,7 @@
 from django import template
 
 from usage import numbers
+from usage.metrics import metric_label
 
 register = template.Library()
 
@@ -10,3 +11,4 @@ register.filter("number", numbers.number)
 register.filter("limit", numbers.limit)
 register.filter("money", numbers.money)
 register.filter("words", lambda value: str(value).replace("_", " "))
+register.filter("metric", metric_label)  # a metric code as its label, written mid-sentence
