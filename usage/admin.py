@@ -19,7 +19,7 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from usage import numbers
-from usage.metrics import ACTIVE_PROJECTS, AI_INTERACTIONS, MINUTES
+from usage.metrics import ACTIVE_PROJECTS, AI_INTERACTIONS, MINUTES, check_label
 from usage.models import (
     Customer,
     Preset,
@@ -409,8 +409,9 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
         s = run.summary or {}
         n = numbers.number
         lines = [
-            f"{n(run.customers_checked)} customers checked, {n(run.customers_with_drift)} with drift, "
-            f"{n(run.discrepancies)} drifted counters, {n(run.fixed)} set to the truth."
+            f"{numbers.count_of(run.customers_checked, 'customer')} checked, "
+            f"{n(run.customers_with_drift)} with drift, "
+            f"{numbers.count_of(run.discrepancies, 'drifted counter')}, {n(run.fixed)} set to the truth."
         ]
         if "remaining_drift" in s:
             lines.append(f"Drifted again while it ran: {n(s['remaining_drift'])}.")
@@ -424,7 +425,7 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
             lines.append(
                 "Totals (tracked / true): "
                 + "; ".join(
-                    f"{k.replace('_', ' ')} {n(m.get('tracked'))} / {n(m.get('actual'))}"
+                    f"{check_label(k)} {n(m.get('tracked'))} / {n(m.get('actual'))}"
                     for k, m in metrics.items()
                 )
                 + "."
@@ -451,7 +452,7 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
     @admin.display(description="rows")
     def rows_link(self, run):
         url = reverse("admin:usage_reconciliationrow_changelist") + f"?run__id__exact={run.pk}"
-        return format_html('<a href="{}">{} rows</a>', url, run.discrepancies)
+        return format_html('<a href="{}">{}</a>', url, numbers.count_of(run.discrepancies, "row"))
 
 
 class CheckFilter(admin.SimpleListFilter):

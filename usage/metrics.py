@@ -70,6 +70,13 @@ def metric_label(code: str) -> str:
 BY_CHECK = {m.check: m for m in METRICS}
 
 
+def check_label(check: str) -> str:
+    """A drift check's name for people: a metric's label ("AI interactions", not "ai interactions");
+    any other check in words ("credit remaining")."""
+    known = BY_CHECK.get(check)
+    return known.label if known else check.replace("_", " ")
+
+
 def _literal(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
