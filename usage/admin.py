@@ -345,11 +345,13 @@ class UsageEventAdmin(CustomerSearch, BigTableAdmin):
 class UsageTrackingAdmin(CustomerSearch, CounterColumns, ReadOnlyAdmin):
     """Counters are derived: the triggers write them."""
 
+    # Times as "2026-11-28 00:00" (UTC), not "Nov. 28, 2026, midnight": with the long form the
+    # transcription minutes ran off the list at 1,400 px (finance's drill-down lands here).
     list_display = (
         "customer",
         "month",
-        "period_start",
-        "period_end",
+        "period_start_short",
+        "period_end_short",
         "active_projects",
         "ai_interactions",
         "minutes",
@@ -359,6 +361,14 @@ class UsageTrackingAdmin(CustomerSearch, CounterColumns, ReadOnlyAdmin):
     search_help_text = "The customer's email (exact, any case), an email prefix, or a customer id."
     # Newest period first per customer: a backward scan of the (customer, period_start) unique index.
     ordering = ("-customer_id", "-period_start")
+
+    @admin.display(description="period start (UTC)", ordering="period_start")
+    def period_start_short(self, period):
+        return f"{period.period_start.astimezone(UTC):%Y-%m-%d %H:%M}"
+
+    @admin.display(description="period end (UTC)", ordering="period_end")
+    def period_end_short(self, period):
+        return f"{period.period_end.astimezone(UTC):%Y-%m-%d %H:%M}"
 
 
 @admin.register(ReconciliationRun)

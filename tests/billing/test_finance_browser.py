@@ -70,6 +70,15 @@ def test_month_end_totals_csv_and_charts(live_server, page, django_user_model, r
     assert shown["periods"] == f"{exact['periods']:,}"  # thousands separators, as people read them
     shoot(page, "finance-usage")
 
+    # The drill-down to one plan's customers: every column on screen at 1,400 px (the transcription
+    # minutes ran off the list, behind its filters).
+    page.click('#usage-by-plan tbody tr[data-plan="starter"] a')
+    assert "Select usage period to view" in page.inner_text("#content")
+    results = page.locator("#changelist .results")
+    assert results.evaluate("e => e.scrollWidth <= e.clientWidth"), "the list is wider than the page"
+    shoot(page, "finance-drill-down")
+    page.go_back()
+
     with page.expect_download() as download:
         page.click("#csv-link")
     assert download.value.suggested_filename == f"usage-{month}.csv"
