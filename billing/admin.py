@@ -934,15 +934,17 @@ class CreditGrantAdmin(CustomerSearch, BigTableAdmin):
     """Grants are ledger rows: added (goodwill, here; purchases come from webhooks), never edited."""
 
     list_display = (
-        "created_at",
+        "created_at_short",
         "customer",
         "metric",
         "granted_display",
         "remaining_display",
         "source",
-        "expires_at",
+        "expires_at_short",
         "created_by",
     )
+    created_at_short = usage_admin.moment("created_at", "created")
+    expires_at_short = usage_admin.moment("expires_at", "expires")
     granted_display = usage_admin.counter("granted", "granted")
     remaining_display = usage_admin.counter("remaining", "remaining")
     list_filter = ("source", "metric")
@@ -1096,7 +1098,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
     # What support reads first comes first: at 1,400 px the last columns scroll.
     list_display = (
-        "received_at",
+        "received_at_short",
         "event_type",
         "status",
         "attempts",
@@ -1125,6 +1127,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
     actions = ("replay_failed",)
+    received_at_short = usage_admin.moment("received_at", "received")
 
     # Long texts cut to a line, so every column fits at 1,400 px; the event's page shows them whole.
     @admin.display(description="outcome")

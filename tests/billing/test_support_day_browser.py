@@ -167,3 +167,28 @@ def test_after_a_reconciliation_searching_by_name_and_a_typo_in_a_quantity(
     assert "(digits, no exponent); not '1e3'" in page.locator(".errorlist").inner_text()
     assert not CreditGrant.objects.exists()
     _shot(page, "grant-1e3.png")
+
+
+def test_the_lists_support_reads_fit_at_1400_px(live_server, page, django_user_model, roles):  # noqa: F811
+    """Issue 11 finding 6, walked again: at 1,400 px the runs list pushed "fixed" and its rows' link off
+    the list, and the credit grants list its "created by" (Django's long times, long headers)."""
+    plans_ensure()
+    s1 = plant_s1()
+    discrepancy_report(started_by="manage.py usage_discrepancies (cron)")
+    from billing.services.credits import credit_grant
+
+    credit_grant(
+        customer=s1["six"], metric="minutes", quantity=50, source="goodwill", actor="sam (admin)", reason="r"
+    )
+    agent = django_user_model.objects.create_user("sam", password="pw-for-tests", is_staff=True)
+    agent.groups.add(Group.objects.get(name="Support"))
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "sam")
+    page.fill("#id_password", "pw-for-tests")
+    page.click("input[type=submit]")
+    for path in ("/admin/usage/reconciliationrun/", "/admin/billing/creditgrant/"):
+        page.goto(f"{live_server.url}{path}")
+        results = page.locator("#changelist .results")
+        assert results.evaluate("e => e.scrollWidth <= e.clientWidth"), path
+        _shot(page, path.strip("/").replace("/", "-") + ".png")
