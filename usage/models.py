@@ -360,7 +360,8 @@ class UsageTracking(CounterFieldsMixin, models.Model):
         triggers = triggers.usage_tracking_triggers()
 
     def __str__(self):
-        return f"{self.customer_id} {self.month}"
+        # No row id on a page (the customer page's inline titled each period "<customer uuid> 2026-12").
+        return f"usage period {self.period_start:%Y-%m-%d} → {self.period_end:%Y-%m-%d}"
 
 
 ALL_CUSTOMERS = "all customers"  # the scope of a run over every customer

@@ -227,6 +227,11 @@ def test_numbers_on_the_page_are_for_people(support):
     assert cells == ["transcription minutes", "620", "620", "600", "0", "over by 20"]
     assert "30 of 50 transcription minutes left" in text  # mid-sentence, as the counters say it
     assert ".000" not in page.content.decode() and "−20" not in text
+    # The usage periods inline titled each row "<customer uuid> 2026-12": an internal id on the page.
+    html = page.content.decode()
+    period = customer.usage_periods.get()
+    assert f"{customer.pk} {period.month}" not in html
+    assert f"usage period {period.period_start:%Y-%m-%d} → {period.period_end:%Y-%m-%d}" in html
     # The grant's own counter line says which grant it is (every grant's line read "credit remaining").
     credit = re.search(r'data-check="credit_remaining">(.*?)</tr>', page.content.decode(), re.S).group(1)
     today = timezone.now().strftime("%Y-%m-%d")
