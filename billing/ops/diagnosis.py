@@ -4,9 +4,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import Subquery, Sum
 from django.utils.text import capfirst
 
-from billing.models import AuditLog, CreditGrant, WebhookEvent
+from billing.models import AuditLog, CreditDraw, CreditGrant, WebhookEvent
 from billing.ops.checks import drift_scan
 from billing.ops.findings import findings
 from billing.selectors import customer_plan, live_subscription, plan_allowance
@@ -35,10 +36,20 @@ class CounterLine:
     difference: object
     allowance: object = None
     left: object = None
+    from_credit: object = None  # metered usage past the allowance that overage credit paid for
 
     @property
     def drifted(self) -> bool:
         return self.tracked != self.actual
+
+    @property
+    def over_unpaid(self):
+        """How far past the allowance and the credit it drew (None when credit paid for all of it): the
+        over-limit finding's rule, so S5's 620 of 600 minutes with 20 from credit is not "over by 20"."""
+        if self.over is None:
+            return None
+        unpaid = Decimal(self.over) - Decimal(self.from_credit or 0)
+        return number_plain(unpaid) if unpaid > 0 else None
 
     @property
     def over(self):
@@ -148,6 +159,42 @@ class Diagnosis:
         }
 
 
+def _credits_with_period_draws(customer) -> list:
+    """The customer's latest grants, each row also carrying what usage drew from credit this period per
+    metered metric (uncorrelated subqueries, the same on every row): no query of its own, so the page
+    stays within its query budget. A customer with no grant drew nothing."""
+
+    def drawn(metric: str):
+        return Subquery(
+            CreditDraw.objects.filter(
+                customer_id=customer.pk,
+                kind=CreditDraw.Kind.USAGE,
+                drawn_at__gte=customer.current_period_start,
+                drawn_at__lt=customer.current_period_end,
+                grant__metric=metric,
+            )
+            .values("customer_id")
+            .annotate(total=Sum("quantity"))
+            .values("total")
+        )
+
+    grants = CreditGrant.objects.filter(customer=customer).annotate(
+        **{f"period_drawn_{m.code}": drawn(m.code) for m in METRICS if m.metered}
+    )
+    return list(grants.order_by("-created_at")[:10])
+
+
+def _credit_paid(counters: list[CounterLine], credits: list) -> None:
+    """On each metered line past its allowance, the credit that metric drew this period."""
+    if not credits:
+        return
+    for line in counters:
+        metric = METRICS_BY_CHECK.get(line.check)
+        if metric and metric.metered and line.over is not None:
+            total = getattr(credits[0], f"period_drawn_{metric.code}")
+            line.from_credit = number_plain(total) if total is not None else None
+
+
 def _name_credit_lines(counters: list[CounterLine], credits: list) -> None:
     """Each grant's "credit remaining" line says which grant it is ("credit remaining: transcription
     minutes, purchased 2026-12-05"), not the same words on every line. The grants shown below cover the
@@ -211,8 +258,9 @@ def customer_diagnose(*, customer, plans=None, trigger_health: bool = True) -> D
     for entry in audit:
         entry.changes = audit_changes(entry.before, entry.after, COUNTER_LABELS)
     diagnosis = Diagnosis(customer, plan, subscription, current, counters, found, runs, audit)
-    diagnosis.credits = list(CreditGrant.objects.filter(customer=customer).order_by("-created_at")[:10])
+    diagnosis.credits = _credits_with_period_draws(customer)
     _name_credit_lines(counters, diagnosis.credits)
+    _credit_paid(counters, diagnosis.credits)
     diagnosis.webhooks = list(WebhookEvent.objects.filter(customer_id=customer.pk)[:10])
     if diagnosis.drifted:
         diagnosis.fixes.append(
