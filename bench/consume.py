@@ -58,6 +58,14 @@ def main():
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--calls", type=int, default=400, help="calls per client per scenario")
     parser.add_argument("--customers", type=int, default=1000, help="customers in the spread scenario")
+    parser.add_argument(
+        "--month-triggers",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also compare consume spread over the customers with usage_tracking's month-change triggers "
+        "on (new) and off (old), alternating, ROUNDS times each",
+    )
     args = parser.parse_args()
     total = args.clients * args.calls
     fresh_bench_schema()
@@ -119,6 +127,47 @@ def main():
         log(f"{label}: billing_consume, {args.clients} clients x {args.calls} ...")
         consumed = run_clients(args.clients, args.calls, consume_op)
         results.append((label, bare, consumed))
+
+    if args.month_triggers:
+        from usage.models import UsageTracking
+
+        names = ("usage_tracking_ended_update", "usage_tracking_past_insert", "usage_tracking_past_delete")
+        pgids = [t.get_pgid(UsageTracking) for t in UsageTracking._meta.triggers if t.name in names]
+        assert len(pgids) == 3, pgids
+        rates = {True: [], False: []}
+        for r in range(args.month_triggers):
+            for on in (True, False) if r % 2 == 0 else (False, True):
+                with psycopg_connect() as conn:
+                    conn.autocommit = True
+                    for pgid in pgids:
+                        conn.execute(
+                            f"ALTER TABLE usage_tracking {'ENABLE' if on else 'DISABLE'} TRIGGER {pgid}"
+                        )
+                log(
+                    f"{args.customers:,} customers, month-change triggers {'on (new)' if on else 'off (old)'} ..."
+                )
+                rates[on].append(
+                    run_clients(
+                        args.clients,
+                        args.calls,
+                        lambda conn, n, i, r=r, on=on: conn.execute(
+                            "SELECT allowed FROM billing_consume(%s, 'ai_interaction', 1, %s)",
+                            [random.choice(spread), f"month-{r}-{on}-{n}-{i}"],
+                        ),
+                    )
+                )
+        with psycopg_connect() as conn:
+            conn.autocommit = True
+            for pgid in pgids:
+                conn.execute(f"ALTER TABLE usage_tracking ENABLE TRIGGER {pgid}")
+        print("\n| consume, spread | old (month-change triggers off) | new (on) | new / old |")
+        print("|---|---:|---:|---:|")
+        for r, (new, old) in enumerate(zip(rates[True], rates[False], strict=True), start=1):
+            print(f"| round {r} | {old:,.0f}/s | {new:,.0f}/s | {new / old:.3f} |")
+        new, old = sum(rates[True]), sum(rates[False])
+        print(
+            f"| all | {old / len(rates[False]):,.0f}/s | {new / len(rates[True]):,.0f}/s | {new / old:.3f} |\n"
+        )
 
     with psycopg_connect() as conn:
         cur = conn.cursor()

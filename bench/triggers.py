@@ -19,15 +19,25 @@ import time
 from common import fresh_bench_schema, log  # sets up Django on the benchmark database
 
 from billing.db import psycopg_connect
-from usage.models import Project
+from usage.models import Project, UsageTracking
 
-COUNTER_TRIGGERS = [t.get_pgid(Project) for t in Project._meta.triggers if "truncate" not in t.name]
+COUNTER_TRIGGERS = [
+    ("projects", t.get_pgid(Project)) for t in Project._meta.triggers if "truncate" not in t.name
+]
+# --month-triggers: "on" and "off" are then new and old: usage_tracking's row triggers that note a month
+# whose past periods changed (usage_months_changed) enabled or disabled, the counter triggers on in both.
+MONTH_TRIGGERS = [
+    ("usage_tracking", t.get_pgid(UsageTracking))
+    for t in UsageTracking._meta.triggers
+    if t.name in ("usage_tracking_ended_update", "usage_tracking_past_insert", "usage_tracking_past_delete")
+]
+TOGGLED = COUNTER_TRIGGERS
 
 
 def set_triggers(cur, enabled: bool):
     verb = "ENABLE" if enabled else "DISABLE"
-    for pgid in COUNTER_TRIGGERS:
-        cur.execute(f"ALTER TABLE projects {verb} TRIGGER {pgid}")
+    for table, pgid in TOGGLED:
+        cur.execute(f"ALTER TABLE {table} {verb} TRIGGER {pgid}")
 
 
 def timed_in_rollback(conn, statement, params=None, *, triggers: bool) -> float:
@@ -104,7 +114,17 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10, help="on/off rounds of single-row statements")
     parser.add_argument("--block", type=int, default=100, help="single-row statements per kind per block")
+    parser.add_argument(
+        "--month-triggers",
+        action="store_true",
+        help="compare new (usage_tracking's month-change triggers on) with old (off), counter triggers on",
+    )
     args = parser.parse_args()
+    if args.month_triggers:
+        global TOGGLED
+        TOGGLED = MONTH_TRIGGERS
+        assert len(MONTH_TRIGGERS) == 3, MONTH_TRIGGERS
+        log("comparing new (month-change triggers on) with old (off); the counter triggers are on in both")
 
     customers = max(10, int(1000 * args.scale))
     per_customer = 100

@@ -37,6 +37,8 @@ class Plan(models.Model):
     class Meta:
         db_table = "plans"
         ordering = ["price"]
+        # An edited plan (an allowance, a code) makes every summarized month be computed again.
+        triggers = triggers.plan_triggers()
 
     def __str__(self):
         return self.name
@@ -381,3 +383,52 @@ class RunFinding(models.Model):
 
     def __str__(self):
         return f"{self.check_name} {self.customer_id}"
+
+
+def _figure():  # a sum of counters (numeric(18,3)): the scale of the live figure
+    return models.DecimalField(max_digits=30, decimal_places=3)
+
+
+class UsageMonth(models.Model):
+    """A closed month (every usage period that started in it has ended) whose per-plan figures are kept
+    in UsageMonthPlan (SPEC §7 Finance, §11): the month page and the trends read them instead of a
+    million periods. Written by billing.services.usage_months (cron: roll_usage_periods; and a
+    reconciliation), never by the finance pages. A month noted in usage_months_changed since is
+    computed from the periods again until it is summarized anew."""
+
+    period_month = models.CharField(max_length=7, primary_key=True)
+    built_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "billing_usage_months"
+
+    def __str__(self):
+        return self.period_month
+
+
+class UsageMonthPlan(models.Model):
+    """One plan's figures of a summarized month: what the month page shows for it (the rows of
+    usage_report --month for the periods of that plan, summed: billing.finance.selectors)."""
+
+    month = models.ForeignKey(
+        UsageMonth, on_delete=models.CASCADE, db_column="period_month", related_name="plans"
+    )
+    plan = models.CharField(max_length=32, null=True)  # the plan's code; None: no plan at all
+    periods = models.BigIntegerField()
+    active_projects = models.BigIntegerField()
+    ai_used = _figure()
+    ai_allowance = models.DecimalField(max_digits=30, decimal_places=0, null=True)  # None: unlimited
+    ai_overage = _figure()
+    ai_from_credit = _figure()
+    minutes_used = _figure()
+    minutes_allowance = models.DecimalField(max_digits=30, decimal_places=0, null=True)
+    minutes_overage = _figure()
+    minutes_from_credit = _figure()
+
+    class Meta:
+        db_table = "billing_usage_month_plans"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month", "plan"], name="billing_usage_month_plans_one", nulls_distinct=False
+            )
+        ]

@@ -146,3 +146,26 @@ def subscription_triggers():
             pgtrigger.Condition(_PLAN_MOVED),
         ),
     ]
+
+
+# --- plans -> the month summaries (billing_usage_months) ---------------------------------------------
+
+
+def plan_triggers():
+    """A plan edited (its allowances, its code) after months were summarized with it: each summarized
+    month is noted as changed (usage_months_changed), so the pages compute it from the periods with
+    the plan as it is now, as usage_report does, until cron summarizes it again."""
+    return [
+        pgtrigger.Trigger(
+            name="plans_summaries_changed",
+            level=pgtrigger.Statement,
+            when=pgtrigger.After,
+            operation=pgtrigger.Update | pgtrigger.Delete,
+            func="""
+INSERT INTO usage_months_changed AS m (period_month, changed_at)
+SELECT s.period_month, now() FROM billing_usage_months s
+ON CONFLICT (period_month) DO UPDATE SET changed_at = excluded.changed_at;
+RETURN NULL;
+""",
+        )
+    ]

@@ -364,6 +364,23 @@ class UsageTracking(CounterFieldsMixin, models.Model):
         return f"usage period {self.period_start:%Y-%m-%d} → {self.period_end:%Y-%m-%d}"
 
 
+class UsageMonthChanged(models.Model):
+    """A month (usage_tracking.month) whose past periods changed: a counter of an ended period moved (a
+    late event, a recount), or a period of a month before this one was opened or deleted. Written by
+    usage_tracking's row triggers (usage/triggers.py), whose WHEN clauses are false for every counter
+    update of a current period; read by whoever keeps figures of ended months aside (billing's month
+    summaries: such a month is computed from the periods again until it is summarized anew)."""
+
+    period_month = models.CharField(max_length=7, primary_key=True)
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "usage_months_changed"
+
+    def __str__(self):
+        return self.period_month
+
+
 ALL_CUSTOMERS = "all customers"  # the scope of a run over every customer
 
 

@@ -302,8 +302,43 @@ RETURN NULL;
     )
 
 
+def _month_changed(name, operation, row, condition):
+    """Note the month of a past period that changed (usage_months_changed: its latest change). A row
+    trigger whose WHEN is false for every counter update of a current period, so the counters' path
+    pays one comparison per row and never calls it. ON CONFLICT DO UPDATE locks the month's row, so a
+    summary being rebuilt (which deletes that row first) either waits for this change and sees it, or
+    leaves the row for the next build."""
+    return pgtrigger.Trigger(
+        name=name,
+        level=pgtrigger.Row,
+        when=pgtrigger.After,
+        operation=operation,
+        condition=pgtrigger.Condition(render(condition, other_columns=_PRODUCT_ONLY)),
+        func=render(
+            f"""
+INSERT INTO usage_months_changed AS m (period_month, changed_at) VALUES ({row}.month, now())
+ON CONFLICT (period_month) DO UPDATE SET changed_at = excluded.changed_at;
+RETURN NULL;
+""",
+            other_columns=_PRODUCT_ONLY,
+        ),
+    )
+
+
+# A period of a month before this one (UTC months: usage_tracking.month).
+_PAST_MONTH = "{row}.period_start < date_trunc('month', now(), 'UTC')"
+
+
 def usage_tracking_triggers():
     return [
+        # Late writes to ended periods, and periods of past months opened or deleted.
+        _month_changed("usage_tracking_ended_update", pgtrigger.Update, "OLD", "(OLD.period_end <= now())"),
+        _month_changed(
+            "usage_tracking_past_insert", pgtrigger.Insert, "NEW", f"({_PAST_MONTH.format(row='NEW')})"
+        ),
+        _month_changed(
+            "usage_tracking_past_delete", pgtrigger.Delete, "OLD", f"({_PAST_MONTH.format(row='OLD')})"
+        ),
         _protect_delete(),
         # Period rows are opened by the counter triggers or by the period services, never by hand.
         _protect("usage_tracking_protect_insert", pgtrigger.Insert, "true"),

@@ -6,7 +6,10 @@ They read from ``settings.FINANCE_DATABASE``: the streaming replica when DATABAS
 (SPEC §12), else the primary. Nothing here writes, not even a temporary table (a replica refuses both).
 
 "Month" means what ``usage_report --month`` means: the usage periods that started in that month. The
-usage page aggregates the command's own statement (REPORT_ROWS_SQL), so they cannot disagree.
+usage page sums the command's rows per plan (billing.ops.usage_report.months_by_plan: the same rule per
+period, in statements a month of a million periods can afford; tests compare them plan by plan); a
+closed month's figures come from its summary while it is exact, which cron writes from the same
+function (billing.services.usage_months).
 """
 
 import re
@@ -22,11 +25,12 @@ from billing.models import CreditDraw, CreditGrant, Plan
 from billing.ops.usage_report import (
     MONTH_FORMAT,
     REPORT_FIELDS,
-    REPORT_ROWS_SQL,
     month_parse,
+    months_by_plan,
     usage_report,
 )
-from billing.selectors import OVER_LIMIT_RULE, USAGE_PREFIX, over_limit_lines, period_plan_sql
+from billing.selectors import OVER_LIMIT_RULE, USAGE_PREFIX, over_limit_lines
+from billing.services.usage_months import summarized_months
 from usage.metrics import BY_CODE, METERED
 from usage.metrics import METRICS as CATALOGUE
 from usage.names import render
@@ -136,19 +140,12 @@ class PlanUsage:
             )
 
 
-_BY_PLAN = f"""
-SELECT r.plan, count(*), coalesce(sum(r.active_projects), 0),
-       coalesce(sum(r.ai_interactions), 0),
-       CASE WHEN bool_or(r.ai_allowance IS NULL) THEN NULL ELSE sum(r.ai_allowance) END,
-       coalesce(sum(greatest(r.ai_interactions - r.ai_allowance, 0)), 0),
-       coalesce(sum(r.ai_from_credit), 0),
-       coalesce(sum(r.minutes), 0),
-       CASE WHEN bool_or(r.minutes_allowance IS NULL) THEN NULL ELSE sum(r.minutes_allowance) END,
-       coalesce(sum(greatest(r.minutes - r.minutes_allowance, 0)), 0),
-       coalesce(sum(r.minutes_from_credit), 0)
-FROM ({REPORT_ROWS_SQL}) r
-WHERE %(plan)s::text IS NULL OR r.plan = %(plan)s
-GROUP BY r.plan
+# A summarized month's rows, in months_by_plan's shape (BY_PLAN_FIELDS).
+_SUMMARY = """
+SELECT plan, periods, active_projects, ai_used, ai_allowance, ai_overage, ai_from_credit,
+       minutes_used, minutes_allowance, minutes_overage, minutes_from_credit
+FROM billing_usage_month_plans
+WHERE period_month = %(month)s AND (%(plan)s::text IS NULL OR plan = %(plan)s)
 """
 
 
@@ -158,9 +155,12 @@ def usage_by_plan(month: str, plan: Plan | None = None) -> tuple[list[PlanUsage]
     month = month_parse(month)
     plans = {p.code: p for p in Plan.objects.using(finance_database()).order_by("price", "code")}
     found = {}
-    for code, periods, projects, *numbers in _fetchall(
-        _BY_PLAN, {"month": month, "plan": plan.code if plan else None}
-    ):
+    # A closed month's summary while it is exact (billing.services.usage_months), else the periods.
+    if summarized_months([month], using=finance_database()):
+        figures = _fetchall(_SUMMARY, {"month": month, "plan": plan.code if plan else None})
+    else:
+        figures = months_by_plan([month], plan.code if plan else None, using=finance_database())[month]
+    for code, periods, projects, *numbers in figures:
         known = plans.get(code)
         row = PlanUsage(code, known.name if known else "(no plan)", known.price if known else None)
         row.periods, row.active_projects = periods, projects
@@ -440,13 +440,10 @@ def credit_by_month(first: str, last: str, now: datetime | None = None) -> list[
 
 # --- trends --------------------------------------------------------------------------------------
 
-# Each period's plan: the plan in effect for it, stamped on it (period_plan_sql), as usage_report has it.
-_USAGE_TREND = f"""
-SELECT t.month, pl.code, sum(t.ai_interactions_count), sum(t.minutes_used)
-FROM usage_tracking t
-LEFT JOIN plans pl ON pl.id = {period_plan_sql("t")}
-WHERE t.month >= %(first)s AND t.month <= %(last)s
-GROUP BY 1, 2
+# The summarized months', from their summaries.
+_SUMMARY_TREND = """
+SELECT period_month, plan, ai_used, minutes_used FROM billing_usage_month_plans
+WHERE period_month = ANY(%(months)s)
 """
 
 
@@ -455,7 +452,13 @@ def usage_trend(last: str, months: int = 12) -> dict:
     first = month_shift(last, -(months - 1))
     axis = [month_shift(first, i) for i in range(months)]
     series = {key: {} for key, *_ in METRICS}
-    for month, plan, ai, minutes in _fetchall(_USAGE_TREND, {"first": first, "last": last}):
+    summarized = summarized_months(axis, using=finance_database())
+    live = [m for m in axis if m not in summarized]
+    found = _fetchall(_SUMMARY_TREND, {"months": sorted(summarized)}) if summarized else []
+    if live:  # the months without an exact summary: the current month, one whose periods still run
+        for month, per_plan in months_by_plan(live, using=finance_database()).items():
+            found += [(month, figures[0], figures[3], figures[7]) for figures in per_plan]
+    for month, plan, ai, minutes in found:
         for key, value in (("ai", ai), ("minutes", minutes)):
             series[key].setdefault(plan, [Decimal(0)] * months)[axis.index(month)] = value
     return {"months": axis, "series": series}

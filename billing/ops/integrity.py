@@ -25,6 +25,7 @@ from billing.models import RunFinding
 from billing.ops.checks import CHECK_GROUPS, drift_scan
 from billing.ops.findings import FINDING_CHECKS, findings
 from billing.services.audit import audit_recount
+from billing.services.usage_months import usage_months_summarize
 from usage.models import Customer, ReconciliationRun
 from usage.services.drift import Scan, drift_clear, drift_sql, scan_summary
 
@@ -201,7 +202,7 @@ def usage_reconcile(
             resumed_from=interrupted,
         )
         try:
-            return _reconcile_batches(run, customer_ids, batch_size, progress)
+            result = _reconcile_batches(run, customer_ids, batch_size, progress)
         except BaseException as exc:
             ReconciliationRun.objects.filter(pk=run.pk).update(
                 status=ReconciliationRun.Status.FAILED,
@@ -209,6 +210,10 @@ def usage_reconcile(
                 finished_at=timezone.now(),
             )
             raise
+    # A counter set right in a summarized month noted that month (usage_months_changed): the finance
+    # pages compute it from the periods meanwhile; it is summarized again here, as the run ends.
+    usage_months_summarize(rebuild_only=True)
+    return result
 
 
 def _reconcile_batches(run, customer_ids, batch_size, progress) -> ReconcileResult:

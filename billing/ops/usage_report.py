@@ -33,11 +33,11 @@ REPORT_FIELDS = (
     "minutes_from_credit",
 )
 
-# One row per usage period that started in the month; finance's pages aggregate this same statement
-# (billing/finance/selectors.py), so the page, its CSV and this command cannot disagree. Set-based over
-# the month's million periods: each period's plan is the one stamped on it (period_plan_sql; the live
-# plan is probed only for a period not stamped yet), so no subscription is read per row; customers by a LEFT JOIN on their key (usage_tracking.customer_id is a non-null foreign key, so no
-# row is lost), which PostgreSQL drops when the aggregate reads no customer column.
+# One row per usage period that started in the month: the command and the CSV stream it; the month page
+# sums the same rows per plan (months_by_plan below, same rule per period; tests compare them plan by
+# plan). Each period's plan is the one stamped on it (period_plan_sql; the live plan is probed only for
+# a period not stamped yet); customers by a LEFT JOIN on their key (usage_tracking.customer_id is a
+# non-null foreign key, so no row is lost).
 REPORT_ROWS_SQL = f"""
 WITH allowed AS MATERIALIZED (  -- each plan's allowances once, not once per period row
     SELECT pl.id, pl.code, billing_plan_allowance(pl, 'ai_interaction')::bigint AS ai_allowance,
@@ -70,6 +70,130 @@ WHERE t.month = %(month)s
 """
 
 _REPORT = REPORT_ROWS_SQL + "ORDER BY c.email, t.period_start\n"
+
+# --- the same rows summed per month and plan (finance's month page, its summaries, the trends) -------
+#
+# Three statements instead of one aggregate over REPORT_ROWS_SQL, for a month of a million periods: the
+# plan's allowances read first (billing_plan_allowance is not parallel-safe, so it stays out of the big
+# statement); then the month's periods summed per stamped plan by a parallel scan (plan_id is a plain
+# column; an unstamped period, plan_id NULL, comes back alone, by id, and takes its plan by the probe of
+# period_plan_sql in a statement of its own); then the credit drawn per plan, over the month's draws.
+# The rule per period is REPORT_ROWS_SQL's (the same allowance; overage = usage beyond it, period by
+# period, greatest() ignoring an unlimited allowance's NULL; credit drawn = the draws within the period,
+# of kind usage); tests compare the two plan by plan.
+
+_ALLOWANCES = """
+SELECT pl.id, pl.code, billing_plan_allowance(pl, 'ai_interaction')::bigint,
+       billing_plan_allowance(pl, 'minutes')::bigint
+FROM plans pl
+"""
+
+
+def _sums(plan: str, source: str, group: str) -> str:
+    return f"""
+SELECT t.month, {plan} AS plan_id, {group}, count(*), coalesce(sum(t.active_projects_count), 0),
+       coalesce(sum(t.ai_interactions_count), 0),
+       coalesce(sum(greatest(t.ai_interactions_count - a.ai_allowance, 0)), 0),
+       coalesce(sum(t.minutes_used), 0),
+       coalesce(sum(greatest(t.minutes_used - a.minutes_allowance, 0)), 0)
+FROM {source}
+LEFT JOIN unnest(%(ids)s::bigint[], %(ai)s::bigint[], %(minutes)s::bigint[])
+     AS a(id, ai_allowance, minutes_allowance) ON a.id = {plan}
+GROUP BY 1, 2, 3
+"""
+
+
+_STAMPED = _sums(
+    "t.plan_id",
+    "usage_tracking t",
+    # the unstamped periods' ids, in the group of plan_id NULL: their plans are looked up below
+    "array_agg(t.id) FILTER (WHERE t.plan_id IS NULL)",
+).replace(
+    "GROUP BY 1, 2, 3",
+    "WHERE t.month = ANY(%(months)s) AND (%(plan)s::bigint IS NULL OR t.plan_id = %(plan)s OR t.plan_id IS NULL)\n"
+    "GROUP BY 1, 2",
+)
+_UNSTAMPED = _sums(
+    "t.period_plan",
+    f"(SELECT t.*, {period_plan_sql('t')} AS period_plan FROM usage_tracking t WHERE t.id = ANY(%(periods)s)) t",
+    "NULL::bigint[]",
+)
+_DRAWN = f"""
+SELECT t.month, {period_plan_sql("t")}, sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction'),
+       sum(d.quantity) FILTER (WHERE g.metric = 'minutes')
+FROM credit_draws d
+JOIN usage_tracking t ON t.customer_id = d.customer_id
+ AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
+JOIN credit_grants g ON g.id = d.grant_id
+WHERE t.month = ANY(%(months)s) AND d.kind = 'usage'
+  AND d.drawn_at >= (%(first)s || '-01 00:00:00+00')::timestamptz
+GROUP BY 1, 2
+"""
+
+# One plan's figures for a month, in this order (the summaries keep the same).
+BY_PLAN_FIELDS = (
+    "plan",
+    "periods",
+    "active_projects",
+    "ai_used",
+    "ai_allowance",
+    "ai_overage",
+    "ai_from_credit",
+    "minutes_used",
+    "minutes_allowance",
+    "minutes_overage",
+    "minutes_from_credit",
+)
+
+
+def months_by_plan(months: list[str], plan_code: str | None = None, *, using: str = "default") -> dict:
+    """{month: [figures per plan, in BY_PLAN_FIELDS order]} for the usage periods that started in each
+    of ``months`` (``plan_code``: that plan's only): what usage_report --month's rows sum to, per plan.
+    A plan's allowance over the periods is None when the plan has no limit on the metric."""
+    months = [month_parse(m) for m in months]
+    with connections[using].cursor() as cursor:
+        cursor.execute(render(_ALLOWANCES))
+        plans = {pid: (code, ai, minutes) for pid, code, ai, minutes in cursor.fetchall()}
+        wanted = next((pid for pid, (code, *_) in plans.items() if code == plan_code), None)
+        if plan_code is not None and wanted is None:
+            return {month: [] for month in months}
+        arrays = {
+            "ids": list(plans),
+            "ai": [a for _, a, _ in plans.values()],
+            "minutes": [m for _, _, m in plans.values()],
+        }
+        cursor.execute(render(_STAMPED), {**arrays, "months": months, "plan": wanted})
+        rows = cursor.fetchall()
+        unstamped = [
+            period for _, plan_id, periods, *_ in rows if plan_id is None for period in periods or ()
+        ]
+        rows = [r for r in rows if r[1] is not None]
+        if unstamped:
+            cursor.execute(render(_UNSTAMPED), {**arrays, "periods": unstamped})
+            rows += [r for r in cursor.fetchall() if plan_code is None or r[1] == wanted]
+        cursor.execute(render(_DRAWN), {"months": months, "first": min(months)})
+        drawn = {
+            (month, plan_id): (ai or 0, minutes or 0) for month, plan_id, ai, minutes in cursor.fetchall()
+        }
+    out = {month: {} for month in months}
+    for month, plan_id, _, periods, projects, ai, ai_over, minutes, minutes_over in rows:
+        code, ai_allowance, minutes_allowance = plans.get(plan_id, (None, None, None))
+        known = plan_id in plans
+        figures = out[month].setdefault(plan_id if known else None, [code, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        figures[1] += periods
+        figures[2] += projects
+        figures[3] += ai
+        figures[5] += ai_over
+        figures[7] += minutes
+        figures[9] += minutes_over
+        figures[4] = None if not known or ai_allowance is None else ai_allowance * figures[1]
+        figures[8] = None if not known or minutes_allowance is None else minutes_allowance * figures[1]
+    for (month, plan_id), (ai, minutes) in drawn.items():
+        key = plan_id if plan_id in plans else None
+        if key in out.get(month, {}):
+            out[month][key][6] += ai
+            out[month][key][10] += minutes
+    return {month: list(per_plan.values()) for month, per_plan in out.items()}
 
 
 FIRST_MONTH = EARLIEST.strftime("%Y-%m")  # no usage period starts before the horizon (usage/horizon.py)

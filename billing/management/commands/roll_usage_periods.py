@@ -4,6 +4,7 @@ from django.utils.dateparse import parse_datetime
 
 from billing.management.base import OpsCommand, now_checked, positive_int, progress_bar
 from billing.services.periods import period_roll_due
+from billing.services.usage_months import usage_months_summarize
 from usage.text import echo
 
 
@@ -23,7 +24,8 @@ def iso_instant(value):
 class Command(OpsCommand):
     help = (
         "Open the next usage period of every customer whose period has ended (idempotent: run it as often as "
-        "you like; a customer's period opens once). Metered usage restarts, credits carry over."
+        "you like; a customer's period opens once). Metered usage restarts, credits carry over. Then summarizes "
+        "for finance each month that has closed (every period that started in it has ended)."
     )
 
     def add_arguments(self, parser):
@@ -46,3 +48,11 @@ class Command(OpsCommand):
                 now=now, actor="manage.py roll_usage_periods", batch_size=batch_size, progress=progress
             )
         self.stdout.write(f"opened {rolled} usage period{'s' if rolled != 1 else ''}")
+        # Then finance's summaries of the months that have closed (or changed since): the month page
+        # and the trends read them (billing.services.usage_months).
+        summarized = usage_months_summarize()
+        built = len(summarized.built)
+        self.stderr.write(  # stdout stays the one line cron scripts read
+            f"summarized {built} closed month{'s' if built != 1 else ''}"
+            + (f" ({', '.join(summarized.built)})" if built else "")
+        )
