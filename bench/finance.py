@@ -97,6 +97,7 @@ def main():
     urls = [
         f"/admin/finance/usage/?month={last}",
         f"/admin/finance/usage/?month={last}&plan=starter",
+        f"/admin/finance/usage/?month={month_shift(last, -1)}",  # closed, once summarized by cron
         "/admin/finance/over-limit/",
         f"/admin/finance/credit/?month={this}",
         f"/admin/finance/trends/?month={this}",

@@ -456,7 +456,7 @@ def usage_trend(last: str, months: int = 12) -> dict:
     live = [m for m in axis if m not in summarized]
     found = _fetchall(_SUMMARY_TREND, {"months": sorted(summarized)}) if summarized else []
     if live:  # the months without an exact summary: the current month, one whose periods still run
-        for month, per_plan in months_by_plan(live, using=finance_database()).items():
+        for month, per_plan in months_by_plan(live, credit=False, using=finance_database()).items():
             found += [(month, figures[0], figures[3], figures[7]) for figures in per_plan]
     for month, plan, ai, minutes in found:
         for key, value in (("ai", ai), ("minutes", minutes)):

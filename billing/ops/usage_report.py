@@ -146,10 +146,13 @@ BY_PLAN_FIELDS = (
 )
 
 
-def months_by_plan(months: list[str], plan_code: str | None = None, *, using: str = "default") -> dict:
+def months_by_plan(
+    months: list[str], plan_code: str | None = None, *, credit: bool = True, using: str = "default"
+) -> dict:
     """{month: [figures per plan, in BY_PLAN_FIELDS order]} for the usage periods that started in each
     of ``months`` (``plan_code``: that plan's only): what usage_report --month's rows sum to, per plan.
-    A plan's allowance over the periods is None when the plan has no limit on the metric."""
+    A plan's allowance over the periods is None when the plan has no limit on the metric. Without
+    ``credit`` (the trends read only what was used) the credit drawn is left at 0, unread."""
     months = [month_parse(m) for m in months]
     with connections[using].cursor() as cursor:
         cursor.execute(render(_ALLOWANCES))
@@ -171,7 +174,8 @@ def months_by_plan(months: list[str], plan_code: str | None = None, *, using: st
         if unstamped:
             cursor.execute(render(_UNSTAMPED), {**arrays, "periods": unstamped})
             rows += [r for r in cursor.fetchall() if plan_code is None or r[1] == wanted]
-        cursor.execute(render(_DRAWN), {"months": months, "first": min(months)})
+        if credit:
+            cursor.execute(render(_DRAWN), {"months": months, "first": min(months)})
         drawn = {
             (month, plan_id): (ai or 0, minutes or 0) for month, plan_id, ai, minutes in cursor.fetchall()
         }
