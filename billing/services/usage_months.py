@@ -16,6 +16,7 @@ rebuilt when the run ends). Never by the finance pages, which only read.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection, connections, transaction
 
@@ -69,7 +70,7 @@ def summarized_months(months: list[str], *, using: str = "default") -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def _summarize(cursor, months: list[str]) -> None:
+def _summarize(cursor: Any, months: list[str]) -> None:
     """(Re)build these months' summaries, in the caller's transaction. Each month's change note is
     deleted first, then the periods are read by later statements (a newer snapshot): a change that
     commits before that read is in the figures, and one still running holds the note's row (its ON
