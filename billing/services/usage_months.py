@@ -55,7 +55,7 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 @dataclass
 class Summarized:
     built: list[str]  # months (re)summarized
-    open_from: str  # the first month not known to be closed
+    open_from: str  # the first month not known to be closed ("": not looked up, nothing to rebuild)
 
 
 def _month_after(month: str) -> str:
@@ -90,18 +90,23 @@ def usage_months_summarize(*, rebuild_only: bool = False) -> Summarized:
     """Summarize every closed month that has no exact summary (``rebuild_only``: only the summarized
     months noted as changed since), in one transaction."""
     with connection.cursor() as cursor:
-        cursor.execute(render(_OPEN_FROM))
-        open_from = cursor.fetchone()[0]
-        cursor.execute(render(_FIRST))
-        first = cursor.fetchone()[0]
         if rebuild_only:
+            # Two small tables first: a reconciliation that changed no summarized month (a support
+            # recount of one customer's current period) costs one query, not the scan for open periods.
             cursor.execute(
                 "SELECT s.period_month FROM billing_usage_months s JOIN usage_months_changed c"
-                " ON c.period_month = s.period_month WHERE s.period_month < %s ORDER BY 1",
-                [open_from],
+                " ON c.period_month = s.period_month ORDER BY 1"
             )
-            todo = [row[0] for row in cursor.fetchall()]
+            noted = [row[0] for row in cursor.fetchall()]
+            if not noted:
+                return Summarized([], "")
+        cursor.execute(render(_OPEN_FROM))
+        open_from = cursor.fetchone()[0]
+        if rebuild_only:
+            todo = [m for m in noted if m < open_from]  # a month no longer closed is left noted
         else:
+            cursor.execute(render(_FIRST))
+            first = cursor.fetchone()[0]
             months, month = [], max(first or open_from, FIRST_MONTH)
             while month < open_from:
                 months.append(month)

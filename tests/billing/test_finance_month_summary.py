@@ -163,3 +163,18 @@ def test_a_plan_change_after_a_month_was_summarized_moves_nothing_in_it(last_mon
     before = page(month)
     subscription_change_plan(customer=starter, target=Plan.objects.get(code="pro"), actor="test")
     assert page(month) == before == live(month)
+
+
+def test_a_reconciliation_that_changed_no_summarized_month_costs_one_small_query(
+    last_month, django_assert_num_queries
+):
+    """Support's recount of one customer ends with this: it must not look for the open periods (a
+    scan of every current period at 1M) when no summarized month was changed."""
+    month, (starter, _) = last_month
+    usage_months_summarize()
+    with django_assert_num_queries(1):
+        assert usage_months_summarize(rebuild_only=True).built == []
+    UsageEventFactory(customer=starter, quantity=1)  # this month: not summarized, nothing noted
+    with django_assert_num_queries(1):
+        assert usage_months_summarize(rebuild_only=True).built == []
+    assert summarized_months([month]) == {month}
