@@ -174,11 +174,12 @@ def months_by_plan(
         if unstamped:
             cursor.execute(render(_UNSTAMPED), {**arrays, "periods": unstamped})
             rows += [r for r in cursor.fetchall() if plan_code is None or r[1] == wanted]
+        drawn = {}
         if credit:
             cursor.execute(render(_DRAWN), {"months": months, "first": min(months)})
-        drawn = {
-            (month, plan_id): (ai or 0, minutes or 0) for month, plan_id, ai, minutes in cursor.fetchall()
-        }
+            drawn = {
+                (month, plan_id): (ai or 0, minutes or 0) for month, plan_id, ai, minutes in cursor.fetchall()
+            }
     out = {month: {} for month in months}
     for month, plan_id, _, periods, projects, ai, ai_over, minutes, minutes_over in rows:
         code, ai_allowance, minutes_allowance = plans.get(plan_id, (None, None, None))
