@@ -284,13 +284,16 @@ class UsageTrackingInline(CounterColumns, admin.TabularInline):
     model = UsageTracking
     fields = (
         "month",
-        "period_start",
-        "period_end",
+        "period_start_short",
+        "period_end_short",
         "active_projects",
         "ai_interactions",
         "minutes",
-        "updated_at",
+        "updated_at_short",
     )
+    period_start_short = moment("period_start", "period start")
+    period_end_short = moment("period_end", "period end")
+    updated_at_short = moment("updated_at", "updated")
     readonly_fields = fields
     ordering = ("-period_start",)
     extra = 0

@@ -207,8 +207,13 @@ def _name_credit_lines(counters: list[CounterLine], credits: list) -> None:
     for line in lines:
         grant = grants.get(str(line.target_id))
         if grant is not None:
-            source = "purchased" if grant.source == CreditGrant.Source.PURCHASE else grant.source
-            line.label = f"{line.label}: {metric_label(grant.metric)}, {source} {grant.created_at:%Y-%m-%d}"
+            when = f"{grant.created_at:%Y-%m-%d}"
+            line.label = f"{line.label}: {metric_label(grant.metric)}, {source_words(grant)} {when}"
+
+
+def source_words(grant) -> str:
+    """Where a grant came from, in words: "purchased" (a paid pack), "goodwill" (support)."""
+    return "purchased" if grant.source == CreditGrant.Source.PURCHASE else grant.source
 
 
 def customer_diagnose(*, customer, plans=None, trigger_health: bool = True) -> Diagnosis:
@@ -260,6 +265,8 @@ def customer_diagnose(*, customer, plans=None, trigger_health: bool = True) -> D
     diagnosis = Diagnosis(customer, plan, subscription, current, counters, found, runs, audit)
     diagnosis.credits = _credits_with_period_draws(customer)
     _name_credit_lines(counters, diagnosis.credits)
+    for grant in diagnosis.credits:
+        grant.source_words = source_words(grant)
     _credit_paid(counters, diagnosis.credits)
     diagnosis.webhooks = list(WebhookEvent.objects.filter(customer_id=customer.pk)[:10])
     if diagnosis.drifted:

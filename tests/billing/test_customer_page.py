@@ -234,6 +234,8 @@ def test_numbers_on_the_page_are_for_people(support):
     period = customer.usage_periods.get()
     assert f"{customer.pk} {period.month}" not in html
     assert f"usage period {period.period_start:%Y-%m-%d} → {period.period_end:%Y-%m-%d}" in html
+    assert f"{period.period_start:%Y-%m-%d %H:%M}" in text  # the inline's times as the lists show them
+    assert "left (purchased)" in text and "(purchase)" not in text  # the source in words
     # The grant's own counter line says which grant it is (every grant's line read "credit remaining").
     credit = re.search(r'data-check="credit_remaining">(.*?)</tr>', page.content.decode(), re.S).group(1)
     today = timezone.now().strftime("%Y-%m-%d")
