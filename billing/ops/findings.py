@@ -78,14 +78,15 @@ def unhealthy_triggers() -> Iterator[Finding]:
 # (S1 "missing") is still over when its projects are.
 _OVER_LIMIT_ORDER = "ORDER BY m.used / nullif(m.allowance + m.credit, 0) DESC NULLS FIRST, u.email\n"
 
+# Stale: the customer's period, or its live subscription's (billing_live_by_customer joined once).
 _STALE_PERIOD = """
 SELECT c.id, c.email, 'customer' AS what, c.current_period_end
 FROM customers c WHERE c.current_period_end <= now() {scope}
 UNION ALL
 SELECT c.id, c.email, s.processor || ' subscription', s.current_period_end
 FROM customers c
-CROSS JOIN LATERAL billing_live_plan(c.id) AS lp
-JOIN subscriptions s ON s.id = lp.subscription_id
+JOIN billing_live_by_customer() AS ls ON ls.customer = c.id
+JOIN subscriptions s ON s.id = ls.subscription_id
 WHERE s.current_period_end <= now() {scope}
 """
 
