@@ -136,8 +136,8 @@ _CREDITED_PER_CUSTOMER = f"""    LEFT JOIN LATERAL (
 _CREDITED_GROUPED = f"""    LEFT JOIN (
         SELECT d.customer_id, {_CREDITED_SUMS}
         FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
-        JOIN (SELECT customer_id, period_start, period_end FROM usage_tracking
-              WHERE usage_period_current(period_start, period_end) OFFSET 0) AS pt
+        JOIN (SELECT t.customer_id AS customer_id, t.period_start, t.period_end FROM usage_tracking t
+              WHERE usage_period_current(t.period_start, t.period_end) OFFSET 0) AS pt
           ON pt.customer_id = d.customer_id
         WHERE d.kind = 'usage' AND d.drawn_at >= pt.period_start AND d.drawn_at < pt.period_end
         GROUP BY d.customer_id
