@@ -34,6 +34,7 @@ from tests.factories import (
 from tests.referee import assert_invariants, from_report, ordered, recount
 from tests.usage.test_invariants_stateful import CounterMachine
 from usage.models import Customer, Preset, Project, UsageEvent
+from usage.numbers import number_plain
 from usage.services.counters import counter_writes_allowed
 
 CHECKS = {
@@ -321,3 +322,128 @@ def test_random_drift_the_report_agrees_with_the_referee_and_reconciliation_clea
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )
+
+
+def _open(customer, start, end):
+    sql("SELECT usage_tracking_open(%s, %s, %s)", [customer.pk, start, end])
+
+
+def _event(customer, metric, quantity, at, *, counted=True):
+    if counted:
+        return UsageEventFactory(customer=customer, metric=metric, quantity=quantity, occurred_at=at)
+    with pgtrigger.ignore("usage.UsageEvent:usage_events_on_insert"):
+        return UsageEventFactory(customer=customer, metric=metric, quantity=quantity, occurred_at=at)
+
+
+@pytest.mark.django_db
+def test_events_meet_their_period_row_wherever_the_periods_start_and_end():
+    """The metered check puts each event in its period row by the customer's period starts (one ordered
+    pass over usage_events at 1M). Periods that start at any instant, two in one month, a gap between
+    two, events on the very bounds, before the first period and in the gap (no counter row), counters
+    with no events, events uncounted or counted twice: the report lists what the referee finds, its
+    totals are the counters' and the events' own sums, and one customer's diagnosis (every counter,
+    drifted or not) gives each period row the sum of its own events."""
+    split = CustomerFactory(email="split@example.com")
+    split.refresh_from_db()
+    start = split.current_period_start
+    cut = start - timedelta(days=16, minutes=-7, seconds=3)  # two periods in the month before
+    first, gap = start - timedelta(days=30, hours=-3), start - timedelta(days=2)
+    _open(split, first, cut)
+    _open(split, cut, gap)  # [gap, start) belongs to no period row
+    moments = {
+        "before-first": first - timedelta(microseconds=1),
+        "first-start": first,
+        "first-last": cut - timedelta(microseconds=1),
+        "second-start": cut,
+        "in-gap": gap + timedelta(hours=5),
+        "current-start": start,
+        "now": timezone.now(),
+    }
+    for n, (moment, at) in enumerate(moments.items(), start=1):
+        counted = moment not in ("before-first", "in-gap")  # counted, they would open a period row
+        _event(split, "ai_interaction", n, at, counted=counted)
+        _event(split, "minutes", Decimal(n) / 4, at, counted=counted)
+    _event(split, "ai_interaction", 100, moments["first-last"], counted=False)  # the first row too low
+    _event(split, "minutes", Decimal("0.5"), moments["in-gap"], counted=False)  # more with no row
+    set_counter(  # the second row too high: a delta counted twice
+        "UPDATE usage_tracking SET minutes_used = minutes_used + 3 WHERE customer_id = %s AND period_start = %s",
+        [split.pk, cut],
+    )
+    quiet = CustomerFactory(email="quiet@example.com")  # periods, no events, one counter wrong
+    quiet.refresh_from_db()
+    _open(quiet, quiet.current_period_start - timedelta(days=9), quiet.current_period_start)
+    set_counter(
+        "UPDATE usage_tracking SET ai_interactions_count = 4 WHERE customer_id = %s AND period_end <= now()",
+        [quiet.pk],
+    )
+    clean = CustomerFactory(email="clean@example.com")
+    _event(clean, "minutes", 2, timezone.now())
+
+    found = recount()
+    assert {(d.customer_id, d.target_id is None, d.check) for d in found} == {
+        (str(split.pk), False, "ai_interactions"),
+        (str(split.pk), False, "minutes"),
+        (str(split.pk), True, "ai_interactions"),
+        (str(split.pk), True, "minutes"),
+        (str(quiet.pk), False, "ai_interactions"),
+    }
+    assert ordered(map(from_report, report_rows())) == found
+
+    with transaction.atomic():
+        from billing.ops.checks import drift_scan
+
+        scan = drift_scan()
+        metrics = scan.metrics
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*), sum(ai_interactions_count), sum(minutes_used) FROM usage_tracking")
+        rows, ai_tracked, minutes_tracked = cursor.fetchone()
+        cursor.execute(
+            "SELECT sum(quantity) FILTER (WHERE metric = 'ai_interaction'), "
+            "sum(quantity) FILTER (WHERE metric = 'minutes') FROM usage_events"
+        )
+        ai_actual, minutes_actual = cursor.fetchone()
+    outside = {d.check for d in found if d.target_id is None}  # one customer's, per metric
+    assert metrics["ai_interactions"] == {
+        "rows": rows + ("ai_interactions" in outside),
+        "tracked": number_plain(ai_tracked),
+        "actual": number_plain(ai_actual),
+    }
+    assert metrics["minutes"] == {
+        "rows": rows + ("minutes" in outside),
+        "tracked": number_plain(minutes_tracked),
+        "actual": number_plain(minutes_actual),
+    }
+
+    # Every counter of the customer beside the sum of its own period's events.
+    every = report_rows_everything(split)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.id::text, e.metric, coalesce(sum(e.quantity), 0) FROM usage_tracking t "
+            "CROSS JOIN (VALUES ('ai_interaction'), ('minutes')) AS m(metric) "
+            "LEFT JOIN usage_events e ON e.customer_id = t.customer_id AND e.metric = m.metric "
+            " AND e.occurred_at >= t.period_start AND e.occurred_at < t.period_end "
+            "WHERE t.customer_id = %s GROUP BY t.id, e.metric, m.metric",
+            [split.pk],
+        )
+        per_row = {
+            (target, "ai_interactions" if metric == "ai_interaction" else "minutes"): total
+            for target, metric, total in cursor.fetchall()
+            if metric
+        }
+    assert len({target for target, _ in per_row}) == 3
+    metered = {
+        (r["target_id"], r["check"]): Decimal(str(r["actual"]))
+        for r in every
+        if r["check"] in ("ai_interactions", "minutes") and r["target_id"]
+    }
+    assert {key: value for key, value in metered.items() if value} == per_row
+    assert {(r["check"], Decimal(str(r["actual"]))) for r in every if not r["target_id"]} >= {
+        ("ai_interactions", Decimal(1 + 5)),  # before the first period, and in the gap
+        ("minutes", Decimal(1 + 5) / 4 + Decimal("0.5")),
+    }
+
+
+def report_rows_everything(customer):
+    from billing.ops.checks import drift_rows
+
+    return drift_rows([customer.pk], everything=True)
