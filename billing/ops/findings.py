@@ -49,13 +49,29 @@ def findings(customer_ids=None, *, skip=(), after_scan: bool = False) -> list[Fi
     """Every finding in scope (None: every customer), in this order; ``skip``: checks left out.
     ``after_scan``: this transaction's drift scan covered the scope (the report's), so the over-limit
     finding reads the truth from it (OVER_LIMIT_AFTER_SCAN_SQL)."""
+    return list(findings_stream(customer_ids, skip=skip, after_scan=after_scan))
+
+
+def findings_stream(customer_ids=None, *, skip=(), after_scan: bool = False) -> Iterator[Finding]:
+    """findings() as they are read, each check's rows through a server-side cursor: the report over a
+    million customers holds a chunk of them, never all (94k at 1M)."""
     providers = {
         "trigger_health": lambda: unhealthy_triggers(),
         "over_limit": lambda: over_limit(customer_ids, after_scan=after_scan),
         "stale_period": lambda: stale_period(customer_ids),
         "failed_webhook": lambda: failed_webhook(customer_ids),
     }
-    return [f for check in FINDING_CHECKS if check not in skip for f in providers[check]()]
+    for check in FINDING_CHECKS:
+        if check not in skip:
+            yield from providers[check]()
+
+
+def _streamed(statement: str, params, chunk_size: int = 2000) -> Iterator[tuple]:
+    """A statement's rows, a chunk at a time (a server-side cursor inside the caller's transaction)."""
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(statement, params)
+        while chunk := cursor.fetchmany(chunk_size):
+            yield from chunk
 
 
 def unhealthy_triggers() -> Iterator[Finding]:
@@ -105,40 +121,36 @@ def over_limit(customer_ids=None, *, after_scan: bool = False):
         statement = drift_sql((OVER_LIMIT_AFTER_SCAN_SQL + _OVER_LIMIT_ORDER).format(scope=scope))
     else:
         statement = render((OVER_LIMIT_SQL + _OVER_LIMIT_ORDER).format(scope=scope))
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        for customer_id, email, plan, code, used, allowance in cursor.fetchall():
-            used_n, allowance_n = number_plain(used), number_plain(allowance)
-            percent = f"{used / allowance * 100:.0f} %" if allowance else "no allowance"
-            metric = METRICS_BY_CODE[code]
-            fix = (
-                f"archive {count_of(used_n - allowance_n, 'project')} or move to a bigger plan"
-                if metric is ACTIVE_PROJECTS
-                else "sell an overage pack or move to a bigger plan"
-            )
-            yield Finding(
-                "over_limit",
-                str(customer_id),
-                email,
-                None,
-                f"{used_n} / {allowance_n} {metric.label} ({percent}) on {plan}",
-                fix,
-            )
+    for customer_id, email, plan, code, used, allowance in _streamed(statement, params):
+        used_n, allowance_n = number_plain(used), number_plain(allowance)
+        percent = f"{used / allowance * 100:.0f} %" if allowance else "no allowance"
+        metric = METRICS_BY_CODE[code]
+        fix = (
+            f"archive {count_of(used_n - allowance_n, 'project')} or move to a bigger plan"
+            if metric is ACTIVE_PROJECTS
+            else "sell an overage pack or move to a bigger plan"
+        )
+        yield Finding(
+            "over_limit",
+            str(customer_id),
+            email,
+            None,
+            f"{used_n} / {allowance_n} {metric.label} ({percent}) on {plan}",
+            fix,
+        )
 
 
 def stale_period(customer_ids=None):
     scope, params = _scope(customer_ids)
-    with connection.cursor() as cursor:
-        cursor.execute(render(_STALE_PERIOD.format(scope=scope)), params)
-        for customer_id, email, what, ended in cursor.fetchall():
-            yield Finding(
-                "stale_period",
-                str(customer_id),
-                email,
-                None,
-                f"{what} period ended {ended:%Y-%m-%d %H:%M} UTC without a rollover",
-                "manage.py roll_usage_periods (or the processor's renewal webhook)",
-            )
+    for customer_id, email, what, ended in _streamed(render(_STALE_PERIOD.format(scope=scope)), params):
+        yield Finding(
+            "stale_period",
+            str(customer_id),
+            email,
+            None,
+            f"{what} period ended {ended:%Y-%m-%d %H:%M} UTC without a rollover",
+            "manage.py roll_usage_periods (or the processor's renewal webhook)",
+        )
 
 
 _FAILED_WEBHOOKS = """
@@ -159,14 +171,13 @@ def failed_webhook(customer_ids=None):
         scope, params = "", {}
     else:
         scope, params = "AND w.customer_id = ANY(%(ids)s::uuid[])", {"ids": [str(i) for i in customer_ids]}
-    with connection.cursor() as cursor:
-        cursor.execute(render(_FAILED_WEBHOOKS.format(scope=scope)), params)
-        for customer_id, email, processor, event_type, event_id, received, error in cursor.fetchall():
-            yield Finding(
-                "failed_webhook",
-                str(customer_id) if customer_id else None,
-                email,
-                event_id,
-                f"{processor} {event_type} received {received:%Y-%m-%d %H:%M} UTC failed: {error}",
-                "fix the cause, then replay it: admin > Webhook events > Replay selected failed events",
-            )
+    statement = render(_FAILED_WEBHOOKS.format(scope=scope))
+    for customer_id, email, processor, event_type, event_id, received, error in _streamed(statement, params):
+        yield Finding(
+            "failed_webhook",
+            str(customer_id) if customer_id else None,
+            email,
+            event_id,
+            f"{processor} {event_type} received {received:%Y-%m-%d %H:%M} UTC failed: {error}",
+            "fix the cause, then replay it: admin > Webhook events > Replay selected failed events",
+        )

@@ -12,18 +12,18 @@ whose triggers wait on those locks add their deltas afterwards, so no concurrent
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Count, F
 from django.utils import timezone
 
 from billing.models import RunFinding
 from billing.ops.checks import CHECK_GROUPS, drift_scan
-from billing.ops.findings import FINDING_CHECKS, findings
+from billing.ops.findings import FINDING_CHECKS, Finding, findings_stream
 from billing.services.audit import audit_recount
 from billing.services.usage_months import usage_months_summarize
 from usage.models import Customer, ReconciliationRun
@@ -39,8 +39,11 @@ ANOTHER_RUN_ACTIVE = (
 class ReportResult:
     run: ReconciliationRun | None  # None: a read-only role's report, not recorded
     summary: dict
-    findings: list
+    findings: list  # only materialised without ``emit`` (the admin's selections); commands stream them
     rows: list  # only materialised for small scopes; commands stream instead
+
+
+FINDINGS_BATCH = 2000  # findings written to the run per INSERT, as they stream
 
 
 def discrepancy_report(
@@ -48,15 +51,16 @@ def discrepancy_report(
     customer_ids=None,
     started_by: str,
     scope: str = "all customers",
-    emit: Callable[[Scan, list], None] | None = None,
+    emit: Callable[[Scan, Iterable[Finding]], None] | None = None,
     record: bool = True,
 ) -> ReportResult:
     """Report every drifted counter and every finding; record the run and its rows (``record``).
 
     ``record=False`` is for read-only roles (Finance, SPEC §7): the same report, nothing written.
 
-    ``emit(scan, findings)`` is called inside the transaction, while the rows can be streamed; without
-    it the rows are returned as a list (for the admin's small selections).
+    ``emit(scan, findings)`` is called inside the transaction, while the rows and the findings can be
+    streamed (each read once, a chunk at a time: memory stays flat at a million customers); without it
+    both are returned as lists (for the admin's small selections).
     """
     with transaction.atomic():
         run = None
@@ -65,31 +69,64 @@ def discrepancy_report(
                 started_by=started_by, mode=ReconciliationRun.Mode.REPORT, scope=scope
             )
         scan = drift_scan(customer_ids)
-        found = findings(customer_ids, after_scan=True)
         summary = scan_summary(scan)
-        # Customers (or objects) per finding, kept with the run: the dashboard reads them from here.
-        summary["findings"] = {
-            check: len({f.customer_id or f.target_id for f in found if f.check == check})
-            for check in FINDING_CHECKS
-        }
         if run is not None:
             _record_rows(run, fixed=False)
-            RunFinding.objects.bulk_create(
-                (
-                    RunFinding(run=run, check_name=f.check, customer_id=f.customer_id, detail=f.detail)
-                    for f in found
-                    if f.customer_id
-                ),
-                batch_size=5000,
-            )
-            _finish(run, scan, summary, fixed=0)
-        rows = []
+        found = _FindingsKept(run)
+        stream = found.stream(findings_stream(customer_ids, after_scan=True))
+        rows, kept = [], []
         if emit:
-            emit(scan, found)
+            emit(scan, stream)
+            for _ in stream:  # what emit left unread is still recorded and counted
+                pass
         else:
+            kept = list(stream)
             rows = list(scan.rows())
+        # Customers (or objects) per finding, kept with the run: the dashboard reads them from here.
+        summary["findings"] = found.counts()
+        if run is not None:
+            _finish(run, scan, summary, fixed=0)
         drift_clear()
-    return ReportResult(run, summary, found, rows)
+    return ReportResult(run, summary, kept, rows)
+
+
+class _FindingsKept:
+    """Findings passing through on their way out: written to the run a batch at a time and counted
+    (customers, or objects when a finding has no customer, per check) without keeping them."""
+
+    def __init__(self, run: ReconciliationRun | None):
+        self.run = run
+        self.batch: list[RunFinding] = []
+        self.keys: dict[str, set] = {check: set() for check in FINDING_CHECKS}
+
+    def stream(self, found: Iterable[Finding]) -> Iterator[Finding]:
+        for f in found:
+            if self.run is None or not f.customer_id:  # not kept with a run: counted here
+                self.keys[f.check].add(f.customer_id or f.target_id)
+            else:
+                self.batch.append(
+                    RunFinding(run=self.run, check_name=f.check, customer_id=f.customer_id, detail=f.detail)
+                )
+                if len(self.batch) >= FINDINGS_BATCH:
+                    self._write()
+            yield f
+        self._write()
+
+    def _write(self) -> None:
+        if self.batch:
+            RunFinding.objects.bulk_create(self.batch)
+            self.batch = []
+
+    def counts(self) -> dict[str, int]:
+        kept = {}
+        if self.run is not None:
+            kept = dict(
+                RunFinding.objects.filter(run=self.run)
+                .values_list("check_name")
+                .annotate(n=Count("customer_id", distinct=True))
+                .values_list("check_name", "n")
+            )
+        return {check: kept.get(check, 0) + len(self.keys[check]) for check in FINDING_CHECKS}
 
 
 def _record_rows(run: ReconciliationRun, *, fixed: bool) -> None:
