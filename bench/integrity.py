@@ -19,6 +19,7 @@ import argparse
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from common import ROOT, fresh_bench_schema, log, sql, timed  # sets up Django on the benchmark database
 from dataset import generate
@@ -81,26 +82,38 @@ def report_rows():
     return counted["rows"]
 
 
-def report_peak_rss_mb(customer=None) -> float:
-    """Peak resident memory of a `manage.py usage_discrepancies --format json` process, in MB.
+def report_peak_rss_mb(customer=None, root=ROOT) -> float:
+    """Peak resident memory of a `manage.py usage_discrepancies --format json` process, in MB."""
+    return report_command(customer, root)[1]
 
-    Measured through a wrapper process of its own: RUSAGE_CHILDREN reports the largest child so far.
+
+def report_command(customer=None, root=ROOT) -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of `manage.py usage_discrepancies --format json`, the report as
+    an operator runs it (recorded, every finding written out), from the checkout ``root`` (another
+    checkout compares its code on this same database: EMBEDDED_PGDATA points it here).
+
+    Memory is measured through a wrapper process of its own: RUSAGE_CHILDREN reports the largest child.
     """
     import os
 
-    args = [str(ROOT / "manage.py"), "usage_discrepancies", "--format", "json"]
+    args = [str(root / "manage.py"), "usage_discrepancies", "--format", "json"]
     if customer:
         args += ["--customer", customer]
     wrapper = (
-        "import resource, subprocess, sys; "
+        "import resource, subprocess, sys, time; start = time.perf_counter(); "
         "subprocess.run([sys.executable, *sys.argv[1:]], stdout=subprocess.DEVNULL, check=True); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    env = dict(os.environ, EMBEDDED_DBNAME=connection.settings_dict["NAME"])
+    env = dict(
+        os.environ,
+        EMBEDDED_DBNAME=connection.settings_dict["NAME"],
+        EMBEDDED_PGDATA=str(connection.settings_dict["PGDATA"]),
+    )
     out = subprocess.run(
-        [sys.executable, "-c", wrapper, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", wrapper, *args], env=env, cwd=root, capture_output=True, text=True, check=True
     )
-    return int(out.stdout.strip()) / 1024  # kB on Linux
+    seconds, kb = out.stdout.split()
+    return float(seconds), int(kb) / 1024  # kB on Linux
 
 
 def per_customer_loop(sample: int) -> float:
@@ -112,33 +125,96 @@ def per_customer_loop(sample: int) -> float:
     return time.perf_counter() - start
 
 
-def report_on_kept_dataset():
-    """The report against the bare scan on a kept dataset (EMBEDDED_DBNAME=billing_ops_bench_1m)."""
+def report_on_kept_dataset(compare=None, reconcile=False, batch_size=1000):
+    """The report against the bare scan on a kept dataset (EMBEDDED_DBNAME=billing_ops_bench_1m); with
+    ``compare`` (another checkout, e.g. a worktree of main) its report too, in the same run; with
+    ``reconcile``, drift planted in 10 % of the customers, then the report and the reconciliation."""
+    import os
+
     migrate_kept()
     sizes = {t: sql(f"SELECT reltuples::bigint FROM pg_class WHERE relname = '{t}'")[0][0] for t in SIZED}
     if sizes["customers"] < 1:
         sys.exit("no kept dataset here: run bench/admin.py --reuse (or this without --reuse) first")
+    loads = [os.getloadavg()[0]]
     bare, _ = timed("bare aggregate scan", bare_scan)
     bare2, _ = timed("bare aggregate scan (again, warm)", bare_scan)
     bare = min(bare, bare2)
-    report, (rows, found) = timed("discrepancy report", report_rows_and_findings)
-    rss_all = report_peak_rss_mb()
     one = sql("SELECT email FROM customers LIMIT 1")[0][0]
-    rss_one = report_peak_rss_mb(one)
+    checkouts = [("this checkout", ROOT)] + (
+        [("compared: " + str(compare), Path(compare))] if compare else []
+    )
+    results = {}
+    for name, root in checkouts:  # this checkout first: the compared one reads a warmer cache
+        seconds, rss_all = timed(f"report, {name}", lambda root=root: report_command(root=root))[1]
+        _, rss_one = report_command(one, root)
+        results[name] = (seconds, rss_all, rss_one)
+        loads.append(os.getloadavg()[0])
+    report, (rows, found) = timed(
+        "discrepancy report (in process, rows and findings counted)", report_rows_and_findings
+    )
+    loads.append(os.getloadavg()[0])
     print(
         f"Discrepancy report on the kept dataset ({', '.join(f'{n:,} {t}' for t, n in sizes.items())}; "
-        f"planner estimates). PostgreSQL {sql('SHOW server_version')[0][0]}, one run "
-        "(`EMBEDDED_DBNAME=billing_ops_bench_1m nice -n 10 .venv/bin/python bench/integrity.py --reuse`).\n"
+        f"planner estimates; {rows:,} drifted counters, {found:,} findings). PostgreSQL "
+        f"{sql('SHOW server_version')[0][0]}, one run, load average {min(loads):.1f}-{max(loads):.1f} "
+        "(`EMBEDDED_DBNAME=billing_ops_bench_1m nice -n 10 .venv/bin/python bench/integrity.py --reuse"
+        + (" --compare CHECKOUT" if compare else "")
+        + (" --reconcile" if reconcile else "")
+        + "`).\n"
+    )
+    print("| measure | " + " | ".join(name for name, _ in checkouts) + " | target |")
+    print("|---|" + "---:|" * len(checkouts) + "---:|")
+    print(f"| bare aggregate scan of the same tables | {bare:.1f} s |" + " |" * (len(checkouts) - 1) + " |")
+    print(
+        "| report (`manage.py usage_discrepancies --format json`, whole database) | "
+        + " | ".join(
+            f"{results[n][0]:.1f} s = **{results[n][0] / bare:.2f}x** the scan" for n, _ in checkouts
+        )
+        + " | <= 2x |"
+    )
+    print(
+        "| its peak memory, whole database | "
+        + " | ".join(f"{results[n][1]:.0f} MB" for n, _ in checkouts)
+        + " | flat |"
+    )
+    print(
+        "| its peak memory, one customer | "
+        + " | ".join(f"{results[n][2]:.0f} MB" for n, _ in checkouts)
+        + " | |"
+    )
+    print(
+        f"| report in process (discrepancy_report, rows and findings read) | {report:.1f} s = "
+        f"{report / bare:.2f}x |" + " |" * (len(checkouts) - 1) + " |"
+    )
+    if reconcile:
+        reconcile_on_kept_dataset(batch_size)
+
+
+def reconcile_on_kept_dataset(batch_size):
+    """Drift planted in 10 % of the kept dataset's customers, the report, then the reconciliation
+    that sets it right (the dataset is left as it was: no drift planted remains)."""
+    import os
+
+    drifted = plant_drift(0.1)
+    log(f"planted drift in {drifted:,} customers")
+    load = os.getloadavg()[0]
+    report, rows = timed("discrepancy report", report_rows)
+    reconcile, result = timed(
+        f"reconciliation of {drifted:,} drifted customers (--batch-size {batch_size})",
+        lambda: usage_reconcile(apply=True, started_by="bench/integrity.py", batch_size=batch_size),
+    )
+    print(
+        f"\nReconciliation on the kept dataset, drift planted in {drifted:,} customers (load average "
+        f"{load:.1f}-{os.getloadavg()[0]:.1f}):\n"
     )
     print("| measure | value | target |")
     print("|---|---:|---:|")
-    print(f"| bare aggregate scan of the same tables | {bare:.1f} s | |")
+    print(f"| discrepancy report ({rows:,} drifted counters) | {report:.1f} s | |")
     print(
-        f"| discrepancy report ({rows:,} drifted counters, {found:,} findings) | {report:.1f} s = "
-        f"**{report / bare:.2f}x** the scan | <= 2x |"
+        f"| reconciliation of the {drifted:,} drifted customers ({result.summary['fixed']:,} counters set, "
+        f"--batch-size {batch_size}) | {reconcile:.1f} s = **{reconcile / report:.2f}x** the report | <= 3x |"
     )
-    print(f"| report process peak memory, whole database | {rss_all:.0f} MB | flat |")
-    print(f"| report process peak memory, one customer | {rss_one:.0f} MB | |")
+    print(f"| drift left after reconciliation | {result.summary['remaining_drift']} | 0 |")
 
 
 SIZED = ("customers", "projects", "usage_events", "usage_tracking", "presets", "preset_usage")
@@ -178,10 +254,22 @@ def main():
         help="measure the report on the database's kept dataset (bench/admin.py --reuse's): no generation, "
         "no planted drift, no reconciliation or per-customer loop (they would change or outlast it)",
     )
+    parser.add_argument(
+        "--compare",
+        metavar="CHECKOUT",
+        help="with --reuse: also time another checkout's report on the same database in the same run "
+        "(e.g. `git worktree add /tmp/main-wt main` with its .venv linked)",
+    )
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="with --reuse: then plant drift in 10%% of the customers and time the report and the "
+        "reconciliation that sets it right",
+    )
     args = parser.parse_args()
 
     if args.reuse:
-        return report_on_kept_dataset()
+        return report_on_kept_dataset(args.compare, args.reconcile, args.batch_size)
     customers = max(100, int(1_000_000 * args.scale))
     fresh_bench_schema()
     gen_time, _ = timed(

@@ -111,22 +111,29 @@ WITH periods AS (
            row_number() OVER (PARTITION BY customer_id ORDER BY period_start)::int AS slot
     FROM (SELECT customer_id, id, period_start, ai_interactions_count, minutes_used FROM usage_tracking
           WHERE true {scope_tracking} OFFSET 0) AS t
-), per AS (
-    SELECT m.check_name, coalesce(t.customer_id, s.customer_id) AS customer_id, m.target_id, m.tracked, m.actual
+), compared AS (  -- each period row beside its events' sums (once per customer: those outside every row)
+    SELECT coalesce(t.customer_id, s.customer_id) AS customer_id, t.id,
+           t.ai_interactions_count AS ai_tracked, coalesce(s.ai[array_position(s.ai_slots, t.slot)], 0) AS ai,
+           t.minutes_used AS minutes_tracked,
+           coalesce(s.minutes[array_position(s.minutes_slots, t.slot)], 0) AS minutes,
+           CASE WHEN t.slot IS NULL OR t.slot = 1 THEN s.ai[array_position(s.ai_slots, 0)] END AS ai_outside,
+           CASE WHEN t.slot IS NULL OR t.slot = 1 THEN s.minutes[array_position(s.minutes_slots, 0)] END
+               AS minutes_outside
     FROM counters t FULL JOIN sums s ON s.customer_id = t.customer_id
+), per AS (  -- one row per counter and check; only rows that differ are split (or every one: everything)
+    SELECT c.customer_id, m.check_name, m.target_id, m.tracked, m.actual
+    FROM compared c
     CROSS JOIN LATERAL (
-        SELECT 'ai_interactions', t.id::text, t.ai_interactions_count,
-               coalesce(s.ai[array_position(s.ai_slots, t.slot)], 0)
-        WHERE t.id IS NOT NULL
+        SELECT 'ai_interactions', c.id::text, c.ai_tracked, c.ai WHERE c.id IS NOT NULL
         UNION ALL
-        SELECT 'minutes', t.id::text, t.minutes_used, coalesce(s.minutes[array_position(s.minutes_slots, t.slot)], 0)
-        WHERE t.id IS NOT NULL
-        UNION ALL  -- source rows with no counter row: events outside every period row, once per customer
-        SELECT o.check_name, NULL, 0, o.actual
-        FROM (VALUES ('ai_interactions', s.ai[array_position(s.ai_slots, 0)]),
-                     ('minutes', s.minutes[array_position(s.minutes_slots, 0)])) AS o(check_name, actual)
-        WHERE (t.slot IS NULL OR t.slot = 1) AND o.actual <> 0
+        SELECT 'minutes', c.id::text, c.minutes_tracked, c.minutes WHERE c.id IS NOT NULL
+        UNION ALL  -- source rows with no counter row: events outside every period row
+        SELECT 'ai_interactions', NULL, 0, c.ai_outside WHERE c.ai_outside <> 0
+        UNION ALL
+        SELECT 'minutes', NULL, 0, c.minutes_outside WHERE c.minutes_outside <> 0
     ) AS m(check_name, target_id, tracked, actual)
+    WHERE c.ai_tracked IS DISTINCT FROM c.ai OR c.minutes_tracked IS DISTINCT FROM c.minutes
+       OR c.ai_outside <> 0 OR c.minutes_outside <> 0 OR {everything}
 ), drifted AS (
     INSERT INTO usage_drift
     SELECT check_name, customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked
