@@ -64,6 +64,7 @@ from billing.services.projects import (
 from billing.services.webhooks import PROCESSORS, webhook_replay
 from usage import admin as usage_admin
 from usage.admin import (
+    SEARCH_CUSTOMERS_MAX,
     BigTableAdmin,
     CustomerSearch,
     IndexOrderChangeList,
@@ -76,6 +77,7 @@ from usage.metrics import metric_label
 from usage.models import Customer, Project, ReconciliationRow, ReconciliationRun, UsageEvent
 from usage.names import render
 from usage.numbers import count_of, limit, money, number
+from usage.text import echo
 
 RECONCILE_PERMISSION = "usage.reconcile_selection"
 VALIDATE_PERMISSION = "billing.view_plan"
@@ -463,7 +465,20 @@ class CustomerAdmin(BigTableAdmin):
         by_processor = Subscription.objects.filter(
             Q(external_subscription_id=term) | Q(external_customer_id=term)
         ).values_list("customer_id", flat=True)
-        return queryset.filter(pk__in=[*by_processor[:SELECTION_MAX], *customers_matching(term)]), False
+        matched = customers_matching(term, limit=SEARCH_CUSTOMERS_MAX + 1)
+        if len(matched) > SEARCH_CUSTOMERS_MAX:
+            # An email prefix many customers share: the list holds the first SEARCH_CUSTOMERS_MAX by
+            # email, and says so (the count above it would read as if that were all of them).
+            matched = matched[:SEARCH_CUSTOMERS_MAX]
+            if not getattr(request, "_search_capped_said", False):  # the admin may search twice
+                request._search_capped_said = True
+                messages.warning(
+                    request,
+                    f"More than {SEARCH_CUSTOMERS_MAX:,} customers have an email starting with "
+                    f"{echo(term)}: the list shows the first {SEARCH_CUSTOMERS_MAX:,} by email. "
+                    "Type more of the email to find the others.",
+                )
+        return queryset.filter(pk__in=[*by_processor[:SELECTION_MAX], *matched]), False
 
     def has_reconcile_permission(self, request):
         return request.user.has_perm(RECONCILE_PERMISSION)

@@ -143,9 +143,9 @@ class BigTableAdmin(admin.ModelAdmin):
 SEARCH_CUSTOMERS_MAX = 1_000
 
 
-def customers_matching(term: str) -> list:
+def customers_matching(term: str, limit: int | None = None) -> list:
     """The ids of the customers a support search names: a customer id, an email (exact, any case) or
-    an email prefix (the first SEARCH_CUSTOMERS_MAX by email), through indexes (the primary key,
+    an email prefix (the first ``limit``, SEARCH_CUSTOMERS_MAX, by email), through indexes (the primary key,
     lower(email) and its prefix index customers_email_prefix); never an ILIKE scan.
 
     A list, not a subquery: ``customer_id IN (<ids>)`` OR an exact id of the row plans as index
@@ -161,7 +161,7 @@ def customers_matching(term: str) -> list:
         found = lowered.filter(email_lower=term.lower())
     else:
         found = lowered.filter(email_lower__startswith=term.lower()).order_by("email_lower")
-    return list(found.values_list("pk", flat=True)[:SEARCH_CUSTOMERS_MAX])
+    return list(found.values_list("pk", flat=True)[: limit or SEARCH_CUSTOMERS_MAX])
 
 
 NAME_SEARCH_MIN = 3  # a trigram index answers "%term%" from three characters on

@@ -5,6 +5,7 @@ by plan, status, processor, active projects, over a limit and drift; bounded que
 """
 
 import re
+from html import unescape
 
 import pytest
 from django.urls import reverse
@@ -163,6 +164,30 @@ def test_search_by_the_processors_customer_and_subscription_ids(admin_client, bo
     Subscription.objects.filter(customer__email="small@example.com").update(external_customer_id="ctm_small")
     html = admin_client.get(reverse(LIST), {"q": term}).content.decode()
     assert set(_rows(html)) == expected
+
+
+def test_a_prefix_more_customers_share_than_the_list_holds_says_so(admin_client, monkeypatch):
+    """An email prefix lists the first SEARCH_CUSTOMERS_MAX customers by email: the page said "3
+    customers" and nothing more when 5 matched (1,000 of 100,000 at 1M: bench/admin.py's prefix)."""
+    from usage import admin as usage_admin
+
+    monkeypatch.setattr(usage_admin, "SEARCH_CUSTOMERS_MAX", 3)
+    from billing import admin as billing_admin
+
+    monkeypatch.setattr(billing_admin, "SEARCH_CUSTOMERS_MAX", 3, raising=False)
+    for i in range(5):
+        CustomerFactory(email=f"ops.{i}@example.com")
+    CustomerFactory(email="other@example.com")
+    html = admin_client.get(reverse(LIST), {"q": "OPS."}).content.decode()
+    assert list(_rows(html)) == ["ops.0@example.com", "ops.1@example.com", "ops.2@example.com"]
+    said = unescape(html)
+    assert said.count("More than 3 customers have an email starting with 'OPS.'") == 1
+    assert "the list shows the first 3 by email. Type more of the email to find the others." in said
+    for term, listed in (("ops.", 3), ("ops.4", 1), ("ops.0@example.com", 1)):
+        monkeypatch.setattr(usage_admin, "SEARCH_CUSTOMERS_MAX", 5 if term == "ops." else 3)
+        monkeypatch.setattr(billing_admin, "SEARCH_CUSTOMERS_MAX", 5 if term == "ops." else 3, raising=False)
+        html = admin_client.get(reverse(LIST), {"q": term}).content.decode()
+        assert "More than" not in html and len(_rows(html)) == (5 if term == "ops." else listed)
 
 
 def test_only_orderings_an_index_serves_are_offered(admin_client):
