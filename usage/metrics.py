@@ -97,7 +97,7 @@ def metrics_sql_function():
             f"{_SQL_NAMES.get(f, f)} {'boolean' if f in ('whole', 'metered') else 'text'}" for f in _COLUMNS
         )
         + ")\n"
-        f"LANGUAGE sql IMMUTABLE AS $${body}$$;\n"
+        f"LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $${body}$$;\n"
     )
     from usage.names import render
 

@@ -7,7 +7,7 @@
 CREATE OR REPLACE FUNCTION billing_live_by_customer()
 RETURNS TABLE (customer uuid, subscription_id uuid, subscription_status text, plan_id bigint,
                created_at timestamptz)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT s.customer_id, s.id, s.status::text, s.plan_id, s.created_at
     FROM subscriptions s WHERE s.status <> 'canceled'
 $$;

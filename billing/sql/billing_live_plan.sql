@@ -7,7 +7,7 @@
 -- usage periods, Finance joins billing_live_by_customer() instead).
 CREATE OR REPLACE FUNCTION billing_live_plan(p_customer uuid)
 RETURNS TABLE (subscription_id uuid, subscription_status text, plan_id bigint)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT s.subscription_id, coalesce(s.subscription_status, 'none'), coalesce(s.plan_id, free.id)
     FROM (SELECT 1) AS one
     LEFT JOIN LATERAL (

@@ -3,6 +3,6 @@
 -- through it too (usage.selectors.current_period).
 CREATE OR REPLACE FUNCTION usage_period_current(p_start timestamptz, p_end timestamptz)
 RETURNS boolean
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT p_start <= now() AND p_end > now()
 $$;
