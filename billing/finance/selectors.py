@@ -200,9 +200,6 @@ def usage_rows(month: str, plan: Plan | None = None) -> Iterator[dict]:
 # every customer. Both walk back through the earlier periods one period at a time while the line is
 # still over (at 1M: 210k periods for 59k lines, where reading every earlier period took 700k).
 def _over_limit_sql(*, every: bool) -> str:
-    allowances = ", ".join(
-        f"billing_plan_allowance(pl, '{m.code}') AS {USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE
-    )
     plan_allowances = ", ".join(f"pl.{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE)
     allowance_names = ", ".join(f"{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE)
     kept_allowances = ", ".join(f"r.{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE)
@@ -221,21 +218,42 @@ def _over_limit_sql(*, every: bool) -> str:
     # And a period above its plan's allowance is above the smallest allowance of any plan (NULL when no
     # plan limits the metric: nobody over it): the periods under every plan's allowance are left out
     # before the plans are joined (half the current periods at 1M).
+    # Each plan's allowances (billing_plan_allowance, read once per plan by _PLAN_ALLOWANCES just before)
+    # as arrays: the parallel workers that scan the periods filter them by their plan's allowance and
+    # hand on the few above it (57k at 1M). Joined as a CTE or a subquery, the plans were read by the
+    # leader process only, and every period above the least allowance (490k) went through it.
+    allowed = (
+        "unnest(%(plan_id)s::bigint[], %(plan_code)s::text[], %(plan_name)s::text[], "
+        + ", ".join(f"%({USAGE_PREFIX[m.code]}_allowance)s::numeric[]" for m in CATALOGUE)
+        + f") AS pl(id, code, name, {allowance_names})"
+    )
     above_least = " OR ".join(
-        f"t.{m.counter} > (SELECT min({USAGE_PREFIX[m.code]}_allowance) FROM allowed)" for m in CATALOGUE
+        f"t.{m.counter} > (SELECT min(a) FROM unnest(%({USAGE_PREFIX[m.code]}_allowance)s::numeric[]) a)"
+        for m in CATALOGUE
     )
 
     # The overage credit usage drew within an earlier period, per metric (what credit paid for is not
     # over): looked up for the customers who ever drew any (a few percent), not for every period.
+    # (The page's hundred lines look up each earlier period directly.)
     earlier_credited = ", ".join(
-        f"""CASE WHEN t.customer_id IN (SELECT customer_id FROM drawers) THEN (
+        ("CASE WHEN t.customer_id IN (SELECT customer_id FROM drawers) THEN " if every else "")
+        + f"""(
             SELECT sum(d.quantity) FROM credit_draws d JOIN credit_grants g ON g.id = d.grant_id
             WHERE d.customer_id = t.customer_id AND d.kind = 'usage' AND g.metric = '{m.code}'
               AND d.drawn_at >= t.period_start AND d.drawn_at < t.period_end
-        ) END AS {USAGE_PREFIX[m.code]}_credited"""
+        )"""
+        + (" END" if every else "")
+        + f" AS {USAGE_PREFIX[m.code]}_credited"
         for m in METERED
     )
 
+    drawers = (
+        """, drawers AS MATERIALIZED (
+    SELECT DISTINCT customer_id FROM credit_draws WHERE kind = 'usage'
+)"""
+        if every
+        else ""
+    )
     excess = "(o.used - o.allowance - o.credit)"
     ranking = "o.overshoot DESC, o.email, o.metric"
     if every:
@@ -245,27 +263,21 @@ def _over_limit_sql(*, every: bool) -> str:
         # decides among them), each one's email by key; then the page's first %(limit)s.
         shown = (
             """SELECT * FROM (
-        SELECT o.*, (SELECT c.email FROM customers c WHERE c.id = o.customer_id) AS email FROM over o
-        WHERE o.overshoot >= (
-            SELECT coalesce(min(top.overshoot), '-Infinity') FROM (
-                SELECT overshoot FROM over ORDER BY overshoot DESC LIMIT %(limit)s
-            ) top
-        )
+        SELECT o.*, (SELECT c.email FROM customers c WHERE c.id = o.customer_id) AS email FROM (
+            SELECT * FROM over ORDER BY overshoot DESC FETCH FIRST %(limit)s ROWS WITH TIES
+        ) o
     ) o ORDER BY """
             + ranking
             + " LIMIT %(limit)s"
         )
     return f"""
-WITH RECURSIVE allowed AS MATERIALIZED (
-    SELECT pl.id, pl.code, pl.name, {allowances} FROM plans pl
-), usage AS (
+WITH RECURSIVE usage AS (
     SELECT t.customer_id AS customer_id, pl.code AS plan_code, pl.name AS plan_name, {plan_allowances},
            {tracked}, t.period_start, t.period_end
     FROM usage_tracking t
     LEFT JOIN billing_live_by_customer() AS ls ON ls.customer = t.customer_id
      AND ls.plan_id IS DISTINCT FROM (SELECT plan_id FROM billing_live_plan(NULL::uuid))
-    CROSS JOIN billing_live_plan(NULL::uuid) AS nosub
-    JOIN allowed pl ON pl.id = coalesce(ls.plan_id, nosub.plan_id)
+    JOIN {allowed} ON pl.id = coalesce(ls.plan_id, (SELECT plan_id FROM billing_live_plan(NULL::uuid)))
     WHERE usage_period_current(t.period_start, t.period_end) AND ({above_least})
 ), above AS MATERIALIZED (  -- a period above an allowance: only these can be over (see above)
     SELECT u.* FROM usage u WHERE {above}
@@ -278,7 +290,7 @@ WITH RECURSIVE allowed AS MATERIALIZED (
     GROUP BY a.customer_id
 ), candidate AS (
     SELECT a.*, {credited} FROM above a LEFT JOIN drawn dr ON dr.customer_id = a.customer_id
-), over AS MATERIALIZED (
+), over AS (
     SELECT u.customer_id, u.plan_code, u.plan_name, {allowance_names}, u.period_start,
            m.metric, m.used, m.allowance, m.credit,
            (m.used - m.allowance - m.credit) / greatest(m.allowance, 1) AS overshoot
@@ -287,9 +299,7 @@ WITH RECURSIVE allowed AS MATERIALIZED (
     WHERE {OVER_LIMIT_RULE}
 ), shown AS MATERIALIZED (
     {shown}
-), drawers AS MATERIALIZED (
-    SELECT DISTINCT customer_id FROM credit_draws WHERE kind = 'usage'
-), run AS (  -- each line's period, then the period before it while that one is over the same limit too
+){drawers}, run AS (  -- each line's period, then the period before it while that one is over the same limit too
     SELECT customer_id, metric, period_start, {allowance_names} FROM shown
     UNION ALL
     SELECT r.customer_id, r.metric, u.period_start, {kept_allowances}
@@ -315,6 +325,11 @@ ORDER BY {ranking}
 """
 
 
+_PLAN_ALLOWANCES = (
+    "SELECT pl.id, pl.code, pl.name, "
+    + ", ".join(f"billing_plan_allowance(pl, '{m.code}')" for m in CATALOGUE)
+    + " FROM plans pl"
+)
 _OVER_LIMIT_PAGE = _over_limit_sql(every=False)
 _OVER_LIMIT_ALL = _over_limit_sql(every=True)
 
@@ -342,19 +357,28 @@ class OverLimit:
         return round(self.used / max(self.allowance + self.credit, 1) * 100)
 
 
+def _plan_allowances() -> dict:
+    """The over-limit statements' plan parameters: each plan's id, code, name and allowances, as arrays."""
+    columns = ["plan_id", "plan_code", "plan_name", *(f"{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE)]
+    rows = _fetchall(_PLAN_ALLOWANCES, {})
+    return {name: [row[i] for row in rows] for i, name in enumerate(columns)}
+
+
 def over_limit_customers(limit: int | None = None) -> list[OverLimit]:
     """The first ``limit`` over-limit lines, largest overshoot first (None: every line)."""
-    if limit is None:
-        return [OverLimit(str(r[0]), *r[1:]) for r in _fetchall(_OVER_LIMIT_ALL, {})]
-    if limit < 1:
+    if limit is not None and limit < 1:
         return []
-    return [OverLimit(str(r[0]), *r[1:]) for r in _fetchall(_OVER_LIMIT_PAGE, {"limit": limit})]
+    params = _plan_allowances()
+    if limit is None:
+        return [OverLimit(str(r[0]), *r[1:]) for r in _fetchall(_OVER_LIMIT_ALL, params)]
+    return [OverLimit(str(r[0]), *r[1:]) for r in _fetchall(_OVER_LIMIT_PAGE, {**params, "limit": limit})]
 
 
 def over_limit_stream(chunk_size: int = 2000) -> Iterator[OverLimit]:
     """Every over-limit line, through a server-side cursor (the CSV export)."""
+    params = _plan_allowances()
     with connections[finance_database()].chunked_cursor() as cursor:
-        cursor.execute(render(_OVER_LIMIT_ALL), {})
+        cursor.execute(render(_OVER_LIMIT_ALL), params)
         while batch := cursor.fetchmany(chunk_size):
             for r in batch:
                 yield OverLimit(str(r[0]), *r[1:])

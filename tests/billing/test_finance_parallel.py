@@ -7,7 +7,7 @@ live subscriptions on one of the machine's two cores (CONTRIBUTING.md, "SQL ship
 import pytest
 from django.db import connection
 
-from billing.finance.selectors import _OVER_LIMIT_PAGE
+from billing.finance.selectors import _OVER_LIMIT_PAGE, _plan_allowances
 from usage.names import render
 
 pytestmark = pytest.mark.django_db
@@ -41,6 +41,6 @@ def test_the_over_limit_statement_may_scan_the_periods_in_parallel():
             "enable_bitmapscan = off",
         ):
             cursor.execute(f"SET LOCAL {setting}")
-        cursor.execute("EXPLAIN " + render(_OVER_LIMIT_PAGE), {"limit": 101})
+        cursor.execute("EXPLAIN " + render(_OVER_LIMIT_PAGE), {**_plan_allowances(), "limit": 101})
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Gather" in plan and "Parallel Seq Scan on usage_tracking" in plan, plan
