@@ -192,3 +192,25 @@ def test_the_lists_support_reads_fit_at_1400_px(live_server, page, django_user_m
         results = page.locator("#changelist .results")
         assert results.evaluate("e => e.scrollWidth <= e.clientWidth"), path
         _shot(page, path.strip("/").replace("/", "-") + ".png")
+
+
+def test_a_prefix_many_customers_share_says_the_list_is_cut(live_server, page, admin_user, monkeypatch):  # noqa: F811
+    """At 1,400 px, the warning above the list names the prefix, the cut and what to do."""
+    from billing import admin as billing_admin
+
+    monkeypatch.setattr(billing_admin, "SEARCH_CUSTOMERS_MAX", 3)
+    for i in range(5):
+        CustomerFactory(email=f"ops.{i}@example.com")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", admin_user.username)
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.goto(f"{live_server.url}/admin/usage/customer/?q=ops.")
+    warning = page.locator("ul.messagelist li.warning")
+    assert warning.inner_text() == (
+        "More than 3 customers have an email starting with 'ops.': the list shows the first 3 by email. "
+        "Type more of the email to find the others."
+    )
+    assert warning.is_visible() and page.locator("#result_list tbody tr").count() == 3
+    _shot(page, "customer-list-prefix-cut.png")
