@@ -29,7 +29,7 @@ from billing.ops.usage_report import (
     months_by_plan,
     usage_report,
 )
-from billing.selectors import OVER_LIMIT_RULE, USAGE_PREFIX, over_limit_lines
+from billing.selectors import OVER_LIMIT_RULE, USAGE_PREFIX, over_limit_lines, period_plan_sql
 from billing.services.usage_months import summarized_months
 from usage.metrics import BY_CODE, METERED
 from usage.metrics import METRICS as CATALOGUE
@@ -185,10 +185,10 @@ def usage_rows(month: str, plan: Plan | None = None) -> Iterator[dict]:
 # --- over-limit customers ------------------------------------------------------------------------
 
 
-# Current period (usage_period_current), tracked counters, the live plan (billing_live_by_customer by
-# one hash join; none: billing_live_plan(NULL); a live subscription to that same plan is left out of
-# the join, as it changes nothing: half the live subscriptions at 1M) and its allowance per metric (billing_plan_allowance:
-# once per plan, not per row), the overage credit usage drew in the period (for the periods above an
+# Current period (usage_period_current), tracked counters, its plan (period_plan_sql: the plan stamped
+# on the period, which for the current period is the live plan: a plan change restamps it; no join of
+# a million live subscriptions) and its allowance per metric (billing_plan_allowance: once per plan, not
+# per row), the overage credit usage drew in the period (for the periods above an
 # allowance only); "over" is billing.selectors' one rule
 # (over_limit_lines, OVER_LIMIT_RULE) read from the counters. Ranked by overshoot (the excess over
 # the limit, relative to it), then by email.
@@ -281,9 +281,7 @@ WITH RECURSIVE usage AS (
     SELECT t.customer_id AS customer_id, pl.code AS plan_code, pl.name AS plan_name, {plan_allowances},
            {tracked}, t.period_start, t.period_end
     FROM usage_tracking t
-    LEFT JOIN billing_live_by_customer() AS ls ON ls.customer = t.customer_id
-     AND ls.plan_id IS DISTINCT FROM (SELECT plan_id FROM billing_live_plan(NULL::uuid))
-    JOIN {allowed} ON pl.id = coalesce(ls.plan_id, (SELECT plan_id FROM billing_live_plan(NULL::uuid)))
+    JOIN {allowed} ON pl.id = {period_plan_sql("t")}
     WHERE usage_period_current(t.period_start, t.period_end) AND ({above_least})
 ), above AS MATERIALIZED (  -- a period above an allowance: only these can be over (see above)
     SELECT u.* FROM usage u WHERE {above}

@@ -118,3 +118,30 @@ def test_a_plan_change_mid_month_and_a_reconciled_counter_show_at_once(staff_cli
     assert ai_by_plan() == {"growth": 7}  # the counters as they are
     usage_reconcile(customer_ids=[customer.pk], apply=True, started_by="test")
     assert ai_by_plan() == {"growth": 12}  # set to the truth: the next read shows it
+
+
+def test_the_over_limit_page_follows_a_plan_change_and_a_cancellation_at_once():
+    """The over-limit lines read the plan stamped on the current period, which a plan change or a
+    cancellation restamps: 4 projects are over Starter (3), within Growth (10), over Free (1)."""
+    from billing.finance.selectors import over_limit_customers
+    from billing.services.plans import subscription_change_plan
+
+    plans = plans_ensure()
+    customer = CustomerFactory(email="limits@finance-plan.test")
+    subscription = subscribe(customer, plans["starter"], Subscription.Status.ACTIVE)
+    ProjectFactory.create_batch(4, customer=customer)
+
+    def lines():
+        return [
+            (r.plan, r.metric, r.used, r.allowance)
+            for r in over_limit_customers()
+            if r.email == customer.email
+        ]
+
+    assert lines() == [("starter", "active_projects", 4, 3)]
+    subscription_change_plan(customer=customer, target=plans["growth"], actor="test")
+    assert lines() == []
+    subscription.refresh_from_db()
+    subscription.status = Subscription.Status.CANCELED
+    subscription.save()
+    assert lines() == [("free", "active_projects", 4, 1)]
