@@ -23,6 +23,7 @@ from django.db import connections
 
 from billing.models import CreditDraw, CreditGrant, Plan
 from billing.ops.usage_report import (
+    FIRST_MONTH,
     MONTH_FORMAT,
     REPORT_FIELDS,
     month_parse,
@@ -480,7 +481,8 @@ def usage_trend(last: str, months: int = 12) -> dict:
     axis = [month_shift(first, i) for i in range(months)]
     series = {key: {} for key, *_ in METRICS}
     summarized = summarized_months(axis, using=finance_database())
-    live = [m for m in axis if m not in summarized]
+    # the months without an exact summary, from the horizon's first month on (none starts before it)
+    live = [m for m in axis if m not in summarized and m >= FIRST_MONTH]
     found = _fetchall(_SUMMARY_TREND, {"months": sorted(summarized)}) if summarized else []
     if live:  # the months without an exact summary: the current month, one whose periods still run
         for month, per_plan in months_by_plan(live, credit=False, using=finance_database()).items():
