@@ -101,6 +101,14 @@ def _sentence(exc: Exception) -> str:
 # --- usage by month and plan ---------------------------------------------------------------------
 
 
+def _month_or_none(month: str) -> str | None:
+    """``month`` if the picker accepts it, else None: no link at the range's edge leads to a 400."""
+    try:
+        return selectors.month_parse(month)
+    except ValueError:
+        return None
+
+
 @finance_view
 def usage_page(request):
     month, error = _month_arg(request)
@@ -131,8 +139,8 @@ def usage_page(request):
             "metrics": selectors.METRICS,
             "error": error,
             "csv_url": reverse("finance-usage-csv") + "?" + csv_query,
-            "previous_month": selectors.month_shift(month, -1),
-            "next_month": selectors.month_shift(month, 1),
+            "previous_month": _month_or_none(selectors.month_shift(month, -1)),
+            "next_month": _month_or_none(selectors.month_shift(month, 1)),
         },
         status=400 if error else 200,
     )

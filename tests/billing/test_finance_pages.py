@@ -19,6 +19,7 @@ from billing.finance.selectors import last_full_month, month_bounds, month_shift
 from billing.models import CreditDraw, CreditGrant
 from billing.ops.findings import over_limit
 from billing.ops.integrity import usage_reconcile
+from billing.ops.usage_report import FIRST_MONTH, MONTHS_AHEAD
 from billing.services.credits import credit_grant
 from demo.data import (
     S1_MISSING_ROW,
@@ -438,3 +439,20 @@ def test_twelve_months_to_the_first_months_of_the_range_are_shown_not_a_500(fina
     body = b"".join(response.streaming_content) if response.streaming else response.content
     assert month.encode() in body
     assert month_shift(month, -11).encode() in body  # the whole window, empty months included
+
+
+@pytest.mark.parametrize("edge", ["first", "last"])
+def test_the_month_links_at_the_ranges_edges_lead_to_a_page_not_a_400(finance, edge):
+    """At 2000-01 the "previous month" link led to 1999-12, and at the last month the picker accepts the
+    "next month" link to the month after: both answered 400 (out of range). Every month link on the page
+    now answers 200, and the link past the edge is not shown."""
+    plans_ensure()
+    first = FIRST_MONTH
+    last = month_shift(last_full_month(), 1 + MONTHS_AHEAD)  # this month + MONTHS_AHEAD
+    month = first if edge == "first" else last
+    response = finance.get("/admin/finance/usage/", {"month": month})
+    assert response.status_code == 200
+    links = set(re.findall(r'href="\?month=(\d{4}-\d{2})', response.content.decode()))
+    assert links == ({month_shift(first, 1)} if edge == "first" else {month_shift(last, -1)})
+    for linked in links:
+        assert finance.get("/admin/finance/usage/", {"month": linked}).status_code == 200
