@@ -60,6 +60,15 @@ from demo import webhook_payloads as wp
 SECRET = "whsec_bench"
 
 
+def _statuses(answers: list[dict[int, int]]) -> dict[int, int]:
+    """The HTTP statuses the threads' deliveries got, each thread's counts summed."""
+    statuses: dict[int, int] = {}
+    for share in answers:
+        for code, n in share.items():
+            statuses[code] = statuses.get(code, 0) + n
+    return statuses
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -356,17 +365,13 @@ def _threaded_round(app, plans, args, *, tag: str) -> dict:
     cpu = time.process_time() - cpu_started
     if errors:
         raise SystemExit(f"round {tag}: a delivery raised: {errors[0]}")
-    statuses: dict[int, int] = {}
-    for share in answers:
-        for code, n in share.items():
-            statuses[code] = statuses.get(code, 0) + n
     return {
         "one_statement": True,
         "threads": args.threads,
         "server": "threads",
         "rate": len(deliveries) / elapsed,
         "statements": sum(statements) / len(deliveries),
-        "answers": statuses,
+        "answers": _statuses(answers),
         "load": os.getloadavg()[0],
         "cpu_ms": cpu / len(deliveries) * 1000,
         "backend_cpu_ms": (sum(backends_cpu) - backend_started) / len(deliveries) * 1000,
@@ -508,17 +513,13 @@ def _gunicorn_round(worker: int, plans, args, *, tag: str) -> dict:
     backends_cpu = sum(cpu - backends_started.get(pid, 0.0) for pid, cpu in _backends().items())
     if errors:
         raise SystemExit(f"round {tag}: a delivery failed: {errors[0]}")
-    statuses: dict[int, int] = {}
-    for share in answers:
-        for code, n in share.items():
-            statuses[code] = statuses.get(code, 0) + n
     return {
         "one_statement": True,
         "threads": args.threads,
         "server": "gunicorn",
         "rate": len(deliveries) / elapsed,
         "statements": None,
-        "answers": statuses,
+        "answers": _statuses(answers),
         "load": os.getloadavg()[0],
         "cpu_ms": worker_cpu / len(deliveries) * 1000,
         "backend_cpu_ms": backends_cpu / len(deliveries) * 1000,

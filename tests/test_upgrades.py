@@ -25,6 +25,11 @@ SHIPPED_BEFORE_EDITS = "4f2060b"
 # billing_consume, billing_live_plan, billing_period_roll, usage_tracking_add and usage_tracking_open
 # in place: a database migrated there must take them at the next migrate.
 SHIPPED_BEFORE_IN_PLACE_EDITS = "b1f7ec6"
+# Main before the last two passes on issues 11 and 12 (2026-12-05), which edited billing_live_by_customer,
+# billing_live_plan, billing_plan_allowance and usage_period_current (PARALLEL SAFE), billing_period_roll
+# (stamps the plan), usage_tracking_add and usage_tracking_open in place, and added billing 0018/0020 and
+# usage 0022 with their triggers.
+SHIPPED_BEFORE_PLAN_STAMP = "df0a9fe"
 
 FUNCTIONS = """
 SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid)
@@ -101,7 +106,9 @@ def databases():
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.mark.parametrize("shipped", [SHIPPED_BEFORE_EDITS, SHIPPED_BEFORE_IN_PLACE_EDITS])
+@pytest.mark.parametrize(
+    "shipped", [SHIPPED_BEFORE_EDITS, SHIPPED_BEFORE_IN_PLACE_EDITS, SHIPPED_BEFORE_PLAN_STAMP]
+)
 def test_a_database_migrated_at_an_earlier_commit_upgrades_to_exactly_a_fresh_install(
     databases, tmp_path, shipped
 ):

@@ -43,6 +43,22 @@ def _shot(browser_page, name):
         browser_page.screenshot(path=str(Path(SHOTS) / name), full_page=True)
 
 
+def _log_in(browser_page, live_server, username, password):
+    """At 1,400 px, through the admin's own login form."""
+    browser_page.set_viewport_size({"width": 1400, "height": 900})
+    browser_page.goto(f"{live_server.url}/admin/")
+    browser_page.fill("#id_username", username)
+    browser_page.fill("#id_password", password)
+    browser_page.click("input[type=submit]")
+
+
+def _log_in_as_support(browser_page, live_server, django_user_model):
+    """A support agent, "sam" in the Support group, logged in at 1,400 px."""
+    agent = django_user_model.objects.create_user("sam", password="pw-for-tests", is_staff=True)
+    agent.groups.add(Group.objects.get(name="Support"))
+    _log_in(browser_page, live_server, "sam", "pw-for-tests")
+
+
 def test_a_support_agents_day(live_server, page, django_user_model, roles):  # noqa: F811
     plans = plans_ensure()
     s1 = plant_s1()
@@ -54,14 +70,7 @@ def test_a_support_agents_day(live_server, page, django_user_model, roles):  # n
     ProjectFactory.create_batch(3, customer=full)
     shelved = ProjectFactory(customer=full, name="Shelved show", status="archived")
     discrepancy_report(started_by="manage.py usage_discrepancies (cron)")
-    agent = django_user_model.objects.create_user("sam", password="pw-for-tests", is_staff=True)
-    agent.groups.add(Group.objects.get(name="Support"))
-    page.set_viewport_size({"width": 1400, "height": 900})
-
-    page.goto(f"{live_server.url}/admin/")
-    page.fill("#id_username", "sam")
-    page.fill("#id_password", "pw-for-tests")
-    page.click("input[type=submit]")
+    _log_in_as_support(page, live_server, django_user_model)
     assert page.locator("#dashboard").is_visible()
     _shot(page, "dashboard.png")
 
@@ -143,13 +152,7 @@ def test_after_a_reconciliation_searching_by_name_and_a_typo_in_a_quantity(
     from billing.ops.integrity import usage_reconcile
 
     usage_reconcile(apply=True, started_by="manage.py reconcile_usage --apply (cron)")
-    agent = django_user_model.objects.create_user("sam", password="pw-for-tests", is_staff=True)
-    agent.groups.add(Group.objects.get(name="Support"))
-    page.set_viewport_size({"width": 1400, "height": 900})
-    page.goto(f"{live_server.url}/admin/")
-    page.fill("#id_username", "sam")
-    page.fill("#id_password", "pw-for-tests")
-    page.click("input[type=submit]")
+    _log_in_as_support(page, live_server, django_user_model)
     over = page.locator("tr.figure", has_text="customers over a limit")
     assert over.locator("td").nth(1).inner_text().strip() == "2"
     assert f"last full report #{report.pk}" in over.inner_text()
@@ -180,13 +183,7 @@ def test_the_lists_support_reads_fit_at_1400_px(live_server, page, django_user_m
     credit_grant(
         customer=s1["six"], metric="minutes", quantity=50, source="goodwill", actor="sam (admin)", reason="r"
     )
-    agent = django_user_model.objects.create_user("sam", password="pw-for-tests", is_staff=True)
-    agent.groups.add(Group.objects.get(name="Support"))
-    page.set_viewport_size({"width": 1400, "height": 900})
-    page.goto(f"{live_server.url}/admin/")
-    page.fill("#id_username", "sam")
-    page.fill("#id_password", "pw-for-tests")
-    page.click("input[type=submit]")
+    _log_in_as_support(page, live_server, django_user_model)
     for path in ("/admin/usage/reconciliationrun/", "/admin/billing/creditgrant/"):
         page.goto(f"{live_server.url}{path}")
         results = page.locator("#changelist .results")
@@ -201,11 +198,7 @@ def test_a_prefix_many_customers_share_says_the_list_is_cut(live_server, page, a
     monkeypatch.setattr(billing_admin, "SEARCH_CUSTOMERS_MAX", 3)
     for i in range(5):
         CustomerFactory(email=f"ops.{i}@example.com")
-    page.set_viewport_size({"width": 1400, "height": 900})
-    page.goto(f"{live_server.url}/admin/")
-    page.fill("#id_username", admin_user.username)
-    page.fill("#id_password", "password")
-    page.click("input[type=submit]")
+    _log_in(page, live_server, admin_user.username, "password")
     page.goto(f"{live_server.url}/admin/usage/customer/?q=ops.")
     warning = page.locator("ul.messagelist li.warning")
     assert warning.inner_text() == (
