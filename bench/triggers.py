@@ -19,6 +19,7 @@ import time
 from common import fresh_bench_schema, log  # sets up Django on the benchmark database
 
 from billing.db import psycopg_connect
+from billing.models import UsagePeriodPlan
 from usage.models import Project, UsageTracking
 
 COUNTER_TRIGGERS = [
@@ -31,7 +32,13 @@ MONTH_TRIGGERS = [
     for t in UsageTracking._meta.triggers
     if t.name in ("usage_tracking_ended_update", "usage_tracking_past_insert", "usage_tracking_past_delete")
 ]
+# --plan-stamp: "on" and "off" are new and old: billing's trigger that stamps each usage period with the
+# customer's live plan as it opens (billing 0021) enabled or disabled. No customer has a period when a
+# bulk statement starts, so every bulk INSERT opens one per customer; the single-row INSERTs are events
+# each dated in a month the customer has no period for yet, so each one opens a period.
+PLAN_STAMP = [("usage_tracking", t.get_pgid(UsagePeriodPlan)) for t in UsagePeriodPlan._meta.triggers]
 TOGGLED = COUNTER_TRIGGERS
+VACUUMED = "projects"
 
 
 def set_triggers(cur, enabled: bool):
@@ -51,7 +58,7 @@ def timed_in_rollback(conn, statement, params=None, *, triggers: bool) -> float:
         elapsed = time.perf_counter() - start
         cur.execute("ROLLBACK")
         # The rolled-back rows are dead tuples: clear them so every repetition starts alike.
-        cur.execute("VACUUM projects")
+        cur.execute(f"VACUUM {VACUUMED}")
         cur.execute("CHECKPOINT")
     return elapsed
 
@@ -65,7 +72,7 @@ def compare(conn, label, statement, params=None, reps=5):
     return label, statistics.median(on), statistics.median(off)
 
 
-def single_rows(conn, customer_ids, project_ids, *, commit: bool, rounds: int, block: int):
+def single_rows(conn, customer_ids, project_ids, *, commit: bool, rounds: int, block: int, opens=None):
     """Median seconds of single-row INSERT, UPDATE (archive) and DELETE statements.
 
     Triggers on and off alternate in blocks of ``block`` statements per kind, ``rounds`` times, so
@@ -82,7 +89,13 @@ def single_rows(conn, customer_ids, project_ids, *, commit: bool, rounds: int, b
                 conn.commit()
                 for kind in ("INSERT", "UPDATE", "DELETE"):
                     for _ in range(block):
-                        if kind == "INSERT":
+                        if kind == "INSERT" and opens is not None:
+                            sql, params = (
+                                "INSERT INTO usage_events (customer_id, metric, quantity, occurred_at)"
+                                " VALUES (%s, 'minutes', 1, %s)",
+                                next(opens),
+                            )
+                        elif kind == "INSERT":
                             sql, params = (
                                 "INSERT INTO projects (customer_id, name) VALUES (%s, 'single')",
                                 [rng.choice(customer_ids)],
@@ -119,9 +132,18 @@ def main():
         action="store_true",
         help="compare new (usage_tracking's month-change triggers on) with old (off), counter triggers on",
     )
+    parser.add_argument(
+        "--plan-stamp",
+        action="store_true",
+        help="compare new (the plan stamp on usage periods as they open on) with old (off); bulk INSERTs open periods",
+    )
     args = parser.parse_args()
+    global TOGGLED, VACUUMED
+    if args.plan_stamp:
+        TOGGLED, VACUUMED = PLAN_STAMP, "projects, usage_events, usage_tracking"
+        assert len(PLAN_STAMP) == 1, PLAN_STAMP
+        log("comparing new (plan stamp on) with old (off); the counter triggers are on in both")
     if args.month_triggers:
-        global TOGGLED
         TOGGLED = MONTH_TRIGGERS
         assert len(MONTH_TRIGGERS) == 3, MONTH_TRIGGERS
         log("comparing new (month-change triggers on) with old (off); the counter triggers are on in both")
@@ -147,9 +169,24 @@ def main():
             all_ids[customers : customers + 50],
             all_ids[customers + 50 :],
         )
-        # Every customer starts with a counter row (the steady state of a running product).
-        cur.execute("INSERT INTO projects (customer_id, name) SELECT id, 'seed' FROM customers")
-        cur.execute("DELETE FROM projects")
+        if args.plan_stamp:
+            # Plans, and a live subscription for two customers in three (the others are on Free).
+            from demo.data import plans_ensure
+
+            plans = [p.pk for p in plans_ensure().values()]
+            cur.execute(
+                "INSERT INTO subscriptions (id, customer_id, plan_id, status, processor, current_period_start,"
+                " current_period_end, created_at, updated_at)"
+                " SELECT gen_random_uuid(), c.id, (%s::bigint[])[1 + n %% 4], 'active', 'manual',"
+                " c.current_period_start, c.current_period_end, now(), now()"
+                " FROM (SELECT id, current_period_start, current_period_end, row_number() OVER (ORDER BY id) AS n"
+                "       FROM customers) c WHERE n %% 3 <> 0",
+                [plans],
+            )
+        else:
+            # Every customer starts with a counter row (the steady state of a running product).
+            cur.execute("INSERT INTO projects (customer_id, name) SELECT id, 'seed' FROM customers")
+            cur.execute("DELETE FROM projects")
         cur.execute("CREATE TEMP TABLE bench_customers AS SELECT unnest(%s::uuid[]) AS id", [ids])
         cur.execute("ANALYZE")
 
@@ -163,6 +200,22 @@ def main():
         results.append(
             compare(conn, f"bulk INSERT {rows:,} rows / {customers:,} customers", insert_all, reps=args.reps)
         )
+
+        if args.plan_stamp:
+            months = 12
+            log(
+                f"bulk INSERT of {customers * months:,} events, each opening a period ({months} months back) ..."
+            )
+            results.append(
+                compare(
+                    conn,
+                    f"bulk INSERT {customers * months:,} events opening {customers * months:,} periods",
+                    "INSERT INTO usage_events (customer_id, metric, quantity, occurred_at) "
+                    "SELECT c.id, 'minutes', 1, date_trunc('month', now()) - make_interval(months => g) "
+                    f"FROM bench_customers c, generate_series(1, {months}) g",
+                    reps=args.reps,
+                )
+            )
 
         cur.execute(insert_all)  # committed, with triggers: the rows the bulk UPDATE and DELETE work on
         cur.execute("ANALYZE projects")
@@ -184,6 +237,16 @@ def main():
         cur.execute("SELECT id FROM projects ORDER BY random() LIMIT %s", [2 * per_run])
         project_ids = [r[0] for r in cur.fetchall()]
         conn.rollback()
+        # --plan-stamp: (customer, a day in a month with no period yet) for every single-row INSERT.
+        opens = None
+        if args.plan_stamp:
+            cur.execute(
+                "SELECT c.id, date_trunc('month', now()) - make_interval(months => g) + interval '3 days'"
+                " FROM bench_customers c, generate_series(13, 13 + %s) g ORDER BY random()",
+                [2 * 2 * args.rounds * args.block // customers + 1],
+            )
+            opens = iter([list(r) for r in cur.fetchall()])
+            conn.rollback()
         single = {}
         for k, commit in enumerate((True, False)):
             log(
@@ -196,6 +259,7 @@ def main():
                 commit=commit,
                 rounds=args.rounds,
                 block=args.block,
+                opens=opens,
             )
         conn.autocommit = True
 

@@ -13,7 +13,14 @@ from django.db.models.functions import Now
 from billing import triggers
 from usage import numbers
 from usage.metrics import metric_label
-from usage.models import CounterFieldsMixin, Customer, GenRandomUUID, ReconciliationRun, UsageEvent
+from usage.models import (
+    CounterFieldsMixin,
+    Customer,
+    GenRandomUUID,
+    ReconciliationRun,
+    UsageEvent,
+    UsageTracking,
+)
 
 
 class Plan(models.Model):
@@ -432,3 +439,15 @@ class UsageMonthPlan(models.Model):
                 fields=["month", "plan"], name="billing_usage_month_plans_one", nulls_distinct=False
             )
         ]
+
+
+class UsagePeriodPlan(UsageTracking):
+    """The product's usage periods as billing sees them: a proxy of usage's UsageTracking (no table of
+    its own) that carries billing's triggers on usage_tracking (billing/triggers.py
+    usage_period_triggers): each period stamped with its plan as it opens (usage_tracking.plan_id,
+    billing 0018/0021). Usage never imports billing (SPEC §3), so the stamp is declared here."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()  # no page of its own: the usage periods' admin is usage's model
+        triggers = triggers.usage_period_triggers()

@@ -8,6 +8,7 @@ order. A BEFORE guard makes ``remaining`` start at ``granted`` and refuses clien
 
 import pgtrigger
 
+from usage.names import column
 from usage.triggers import NEW, OLD, statement_trigger
 
 
@@ -168,4 +169,31 @@ ON CONFLICT (period_month) DO UPDATE SET changed_at = excluded.changed_at;
 RETURN NULL;
 """,
         )
+    ]
+
+
+# --- usage_tracking.plan_id: stamped as each period opens (SPEC §7 Finance) ---------------------------
+
+
+def usage_period_triggers():
+    """Billing's triggers on the product's usage_tracking (declared on billing's proxy model
+    ``UsagePeriodPlan``: usage never knows of plans). Every period is stamped with the customer's live
+    plan as it opens, whoever opens it: the counters' triggers (an event or project statement, one row
+    or a bulk one opening many periods), consume's lazy open, a rollover or a renewal (all insert through
+    usage_tracking_add or usage_tracking_open). An INSERT that names its plan keeps it; the WHEN clause
+    keeps the counters' path (UPDATEs) out of it. The plan is read by billing_period_plan_open
+    (SECURITY DEFINER: an adopted product's own role opens periods and cannot read the plans)."""
+    customer = column("usage_tracking", "customer_id")
+    return [
+        pgtrigger.Trigger(
+            name="usage_tracking_plan_stamp",
+            level=pgtrigger.Row,
+            when=pgtrigger.Before,
+            operation=pgtrigger.Insert,
+            condition=pgtrigger.Condition("NEW.plan_id IS NULL"),
+            func=f"""
+NEW.plan_id := billing_period_plan_open(NEW.{customer});
+RETURN NEW;
+""",
+        ),
     ]

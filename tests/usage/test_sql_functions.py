@@ -98,7 +98,7 @@ def test_security_definer_functions_are_pinned_to_the_schema_they_are_installed_
         installed = sql_functions_install(definitions)
         assert "usage_counter_writes_granted" in installed and "billing_audit_append" in installed
         pinned = _security_definers("acme")
-        assert len(pinned) == 6, pinned
+        assert len(pinned) == 7, pinned
         assert all(config == ["search_path=acme, pg_temp"] for config in pinned.values()), pinned
         assert sql_functions_install(definitions) == []  # idempotent there too
         # public's grants table marks this transaction: acme's guard must not read it.

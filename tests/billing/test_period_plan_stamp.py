@@ -1,0 +1,124 @@
+"""Every usage period is stamped with its plan as it opens (issue 12; SPEC §7 Finance): whoever opens it
+(a project or an event statement through the counters' triggers, one row or a bulk statement opening
+many periods, consume's lazy open, a rollover), usage_tracking.plan_id is the customer's live plan,
+Free without a live subscription. Before billing 0021 only the rollover stamped: the other paths left
+it NULL and every finance reader probed the live plan per row."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+
+from billing.models import Subscription
+from billing.services.consume import consume
+from billing.services.periods import period_roll_due
+from demo.data import plans_ensure
+from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory
+from usage.models import Project, UsageEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def subscribe(customer, plan, status=Subscription.Status.ACTIVE):
+    return Subscription.objects.create(
+        customer=customer,
+        plan=plan,
+        status=status,
+        current_period_start=customer.current_period_start,
+        current_period_end=customer.current_period_end,
+    )
+
+
+def stamps(*customers) -> dict:
+    """{(customer email, period start): the code of the plan stamped on the period, None if unstamped}."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.email, t.period_start, p.code FROM usage_tracking t JOIN customers c ON c.id = t.customer_id"
+            " LEFT JOIN plans p ON p.id = t.plan_id WHERE t.customer_id = ANY(%s::uuid[])",
+            [[str(c.pk) for c in customers]],
+        )
+        return {(email, start): code for email, start, code in cursor.fetchall()}
+
+
+def test_each_opening_path_stamps_the_live_plan():
+    plans = plans_ensure()
+    by_project, by_event, by_late_event, by_consume, by_rollover = (
+        CustomerFactory(email=f"{name}@stamp.test")
+        for name in ("project", "event", "late", "consume", "roll")
+    )
+    for customer, code in (
+        (by_project, "starter"),
+        (by_event, "growth"),
+        (by_late_event, "pro"),
+        (by_consume, "starter"),
+        (by_rollover, "growth"),
+    ):
+        subscribe(customer, plans[code])
+    ProjectFactory(customer=by_project)  # projects_on_insert opens the current period
+    UsageEventFactory(customer=by_event, quantity=2)  # usage_events_on_insert opens it
+    earlier = by_late_event.current_period_start - timedelta(days=3)
+    UsageEventFactory(customer=by_late_event, occurred_at=earlier)  # a late event opens a past period
+    assert consume(customer_id=by_consume.pk, metric="ai_interaction", amount=1).allowed  # lazy open
+    end = by_rollover.current_period_end
+    assert period_roll_due(now=end + timedelta(hours=1), actor="test") >= 1
+
+    got = stamps(by_project, by_event, by_late_event, by_consume, by_rollover)
+    assert got[("project@stamp.test", by_project.current_period_start)] == "starter"
+    assert got[("event@stamp.test", by_event.current_period_start)] == "growth"
+    past = [code for (email, start), code in got.items() if email == "late@stamp.test" and start <= earlier]
+    assert past == ["pro"]
+    assert got[("consume@stamp.test", by_consume.current_period_start)] == "starter"
+    assert got[("roll@stamp.test", end)] == "growth"
+    assert None not in got.values()
+
+
+def test_a_customer_with_no_live_subscription_is_stamped_free():
+    plans = plans_ensure()
+    nobody = CustomerFactory(email="nobody@stamp.test")
+    canceled = CustomerFactory(email="canceled@stamp.test")
+    subscribe(canceled, plans["pro"], status=Subscription.Status.CANCELED)
+    UsageEventFactory(customer=nobody)
+    assert consume(customer_id=canceled.pk, metric="minutes", amount=1).allowed
+    assert set(stamps(nobody, canceled).values()) == {"free"}
+
+
+def test_a_bulk_insert_across_many_customers_stamps_each_with_its_own_plan():
+    plans = plans_ensure()
+    codes = [None, "free", "starter", "growth", "pro"]
+    customers, expected = [], {}
+    for i in range(25):
+        customer = CustomerFactory(email=f"bulk{i}@stamp.test")
+        code = codes[i % len(codes)]
+        if code is not None:
+            subscribe(customer, plans[code])
+        customers.append(customer)
+        expected[(customer.email, customer.current_period_start)] = code or "free"
+    # One INSERT of events for every customer (their periods opened by one statement trigger), and one
+    # of events a month back (the periods before, opened by the same path's other branch).
+    UsageEvent.objects.bulk_create(
+        UsageEvent(
+            customer=c, metric=UsageEvent.Metric.MINUTES, quantity=3, occurred_at=c.current_period_start
+        )
+        for c in customers
+    )
+    UsageEvent.objects.bulk_create(
+        UsageEvent(
+            customer=c,
+            metric=UsageEvent.Metric.MINUTES,
+            quantity=1,
+            occurred_at=c.current_period_start - timedelta(days=5),
+        )
+        for c in customers
+    )
+    Project.objects.bulk_create(
+        Project(customer=c, name="p", status=Project.Status.ACTIVE) for c in customers
+    )
+    got = stamps(*customers)
+    assert len(got) == 50
+    for (email, start), code in got.items():
+        if start in {c.current_period_start for c in customers if c.email == email}:
+            assert code == expected[(email, start)], email
+        else:  # the period before: the same live plan
+            assert (
+                code == expected[(email, next(c.current_period_start for c in customers if c.email == email))]
+            )
