@@ -26,16 +26,17 @@ def sql_definitions() -> list[SqlFunction]:
 
 def period_plan_sql(alias: str) -> str:
     """The plan a usage period (``alias``: a usage_tracking row) is attributed to, defined once (SPEC
-    §7 Finance): the plan in effect for that period, stamped on it (usage_tracking.plan_id: as it opens,
-    and again while it runs when the live plan changes; billing/migrations/0018), else, for a period not
-    stamped yet (opened by a counter trigger or by consume), the customer's live plan, which is that
-    plan while no change has happened since (a change stamps it first: billing_period_plans_freeze).
-    Past periods keep their plan: a plan change today moves no past month between plans. The live
-    plan is probed for the unstamped rows only (coalesce stops at a stamp)."""
-    return (
-        f"coalesce({alias}.plan_id,"
-        f" (SELECT period_lp.plan_id FROM billing_live_plan({alias}.customer_id) period_lp))"
-    )
+    §7 Finance): the plan in effect for that period, stamped on it (usage_tracking.plan_id) as it opens
+    by billing's trigger (billing 0021, whoever opens it) and again while it runs when the live plan
+    changes (billing 0018). Past periods keep their plan: a plan change today moves no past month
+    between plans. A plain column, so a month's readers scan in parallel (the live-plan probe per
+    row it replaced kept usage_report --month on one core).
+
+    NULL means no plan was recorded: a period written while the stamp trigger was disabled (which
+    check_triggers and /healthz report), or a customer with neither a live subscription nor a Free
+    plan. Such a period is not dropped: every reader counts it in the line of no plan, so the totals
+    still add up, and it shows that something is to be looked at."""
+    return f"{alias}.plan_id"
 
 
 def _live_plan(column: str, customer: Customer) -> RawSQL:

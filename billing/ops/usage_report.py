@@ -35,15 +35,12 @@ REPORT_FIELDS = (
 
 # One row per usage period that started in the month: the command and the CSV stream it; the month page
 # sums the same rows per plan (months_by_plan below, same rule per period; tests compare them plan by
-# plan). Each period's plan is the one stamped on it (period_plan_sql; the live plan is probed only for
-# a period not stamped yet); customers by a LEFT JOIN on their key (usage_tracking.customer_id is a
-# non-null foreign key, so no row is lost).
+# plan). Each period's plan is the one stamped on it as it opened (period_plan_sql: a plain column, so
+# the month's scan runs in parallel workers); the plans' allowances are read first (_ALLOWANCES) and
+# joined as arrays; customers by a LEFT JOIN on their key (usage_tracking.customer_id is a non-null
+# foreign key, so no row is lost), and a period with no stamp keeps its row with no plan.
 REPORT_ROWS_SQL = f"""
-WITH allowed AS MATERIALIZED (  -- each plan's allowances once, not once per period row
-    SELECT pl.id, pl.code, billing_plan_allowance(pl, 'ai_interaction')::bigint AS ai_allowance,
-           billing_plan_allowance(pl, 'minutes')::bigint AS minutes_allowance
-    FROM plans pl
-), drawn AS (  -- overage credit usage drew in each of the month's periods (not a refund's take-back);
+WITH drawn AS (  -- overage credit usage drew in each of the month's periods (not a refund's take-back);
     -- a period that started in the month starts at its first instant or later, so do its draws
     SELECT t.id, sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction') AS ai,
            sum(d.quantity) FILTER (WHERE g.metric = 'minutes') AS minutes
@@ -64,20 +61,37 @@ SELECT t.customer_id AS customer_id, c.email, pl.code AS plan, t.period_start, t
        coalesce(dr.minutes, 0) AS minutes_from_credit
 FROM usage_tracking t
 LEFT JOIN customers c ON c.id = t.customer_id
-LEFT JOIN allowed pl ON pl.id = {period_plan_sql("t")}
+LEFT JOIN unnest(%(ids)s::bigint[], %(codes)s::text[], %(ai)s::bigint[], %(minutes)s::bigint[])
+     AS pl(id, code, ai_allowance, minutes_allowance) ON pl.id = {period_plan_sql("t")}
 LEFT JOIN drawn dr ON dr.id = t.id
 WHERE t.month = %(month)s
 """
 
-_REPORT = REPORT_ROWS_SQL + "ORDER BY c.email, t.period_start\n"
+# Streamed by COPY (query) TO STDOUT, not a server-side cursor: PostgreSQL never runs a DECLAREd
+# cursor's query in parallel, and COPY streams as flatly (psycopg reads it in chunks).
+_REPORT = "COPY (" + REPORT_ROWS_SQL + "ORDER BY c.email, t.period_start\n) TO STDOUT"
+# The columns' types, for psycopg to load COPY's text into what a cursor would have returned.
+_REPORT_TYPES = (
+    "uuid",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "int4",
+    "numeric",
+    "int8",
+    "numeric",
+    "numeric",
+    "int8",
+    "numeric",
+)
 
 # --- the same rows summed per month and plan (finance's month page, its summaries, the trends) -------
 #
 # Three statements instead of one aggregate over REPORT_ROWS_SQL, for a month of a million periods: the
-# plan's allowances read first (billing_plan_allowance is not parallel-safe, so it stays out of the big
-# statement); then the month's periods summed per stamped plan by a parallel scan (plan_id is a plain
-# column; an unstamped period, plan_id NULL, comes back alone, by id, and takes its plan by the probe of
-# period_plan_sql in a statement of its own); then the credit drawn per plan, over the month's draws.
+# plan's allowances read first (once per plan, not per period); then the month's periods summed per
+# stamped plan by a parallel scan (plan_id is a plain column; a period with no stamp is summed in the
+# line of no plan, as the report lists it); then the credit drawn per plan, over the month's draws.
 # The rule per period is REPORT_ROWS_SQL's (the same allowance; overage = usage beyond it, period by
 # period, greatest() ignoring an unlimited allowance's NULL; credit drawn = the draws within the period,
 # of kind usage); tests compare the two plan by plan.
@@ -103,20 +117,9 @@ GROUP BY 1, 2, 3
 """
 
 
-_STAMPED = _sums(
-    "t.plan_id",
-    "usage_tracking t",
-    # the unstamped periods' ids, in the group of plan_id NULL: their plans are looked up below
-    "array_agg(t.id) FILTER (WHERE t.plan_id IS NULL)",
-).replace(
+_STAMPED = _sums("t.plan_id", "usage_tracking t", "NULL::bigint[]").replace(
     "GROUP BY 1, 2, 3",
-    "WHERE t.month = ANY(%(months)s) AND (%(plan)s::bigint IS NULL OR t.plan_id = %(plan)s OR t.plan_id IS NULL)\n"
-    "GROUP BY 1, 2",
-)
-_UNSTAMPED = _sums(
-    "t.period_plan",
-    f"(SELECT t.*, {period_plan_sql('t')} AS period_plan FROM usage_tracking t WHERE t.id = ANY(%(periods)s)) t",
-    "NULL::bigint[]",
+    "WHERE t.month = ANY(%(months)s) AND (%(plan)s::bigint IS NULL OR t.plan_id = %(plan)s)\nGROUP BY 1, 2",
 )
 _DRAWN = f"""
 SELECT t.month, {period_plan_sql("t")}, sum(d.quantity) FILTER (WHERE g.metric = 'ai_interaction'),
@@ -167,13 +170,6 @@ def months_by_plan(
         }
         cursor.execute(render(_STAMPED), {**arrays, "months": months, "plan": wanted})
         rows = cursor.fetchall()
-        unstamped = [
-            period for _, plan_id, periods, *_ in rows if plan_id is None for period in periods or ()
-        ]
-        rows = [r for r in rows if r[1] is not None]
-        if unstamped:
-            cursor.execute(render(_UNSTAMPED), {**arrays, "periods": unstamped})
-            rows += [r for r in cursor.fetchall() if plan_code is None or r[1] == wanted]
         drawn = {}
         if credit:
             cursor.execute(render(_DRAWN), {"months": months, "first": min(months)})
@@ -220,10 +216,19 @@ def month_parse(value: str) -> str:
     return value
 
 
-def usage_report(month: str, chunk_size: int = 2000, using: str = "default") -> Iterator[dict]:
+def usage_report(month: str, using: str = "default") -> Iterator[dict]:
     month = month_parse(month)
-    with connections[using].chunked_cursor() as cursor:
-        cursor.execute(render(_REPORT), {"month": month})
-        while batch := cursor.fetchmany(chunk_size):
-            for row in batch:
+    with connections[using].cursor() as cursor:
+        cursor.execute(render(_ALLOWANCES))
+        plans = cursor.fetchall()
+        params = {
+            "month": month,
+            "ids": [pid for pid, *_ in plans],
+            "codes": [code for _, code, *_ in plans],
+            "ai": [ai for *_, ai, _ in plans],
+            "minutes": [minutes for *_, minutes in plans],
+        }
+        with cursor.cursor.copy(render(_REPORT), params) as copy:
+            copy.set_types(_REPORT_TYPES)
+            for row in copy.rows():
                 yield dict(zip(REPORT_FIELDS, row, strict=True))

@@ -9,7 +9,9 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
-from billing.models import Subscription
+from billing.finance.selectors import usage_by_plan
+from billing.models import Subscription, UsagePeriodPlan
+from billing.ops.usage_report import usage_report
 from billing.services.consume import consume
 from billing.services.periods import period_roll_due
 from demo.data import plans_ensure
@@ -122,3 +124,43 @@ def test_a_bulk_insert_across_many_customers_stamps_each_with_its_own_plan():
             assert (
                 code == expected[(email, next(c.current_period_start for c in customers if c.email == email))]
             )
+
+
+@pytest.mark.django_db(transaction=True)  # ALTER TABLE between committed statements
+def test_a_period_written_with_the_stamp_disabled_is_counted_in_the_line_of_no_plan():
+    """A NULL stamp (the trigger disabled: check_triggers says so) means no plan was recorded: the
+    period keeps its row in the report and is summed in "(no plan)" on the month page, so the totals
+    still add up; it is not given the live plan (that probe kept the readers on one core)."""
+    plans = plans_ensure()
+    stamped, unstamped = CustomerFactory(email="stamped@stamp.test"), CustomerFactory(email="bare@stamp.test")
+    for customer in (stamped, unstamped):
+        subscribe(customer, plans["starter"])
+    UsageEventFactory(customer=stamped, quantity=3)
+    trigger = UsagePeriodPlan._meta.triggers[0].get_pgid(UsagePeriodPlan)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE usage_tracking DISABLE TRIGGER {trigger}")
+        UsageEventFactory(customer=unstamped, quantity=4)
+        cursor.execute(f"ALTER TABLE usage_tracking ENABLE TRIGGER {trigger}")
+    month = stamped.current_period_start.strftime("%Y-%m")
+    report = {r["email"]: (r["plan"], r["ai_interactions"]) for r in usage_report(month)}
+    assert report == {"stamped@stamp.test": ("starter", 3), "bare@stamp.test": (None, 4)}
+    rows, total = usage_by_plan(month)
+    assert {(row.plan, row.name, row.metrics["ai"].used) for row in rows} == {
+        ("starter", "Starter", 3),
+        (None, "(no plan)", 4),
+    }
+    assert total.metrics["ai"].used == 7
+
+
+def test_a_report_read_in_part_leaves_the_connection_usable():
+    """usage_report streams by COPY: a reader that stops early (a CSV download cut short) ends it."""
+    plans = plans_ensure()
+    for i in range(5):
+        customer = CustomerFactory(email=f"part{i}@stamp.test")
+        subscribe(customer, plans["growth"])
+        UsageEventFactory(customer=customer)
+    month = customer.current_period_start.strftime("%Y-%m")
+    rows = usage_report(month)
+    assert next(rows)["plan"] == "growth"
+    rows.close()
+    assert len(list(usage_report(month))) == 5
