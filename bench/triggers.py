@@ -36,7 +36,18 @@ MONTH_TRIGGERS = [
 # customer's live plan as it opens (billing 0021) enabled or disabled. No customer has a period when a
 # bulk statement starts, so every bulk INSERT opens one per customer; the single-row INSERTs are events
 # each dated in a month the customer has no period for yet, so each one opens a period.
-PLAN_STAMP = [("usage_tracking", t.get_pgid(UsagePeriodPlan)) for t in UsagePeriodPlan._meta.triggers]
+PLAN_STAMP = [
+    ("usage_tracking", t.get_pgid(UsagePeriodPlan))
+    for t in UsagePeriodPlan._meta.triggers
+    if t.name == "usage_tracking_plan_stamp"
+]
+# --plan-guard: new and old are the guard of usage_tracking.plan_id (billing 0024) on and off: what the
+# counters' updates (the projects' statements here) pay for it.
+PLAN_GUARD = [
+    ("usage_tracking", t.get_pgid(UsagePeriodPlan))
+    for t in UsagePeriodPlan._meta.triggers
+    if t.name == "usage_tracking_protect_plan"
+]
 TOGGLED = COUNTER_TRIGGERS
 VACUUMED = "projects"
 
@@ -137,8 +148,17 @@ def main():
         action="store_true",
         help="compare new (the plan stamp on usage periods as they open on) with old (off); bulk INSERTs open periods",
     )
+    parser.add_argument(
+        "--plan-guard",
+        action="store_true",
+        help="compare new (the guard of usage_tracking.plan_id on) with old (off), counter triggers on",
+    )
     args = parser.parse_args()
     global TOGGLED, VACUUMED
+    if args.plan_guard:
+        TOGGLED = PLAN_GUARD
+        assert len(PLAN_GUARD) == 1, PLAN_GUARD
+        log("comparing new (plan_id guard on) with old (off); the counter triggers are on in both")
     if args.plan_stamp:
         TOGGLED, VACUUMED = PLAN_STAMP, "projects, usage_events, usage_tracking"
         assert len(PLAN_STAMP) == 1, PLAN_STAMP

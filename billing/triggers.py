@@ -196,4 +196,38 @@ NEW.plan_id := billing_period_plan_open(NEW.{customer});
 RETURN NEW;
 """,
         ),
+        # The stamp is not the app's to write (SPEC §10, like the counters, I5): only the opening above,
+        # the subscriptions' triggers (depth >= 1) and the owner's granted transactions move it. UPDATE OF
+        # plan_id: a statement that does not name the column (every counter update) never fires it.
+        pgtrigger.Trigger(
+            name="usage_tracking_protect_plan",
+            level=pgtrigger.Row,
+            when=pgtrigger.Before,
+            operation=pgtrigger.UpdateOf("plan_id"),
+            condition=pgtrigger.Condition(
+                "pg_trigger_depth() = 0 AND OLD.plan_id IS DISTINCT FROM NEW.plan_id"
+            ),
+            func="""
+IF usage_counter_writes_granted() THEN
+    RETURN NEW;
+END IF;
+RAISE EXCEPTION 'usage_tracking.plan_id is the plan in effect for the period, stamped as it opens and kept by the subscriptions'' triggers: it cannot be written directly'
+    USING ERRCODE = 'check_violation',
+          HINT = 'Change the subscription (its plan or status): the periods that have not ended follow it.';
+""",
+        ),
+        # TRUNCATE fires no row trigger, so usage 0022's triggers note no month: every summarized month
+        # is noted changed here, and is summed from the periods (none now) until summarized again.
+        pgtrigger.Trigger(
+            name="usage_tracking_truncate_summaries_changed",
+            level=pgtrigger.Statement,
+            when=pgtrigger.After,
+            operation=pgtrigger.Truncate,
+            func="""
+INSERT INTO usage_months_changed AS m (period_month, changed_at)
+SELECT s.period_month, now() FROM billing_usage_months s
+ON CONFLICT (period_month) DO UPDATE SET changed_at = excluded.changed_at;
+RETURN NULL;
+""",
+        ),
     ]

@@ -3,7 +3,7 @@
 -- period). With p_start/p_end: a processor renewal's period. Returns false, changing nothing, when
 -- that period is already open (cron and a webhook racing, a redelivery, an older renewal).
 -- Credits are not touched; the gauge carries over; metered counters start from the period's events;
--- the new period is stamped with the customer's live plan (usage_tracking.plan_id).
+-- the new period is stamped with the customer's live plan (usage_tracking.plan_id) by billing's trigger.
 CREATE OR REPLACE FUNCTION billing_period_roll(
     p_customer uuid, p_now timestamptz, p_actor text,
     p_start timestamptz DEFAULT NULL, p_end timestamptz DEFAULT NULL
@@ -60,12 +60,8 @@ BEGIN
     END IF;
 
     UPDATE customers SET current_period_start = new_start, current_period_end = new_end WHERE id = p_customer;
+    -- Stamped with the live plan as it opens (billing's trigger on usage_tracking; SPEC §7 Finance).
     PERFORM usage_tracking_open(p_customer, new_start, new_end);
-    -- The period carries the plan in effect for it (SPEC §7 Finance): stamped as it opens (or, opened
-    -- earlier by a counter trigger and not stamped yet, now). A plan change while it runs restamps it.
-    UPDATE usage_tracking t SET plan_id = lp.plan_id
-    FROM billing_live_plan(p_customer) AS lp
-    WHERE t.customer_id = p_customer AND t.period_start = new_start AND t.plan_id IS NULL;
     PERFORM billing_audit_append(jsonb_build_array(jsonb_build_object(
         'actor', p_actor, 'action', 'period_rollover', 'target_type', 'customer', 'target_id', p_customer::text,
         'customer_id', p_customer,

@@ -189,6 +189,9 @@ def test_the_app_role_runs_the_apps_own_operations(roles, settings):
         ("DELETE FROM usage_tracking; SET CONSTRAINTS ALL DEFERRED", "23514"),
         ("UPDATE presets SET usage_count = 99", "23514"),
         ("UPDATE credit_grants SET remaining = 99", "23514"),
+        # The plan stamped on each period as it opens (issue 12): the finance reports' attribution.
+        ("UPDATE usage_tracking SET plan_id = NULL", "23514"),
+        ("UPDATE usage_tracking SET plan_id = (SELECT max(id) FROM plans WHERE code = 'pro')", "23514"),
         ("INSERT INTO usage_counter_write_grants VALUES (pg_current_xact_id()::text::bigint)", "42501"),
         ("UPDATE audit_log SET reason = 'rewritten'", "42501"),
         # Appending goes through billing_audit_append(), which stamps the time itself.
@@ -219,7 +222,8 @@ def test_the_app_role_cannot_get_around_the_counters_or_the_audit_log(roles, sql
 def _snapshot():
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT (SELECT string_agg(active_projects_count || '/' || minutes_used, ',' ORDER BY id) FROM usage_tracking),"
+            "SELECT (SELECT string_agg(active_projects_count || '/' || minutes_used || '/' || coalesce(plan_id::text, '-'), ','"
+            " ORDER BY id) FROM usage_tracking),"
             " (SELECT count(*) FROM audit_log), (SELECT string_agg(reason, ',') FROM audit_log),"
             " (SELECT string_agg(remaining::text, ',') FROM credit_grants),"
             " (SELECT string_agg(usage_count::text, ',') FROM presets),"

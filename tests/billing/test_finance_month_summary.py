@@ -178,3 +178,14 @@ def test_a_reconciliation_that_changed_no_summarized_month_costs_one_small_query
     with django_assert_num_queries(1):
         assert usage_months_summarize(rebuild_only=True).built == []
     assert summarized_months([month]) == {month}
+
+
+def test_truncating_the_usage_periods_shows_at_once(last_month):
+    """TRUNCATE fires no row trigger: the summary kept showing the periods it emptied (issue 12)."""
+    month, _ = last_month
+    usage_months_summarize()
+    assert summarized_months([month]) == {month}
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE usage_tracking CASCADE")
+    assert summarized_months([month]) == set()
+    assert page(month) == live(month) == {}
