@@ -66,6 +66,14 @@ def main():
         help="also compare consume spread over the customers with usage_tracking's month-change triggers "
         "on (new) and off (old), alternating, ROUNDS times each",
     )
+    parser.add_argument(
+        "--plan-triggers",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also compare consume spread over the customers with billing's triggers on usage_tracking.plan_id "
+        "(the stamp at open and the guard) on (new) and off (old), alternating, ROUNDS times each",
+    )
     args = parser.parse_args()
     total = args.clients * args.calls
     fresh_bench_schema()
@@ -128,14 +136,21 @@ def main():
         consumed = run_clients(args.clients, args.calls, consume_op)
         results.append((label, bare, consumed))
 
-    if args.month_triggers:
-        from usage.models import UsageTracking
+    from billing.models import UsagePeriodPlan
+    from usage.models import UsageTracking
 
-        names = ("usage_tracking_ended_update", "usage_tracking_past_insert", "usage_tracking_past_delete")
-        pgids = [t.get_pgid(UsageTracking) for t in UsageTracking._meta.triggers if t.name in names]
-        assert len(pgids) == 3, pgids
+    month_names = ("usage_tracking_ended_update", "usage_tracking_past_insert", "usage_tracking_past_delete")
+    plan_names = ("usage_tracking_plan_stamp", "usage_tracking_protect_plan")
+    for rounds, what, model, names in (
+        (args.month_triggers, "month-change triggers", UsageTracking, month_names),
+        (args.plan_triggers, "plan stamp and guard", UsagePeriodPlan, plan_names),
+    ):
+        if not rounds:
+            continue
+        pgids = [t.get_pgid(model) for t in model._meta.triggers if t.name in names]
+        assert len(pgids) == len(names), pgids
         rates = {True: [], False: []}
-        for r in range(args.month_triggers):
+        for r in range(rounds):
             for on in (True, False) if r % 2 == 0 else (False, True):
                 with psycopg_connect() as conn:
                     conn.autocommit = True
@@ -143,16 +158,14 @@ def main():
                         conn.execute(
                             f"ALTER TABLE usage_tracking {'ENABLE' if on else 'DISABLE'} TRIGGER {pgid}"
                         )
-                log(
-                    f"{args.customers:,} customers, month-change triggers {'on (new)' if on else 'off (old)'} ..."
-                )
+                log(f"{args.customers:,} customers, {what} {'on (new)' if on else 'off (old)'} ...")
                 rates[on].append(
                     run_clients(
                         args.clients,
                         args.calls,
-                        lambda conn, n, i, r=r, on=on: conn.execute(
+                        lambda conn, n, i, r=r, on=on, what=what: conn.execute(
                             "SELECT allowed FROM billing_consume(%s, 'ai_interaction', 1, %s)",
-                            [random.choice(spread), f"month-{r}-{on}-{n}-{i}"],
+                            [random.choice(spread), f"{what[:5]}-{r}-{on}-{n}-{i}"],
                         ),
                     )
                 )
@@ -160,7 +173,7 @@ def main():
             conn.autocommit = True
             for pgid in pgids:
                 conn.execute(f"ALTER TABLE usage_tracking ENABLE TRIGGER {pgid}")
-        print("\n| consume, spread | old (month-change triggers off) | new (on) | new / old |")
+        print(f"\n| consume, spread | old ({what} off) | new (on) | new / old |")
         print("|---|---:|---:|---:|")
         for r, (new, old) in enumerate(zip(rates[True], rates[False], strict=True), start=1):
             print(f"| round {r} | {old:,.0f}/s | {new:,.0f}/s | {new / old:.3f} |")
