@@ -117,12 +117,34 @@ def dataset_kept(params: Params) -> bool:
         return cursor.fetchone()[0] > 0
 
 
+def datasets_other(params: Params) -> list[str]:
+    """The parameters of the complete datasets this database holds that are not ``params``."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [TABLE])
+        if not cursor.fetchone()[0]:
+            return []
+        cursor.execute(
+            f"SELECT DISTINCT params FROM {TABLE} WHERE params <> %s AND finished_at IS NOT NULL ORDER BY 1",
+            [params.key()],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
 def prepare(params: Params, *, reuse: bool) -> bool:
     """The benchmark database for ``params``: kept as it is (migrated to the code as it is now) when
-    ``reuse`` and it already holds exactly that dataset; else rebuilt empty. True when kept."""
-    from common import fresh_bench_schema
+    ``reuse`` and it already holds exactly that dataset; else rebuilt empty. True when kept.
+
+    With ``reuse``, a database holding a dataset of other parameters is refused, not wiped (a 1M
+    dataset takes half an hour to build again): SystemExit saying what it holds."""
     from django.core.management import call_command
 
+    if reuse and not dataset_kept(params) and (others := datasets_other(params)):
+        name = connections["default"].settings_dict["NAME"]
+        raise SystemExit(
+            f"--reuse: {name} holds a dataset generated with {'; '.join(others)}, not {params.key()}. "
+            "Nothing was changed. Run with the parameters it was generated with (e.g. --scale, --periods), "
+            "or point EMBEDDED_DBNAME at another database, or run without --reuse to rebuild this one."
+        )
     if reuse and dataset_kept(params):
         name = connections["default"].settings_dict["NAME"]
         print(
@@ -130,6 +152,8 @@ def prepare(params: Params, *, reuse: bool) -> bool:
         )
         call_command("migrate", verbosity=0)
         return True
+    from common import fresh_bench_schema
+
     fresh_bench_schema()
     return False
 
@@ -257,7 +281,7 @@ class _Run:
             CREATE UNLOGGED TABLE bench_gen AS
             SELECT x.*,
                    -- the live plan's limits (canceled or no subscription: Free)
-                   lp.max_active_projects AS max_projects,
+                   lp.id AS live_plan_id, lp.max_active_projects AS max_projects,
                    coalesce(lp.ai_interactions_per_period, 2000) AS ai_allowance,
                    coalesce(lp.minutes_per_period, 2000) AS minutes_allowance
             FROM (
@@ -458,15 +482,21 @@ class _Run:
     # --- counters from the truth ------------------------------------------------------------------
 
     def usage_tracking(self):
+        # Stored as a live database stores them: a period's row is INSERTed when the period opens
+        # (rollover, renewal, first counter), so periods lie in the table in the order they start and
+        # a month's periods sit together (a month's scan reads about 1/periods of the heap, by the month
+        # index), not each customer's periods side by side (which put every month on every page). Each
+        # period is stamped with the plan in effect for it, as it opens (billing_period_roll): the
+        # customer's live plan, which the dataset never changes.
         p = self.p
         self.step(
             f"usage periods ({p.periods} per customer), counters from the projects and events",
             """
             INSERT INTO usage_tracking (customer_id, period_start, period_end, month, active_projects_count,
-                                        ai_interactions_count, minutes_used, updated_at)
+                                        ai_interactions_count, minutes_used, updated_at, plan_id)
             SELECT b.id, ps.start, ps.start + interval '1 month', to_char(ps.start, 'YYYY-MM'),
                    CASE WHEN k = 0 THEN coalesce(a.n, 0) ELSE 0 END, coalesce(e.ai, 0), coalesce(e.minutes, 0),
-                   least(ps.start + interval '1 month', now())
+                   least(ps.start + interval '1 month', now()), b.live_plan_id
             FROM bench_gen b
             CROSS JOIN LATERAL generate_series(0, %s - 1) k
             CROSS JOIN LATERAL (SELECT b.period_start - k * interval '1 month' AS start) ps
@@ -482,6 +512,7 @@ class _Run:
                 FROM usage_events e JOIN bench_gen c ON c.id = e.customer_id
                 GROUP BY 1, 2
             ) e ON e.customer_id = b.id AND e.start = ps.start
+            ORDER BY ps.start, b.n  -- the order periods open in: a month's periods stored together
             """,
             [p.periods],
             table="usage_tracking",

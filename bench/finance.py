@@ -67,6 +67,42 @@ def measure(client: Client, url: str, runs: int = 3) -> dict:
     return {"url": url, "seconds": min(times), "queries": len(queries), "bytes": size, "peak": peak}
 
 
+# The floor of a month summed live: its periods' counters read and added up, nothing else.
+BARE_MONTH = (
+    "SELECT count(*), sum(ai_interactions_count), sum(minutes_used) FROM usage_tracking WHERE month = %s"
+)
+
+
+def month_layout(month: str, runs: int) -> dict:
+    """How the month's periods lie in the table and are read: pg_stats' correlation of month (1 = a
+    month's rows stored together, as a live database stores them), the month page's statement's scan
+    of usage_tracking (EXPLAIN), and the bare scan of the month (best of ``runs``)."""
+    from billing.ops.usage_report import _ALLOWANCES, _STAMPED
+    from usage.names import render
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            render(
+                "SELECT correlation FROM pg_stats WHERE tablename = 'usage_tracking' AND attname = 'month'"
+            )
+        )
+        correlation = (cursor.fetchone() or [None])[0]
+        cursor.execute(render(_ALLOWANCES))
+        plans = cursor.fetchall()
+        arrays = {"ids": [p[0] for p in plans], "ai": [p[2] for p in plans], "minutes": [p[3] for p in plans]}
+        cursor.execute("EXPLAIN " + render(_STAMPED), {**arrays, "months": [month], "plan": None})
+        scan = next(
+            (line.strip().split("  (")[0] for (line,) in cursor.fetchall() if "usage_tracking" in line), "?"
+        )
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            cursor.execute(render(BARE_MONTH), [month])
+            cursor.fetchall()
+            times.append(time.perf_counter() - start)
+    return {"correlation": correlation, "scan": scan, "bare": min(times)}
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -131,6 +167,12 @@ def main():
             f"| `{r['url']}` | {r['seconds'] * 1000:,.0f} ms | {r['queries']} | {r['bytes'] / 1024:,.0f} KiB "
             f"| {r['peak'] / 1024 / 1024:,.1f} MiB |"
         )
+    layout = month_layout(last, args.runs)
+    print(
+        f"\nThe bare scan of {last} (`{BARE_MONTH % repr(last)}`), best of {args.runs}: "
+        f"{layout['bare'] * 1000:,.0f} ms. The month page's statement reads usage_tracking by "
+        f"`{layout['scan']}`; pg_stats correlation of month: {layout['correlation']}."
+    )
 
 
 if __name__ == "__main__":
