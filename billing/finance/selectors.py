@@ -26,6 +26,7 @@ from billing.ops.usage_report import (
     FIRST_MONTH,
     MONTH_FORMAT,
     REPORT_FIELDS,
+    month_live,
     month_parse,
     months_by_plan,
     usage_report,
@@ -150,17 +151,67 @@ WHERE period_month = %(month)s AND (%(plan)s::text IS NULL OR plan = %(plan)s)
 """
 
 
+# The month's summary, if any: when it was built, and whether a change was noted in the month since.
+_SUMMARY_BUILT = """
+SELECT s.built_at, EXISTS (SELECT 1 FROM usage_months_changed c WHERE c.period_month = s.period_month)
+FROM billing_usage_months s WHERE s.period_month = %(month)s
+"""
+
+
+@dataclass
+class MonthStanding:
+    """Whether a month's figures are final, for the page to say so.
+
+    Final: read from the month's summary (every period that started in it had ended when cron wrote
+    it, at ``summarized_at``, and nothing has changed in it since). Otherwise summed from the periods as
+    they are now: ``running`` of them have not ended yet (the last ends at ``last_end``), or all have
+    ended and the summary is not written yet, or a change (a late event, a recount) was noted in the
+    month after its summary of ``summarized_at`` (``changed``)."""
+
+    final: bool
+    summarized_at: datetime | None = None
+    changed: bool = False
+    running: int = 0
+    last_end: datetime | None = None
+    as_of: datetime | None = None  # when the live figures were read
+
+
+@dataclass
+class MonthUsage:
+    rows: list  # PlanUsage per plan, cheapest first
+    total: "PlanUsage"
+    standing: MonthStanding
+
+
 def usage_by_plan(month: str, plan: Plan | None = None) -> tuple[list[PlanUsage], PlanUsage]:
     """Per plan (cheapest first) and in total: periods, projects, and per metric used, allowance,
     overage and credit drawn, for the usage periods that started in ``month``."""
+    usage = month_usage(month, plan)
+    return usage.rows, usage.total
+
+
+def month_usage(month: str, plan: Plan | None = None) -> MonthUsage:
+    """usage_by_plan's figures and whether they are final (MonthStanding)."""
     month = month_parse(month)
     plans = {p.code: p for p in Plan.objects.using(finance_database()).order_by("price", "code")}
     found = {}
     # A closed month's summary while it is exact (billing.services.usage_months), else the periods.
-    if summarized_months([month], using=finance_database()):
+    built = _fetchall(_SUMMARY_BUILT, {"month": month})
+    summarized_at, changed = built[0] if built else (None, False)
+    if summarized_at and not changed:
         figures = _fetchall(_SUMMARY, {"month": month, "plan": plan.code if plan else None})
+        standing = MonthStanding(final=True, summarized_at=summarized_at)
     else:
-        figures = months_by_plan([month], plan.code if plan else None, using=finance_database())[month]
+        live = month_live(month, plan.code if plan else None, using=finance_database())
+        figures = live.figures
+        standing = MonthStanding(
+            final=False,
+            summarized_at=summarized_at,
+            changed=changed,
+            running=live.running,
+            last_end=live.last_end,
+            as_of=datetime.now(UTC),
+        )
     for code, periods, projects, *numbers in figures:
         known = plans.get(code)
         row = PlanUsage(code, known.name if known else "(no plan)", known.price if known else None)
@@ -173,7 +224,7 @@ def usage_by_plan(month: str, plan: Plan | None = None) -> tuple[list[PlanUsage]
     total = PlanUsage(None, "All plans", None, metrics={key: MetricTotals() for key, *_ in METRICS})
     for row in rows:
         total.add(row)
-    return rows, total
+    return MonthUsage(rows, total, standing)
 
 
 def usage_rows(month: str, plan: Plan | None = None) -> Iterator[dict]:

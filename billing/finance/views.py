@@ -118,7 +118,8 @@ def usage_page(request):
     except ValueError as exc:
         error = f"{error} " if error else ""
         error += f"{_sentence(exc)} Showing every plan instead."
-    rows, total = selectors.usage_by_plan(month, plan)
+    usage = selectors.month_usage(month, plan)
+    rows, total = usage.rows, usage.total
     for row in rows:
         row.drilldown = (
             reverse("admin:usage_usagetracking_changelist")
@@ -136,6 +137,7 @@ def usage_page(request):
             "plans": Plan.objects.using(selectors.finance_database()).order_by("price", "code"),
             "rows": rows,
             "total": total,
+            "standing": usage.standing,
             "metrics": selectors.METRICS,
             "error": error,
             "csv_url": reverse("finance-usage-csv") + "?" + csv_query,

@@ -9,6 +9,8 @@ month's usage between plans.
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import connections
 from django.utils import timezone
@@ -109,7 +111,8 @@ SELECT t.month, {plan} AS plan_id, {group}, count(*), coalesce(sum(t.active_proj
        coalesce(sum(t.ai_interactions_count), 0),
        coalesce(sum(greatest(t.ai_interactions_count - a.ai_allowance, 0)), 0),
        coalesce(sum(t.minutes_used), 0),
-       coalesce(sum(greatest(t.minutes_used - a.minutes_allowance, 0)), 0)
+       coalesce(sum(greatest(t.minutes_used - a.minutes_allowance, 0)), 0),
+       max(t.period_end), count(*) FILTER (WHERE t.period_end > now())
 FROM {source}
 LEFT JOIN unnest(%(ids)s::bigint[], %(ai)s::bigint[], %(minutes)s::bigint[])
      AS a(id, ai_allowance, minutes_allowance) ON a.id = {plan}
@@ -156,13 +159,38 @@ def months_by_plan(
     of ``months`` (``plan_code``: that plan's only): what usage_report --month's rows sum to, per plan.
     A plan's allowance over the periods is None when the plan has no limit on the metric. Without
     ``credit`` (the trends read only what was used) the credit drawn is left at 0, unread."""
+    return _months_by_plan(months, plan_code, credit=credit, using=using)[0]
+
+
+@dataclass
+class LiveMonth:
+    """A month summed from its periods as they are now (months_by_plan's figures), and how many of
+    those periods are still running: the figures move until the last of them ends."""
+
+    figures: list  # per plan, in BY_PLAN_FIELDS order
+    running: int  # periods not ended yet
+    last_end: datetime | None  # when the last of them ends (None: no period)
+
+
+def month_live(month: str, plan_code: str | None = None, *, using: str = "default") -> LiveMonth:
+    """months_by_plan for one month, with how long its periods still run (read in the same scan)."""
+    figures, ends = _months_by_plan([month], plan_code, credit=True, using=using)
+    month = month_parse(month)
+    running, last_end = ends.get(month, (0, None))
+    return LiveMonth(figures[month], running, last_end)
+
+
+def _months_by_plan(
+    months: list[str], plan_code: str | None, *, credit: bool, using: str
+) -> tuple[dict, dict]:
+    """(months_by_plan's figures, {month: (periods still running, the last period's end)})."""
     months = [month_parse(m) for m in months]
     with connections[using].cursor() as cursor:
         cursor.execute(render(_ALLOWANCES))
         plans = {pid: (code, ai, minutes) for pid, code, ai, minutes in cursor.fetchall()}
         wanted = next((pid for pid, (code, *_) in plans.items() if code == plan_code), None)
         if plan_code is not None and wanted is None:
-            return {month: [] for month in months}
+            return {month: [] for month in months}, {}
         arrays = {
             "ids": list(plans),
             "ai": [a for _, a, _ in plans.values()],
@@ -177,7 +205,10 @@ def months_by_plan(
                 (month, plan_id): (ai or 0, minutes or 0) for month, plan_id, ai, minutes in cursor.fetchall()
             }
     out = {month: {} for month in months}
-    for month, plan_id, _, periods, projects, ai, ai_over, minutes, minutes_over in rows:
+    ends = {}
+    for month, plan_id, _, periods, projects, ai, ai_over, minutes, minutes_over, last_end, running in rows:
+        was_running, was_last = ends.get(month, (0, None))
+        ends[month] = (was_running + running, max(filter(None, (was_last, last_end)), default=None))
         code, ai_allowance, minutes_allowance = plans.get(plan_id, (None, None, None))
         known = plan_id in plans
         figures = out[month].setdefault(plan_id if known else None, [code, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
@@ -194,7 +225,7 @@ def months_by_plan(
         if key in out.get(month, {}):
             out[month][key][6] += ai
             out[month][key][10] += minutes
-    return {month: list(per_plan.values()) for month, per_plan in out.items()}
+    return {month: list(per_plan.values()) for month, per_plan in out.items()}, ends
 
 
 FIRST_MONTH = EARLIEST.strftime("%Y-%m")  # no usage period starts before the horizon (usage/horizon.py)

@@ -68,6 +68,10 @@ def test_month_end_totals_csv_and_charts(live_server, page, django_user_model, r
         for field in shown
     }
     assert shown["periods"] == f"{exact['periods']:,}"  # thousands separators, as people read them
+    # Whether these figures are final, in words, above the table and within the page's width.
+    standing = page.locator("#month-standing")
+    assert standing.is_visible() and standing.bounding_box()["width"] <= 1400
+    assert standing.inner_text().startswith(("Final.", "Not final", "Recomputed"))
     shoot(page, "finance-usage")
 
     # The drill-down to one plan's customers: every column on screen at 1,400 px (the transcription
