@@ -237,6 +237,8 @@ MONTH_FORMAT = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
 def month_parse(value: str) -> str:
     """A report month, YYYY-MM, from FIRST_MONTH to a year after this month (ValueError otherwise)."""
+    if re.fullmatch(r"\d{4}-\d{2}", value or "") and not MONTH_FORMAT.fullmatch(value):
+        raise ValueError(f"month {value} does not exist: a month is 01 to 12 (e.g. 2026-11)")
     if not MONTH_FORMAT.fullmatch(value or ""):
         raise ValueError(f"month must be YYYY-MM (e.g. 2026-11), not {echo(value)}")
     today = timezone.now()

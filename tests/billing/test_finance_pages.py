@@ -343,14 +343,14 @@ def test_trends_draw_svg_charts_with_their_tables_and_no_outside_resource(demo, 
     [
         ("/admin/finance/usage/", {"month": "garbage"}, "Month must be YYYY-MM"),
         ("/admin/finance/usage/", {"month": "0000-01"}, "Month 0000-01 is out of range: from 2000-01"),
-        ("/admin/finance/usage/", {"month": "2026-13"}, "Month must be YYYY-MM"),
+        ("/admin/finance/usage/", {"month": "2026-13"}, "Month 2026-13 does not exist: a month is 01 to 12"),
         ("/admin/finance/usage/", {"plan": "unknown"}, "No plan &#x27;unknown&#x27;; the plans are: free"),
         ("/admin/finance/credit/", {"month": "2026-1"}, "Month must be YYYY-MM"),
         ("/admin/finance/trends/", {"month": "x" * 5000}, "Month must be YYYY-MM"),
         ("/admin/finance/usage.csv", {"month": "0000-01"}, "Month 0000-01 is out of range: from 2000-01"),
         ("/admin/finance/usage.csv", {"plan": "\x00"}, "No plan"),
         ("/admin/finance/usage/", {"plan": "\x00", "month": "\x00"}, "No plan"),
-        ("/admin/finance/credit.csv", {"month": "2026-00"}, "Month must be YYYY-MM"),
+        ("/admin/finance/credit.csv", {"month": "2026-00"}, "Month 2026-00 does not exist"),
     ],
 )
 def test_bad_input_is_a_400_that_says_why(finance, url, params, message):

@@ -58,7 +58,8 @@ def test_month_report_shows_usage_allowance_and_credit_in_every_format():
 @pytest.mark.parametrize(
     ("month", "message"),
     [
-        ("2026-13", "YYYY-MM"),
+        ("2026-13", "month 2026-13 does not exist: a month is 01 to 12"),
+        ("2026-00", "month 2026-00 does not exist"),
         ("2026-1", "YYYY-MM"),
         ("november", "YYYY-MM"),
         ("", "YYYY-MM"),
