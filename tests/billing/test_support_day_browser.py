@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Group
 
-from billing.models import CreditGrant, Subscription
+from billing.models import CreditGrant, Subscription, WebhookEvent
 from billing.ops.integrity import discrepancy_report
 from demo.data import plans_ensure
 from tests.conftest import plant_s1
@@ -174,7 +174,8 @@ def test_after_a_reconciliation_searching_by_name_and_a_typo_in_a_quantity(
 
 def test_the_lists_support_reads_fit_at_1400_px(live_server, page, django_user_model, roles):  # noqa: F811
     """Issue 11 finding 6, walked again: at 1,400 px the runs list pushed "fixed" and its rows' link off
-    the list, and the credit grants list its "created by" (Django's long times, long headers)."""
+    the list, the credit grants list its "created by" (Django's long times, long headers), and the
+    webhook inbox its processor and event id (~200 px too wide)."""
     plans_ensure()
     s1 = plant_s1()
     discrepancy_report(started_by="manage.py usage_discrepancies (cron)")
@@ -183,12 +184,36 @@ def test_the_lists_support_reads_fit_at_1400_px(live_server, page, django_user_m
     credit_grant(
         customer=s1["six"], metric="minutes", quantity=50, source="goodwill", actor="sam (admin)", reason="r"
     )
+    # the webhook inbox as the processors fill it: Paddle's ids and types are the longest
+    WebhookEvent.objects.create(
+        processor="paddle",
+        event_id="evt_01jdn4x9k2v7w3q8r5t6y0z1ab",
+        event_type="subscription.past_due",
+        status="failed",
+        payload={},
+        error="customer ctm_01jdn4x9k2v7w3q8r5t6y0z1ab is not known here: " + "x" * 200,
+        attempts=3,
+        outcome="ignored: the subscription sub_01jdn4x9k2v7w3q8r5t6y0z1ab is not one of this customer's",
+        api_version="1",
+    )
+    WebhookEvent.objects.create(
+        processor="stripe",
+        event_id="evt_1QbXnC2eZvKYlo2C0a1b2c3d",
+        event_type="customer.subscription.updated",
+        status="processed",
+        payload={},
+        api_version="2024-06-20",
+    )
     _log_in_as_support(page, live_server, django_user_model)
-    for path in ("/admin/usage/reconciliationrun/", "/admin/billing/creditgrant/"):
+    for path in (
+        "/admin/usage/reconciliationrun/",
+        "/admin/billing/creditgrant/",
+        "/admin/billing/webhookevent/",
+    ):
         page.goto(f"{live_server.url}{path}")
         results = page.locator("#changelist .results")
-        assert results.evaluate("e => e.scrollWidth <= e.clientWidth"), path
         _shot(page, path.strip("/").replace("/", "-") + ".png")
+        assert results.evaluate("e => e.scrollWidth <= e.clientWidth"), path
 
 
 def test_a_prefix_many_customers_share_says_the_list_is_cut(live_server, page, admin_user, monkeypatch):  # noqa: F811

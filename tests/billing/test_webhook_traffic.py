@@ -775,7 +775,7 @@ def test_the_inbox_keeps_the_api_version_and_the_admin_flags_unexpected_ones_and
         "renewal of unknown stripe subscription &#x27;sub_gone&#x27; (waiting for the processor&#x27;s retry)"
         in page
     )
-    assert '<td class="field-attempts">2</td>' in page
+    assert '<td class="field-status_shown">Failed, after 2 attempts</td>' in page
 
 
 # --- exactly once, in parallel, on the one-transaction path --------------------------------------
