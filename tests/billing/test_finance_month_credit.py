@@ -8,7 +8,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from billing.finance.selectors import last_full_month, month_bounds, month_shift
 from billing.models import CreditDraw, Plan, Subscription
@@ -42,7 +41,7 @@ def from_the_command(month: str) -> dict:
     return out
 
 
-def period(customer, start, end, *, ai=0, minutes=0, stamp=True):
+def period(customer, start, end, *, ai=0, minutes=0):
     with counter_writes_allowed():
         row = UsageTracking.objects.create(
             customer=customer,
@@ -51,12 +50,7 @@ def period(customer, start, end, *, ai=0, minutes=0, stamp=True):
             month=start.strftime("%Y-%m"),
             ai_interactions_count=ai,
             minutes_used=minutes,
-        )
-    with connection.cursor() as cursor:  # the plan in effect, stamped as the period opens (or not)
-        cursor.execute(
-            "UPDATE usage_tracking SET plan_id = %s WHERE id = %s",
-            [Subscription.objects.get(customer=customer).plan_id if stamp else None, row.pk],
-        )
+        )  # stamped with the customer's plan as it opens (billing 0021)
     return row
 
 
@@ -99,9 +93,9 @@ def test_the_credit_drawn_in_the_months_pass_equals_the_commands_rows_period_by_
     draw(minutes, middle + timedelta(days=4), Decimal(8), kind="refund")  # a take-back: no usage
     draw(ai, end, Decimal(9))  # at the second period's end: the next period's (none here)
 
-    # An unstamped period (its plan read live) with a draw, and a customer with no draw at all.
+    # A whole-month period with a draw, and a customer with no draw at all.
     loose = customer_on(plans["growth"], "unstamped@credit.test")
-    period(loose, start, end, ai=5, minutes=6, stamp=False)
+    period(loose, start, end, ai=5, minutes=6)
     draw(
         credit_grant(customer=loose, metric="minutes", quantity=10, source="purchase", actor="test"),
         middle,
