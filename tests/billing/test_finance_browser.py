@@ -52,10 +52,12 @@ def test_month_end_totals_csv_and_charts(live_server, page, django_user_model, r
     page.fill("#id_password", "pw-for-tests")
     page.click("input[type=submit]")
     shoot(page, "finance-dashboard")
-    page.click("#finance-module >> text=Usage by month and plan")
+    with page.expect_navigation():
+        page.click("#finance-module >> text=Usage by month and plan")
 
     page.fill("#id_month", month)
-    page.click("#usage-picker input[type=submit]")
+    with page.expect_navigation():  # read the page the click asked for, loaded (a busy machine is slow)
+        page.click("#usage-picker input[type=submit]")
     assert page.locator("#usage-by-plan").is_visible()
     assert f"started in {month}" in page.inner_text(".finance-help")
     total = page.locator('#usage-by-plan tfoot tr[data-plan="total"]')
@@ -76,12 +78,14 @@ def test_month_end_totals_csv_and_charts(live_server, page, django_user_model, r
 
     # The drill-down to one plan's customers: every column on screen at 1,400 px (the transcription
     # minutes ran off the list, behind its filters).
-    page.click('#usage-by-plan tbody tr[data-plan="starter"] a')
+    with page.expect_navigation():
+        page.click('#usage-by-plan tbody tr[data-plan="starter"] a')
     assert "Select usage period to view" in page.inner_text("#content")
     results = page.locator("#changelist .results")
     assert results.evaluate("e => e.scrollWidth <= e.clientWidth"), "the list is wider than the page"
     shoot(page, "finance-drill-down")
-    page.go_back()
+    with page.expect_navigation():
+        page.go_back()
 
     with page.expect_download() as download:
         page.click("#csv-link")
@@ -103,15 +107,18 @@ def test_month_end_totals_csv_and_charts(live_server, page, django_user_model, r
     assert Decimal(str(command["ai_interactions"])) == exact["ai_used"]
     assert Decimal(str(command["minutes"])) == exact["minutes_used"]
 
-    page.click(".finance-nav >> text=Over-limit customers")
+    with page.expect_navigation():
+        page.click(".finance-nav >> text=Over-limit customers")
     assert page.locator("#over-limit tbody tr[data-email]").count() >= 1
     shoot(page, "finance-over-limit")
 
-    page.click(".finance-nav >> text=Overage credit sold and consumed")
+    with page.expect_navigation():
+        page.click(".finance-nav >> text=Overage credit sold and consumed")
     assert "Purchased" in page.inner_text("#credit-totals")
     shoot(page, "finance-credit")
 
-    page.click(".finance-nav >> text=Trends")
+    with page.expect_navigation():
+        page.click(".finance-nav >> text=Trends")
     for chart in ("#chart-ai", "#chart-minutes", "#chart-drift"):
         svg = page.locator(f"{chart} svg.finance-chart")
         assert svg.is_visible() and svg.bounding_box()["width"] > 300, chart
