@@ -430,8 +430,8 @@ MUTANTS = [
     Mutant(
         "report-ignores-uncounted-events",
         "usage/services/drift.py",
-        "THEN s.ai[array_position(s.ai_slots, 0)] END AS ai_outside",
-        "THEN NULL END AS ai_outside",
+        "SELECT 'ai_interactions', NULL, 0, c.ai WHERE c.id IS NULL AND c.ai <> 0",
+        "SELECT 'ai_interactions', NULL, 0, c.ai WHERE false",
         (INTEGRITY, REFEREE),
         "events outside every period row are never reported",
     ),

@@ -75,14 +75,16 @@ SELECT 'active_projects', count(*), coalesce(sum(tracked), 0), coalesce(sum(actu
 """
 
 # Events find their period row through width_bucket() over the customer's period starts, exact for
-# periods that start at any instant. Shaped as the bare aggregate scan of usage_events is: its events
-# in index order (usage_events_sum_cover), merge-joined with each customer's period starts as arrays,
-# summed per (customer, metric, period slot) (slot 0: outside every period row), then per customer.
-# The period rows are read in customer order from one sort of usage_tracking each time (an index scan
-# in customer order read a heap page per row: 2.1M buffers at 1M customers). The sums meet the
-# counters by a merge full join, so no hash table spills and nothing is materialized; the totals are
-# the counters' (one scan of usage_tracking) plus the differences the insert returns, so `per` is read
-# once (materialized to be read twice, it wrote 333 MB to disk at 1M).
+# periods that start at any instant (the rows of a customer never overlap: usage_tracking_periods_disjoint).
+# Shaped as the bare aggregate scan of usage_events is: its events in index order (usage_events_sum_cover),
+# merge-joined with each customer's period starts and ends as arrays, summed per (customer, period row's
+# start) with both metrics side by side (NULL: outside every period row), which is the order of
+# usage_tracking's own key (customer_id, period_start): the sums meet the counters by a merge full join
+# on it, with no window, no array lookups and no second grouping per customer. The period rows are read
+# from one sort of usage_tracking each time (an index scan in customer order read a heap page per row:
+# 2.1M buffers at 1M customers). The totals are the counters' (one scan of usage_tracking) plus the
+# differences the insert returns, so `per` is read once (materialized to be read twice, it wrote 333 MB
+# to disk at 1M).
 _METERED = """
 WITH periods AS (
     SELECT customer_id, array_agg(period_start ORDER BY period_start) AS starts,
@@ -91,35 +93,22 @@ WITH periods AS (
           WHERE true {scope_tracking} OFFSET 0) AS t
     GROUP BY customer_id
 ), bucketed AS (
-    SELECT e.customer_id, e.metric, e.quantity, e.occurred_at, p.ends,
+    SELECT e.customer_id, e.metric, e.quantity, e.occurred_at, p.starts, p.ends,
            width_bucket(e.occurred_at, p.starts) AS b
     FROM usage_events e LEFT JOIN periods p ON p.customer_id = e.customer_id
     WHERE true {scope_events}
-), slots AS (  -- per customer, metric and period slot (the period row's place among the customer's)
-    SELECT customer_id, metric, CASE WHEN b > 0 AND occurred_at < ends[b] THEN b ELSE 0 END AS slot,
-           sum(quantity) AS quantity
-    FROM bucketed GROUP BY 1, 2, 3
-), sums AS (  -- both metrics, one row per customer with events
-    SELECT customer_id,
-           array_agg(slot) FILTER (WHERE metric = 'ai_interaction') AS ai_slots,
-           array_agg(quantity) FILTER (WHERE metric = 'ai_interaction') AS ai,
-           array_agg(slot) FILTER (WHERE metric = 'minutes') AS minutes_slots,
-           array_agg(quantity) FILTER (WHERE metric = 'minutes') AS minutes
-    FROM slots GROUP BY customer_id
-), counters AS (  -- each period row with its slot
-    SELECT customer_id, id, ai_interactions_count, minutes_used,
-           row_number() OVER (PARTITION BY customer_id ORDER BY period_start)::int AS slot
-    FROM (SELECT customer_id, id, period_start, ai_interactions_count, minutes_used FROM usage_tracking
-          WHERE true {scope_tracking} OFFSET 0) AS t
-), compared AS (  -- each period row beside its events' sums (once per customer: those outside every row)
+), sums AS (  -- per customer and period row (its start; NULL: outside every row), both metrics
+    SELECT customer_id, CASE WHEN b > 0 AND occurred_at < ends[b] THEN starts[b] END AS period_start,
+           sum(quantity) FILTER (WHERE metric = 'ai_interaction') AS ai,
+           sum(quantity) FILTER (WHERE metric = 'minutes') AS minutes
+    FROM bucketed GROUP BY 1, 2
+), compared AS (  -- each period row beside its events' sums; events outside every row have no id
     SELECT coalesce(t.customer_id, s.customer_id) AS customer_id, t.id,
-           t.ai_interactions_count AS ai_tracked, coalesce(s.ai[array_position(s.ai_slots, t.slot)], 0) AS ai,
-           t.minutes_used AS minutes_tracked,
-           coalesce(s.minutes[array_position(s.minutes_slots, t.slot)], 0) AS minutes,
-           CASE WHEN t.slot IS NULL OR t.slot = 1 THEN s.ai[array_position(s.ai_slots, 0)] END AS ai_outside,
-           CASE WHEN t.slot IS NULL OR t.slot = 1 THEN s.minutes[array_position(s.minutes_slots, 0)] END
-               AS minutes_outside
-    FROM counters t FULL JOIN sums s ON s.customer_id = t.customer_id
+           t.ai_interactions_count AS ai_tracked, coalesce(s.ai, 0) AS ai,
+           t.minutes_used AS minutes_tracked, coalesce(s.minutes, 0) AS minutes
+    FROM (SELECT customer_id, period_start, id, ai_interactions_count, minutes_used FROM usage_tracking
+          WHERE true {scope_tracking} OFFSET 0) AS t
+    FULL JOIN sums s ON s.customer_id = t.customer_id AND s.period_start = t.period_start
 ), per AS (  -- one row per counter and check; only rows that differ are split (or every one: everything)
     SELECT c.customer_id, m.check_name, m.target_id, m.tracked, m.actual
     FROM compared c
@@ -128,12 +117,11 @@ WITH periods AS (
         UNION ALL
         SELECT 'minutes', c.id::text, c.minutes_tracked, c.minutes WHERE c.id IS NOT NULL
         UNION ALL  -- source rows with no counter row: events outside every period row
-        SELECT 'ai_interactions', NULL, 0, c.ai_outside WHERE c.ai_outside <> 0
+        SELECT 'ai_interactions', NULL, 0, c.ai WHERE c.id IS NULL AND c.ai <> 0
         UNION ALL
-        SELECT 'minutes', NULL, 0, c.minutes_outside WHERE c.minutes_outside <> 0
+        SELECT 'minutes', NULL, 0, c.minutes WHERE c.id IS NULL AND c.minutes <> 0
     ) AS m(check_name, target_id, tracked, actual)
-    WHERE c.ai_tracked IS DISTINCT FROM c.ai OR c.minutes_tracked IS DISTINCT FROM c.minutes
-       OR c.ai_outside <> 0 OR c.minutes_outside <> 0 OR {everything}
+    WHERE c.id IS NULL OR c.ai_tracked <> c.ai OR c.minutes_tracked <> c.minutes OR {everything}
 ), drifted AS (
     INSERT INTO usage_drift
     SELECT check_name, customer_id, target_id, to_jsonb(tracked), to_jsonb(actual), actual - tracked

@@ -339,7 +339,8 @@ def _event(customer, metric, quantity, at, *, counted=True):
 def test_events_meet_their_period_row_wherever_the_periods_start_and_end():
     """The metered check puts each event in its period row by the customer's period starts (one ordered
     pass over usage_events at 1M). Periods that start at any instant, two in one month, a gap between
-    two, events on the very bounds, before the first period and in the gap (no counter row), counters
+    two, events on the very bounds (a period's end with a gap after it is in no row), before the first
+    period and in the gap (no counter row), counters
     with no events, events uncounted or counted twice: the report lists what the referee finds, its
     totals are the counters' and the events' own sums, and one customer's diagnosis (every counter,
     drifted or not) gives each period row the sum of its own events."""
@@ -355,12 +356,17 @@ def test_events_meet_their_period_row_wherever_the_periods_start_and_end():
         "first-start": first,
         "first-last": cut - timedelta(microseconds=1),
         "second-start": cut,
+        "second-end": gap,  # the second row ends here and nothing starts: in no period row
         "in-gap": gap + timedelta(hours=5),
         "current-start": start,
         "now": timezone.now(),
     }
     for n, (moment, at) in enumerate(moments.items(), start=1):
-        counted = moment not in ("before-first", "in-gap")  # counted, they would open a period row
+        counted = moment not in (
+            "before-first",
+            "second-end",
+            "in-gap",
+        )  # counted, they would open a period row
         _event(split, "ai_interaction", n, at, counted=counted)
         _event(split, "minutes", Decimal(n) / 4, at, counted=counted)
     _event(split, "ai_interaction", 100, moments["first-last"], counted=False)  # the first row too low
@@ -438,8 +444,8 @@ def test_events_meet_their_period_row_wherever_the_periods_start_and_end():
     }
     assert {key: value for key, value in metered.items() if value} == per_row
     assert {(r["check"], Decimal(str(r["actual"]))) for r in every if not r["target_id"]} >= {
-        ("ai_interactions", Decimal(1 + 5)),  # before the first period, and in the gap
-        ("minutes", Decimal(1 + 5) / 4 + Decimal("0.5")),
+        ("ai_interactions", Decimal(1 + 5 + 6)),  # before the first period, at its end, in the gap
+        ("minutes", Decimal(1 + 5 + 6) / 4 + Decimal("0.5")),
     }
 
 
