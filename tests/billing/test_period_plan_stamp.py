@@ -5,6 +5,7 @@ Free without a live subscription. Before billing 0021 only the rollover stamped:
 it NULL and every finance reader probed the live plan per row."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -164,3 +165,21 @@ def test_a_report_read_in_part_leaves_the_connection_usable():
     assert next(rows)["plan"] == "growth"
     rows.close()
     assert len(list(usage_report(month))) == 5
+
+
+def test_the_report_reads_every_value_as_the_database_holds_it():
+    """usage_report reads COPY's text: escaped characters, NULLs, decimals and times come back exact."""
+    plans = plans_ensure()
+    odd = CustomerFactory(email="tab\there\\back\nline@stamp.test")
+    subscribe(odd, plans["pro"])
+    UsageEventFactory(customer=odd, metric=UsageEvent.Metric.MINUTES, quantity="2.125")
+    month = odd.current_period_start.strftime("%Y-%m")
+    (row,) = usage_report(month)
+    assert row["email"] == "tab\there\\back\nline@stamp.test"
+    assert row["customer_id"] == odd.pk and row["plan"] == "pro"
+    assert (row["period_start"], row["period_end"]) == (odd.current_period_start, odd.current_period_end)
+    assert row["minutes"] == Decimal("2.125") and row["ai_interactions"] == 0
+    assert row["active_projects"] == 0 and row["ai_from_credit"] == 0
+    pro = plans["pro"]
+    assert row["ai_allowance"] == pro.ai_interactions_per_period
+    assert row["minutes_allowance"] == pro.minutes_per_period
