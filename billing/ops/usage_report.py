@@ -282,6 +282,7 @@ def usage_report(month: str, using: str = "default") -> Iterator[dict]:
             "ai": [ai for *_, ai, _ in plans],
             "minutes": [minutes for *_, minutes in plans],
         }
-        with cursor.cursor.copy(render(_REPORT), params) as copy:
+        # psycopg's own cursor (Django's has no COPY); its errors raised as Django's, as a query's are.
+        with connections[using].wrap_database_errors, cursor.cursor.copy(render(_REPORT), params) as copy:
             for data in copy:
                 yield _copy_row(bytes(data))
