@@ -116,8 +116,8 @@ def _copy_row(data: bytes) -> dict:
 # stamped plan by a parallel scan (plan_id is a plain column; a period with no stamp is summed in the
 # line of no plan, as the report lists it); then the credit drawn per plan, over the month's draws.
 # The rule per period is REPORT_ROWS_SQL's (the same allowance; overage = usage beyond it, period by
-# period, greatest() ignoring an unlimited allowance's NULL; credit drawn = the draws within the period,
-# of kind usage); tests compare the two plan by plan.
+# period, summed over the periods above it only, an unlimited allowance's NULL above none; credit drawn
+# = the draws within the period, of kind usage); tests compare the two plan by plan.
 
 _ALLOWANCES = """
 SELECT pl.id, pl.code, billing_plan_allowance(pl, 'ai_interaction')::bigint,
@@ -130,9 +130,9 @@ def _sums(plan: str, source: str, group: str) -> str:
     return f"""
 SELECT t.month, {plan} AS plan_id, {group}, count(*), coalesce(sum(t.active_projects_count), 0),
        coalesce(sum(t.ai_interactions_count), 0),
-       coalesce(sum(greatest(t.ai_interactions_count - a.ai_allowance, 0)), 0),
+       coalesce(sum(t.ai_interactions_count - a.ai_allowance) FILTER (WHERE t.ai_interactions_count > a.ai_allowance), 0),
        coalesce(sum(t.minutes_used), 0),
-       coalesce(sum(greatest(t.minutes_used - a.minutes_allowance, 0)), 0),
+       coalesce(sum(t.minutes_used - a.minutes_allowance) FILTER (WHERE t.minutes_used > a.minutes_allowance), 0),
        max(t.period_end), count(*) FILTER (WHERE t.period_end > now())
 FROM {source}
 LEFT JOIN unnest(%(ids)s::bigint[], %(ai)s::bigint[], %(minutes)s::bigint[])
