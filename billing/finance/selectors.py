@@ -28,7 +28,7 @@ from billing.ops.usage_report import (
     REPORT_FIELDS,
     month_live,
     month_parse,
-    months_by_plan,
+    months_used_by_plan,
     usage_report,
 )
 from billing.selectors import OVER_LIMIT_RULE, USAGE_PREFIX, over_limit_lines, period_plan_sql
@@ -536,8 +536,8 @@ def usage_trend(last: str, months: int = 12) -> dict:
     live = [m for m in axis if m not in summarized and m >= FIRST_MONTH]
     found = _fetchall(_SUMMARY_TREND, {"months": sorted(summarized)}) if summarized else []
     if live:  # the months without an exact summary: the current month, one whose periods still run
-        for month, per_plan in months_by_plan(live, credit=False, using=finance_database()).items():
-            found += [(month, figures[0], figures[3], figures[7]) for figures in per_plan]
+        for month, per_plan in months_used_by_plan(live, using=finance_database()).items():
+            found += [(month, *used) for used in per_plan]
     for month, plan, ai, minutes in found:
         for key, value in (("ai", ai), ("minutes", minutes)):
             series[key].setdefault(plan, [Decimal(0)] * months)[axis.index(month)] = value
