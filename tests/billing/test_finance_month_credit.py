@@ -2,7 +2,7 @@
 equal to usage_report --month's rows (REPORT_ROWS_SQL, which looks the draws up period by period) for
 what could silently differ there: two periods of one customer in the month, several draws in one period
 (the join must not count the period's own figures twice), a draw on the boundary between two periods,
-a draw at a period's end, a draw in an earlier month's period, a refund's take-back, an unstamped period."""
+a draw at a period's end, a draw in an earlier month's period, a refund's take-back."""
 
 from datetime import timedelta
 from decimal import Decimal
@@ -42,16 +42,16 @@ def from_the_command(month: str) -> dict:
 
 
 def period(customer, start, end, *, ai=0, minutes=0):
+    """A usage period with its counters; its plan is stamped as it opens (the customer's live plan)."""
     with counter_writes_allowed():
-        row = UsageTracking.objects.create(
+        return UsageTracking.objects.create(
             customer=customer,
             period_start=start,
             period_end=end,
             month=start.strftime("%Y-%m"),
             ai_interactions_count=ai,
             minutes_used=minutes,
-        )  # stamped with the customer's plan as it opens (billing 0021)
-    return row
+        )
 
 
 def customer_on(plan: Plan, email: str):
@@ -93,8 +93,8 @@ def test_the_credit_drawn_in_the_months_pass_equals_the_commands_rows_period_by_
     draw(minutes, middle + timedelta(days=4), Decimal(8), kind="refund")  # a take-back: no usage
     draw(ai, end, Decimal(9))  # at the second period's end: the next period's (none here)
 
-    # A whole-month period with a draw, and a customer with no draw at all.
-    loose = customer_on(plans["growth"], "unstamped@credit.test")
+    # A customer with one draw, and one with no draw at all.
+    loose = customer_on(plans["growth"], "one-draw@credit.test")
     period(loose, start, end, ai=5, minutes=6)
     draw(
         credit_grant(customer=loose, metric="minutes", quantity=10, source="purchase", actor="test"),
