@@ -52,6 +52,12 @@ def sql(statement, params=None):
         cursor.execute(statement, params)
 
 
+def _one(statement):
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
+        return cursor.fetchone()[0]
+
+
 def set_counter(statement, params):
     """Planted history: a counter written behind the triggers' back."""
     with transaction.atomic(), counter_writes_allowed():
@@ -170,6 +176,23 @@ def test_the_report_lists_exactly_what_the_referee_finds_in_both_directions_for_
     assert ordered(map(from_report, document["discrepancies"])) == found
     assert document["summary"]["customers_with_drift"] == len({d.customer_id for d in found})
     assert document["summary"]["customers_checked"] == Customer.objects.count()
+    # The totals per check: the counters' own and their truth's, as the tables give them (the report
+    # reads each check's rows once and adds what differs to the counters' totals).
+    totals = {
+        "preset_usage_count": (
+            "SELECT coalesce(sum(usage_count), 0) FROM presets",
+            "SELECT count(*) FROM preset_usage",
+        ),
+        "preset_last_used_at": (
+            "SELECT count(last_used_at) FROM presets",
+            "SELECT count(DISTINCT preset_id) FROM preset_usage",
+        ),
+    }
+    for check, (tracked, actual) in totals.items():
+        assert document["summary"]["metrics"][check] == {
+            "tracked": number_plain(_one(tracked)),
+            "actual": number_plain(_one(actual)),
+        }, check
 
     one = planted["presets"]
     scoped = discrepancy_report(customer_ids=[one.pk], started_by="test").rows
