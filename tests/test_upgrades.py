@@ -30,6 +30,9 @@ SHIPPED_BEFORE_IN_PLACE_EDITS = "b1f7ec6"
 # (stamps the plan), usage_tracking_add and usage_tracking_open in place, and added billing 0018/0020 and
 # usage 0022 with their triggers.
 SHIPPED_BEFORE_PLAN_STAMP = "df0a9fe"
+# Main before every period was stamped as it opens (2026-12-05, evening), which edited billing_period_roll
+# in place (the opening trigger stamps now) and added billing 0021/0024 and usage 0024.
+SHIPPED_BEFORE_STAMP_AT_OPEN = "c8c8a38"
 
 FUNCTIONS = """
 SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid)
@@ -107,7 +110,13 @@ def databases():
 
 
 @pytest.mark.parametrize(
-    "shipped", [SHIPPED_BEFORE_EDITS, SHIPPED_BEFORE_IN_PLACE_EDITS, SHIPPED_BEFORE_PLAN_STAMP]
+    "shipped",
+    [
+        SHIPPED_BEFORE_EDITS,
+        SHIPPED_BEFORE_IN_PLACE_EDITS,
+        SHIPPED_BEFORE_PLAN_STAMP,
+        SHIPPED_BEFORE_STAMP_AT_OPEN,
+    ],
 )
 def test_a_database_migrated_at_an_earlier_commit_upgrades_to_exactly_a_fresh_install(
     databases, tmp_path, shipped
