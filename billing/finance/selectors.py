@@ -12,6 +12,7 @@ closed month's figures come from its summary while it is exact, which cron write
 function (billing.services.usage_months).
 """
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, models
 
 from billing.models import CreditDraw, CreditGrant, Plan
 from billing.ops.usage_report import (
@@ -35,6 +36,7 @@ from billing.selectors import OVER_LIMIT_RULE, USAGE_PREFIX, over_limit_lines, p
 from billing.services.usage_months import summarized_months
 from usage.metrics import BY_CODE, METERED
 from usage.metrics import METRICS as CATALOGUE
+from usage.models import UsageTracking
 from usage.names import render
 
 __all__ = ["REPORT_FIELDS", "month_parse", "usage_report"]
@@ -251,7 +253,7 @@ def usage_rows(month: str, plan: Plan | None = None) -> Iterator[dict]:
 # emails (the tie-break) of the lines ranked at or above its last one only, by key, not by a join of
 # every customer. Both walk back through the earlier periods one period at a time while the line is
 # still over (at 1M: 210k periods for 59k lines, where reading every earlier period took 700k).
-def _over_limit_sql(*, every: bool) -> str:
+def _over_limit_sql(*, every: bool, above_plan: str) -> str:
     plan_allowances = ", ".join(f"pl.{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE)
     allowance_names = ", ".join(f"{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE)
     kept_allowances = ", ".join(f"r.{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE)
@@ -264,26 +266,13 @@ def _over_limit_sql(*, every: bool) -> str:
     per_metric = ", ".join(
         f"sum(d.quantity) FILTER (WHERE g.metric = '{m.code}') AS {m.code}" for m in METERED
     )
-    above = " OR ".join(
-        f"u.{USAGE_PREFIX[m.code]}_tracked > u.{USAGE_PREFIX[m.code]}_allowance" for m in CATALOGUE
-    )
-    # And a period above its plan's allowance is above the smallest allowance of any plan (NULL when no
-    # plan limits the metric: nobody over it): the periods under every plan's allowance are left out
-    # before the plans are joined (half the current periods at 1M).
     # Each plan's allowances (billing_plan_allowance, read once per plan by _PLAN_ALLOWANCES just before)
-    # as arrays: the parallel workers that scan the periods filter them by their plan's allowance and
-    # hand on the few above it (57k at 1M). Joined as a CTE or a subquery, the plans were read by the
-    # leader process only, and every period above the least allowance (490k) went through it.
+    # as arrays, joined for the lines' plan and allowances.
     allowed = (
         "unnest(%(plan_id)s::bigint[], %(plan_code)s::text[], %(plan_name)s::text[], "
         + ", ".join(f"%({USAGE_PREFIX[m.code]}_allowance)s::numeric[]" for m in CATALOGUE)
         + f") AS pl(id, code, name, {allowance_names})"
     )
-    above_least = " OR ".join(
-        f"t.{m.counter} > (SELECT min(a) FROM unnest(%({USAGE_PREFIX[m.code]}_allowance)s::numeric[]) a)"
-        for m in CATALOGUE
-    )
-
     # The overage credit usage drew within an earlier period, per metric (what credit paid for is not
     # over): the page's hundred lines look each one up; the CSV's lines read them from period_draws,
     # the draws of the customers listed, each summed into its period once (probed per period, the draws
@@ -334,9 +323,9 @@ WITH RECURSIVE usage AS (
            {tracked}, t.period_start, t.period_end
     FROM usage_tracking t
     JOIN {allowed} ON pl.id = {period_plan_sql("t")}
-    WHERE usage_period_current(t.period_start, t.period_end) AND ({above_least})
-), above AS MATERIALIZED (  -- a period above an allowance: only these can be over (see above)
-    SELECT u.* FROM usage u WHERE {above}
+    WHERE usage_period_current(t.period_start, t.period_end) AND ({above_plan})
+), above AS MATERIALIZED (  -- a period above its plan's allowance: only these can be over (see above)
+    SELECT u.* FROM usage u
 ), drawn AS (  -- the credit usage drew in each of those periods (one current period per customer)
     SELECT a.customer_id, {per_metric}
     FROM above a
@@ -385,8 +374,6 @@ _PLAN_ALLOWANCES = (
     + ", ".join(f"billing_plan_allowance(pl, '{m.code}')" for m in CATALOGUE)
     + " FROM plans pl"
 )
-_OVER_LIMIT_PAGE = _over_limit_sql(every=False)
-_OVER_LIMIT_ALL = _over_limit_sql(every=True)
 
 
 @dataclass
@@ -419,21 +406,63 @@ def _plan_allowances() -> dict:
     return {name: [row[i] for row in rows] for i, name in enumerate(columns)}
 
 
+# Counters stored as integers (active projects): compared with the floor of an allowance, an integer
+# constant, so the planner reads the column's statistics (a cast of the column to numeric hides them).
+_INTEGER_COUNTERS = frozenset(
+    m.code for m in CATALOGUE if isinstance(UsageTracking._meta.get_field(m.counter), models.IntegerField)
+)
+
+
+def _above_plan(plans: dict) -> tuple[str, dict]:
+    """The periods above their own plan's allowance in a metric at least (the only ones that can be over,
+    see _over_limit_sql), as a condition on the period's own columns: per plan, its stamp and its
+    allowances as constants. The workers that scan the current periods in parallel keep only these
+    (57k of a million at 1M), and the planner estimates them from the counters' statistics, so it sees
+    that the parallel scan hands on few rows. Compared through a join of the plans (or a subquery's
+    least allowance) the estimate was a third per comparison, the parallel plan looked dearer than a
+    serial index scan, and on the live layout (periods stored by month, period_end correlated with the
+    heap) the page took that serial scan (README, "Finance pages"). A period with no plan is above none."""
+    clauses, params = [], {}
+    for i, plan_id in enumerate(plans["plan_id"]):
+        above = []
+        for m in CATALOGUE:
+            allowance = plans[f"{USAGE_PREFIX[m.code]}_allowance"][i]
+            if allowance is None:  # the plan does not limit the metric
+                continue
+            key = f"above_{i}_{USAGE_PREFIX[m.code]}"
+            # An integer above a number is above its floor, and the other way round.
+            params[key] = math.floor(allowance) if m.code in _INTEGER_COUNTERS else allowance
+            above.append(f"t.{m.counter} > %({key})s")
+        if above:
+            params[f"above_{i}"] = plan_id
+            clauses.append(f"({period_plan_sql('t')} = %(above_{i})s AND ({' OR '.join(above)}))")
+    return " OR ".join(clauses) or "false", params
+
+
+def _over_limit_statement(*, every: bool) -> tuple[str, dict]:
+    """The over-limit statement (the page's first lines or, ``every``, all of them) and its parameters,
+    built for the plans as they are now."""
+    plans = _plan_allowances()
+    above_plan, params = _above_plan(plans)
+    return _over_limit_sql(every=every, above_plan=above_plan), {**plans, **params}
+
+
 def over_limit_customers(limit: int | None = None) -> list[OverLimit]:
     """The first ``limit`` over-limit lines, largest overshoot first (None: every line)."""
     if limit is not None and limit < 1:
         return []
-    params = _plan_allowances()
     if limit is None:
-        return [OverLimit(str(r[0]), *r[1:]) for r in _fetchall(_OVER_LIMIT_ALL, params)]
-    return [OverLimit(str(r[0]), *r[1:]) for r in _fetchall(_OVER_LIMIT_PAGE, {**params, "limit": limit})]
+        sql, params = _over_limit_statement(every=True)
+        return [OverLimit(str(r[0]), *r[1:]) for r in _fetchall(sql, params)]
+    sql, params = _over_limit_statement(every=False)
+    return [OverLimit(str(r[0]), *r[1:]) for r in _fetchall(sql, {**params, "limit": limit})]
 
 
 def over_limit_stream(chunk_size: int = 2000) -> Iterator[OverLimit]:
     """Every over-limit line, through a server-side cursor (the CSV export)."""
-    params = _plan_allowances()
+    sql, params = _over_limit_statement(every=True)
     with connections[finance_database()].chunked_cursor() as cursor:
-        cursor.execute(render(_OVER_LIMIT_ALL), params)
+        cursor.execute(render(sql), params)
         while batch := cursor.fetchmany(chunk_size):
             for r in batch:
                 yield OverLimit(str(r[0]), *r[1:])
