@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from billing.finance.selectors import _over_limit_statement, over_limit_customers
-from tests.factories import PlanFactory
+from tests.factories import CustomerFactory, PlanFactory
 from usage.models import UsageEvent
 from usage.names import render
 
@@ -73,3 +73,14 @@ def test_the_planner_sees_how_few_current_periods_are_above_their_plans_allowanc
     # The six current periods above Free's allowance, as the scan of the periods estimates them (from
     # the counters' statistics); a guess of a third per comparison would be 200 and more.
     assert scan["Plan Rows"] <= 3 * ABOVE
+
+
+def test_no_line_when_no_plan_limits_anything():
+    # No plan contributes a condition to the scan: it keeps no period (and the statement still parses).
+    PlanFactory(
+        code="free", max_active_projects=None, ai_interactions_per_period=None, minutes_per_period=None
+    )
+    customer = CustomerFactory()
+    UsageEvent.objects.create(customer=customer, metric="minutes", quantity=10_000)
+    assert over_limit_customers() == []
+    assert over_limit_customers(limit=10) == []
