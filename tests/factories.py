@@ -1,7 +1,7 @@
 import factory
 from django.utils import timezone
 
-from billing.models import Plan
+from billing.models import Plan, Subscription
 from usage.models import Customer, Preset, PresetUsage, Project, UsageEvent
 
 
@@ -57,3 +57,14 @@ class PlanFactory(factory.django.DjangoModelFactory):
     code = "free"
     name = factory.LazyAttribute(lambda o: o.code.title())
     price = 0
+
+
+def subscribe(customer, plan, status=Subscription.Status.ACTIVE):
+    """The customer's subscription to ``plan`` over the customer's current period (as a webhook leaves it)."""
+    return Subscription.objects.create(
+        customer=customer,
+        plan=plan,
+        status=status,
+        current_period_start=customer.current_period_start,
+        current_period_end=customer.current_period_end,
+    )

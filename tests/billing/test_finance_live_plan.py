@@ -14,19 +14,9 @@ from billing.models import Plan, Subscription
 from billing.ops.usage_report import usage_report
 from billing.services.consume import consume
 from demo.data import plans_ensure
-from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory
+from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def subscribe(customer, plan, status):
-    return Subscription.objects.create(
-        customer=customer,
-        plan=plan,
-        status=status,
-        current_period_start=customer.current_period_start,
-        current_period_end=customer.current_period_end,
-    )
 
 
 def live_plan_code(customer) -> str:

@@ -10,11 +10,11 @@ from decimal import Decimal
 import pytest
 
 from billing.finance.selectors import last_full_month, month_bounds, month_shift
-from billing.models import CreditDraw, Plan, Subscription
+from billing.models import CreditDraw, Plan
 from billing.ops.usage_report import BY_PLAN_FIELDS, months_by_plan, usage_report
 from billing.services.credits import credit_grant
 from demo.data import plans_ensure
-from tests.factories import CustomerFactory
+from tests.factories import CustomerFactory, subscribe
 from usage.models import UsageTracking
 from usage.services.counters import counter_writes_allowed
 
@@ -56,12 +56,7 @@ def period(customer, start, end, *, ai=0, minutes=0):
 
 def customer_on(plan: Plan, email: str):
     customer = CustomerFactory(email=email)
-    Subscription.objects.create(
-        customer=customer,
-        plan=plan,
-        current_period_start=customer.current_period_start,
-        current_period_end=customer.current_period_end,
-    )
+    subscribe(customer, plan)
     return customer
 
 

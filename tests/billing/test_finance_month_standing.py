@@ -9,10 +9,9 @@ from html import unescape
 
 import pytest
 
-from billing.models import Subscription
 from billing.services.usage_months import usage_months_summarize
 from demo.data import plans_ensure
-from tests.factories import CustomerFactory, UsageEventFactory
+from tests.factories import CustomerFactory, UsageEventFactory, subscribe
 from usage.models import UsageTracking
 
 STANDING = re.compile(r'<p id="month-standing"[^>]*data-standing="([a-z]+)">(.*?)</p>', re.S)
@@ -25,12 +24,7 @@ def months(db):
     customers = []
     for n, plan in enumerate(("starter", "growth"), start=1):
         customer = CustomerFactory(email=f"standing{n}@month-standing.test")
-        Subscription.objects.create(
-            customer=customer,
-            plan=plans[plan],
-            current_period_start=customer.current_period_start,
-            current_period_end=customer.current_period_end,
-        )
+        subscribe(customer, plans[plan])
         UsageEventFactory(
             customer=customer, quantity=3, occurred_at=customer.current_period_start - timedelta(days=2)
         )

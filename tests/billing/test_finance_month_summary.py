@@ -13,12 +13,12 @@ from django.core.management import call_command
 from django.db import connection
 
 from billing.finance.selectors import usage_by_plan, usage_trend
-from billing.models import Plan, Subscription, UsageMonth
+from billing.models import Plan, UsageMonth
 from billing.ops.integrity import usage_reconcile
 from billing.ops.usage_report import usage_report
 from billing.services.usage_months import summarized_months, usage_months_summarize
 from demo.data import plans_ensure
-from tests.factories import CustomerFactory, UsageEventFactory
+from tests.factories import CustomerFactory, UsageEventFactory, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -67,12 +67,7 @@ def last_month():
     customers = []
     for n, plan in enumerate(("starter", "growth"), start=1):
         customer = CustomerFactory(email=f"summary{n}@month-summary.test")
-        Subscription.objects.create(
-            customer=customer,
-            plan=plans[plan],
-            current_period_start=customer.current_period_start,
-            current_period_end=customer.current_period_end,
-        )
+        subscribe(customer, plans[plan])
         UsageEventFactory(
             customer=customer, quantity=6 * n, occurred_at=customer.current_period_start - timedelta(days=2)
         )

@@ -17,19 +17,9 @@ from billing.ops.usage_report import usage_report
 from billing.services.periods import period_roll_due
 from billing.services.plans import subscription_change_plan
 from demo.data import plans_ensure
-from tests.factories import CustomerFactory, UsageEventFactory
+from tests.factories import CustomerFactory, UsageEventFactory, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def subscribe(customer, plan, status=Subscription.Status.ACTIVE):
-    return Subscription.objects.create(
-        customer=customer,
-        plan=plan,
-        status=status,
-        current_period_start=customer.current_period_start,
-        current_period_end=customer.current_period_end,
-    )
 
 
 def last_month_and_now(customer):

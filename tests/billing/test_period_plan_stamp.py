@@ -16,20 +16,10 @@ from billing.ops.usage_report import usage_report
 from billing.services.consume import consume
 from billing.services.periods import period_roll_due
 from demo.data import plans_ensure
-from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory
+from tests.factories import CustomerFactory, ProjectFactory, UsageEventFactory, subscribe
 from usage.models import Project, UsageEvent
 
 pytestmark = pytest.mark.django_db
-
-
-def subscribe(customer, plan, status=Subscription.Status.ACTIVE):
-    return Subscription.objects.create(
-        customer=customer,
-        plan=plan,
-        status=status,
-        current_period_start=customer.current_period_start,
-        current_period_end=customer.current_period_end,
-    )
 
 
 def stamps(*customers) -> dict:
