@@ -151,6 +151,16 @@ def subscription_triggers():
 
 # --- plans -> the month summaries (billing_usage_months) ---------------------------------------------
 
+# Every summarized month noted changed (usage_months_changed), so the pages sum it from the periods
+# until cron summarizes it again: what a statement that may touch any month does (a plan edited, the
+# periods truncated).
+_EVERY_SUMMARIZED_MONTH_CHANGED = """
+INSERT INTO usage_months_changed AS m (period_month, changed_at)
+SELECT s.period_month, now() FROM billing_usage_months s
+ON CONFLICT (period_month) DO UPDATE SET changed_at = excluded.changed_at;
+RETURN NULL;
+"""
+
 
 def plan_triggers():
     """A plan edited (its allowances, its code) after months were summarized with it: each summarized
@@ -162,12 +172,7 @@ def plan_triggers():
             level=pgtrigger.Statement,
             when=pgtrigger.After,
             operation=pgtrigger.Update | pgtrigger.Delete,
-            func="""
-INSERT INTO usage_months_changed AS m (period_month, changed_at)
-SELECT s.period_month, now() FROM billing_usage_months s
-ON CONFLICT (period_month) DO UPDATE SET changed_at = excluded.changed_at;
-RETURN NULL;
-""",
+            func=_EVERY_SUMMARIZED_MONTH_CHANGED,
         )
     ]
 
@@ -223,11 +228,6 @@ RAISE EXCEPTION 'usage_tracking.plan_id is the plan in effect for the period, st
             level=pgtrigger.Statement,
             when=pgtrigger.After,
             operation=pgtrigger.Truncate,
-            func="""
-INSERT INTO usage_months_changed AS m (period_month, changed_at)
-SELECT s.period_month, now() FROM billing_usage_months s
-ON CONFLICT (period_month) DO UPDATE SET changed_at = excluded.changed_at;
-RETURN NULL;
-""",
+            func=_EVERY_SUMMARIZED_MONTH_CHANGED,
         ),
     ]
