@@ -5,6 +5,7 @@ import io
 import json
 
 import pytest
+from django.utils import timezone
 
 from billing.models import Plan, Subscription
 from billing.services.consume import consume
@@ -69,3 +70,22 @@ def test_month_report_shows_usage_allowance_and_credit_in_every_format():
 def test_bad_month_exits_2_without_traceback(month, message):
     result = run_manage("usage_report", "--month", month)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.django_db
+def test_the_trends_used_figures_are_the_month_reports():
+    """months_used_by_plan (the trends' lean statement for a month not summarized) sums what
+    months_by_plan sums, plan by plan, for every month the demo has usage in."""
+    from billing.finance.selectors import month_shift
+    from billing.ops.usage_report import BY_PLAN_FIELDS, months_by_plan, months_used_by_plan
+    from demo.data import demo_data_load
+
+    demo_data_load(customers=40, seed=4)
+
+    this_month = timezone.now().strftime("%Y-%m")
+    months = [month_shift(this_month, k) for k in range(-3, 2)]
+    full = months_by_plan(months)
+    ai, minutes = BY_PLAN_FIELDS.index("ai_used"), BY_PLAN_FIELDS.index("minutes_used")
+    expected = {m: sorted((f[0], f[ai], f[minutes]) for f in per_plan) for m, per_plan in full.items()}
+    assert sum(len(rows) for rows in expected.values()) >= 4  # usage in several months and plans
+    assert {m: sorted(rows) for m, rows in months_used_by_plan(months).items()} == expected
